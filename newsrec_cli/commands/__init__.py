@@ -1,0 +1,1 @@
+"""The command layer: one Typer module per subcommand. Parses, calls the engine, renders."""

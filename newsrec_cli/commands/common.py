@@ -1,0 +1,111 @@
+"""What every command shares: the consoles, the error boundary, settings from flags."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from newsrec_cli.errors import NewsrecError
+from newsrec_cli.settings import Resolved, S, resolve
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML settings file (defaults < file < NEWSREC_* env < flags).",
+        exists=True,
+        dir_okay=False,
+        envvar="NEWSREC_CONFIG",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one line on stderr and return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn engine errors into one line on stderr and a non-zero exit; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except NewsrecError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: what was finished is saved; rerun the same command to resume")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(
+    model: type[S], config: Path | None, **flags: Any
+) -> Resolved[S]:
+    """Resolve one stage's settings; flags left at None were not given on the command line."""
+    return resolve(model, config=config, overrides=flags)
+
+
+def print_json(data: Any) -> None:
+    """JSON on stdout, nothing else, so scripts can parse it."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, e.g. `812 texts/s`."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} {self.unit}/s", style="cyan")
+
+
+def progress(*, unit: str = "items", transient: bool = False, extra: str | None = None) -> Progress:
+    """The progress bar of long work: count, rate and ETA, on stderr so stdout stays clean.
+
+    `extra` is a format string over task fields, e.g. "loss {task.fields[loss]:.4f}".
+    """
+    columns: list[ProgressColumn | str] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    if extra:
+        columns.append(TextColumn(extra))
+    return Progress(*columns, console=err_console, transient=transient)

@@ -1,0 +1,142 @@
+"""A dataset: one MIND folder, or a parent with train/, valid/ (or dev/) and test/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from newsrec_cli.errors import InputError
+from newsrec_cli.mind.behaviors import Impressions, read_behaviors
+from newsrec_cli.mind.news import NewsTable, read_news
+from newsrec_cli.mind.report import ReadReport
+from newsrec_cli.mind.split import split_by_impression, split_by_time
+from newsrec_cli.mind.vocab import Vocab
+
+SPLIT_FOLDERS = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
+SINGLE = "all"
+
+
+def find_splits(path: str | Path) -> dict[str, Path]:
+    """Map split name to folder: {"all": path} for a single MIND folder, else train/valid/test.
+
+    MIND's own archives unpack to folders named train/ and dev/: dev/ is read as valid.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("dataset folder not found", path=path)
+    if not path.is_dir():
+        raise InputError("expected a MIND folder (news.tsv, behaviors.tsv) or a parent of train/ valid/ test/", path=path)
+    if (path / "news.tsv").exists():
+        return {SINGLE: path}
+    found: dict[str, Path] = {}
+    for folder, name in SPLIT_FOLDERS.items():
+        if (path / folder / "news.tsv").exists() and name not in found:
+            found[name] = path / folder
+    if not found:
+        raise InputError(
+            "no news.tsv here nor in train/, valid/ (dev/) or test/: not a MIND dataset", path=path
+        )
+    return found
+
+
+@dataclass
+class MindDataset:
+    """News of all splits in one table, impressions per split, shared vocabularies.
+
+    `news_vocab` index i is row i-1 of `news` for i <= len(news); indices beyond are IDs that
+    behaviors mention but no news.tsv has (a coverage gap `newsrec data stats` reports).
+    """
+
+    root: Path
+    folders: dict[str, Path]
+    news: NewsTable
+    news_vocab: Vocab
+    user_vocab: Vocab
+    splits: dict[str, Impressions] = field(default_factory=dict)
+    reports: list[ReadReport] = field(default_factory=list)
+
+    @property
+    def layout(self) -> Literal["single", "folders"]:
+        return "single" if SINGLE in self.folders else "folders"
+
+    @property
+    def vec_files(self) -> list[Path]:
+        """entity_embedding.vec files found beside the news (any split, or the root)."""
+        candidates = [self.root / "entity_embedding.vec"] + [
+            f / "entity_embedding.vec" for f in self.folders.values()
+        ]
+        seen: list[Path] = []
+        for p in candidates:
+            if p.exists() and p.resolve() not in [s.resolve() for s in seen]:
+                seen.append(p)
+        return seen
+
+    def in_news(self, news_idx: np.ndarray) -> np.ndarray:
+        """Which vocabulary indices have a row in news.tsv."""
+        return (news_idx >= 1) & (news_idx <= len(self.news))
+
+    def train_valid(
+        self,
+        split: Literal["auto", "time", "impression"] = "auto",
+        valid_days: int | None = None,
+        valid_fraction: float = 0.1,
+        seed: int = 42,
+    ) -> tuple[Impressions, Impressions, str]:
+        """Training and validation impressions and a sentence saying how they were split."""
+        if "train" in self.splits:
+            train = self.splits["train"]
+        elif SINGLE in self.splits:
+            train = self.splits[SINGLE]
+        else:
+            raise InputError("no training impressions (train/behaviors.tsv)", path=self.root)
+        if split == "auto" and "valid" in self.splits:
+            return train, self.splits["valid"], f"validation: the dataset's own valid folder ({self.folders['valid']})"
+        no_times = len(train) > 0 and bool((train.times == train.times[0]).all())
+        if split == "time" or (split == "auto" and not no_times):
+            tr, va = split_by_time(train, valid_days)
+            first = va.times.min().astype("datetime64[D]")
+            return tr, va, f"validation: split by time, impressions from {first} on ({len(va)} of {len(train)})"
+        tr, va = split_by_impression(train, valid_fraction, seed)
+        why = "every impression has the same time" if no_times else "asked for"
+        return tr, va, (
+            f"validation: split by impression ({why}), {len(va)} of {len(train)} impressions held out at random "
+            "(no usable times; same news and users on both sides, so numbers are optimistic)"
+        )
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    on_bad_lines: Literal["error", "skip"] = "error",
+    bad_entities: Literal["error", "collect"] = "error",
+    behaviors: bool = True,
+    splits: tuple[str, ...] | None = None,
+) -> MindDataset:
+    """Read the news of every split (union by ID) and, if asked, the behaviors of each split."""
+    root = Path(path)
+    folders = find_splits(root)
+    if splits is not None:
+        folders = {k: v for k, v in folders.items() if k in splits or k == SINGLE}
+    news = NewsTable()
+    for folder in folders.values():
+        news.merge(read_news(folder / "news.tsv", on_bad_lines=on_bad_lines, bad_entities=bad_entities))
+    news_vocab = Vocab(news.ids)
+    user_vocab = Vocab()
+    dataset = MindDataset(
+        root=root, folders=folders, news=news, news_vocab=news_vocab, user_vocab=user_vocab,
+        reports=list(news.reports),
+    )
+    if behaviors:
+        for name, folder in folders.items():
+            file = folder / "behaviors.tsv"
+            if not file.exists():
+                raise InputError("behaviors.tsv not found", path=file)
+            report = ReadReport(path=str(file))
+            dataset.splits[name] = read_behaviors(
+                file, news_vocab, user_vocab, on_bad_lines=on_bad_lines, report=report
+            )
+            dataset.reports.append(report)
+    return dataset

@@ -1,0 +1,348 @@
+"""Typed settings, one pydantic model per stage, and where each value came from.
+
+Sources, lowest to highest: the defaults below, a TOML file (`--config newsrec.toml`, one table
+per stage: `[train]`, `[embed]`, ...), the environment (`NEWSREC_<STAGE>_<FIELD>`, e.g.
+`NEWSREC_TRAIN_LR=3e-4`) and command-line flags. `resolve()` merges them and validates once, so a
+wrong value is one `SettingsError` naming the field, the value, what is allowed and its source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from newsrec_cli.errors import SettingsError
+
+ENV_PREFIX = "NEWSREC_"
+
+
+class StageSettings(BaseModel):
+    """Base of the stage models: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    section: ClassVar[str] = ""
+
+
+class DataSettings(StageSettings):
+    """Reading MIND folders and choosing the validation split."""
+
+    section: ClassVar[str] = "data"
+
+    on_bad_lines: Literal["error", "skip"] = Field(
+        "error", description="A malformed line stops the run (error) or is skipped and reported (skip)."
+    )
+    split: Literal["auto", "time", "impression"] = Field(
+        "auto",
+        description="How to get a validation set: auto uses the valid/ folder when there is one, "
+        "else a split by time; impression holds out whole impressions at random (for data without "
+        "usable times). Candidates of one impression are never split.",
+    )
+    valid_days: int | None = Field(
+        None, ge=1, description="With a split by time: the last N days are validation (default: the last day)."
+    )
+    valid_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
+    )
+    seed: int = Field(42, description="Seed of the split by impression.")
+
+
+class SynthSettings(StageSettings):
+    """The built-in synthetic MIND dataset (`newsrec data synth`)."""
+
+    section: ClassVar[str] = "synth"
+
+    news: int = Field(3000, ge=50, description="Number of news items.")
+    users: int = Field(2000, ge=10, description="Number of users.")
+    days: int = Field(7, ge=2, description="Days of impressions; the last day becomes valid/.")
+    impressions_per_user: float = Field(
+        2.5, gt=0, description="Mean impressions per user over all days (most users have few)."
+    )
+    seed: int = Field(0, description="Same seed, same files, byte for byte.")
+
+
+class EmbedSettings(StageSettings):
+    """Text vectors for news (`newsrec embed`)."""
+
+    section: ClassVar[str] = "embed"
+
+    provider: Literal["local", "openai", "hashing"] = Field(
+        "local", description="local: sentence-transformers, offline; openai: the API or a compatible "
+        "server; hashing: deterministic, NOT semantic, for smoke tests only."
+    )
+    model: str | None = Field(
+        None, description="Model name or path (default: all-MiniLM-L6-v2 for local, "
+        "text-embedding-3-small for openai)."
+    )
+    template: str = Field(
+        "{category} | {subcategory} | {title} | {abstract}",
+        description="Text embedded per news; fields: title, abstract, category, subcategory, entities.",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per batch for the local model.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    normalize: bool = Field(True, description="L2-normalise vectors before storing them.")
+    dimensions: int | None = Field(
+        None, ge=1, description="Output size: for OpenAI text-embedding-3 models, and for hashing."
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible server (vLLM, Ollama, LiteLLM).")
+    max_batch_tokens: int = Field(
+        250_000, ge=1, description="Token budget per API request (the API allows 300k)."
+    )
+    max_batch_texts: int = Field(2048, ge=1, description="Texts per API request (the API limit).")
+    max_retries: int = Field(6, ge=0, description="Retries of a failed request (429, 5xx, timeout).")
+    timeout: float = Field(60.0, gt=0, description="Seconds before a request is retried.")
+    hashing_dim: int = Field(256, ge=8, description="Dimension of the hashing provider (when no dimensions).")
+    hashing_delay: float = Field(
+        0.0, ge=0, description="Seconds the hashing provider sleeps per batch (tests slow a run to interrupt it)."
+    )
+
+
+class GraphSettings(StageSettings):
+    """The news-entity graph (`newsrec build-graph`) and its GNN encoder (used by train)."""
+
+    section: ClassVar[str] = "graph"
+
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Drop entity links below this.")
+    cooccurrence_min: int = Field(
+        0, ge=0, description="Add entity-entity edges for pairs co-mentioned in at least N news (0: off)."
+    )
+    encoder: Literal["sage", "gat"] = Field("sage", description="GraphSAGE (mean) or GAT (multi-head).")
+    layers: int = Field(2, ge=1, le=4, description="Message-passing layers (2 reaches news via entities).")
+    hidden: int = Field(128, ge=8, description="Hidden and output size of the GNN.")
+    heads: int = Field(4, ge=1, description="Attention heads (GAT).")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout between GNN layers.")
+    residual: bool = Field(True, description="Residual connections between layers.")
+    mode: Literal["auto", "full", "sampled"] = Field(
+        "auto", description="Full-graph message passing, neighbour sampling, or by size (auto)."
+    )
+    full_graph_max_nodes: int = Field(
+        300_000, ge=1, description="In auto mode, graphs with more nodes than this are sampled."
+    )
+    num_neighbors: list[int] = Field(
+        [15, 10], description="Neighbours sampled per layer in sampled mode."
+    )
+
+
+class TrainSettings(StageSettings):
+    """The recommender and its training loop (`newsrec train`)."""
+
+    section: ClassVar[str] = "train"
+
+    # model
+    use_id: bool = Field(True, description="Learnable news-ID embedding (fresh news use an unseen bucket).")
+    use_text: bool = Field(True, description="Frozen text vector from the store, projected.")
+    use_graph: bool = Field(True, description="GNN vector of the news node (needs --graph).")
+    use_category: bool = Field(True, description="Category and subcategory embeddings.")
+    fusion: Literal["concat", "attention", "gate"] = Field("attention", description="How modalities combine.")
+    dim: int = Field(128, ge=8, description="Size of news and user vectors.")
+    heads: int = Field(4, ge=1, description="Self-attention heads of the user encoder.")
+    history: int = Field(50, ge=1, description="Most recent clicks kept per user.")
+    use_user_id: bool = Field(False, description="User-ID embedding (off: most users are new).")
+    scoring: Literal["dot", "cosine"] = Field("dot", description="Score head: dot product or cosine/temperature.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in encoders.")
+    id_dropout: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of training news whose ID is replaced by the unseen bucket."
+    )
+    missing: Literal["error", "learned"] = Field(
+        "error", description="News without a text vector: an error, or a learned vector plus mask."
+    )
+    # loss
+    loss: Literal["listwise", "pointwise", "focal"] = Field("listwise", description="Loss on logits.")
+    negatives: int = Field(4, ge=1, description="Unclicked news sampled per click (MIND standard: 4).")
+    pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
+    gamma: float = Field(2.0, ge=0.0, description="Focal loss focusing parameter.")
+    # optimisation
+    epochs: int = Field(5, ge=1, description="Passes over the training impressions.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
+    time_budget: float | None = Field(None, gt=0, description="Stop after this many seconds.")
+    batch_size: int = Field(64, ge=1, description="Clicks per step.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup: float = Field(0.05, ge=0, lt=1, description="Share of steps of linear warm-up.")
+    schedule: Literal["cosine", "plateau", "constant"] = Field("cosine", description="After warm-up.")
+    clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    patience: int = Field(2, ge=1, description="Epochs without better valid AUC before stopping.")
+    seed: int = Field(42, description="Same seed, same machine: same numbers.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+
+class FilterSettings(StageSettings):
+    """Subsets of a dataset (`newsrec filter`)."""
+
+    section: ClassVar[str] = "filter"
+
+    require_on: Literal["candidates", "history", "both"] = Field(
+        "both", description="Where --require-embeddings applies."
+    )
+    min_history: int = Field(0, ge=0, description="Keep impressions whose history has at least N clicks.")
+    users_sample: int | None = Field(None, ge=1, description="Keep the impressions of N random users.")
+    seed: int = Field(42, description="Seed of --users-sample.")
+
+
+class EvaluateSettings(StageSettings):
+    """Metrics and prediction files (`newsrec evaluate`)."""
+
+    section: ClassVar[str] = "evaluate"
+
+    metrics: str = Field("auc,mrr,ndcg@5,ndcg@10", description="Comma-separated metrics.")
+    split: Literal["valid", "test"] = Field("valid", description="Split to score.")
+    batch_size: int = Field(512, ge=1, description="Impressions per inference batch.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
+
+
+class DiagnoseSettings(StageSettings):
+    """Checks of data and models (`newsrec diagnose`)."""
+
+    section: ClassVar[str] = "diagnose"
+
+    sample: int = Field(512, ge=1, description="Impressions sampled for model checks.")
+    steps: int = Field(5, ge=1, description="Training steps watched by the gradient check.")
+    seed: int = Field(0, description="Seed of the sample.")
+
+
+STAGES: tuple[type[StageSettings], ...] = (
+    DataSettings,
+    SynthSettings,
+    EmbedSettings,
+    GraphSettings,
+    TrainSettings,
+    FilterSettings,
+    EvaluateSettings,
+    DiagnoseSettings,
+)
+
+S = TypeVar("S", bound=StageSettings)
+
+
+@dataclass
+class Resolved(Generic[S]):
+    """A validated stage model and, per field, where its value came from."""
+
+    settings: S
+    sources: dict[str, str]
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """Parse a TOML settings file into {section: {field: value}}; unknown sections are errors."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    known = {stage.section for stage in STAGES}
+    for key, value in data.items():
+        if key not in known:
+            raise SettingsError(f"{path}: unknown section [{key}]; allowed: {', '.join(sorted(known))}")
+        if not isinstance(value, dict):
+            raise SettingsError(f"{path}: [{key}] must be a table")
+    return data
+
+
+def _env_values(model: type[StageSettings], env: Mapping[str, str]) -> dict[str, Any]:
+    prefix = f"{ENV_PREFIX}{model.section.upper()}_"
+    values: dict[str, Any] = {}
+    for name in model.model_fields:
+        raw = env.get(prefix + name.upper())
+        if raw is None:
+            continue
+        # Lists and nulls arrive as JSON; everything else as the string pydantic coerces.
+        if raw.startswith("[") or raw == "null":
+            try:
+                values[name] = json.loads(raw)
+                continue
+            except json.JSONDecodeError:
+                pass
+        values[name] = raw
+    return values
+
+
+def _format_error(model: type[StageSettings], exc: ValidationError, sources: dict[str, str]) -> str:
+    messages = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "?"
+        top = str(err["loc"][0]) if err["loc"] else ""
+        origin = sources.get(top, "default")
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            messages.append(f"{model.section}.{field}: unknown setting (from {origin}); allowed: {allowed}")
+            continue
+        messages.append(f"{model.section}.{field} = {value!r} (from {origin}): {err['msg']}")
+    return "; ".join(messages)
+
+
+def resolve(
+    model: type[S],
+    *,
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    file_data: dict[str, Any] | None = None,
+) -> Resolved[S]:
+    """Merge defaults < TOML file < environment < flags for one stage and validate once.
+
+    `overrides` holds the command-line flags; a value of None means "not given".
+    """
+    env = os.environ if env is None else env
+    data = file_data if file_data is not None else read_config_file(config)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in model.model_fields}
+    for name, value in data.get(model.section, {}).items():
+        merged[name] = value
+        sources[name] = f"file {config}" if config else "file"
+    for name, value in _env_values(model, env).items():
+        merged[name] = value
+        sources[name] = f"env {ENV_PREFIX}{model.section.upper()}_{name.upper()}"
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            merged[name] = value
+            sources[name] = "flag"
+    try:
+        settings = model(**merged)
+    except ValidationError as exc:
+        raise SettingsError(_format_error(model, exc, sources)) from None
+    return Resolved(settings=settings, sources=sources)
+
+
+def example_toml() -> str:
+    """A commented TOML file with every stage, every field at its default (for `config init`)."""
+    lines = [
+        "# newsrec settings. Precedence: defaults < this file < NEWSREC_<STAGE>_<FIELD> < flags.",
+        "# Uncomment and edit what you want to change.",
+        "",
+    ]
+    for stage in STAGES:
+        doc = (stage.__doc__ or "").strip().splitlines()[0]
+        lines.append(f"# {doc}")
+        lines.append(f"[{stage.section}]")
+        defaults = stage()
+        for name, info in stage.model_fields.items():
+            if info.description:
+                lines.append(f"# {info.description}")
+            value = getattr(defaults, name)
+            if value is None:
+                lines.append(f"# {name} =")
+            else:
+                lines.append(f"# {name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

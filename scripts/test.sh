@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install (if needed), lint, run the test suite. The README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+.venv/bin/ruff check newsrec_cli tests benchmarks examples
+.venv/bin/python -m pytest "$@"

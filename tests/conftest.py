@@ -1,0 +1,17 @@
+"""Shared fixtures: the real MIND fixtures beside the repo, and small hand-made MIND folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real MIND rows); tests that need it skip when it is absent."""
+    if not (SHARED_DATA / "mind_tiny" / "news.tsv").exists():
+        pytest.skip(f"real MIND fixtures not found at {SHARED_DATA}")
+    return SHARED_DATA
