@@ -62,7 +62,7 @@ class SynthSettings(StageSettings):
     users: int = Field(2000, ge=10, description="Number of users.")
     days: int = Field(7, ge=2, description="Days of impressions; the last day becomes valid/.")
     impressions_per_user: float = Field(
-        2.5, gt=0, description="Mean impressions per user over all days (most users have few)."
+        2.5, ge=1.0, description="Mean impressions per user over all days (geometric: most have one or two)."
     )
     seed: int = Field(0, description="Same seed, same files, byte for byte.")
 
@@ -113,19 +113,36 @@ class GraphSettings(StageSettings):
         0, ge=0, description="Add entity-entity edges for pairs co-mentioned in at least N news (0: off)."
     )
     encoder: Literal["sage", "gat"] = Field("sage", description="GraphSAGE (mean) or GAT (multi-head).")
-    layers: int = Field(2, ge=1, le=4, description="Message-passing layers (2 reaches news via entities).")
-    hidden: int = Field(128, ge=8, description="Hidden and output size of the GNN.")
-    heads: int = Field(4, ge=1, description="Attention heads (GAT).")
+    layers: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Message-passing layers: 1 reaches a news item's entities, 2 also their co-occurring "
+        "entities (with cooccurrence_min), 3 the entities of news that share one.",
+    )
+    hidden: int = Field(
+        128, ge=8, description="Hidden size of the GNN (its output is projected to the model's dim)."
+    )
+    heads: int = Field(4, ge=1, description="Attention heads (GAT); hidden must be divisible by it.")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout between GNN layers.")
     residual: bool = Field(True, description="Residual connections between layers.")
     mode: Literal["auto", "full", "sampled"] = Field(
         "auto", description="Full-graph message passing, neighbour sampling, or by size (auto)."
     )
+    # 200k: MIND-small (~65k news + ~30k entities) runs full-graph, MIND-large (~160k + ~100k) is sampled.
     full_graph_max_nodes: int = Field(
-        300_000, ge=1, description="In auto mode, graphs with more nodes than this are sampled."
+        200_000,
+        ge=1,
+        description="In auto mode, graphs with more nodes (news + entities) than this are sampled.",
     )
     num_neighbors: list[int] = Field(
-        [15, 10], description="Neighbours sampled per layer in sampled mode."
+        [15, 10],
+        min_length=1,
+        description="Edges drawn per node and edge type at each hop in sampled mode (-1: all); "
+        "the last value repeats for extra layers.",
+    )
+    inference_batch: int = Field(
+        4096, ge=1, description="News nodes per sampled chunk when encoding every news (sampled mode)."
     )
 
 
@@ -134,43 +151,68 @@ class TrainSettings(StageSettings):
 
     section: ClassVar[str] = "train"
 
-    # model
-    use_id: bool = Field(True, description="Learnable news-ID embedding (fresh news use an unseen bucket).")
+    # model: news encoder
+    use_id: bool = Field(
+        True, description="Learnable news-ID embedding over training news; fresh news share an 'unseen' vector."
+    )
     use_text: bool = Field(True, description="Frozen text vector from the store, projected.")
-    use_graph: bool = Field(True, description="GNN vector of the news node (needs --graph).")
+    use_graph: bool = Field(True, description="GNN vector of the news node (only when --graph is given).")
     use_category: bool = Field(True, description="Category and subcategory embeddings.")
-    fusion: Literal["concat", "attention", "gate"] = Field("attention", description="How modalities combine.")
-    dim: int = Field(128, ge=8, description="Size of news and user vectors.")
-    heads: int = Field(4, ge=1, description="Self-attention heads of the user encoder.")
-    history: int = Field(50, ge=1, description="Most recent clicks kept per user.")
-    use_user_id: bool = Field(False, description="User-ID embedding (off: most users are new).")
-    scoring: Literal["dot", "cosine"] = Field("dot", description="Score head: dot product or cosine/temperature.")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in encoders.")
+    fusion: Literal["concat", "attention", "gate"] = Field(
+        "attention", description="How modalities combine: MLP over the concatenation, a learned query, or gates."
+    )
+    text_projection: Literal["linear", "mlp"] = Field(
+        "mlp", description="Projection of the frozen text vectors (the MLP adapts them to clicks better)."
+    )
+    dim: int = Field(256, ge=8, description="Size of news and user vectors.")
     id_dropout: float = Field(
-        0.1, ge=0.0, le=1.0, description="Share of training news whose ID is replaced by the unseen bucket."
+        0.5, ge=0.0, le=1.0,
+        # High on purpose: most test news are fresh, so the model must rank well without their IDs.
+        description="Share of training news per batch whose ID is replaced by the unseen vector.",
     )
     missing: Literal["error", "learned"] = Field(
-        "error", description="News without a text vector: an error, or a learned vector plus mask."
+        "error", description="News without a text vector: an error, or a learned vector plus mask (reported)."
     )
+    # model: user encoder and score
+    heads: int = Field(8, ge=1, description="Self-attention heads of the user encoder (dim must divide by it).")
+    history: int = Field(50, ge=1, description="Most recent clicks kept per user (NRMS uses 50).")
+    use_user_id: bool = Field(False, description="User-ID embedding over training users (off: most users are new).")
+    scoring: Literal["dot", "cosine"] = Field(
+        "dot", description="Score head: scaled dot product or cosine, times a learned temperature."
+    )
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the encoders (NRMS: 0.2).")
     # loss
-    loss: Literal["listwise", "pointwise", "focal"] = Field("listwise", description="Loss on logits.")
-    negatives: int = Field(4, ge=1, description="Unclicked news sampled per click (MIND standard: 4).")
+    loss: Literal["listwise", "pointwise", "focal"] = Field(
+        "listwise", description="Loss on logits: softmax over 1 click + K non-clicks, BCE, or focal BCE."
+    )
+    negatives: int = Field(4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4).")
     pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
-    gamma: float = Field(2.0, ge=0.0, description="Focal loss focusing parameter.")
+    gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
     # optimisation
-    epochs: int = Field(5, ge=1, description="Passes over the training impressions.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    time_budget: float | None = Field(None, gt=0, description="Stop after this many seconds.")
+    epochs: int = Field(4, ge=1, description="Passes over the training clicks (early stopping may end sooner).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (also the schedule's length).")
+    time_budget: float | None = Field(
+        None, gt=0, description="Stop after this many seconds, validate and save (resumable)."
+    )
     batch_size: int = Field(64, ge=1, description="Clicks per step.")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup: float = Field(0.05, ge=0, lt=1, description="Share of steps of linear warm-up.")
-    schedule: Literal["cosine", "plateau", "constant"] = Field("cosine", description="After warm-up.")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on embeddings, norms, biases).")
+    warmup: float = Field(0.05, ge=0, lt=1, description="Share of the steps with a linear warm-up.")
+    schedule: Literal["cosine", "plateau", "constant"] = Field(
+        "cosine", description="After warm-up: cosine decay to 10%, halve on a validation plateau, or constant."
+    )
     clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
-    patience: int = Field(2, ge=1, description="Epochs without better valid AUC before stopping.")
+    patience: int = Field(2, ge=1, description="Epochs without a better valid AUC before stopping.")
+    valid_impressions: int | None = Field(
+        None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
+    )
     seed: int = Field(42, description="Same seed, same machine: same numbers.")
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    # hardware
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes building batches (0: in the main one).")
+    threads: int | None = Field(None, ge=1, description="CPU threads of torch (default: torch's choice).")
+    eval_batch_size: int = Field(1024, ge=1, description="Impressions per batch when validating.")
 
 
 class FilterSettings(StageSettings):
@@ -181,7 +223,16 @@ class FilterSettings(StageSettings):
     require_on: Literal["candidates", "history", "both"] = Field(
         "both", description="Where --require-embeddings applies."
     )
-    min_history: int = Field(0, ge=0, description="Keep impressions whose history has at least N clicks.")
+    # The history is context, not what is ranked: losing a few of its news costs little, losing
+    # the impression costs a training example. Candidates are never dropped one by one.
+    history_missing: Literal["drop-ids", "drop-impression"] = Field(
+        "drop-ids",
+        description="History news without a vector: remove those IDs from the history (drop-ids) "
+        "or drop the impression (drop-impression).",
+    )
+    min_history: int = Field(
+        0, ge=0, description="Keep impressions whose history has at least N clicks (after drop-ids)."
+    )
     users_sample: int | None = Field(None, ge=1, description="Keep the impressions of N random users.")
     seed: int = Field(42, description="Seed of --users-sample.")
 
@@ -191,8 +242,21 @@ class EvaluateSettings(StageSettings):
 
     section: ClassVar[str] = "evaluate"
 
-    metrics: str = Field("auc,mrr,ndcg@5,ndcg@10", description="Comma-separated metrics.")
-    split: Literal["valid", "test"] = Field("valid", description="Split to score.")
+    metrics: str = Field(
+        "auc,mrr,ndcg@5,ndcg@10",
+        description="Comma-separated: auc, mrr, ndcg (= ndcg@5,ndcg@10), ndcg@K, hit@K, logloss, ece.",
+    )
+    split: Literal["valid", "test"] = Field(
+        "valid", description="valid: the valid/ folder, else the split the run trained with; test: test/."
+    )
+    baselines: bool = Field(False, description="Add random, popularity and content rows to the table.")
+    by: Literal["none", "category", "history-length"] = Field(
+        "none", description="Also break the metrics down by candidate category or history length."
+    )
+    write_predictions: bool = Field(
+        False, description="Write prediction.txt and prediction.zip (MIND leaderboard format)."
+    )
+    seed: int = Field(0, description="Seed of the random baseline and of popularity's tie-break.")
     batch_size: int = Field(512, ge=1, description="Impressions per inference batch.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
 
@@ -202,9 +266,17 @@ class DiagnoseSettings(StageSettings):
 
     section: ClassVar[str] = "diagnose"
 
-    sample: int = Field(512, ge=1, description="Impressions sampled for model checks.")
+    sample: int = Field(512, ge=1, description="Impressions sampled for the model checks (stable shares).")
     steps: int = Field(5, ge=1, description="Training steps watched by the gradient check.")
     seed: int = Field(0, description="Seed of the sample.")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ... for the model checks.")
+    scale: float | None = Field(
+        None, gt=0, le=100,
+        # The score head's scale has no train setting yet; this sets it on a fresh model (--init) to
+        # test a temperature before training, e.g. 10 with scoring = "dot" reproduces saturation.
+        description="With --init: the score head's initial scale (logit = scale x similarity, an inverse "
+        "temperature) instead of the model's default (1 for dot, 5 for cosine).",
+    )
 
 
 STAGES: tuple[type[StageSettings], ...] = (

@@ -147,26 +147,49 @@ def read_behaviors(
     path = Path(path)
     report = report if report is not None else ReadReport(path=str(path))
     parts: list[Impressions] = []
+    line_numbers: list[np.ndarray] = []
     chunk: list[tuple[int, list[str]]] = []
     for number, line in iter_rows(path):
         report.lines += 1
         chunk.append((number, line.split("\t")))
         if len(chunk) >= chunk_lines:
-            parts.append(_parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report))
+            part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
+            parts.append(part)
+            line_numbers.append(numbers)
             chunk = []
     if chunk or not parts:
-        parts.append(_parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report))
+        part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
+        parts.append(part)
+        line_numbers.append(numbers)
     imps = Impressions.concat(parts) if len(parts) > 1 else parts[0]
     imps.source = str(path)
-    _check_unique_ids(imps, path)
-    return imps
+    return _check_unique_ids(imps, np.concatenate(line_numbers), path, on_bad_lines, report)
 
 
-def _check_unique_ids(imps: Impressions, path: Path) -> None:
-    ids, counts = np.unique(imps.impression_ids, return_counts=True)
-    if (counts > 1).any():
-        dup = int(ids[counts > 1][0])
-        raise InputError(f"duplicate impression ID {dup}", path=path, field="ImpressionID")
+def _check_unique_ids(
+    imps: Impressions, line_numbers: np.ndarray, path: Path, mode: str, report: ReadReport
+) -> Impressions:
+    """A repeated impression ID is a bad line (the first occurrence is kept in skip mode)."""
+    order = np.argsort(imps.impression_ids, kind="stable")
+    ids = imps.impression_ids[order]
+    repeat = np.zeros(len(ids), dtype=bool)
+    repeat[1:] = ids[1:] == ids[:-1]
+    if not repeat.any():
+        return imps
+    first_pos = order[np.maximum.accumulate(np.where(~repeat, np.arange(len(ids)), 0))]
+    lines, firsts = line_numbers[order[repeat]].tolist(), line_numbers[first_pos[repeat]].tolist()
+    dups = sorted(zip(lines, firsts, ids[repeat].tolist(), strict=True))
+    if mode == "error":
+        line, first, dup = dups[0]
+        raise InputError(f"duplicate impression ID {dup} (first on line {first})", path=path, line=line,
+                         field="ImpressionID")
+    for line, first, dup in dups:
+        report.skipped.append(
+            BadLine(str(path), line, "ImpressionID", f"duplicate impression ID {dup} (first on line {first})")
+        )
+    keep = np.ones(len(imps), dtype=bool)
+    keep[order[repeat]] = False
+    return imps.subset(keep)
 
 
 class _Bad:
@@ -192,7 +215,8 @@ def _parse_chunk(
     user_vocab: Vocab,
     mode: str,
     report: ReadReport,
-) -> Impressions:
+) -> tuple[Impressions, np.ndarray]:
+    """The chunk's impressions and the line number of each one kept."""
     numbers = [n for n, _ in chunk]
     bad = _Bad(path, mode, report, numbers)
     imp_ids = np.zeros(len(chunk), dtype=np.int64)
@@ -275,11 +299,13 @@ def _parse_chunk(
         news_vocab=news_vocab,
         user_vocab=user_vocab,
     )
+    kept_lines = np.asarray(numbers, dtype=np.int64)
     if bad.rows:
         keep = np.ones(len(chunk), dtype=bool)
         keep[list(bad.rows)] = False
         imps = imps.subset(keep)
-    return imps
+        kept_lines = kept_lines[keep]
+    return imps, kept_lines
 
 
 def _news_indices(tokens: list[str], vocab: Vocab) -> np.ndarray:

@@ -1,0 +1,291 @@
+"""`newsrec diagnose`: data, saturation, cosine and gradient checks, each ending in a verdict.
+
+The verdict is the worst status of the checks: OK and WARN exit 0, FAIL exits 1, so a CI job
+or a script can gate on it. `--json` prints the same report (checks, tables, numbers) as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table as RichTable
+
+from newsrec_cli.commands.common import ConfigOption, JsonOption, console, handle_errors, print_json
+from newsrec_cli.diagnose.api import check_cosine, check_data, check_gradients, check_saturation
+from newsrec_cli.diagnose.report import Cell, Report, Status, Table
+from newsrec_cli.diagnose.subject import Subject, from_init, from_run
+from newsrec_cli.errors import SettingsError
+from newsrec_cli.settings import DataSettings, DiagnoseSettings, GraphSettings, TrainSettings, resolve
+
+app = typer.Typer(
+    help="Check data and models before (and after) training; each command ends with OK, WARN or FAIL.",
+    no_args_is_help=True,
+)
+
+STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
+
+RunArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Run directory written by `newsrec train` (or use --init).", exists=True, file_okay=False
+    ),
+]
+InitOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--init",
+        help="TOML settings ([train], [graph], [data], [diagnose]): check a freshly initialised model "
+        "instead of a run (needs --data and, with text on, --embeddings). An empty file means the defaults.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="MIND dataset to sample impressions from (a run defaults to its own).", exists=True
+    ),
+]
+StoreOption = Annotated[
+    Path | None, typer.Option("--embeddings", help="Embedding store of the news text vectors.", exists=True)
+]
+GraphOption = Annotated[
+    Path | None, typer.Option("--graph", help="Graph folder (newsrec build-graph).", exists=True)
+]
+SampleOption = Annotated[int | None, typer.Option("--sample", help="Impressions sampled for the checks.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed of the sample.")]
+ScaleOption = Annotated[
+    float | None,
+    typer.Option("--scale", help="With --init: the score head's initial scale (logit = scale x similarity)."),
+]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, ... (default: auto).")]
+PlotOption = Annotated[
+    Path | None, typer.Option("--plot", help="Write PNG histograms into this folder (needs matplotlib).")
+]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def format_cell(value: Cell, percent: bool = False) -> str:
+    """How a number of a report reads in a table (the JSON keeps the exact value)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if percent:  # two decimals only where they matter (a 4.58 % click rate, not 100.00 %)
+            return f"{value:.1%}" if value == 0 or abs(value) >= 0.1 else f"{value:.2%}"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def rich_table(table: Table) -> RichTable:
+    out = RichTable(title=table.title, title_justify="left")
+    for i, column in enumerate(table.columns):
+        out.add_column(column, justify="left" if i == 0 else "right")
+    for row in table.rows:
+        out.add_row(*(format_cell(v, c in table.percent) for v, c in zip(row, table.columns, strict=True)))
+    return out
+
+
+def checks_table(report: Report) -> RichTable:
+    out = RichTable(title="Checks", title_justify="left")
+    out.add_column("status")
+    out.add_column("check")
+    out.add_column("finding")
+    for check in report.checks:
+        status = str(check.status)
+        out.add_row(f"[{STYLE[check.status]}]{status}[/]", check.name, check.message)
+    return out
+
+
+def render(report: Report, json_out: bool, plots: list[Path] = ()) -> None:
+    """Print the report (tables or JSON) and exit with its code (1 only for FAIL)."""
+    if json_out:
+        data = report.to_dict()
+        data["plots"] = [str(p) for p in plots]
+        print_json(data)
+        raise typer.Exit(report.exit_code)
+    for note in report.notes:
+        console.print(note, style="dim", highlight=False)
+    for table in report.tables:
+        console.print(rich_table(table))
+    console.print(checks_table(report))
+    for path in plots:
+        console.print(f"wrote {path}", highlight=False)
+    status = report.status
+    console.print(
+        f"[{STYLE[status]}]{status}[/]: " + "; ".join(report.reasons), highlight=False, soft_wrap=True
+    )
+    for fix in report.fixes:
+        console.print(f"  fix: {fix}", highlight=False, soft_wrap=True)
+    raise typer.Exit(report.exit_code)
+
+
+# ----------------------------------------------------------------------------- model under test
+
+
+def _subject(
+    run: Path | None,
+    init: Path | None,
+    config: Path | None,
+    data: Path | None,
+    store: Path | None,
+    graph: Path | None,
+    **flags: object,
+) -> tuple[Subject, DiagnoseSettings]:
+    if (run is None) == (init is None):
+        raise SettingsError("give either a run directory (RUN) or --init CONFIG, not both and not neither")
+    file = config or init  # --init's file also carries [diagnose] unless --config says otherwise
+    diag = resolve(DiagnoseSettings, config=file, overrides=flags).settings
+    if run is not None:
+        if diag.scale is not None:
+            raise SettingsError(
+                "diagnose.scale applies to a fresh model (--init) only; a run keeps its learned scale"
+            )
+        return from_run(run, data=data, sample=diag.sample, seed=diag.seed, device=diag.device), diag
+    if data is None:
+        raise SettingsError("--init needs --data DATA: a fresh model is run on real impressions")
+    train = resolve(TrainSettings, config=init).settings
+    if flags.get("device") is not None or diag.device != "auto":
+        train = train.model_copy(update={"device": diag.device})
+    subject = from_init(
+        data,
+        store=store,
+        graph=graph,
+        train_settings=train,
+        data_settings=resolve(DataSettings, config=init).settings,
+        graph_settings=resolve(GraphSettings, config=init).settings,
+        sample=diag.sample,
+        seed=diag.seed,
+        scale=diag.scale,
+    )
+    return subject, diag
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command("data")
+@handle_errors
+def data_command(
+    data: Annotated[
+        Path, typer.Argument(help="MIND folder, or a parent of train/ valid/ test/.", exists=True)
+    ],
+    embeddings: StoreOption = None,
+    graph: GraphOption = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Click rate, coverage of text vectors and entities per split and role, vector health, duplicates,
+    impressions without a click and history lengths.
+
+    Example: newsrec diagnose data data/MINDsmall --embeddings stores/minilm --graph graphs/small
+    """
+    missing = resolve(TrainSettings, config=config).settings.missing
+    report = check_data(data, store=embeddings, graph=graph, missing_allowed=missing == "learned")
+    render(report, json_out)
+
+
+@app.command("saturation")
+@handle_errors
+def saturation_command(
+    run: RunArgument = None,
+    init: InitOption = None,
+    data: DataOption = None,
+    embeddings: StoreOption = None,
+    graph: GraphOption = None,
+    sample: SampleOption = None,
+    seed: SeedOption = None,
+    scale: ScaleOption = None,
+    device: DeviceOption = None,
+    plot: PlotOption = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Logits before the sigmoid on sampled impressions: range, share of sigmoid outputs above 0.99 and
+    below 0.01, mean sigmoid'(logit); FAIL with a fix when saturated.
+
+    Example: newsrec diagnose saturation runs/nrms
+    Example: newsrec diagnose saturation --init bad.toml --data data/synth --embeddings stores/hash --scale 10
+    """
+    subject, _ = _subject(
+        run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
+    )
+    report, plots = check_saturation(subject, plot)
+    render(report, json_out, plots)
+
+
+@app.command("cosine")
+@handle_errors
+def cosine_command(
+    run: RunArgument = None,
+    init: InitOption = None,
+    data: DataOption = None,
+    embeddings: StoreOption = None,
+    graph: GraphOption = None,
+    sample: SampleOption = None,
+    seed: SeedOption = None,
+    scale: ScaleOption = None,
+    device: DeviceOption = None,
+    plot: PlotOption = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """User and news vector norms, cosines before and after L2 normalisation, and the logit range and
+    saturated share that each temperature (1, 2, 5, 10, 20) would give.
+
+    Example: newsrec diagnose cosine runs/nrms --plot plots/
+    """
+    subject, _ = _subject(
+        run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
+    )
+    report, plots = check_cosine(subject, plot)
+    render(report, json_out, plots)
+
+
+@app.command("gradients")
+@handle_errors
+def gradients_command(
+    run: RunArgument = None,
+    init: InitOption = None,
+    data: DataOption = None,
+    embeddings: StoreOption = None,
+    graph: GraphOption = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps to watch.")] = None,
+    sample: SampleOption = None,
+    seed: SeedOption = None,
+    scale: ScaleOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Gradient norms per module over a few training steps (vanishing < 1e-7 and exploding > 1e3
+    flagged) and the mean fusion weight of each modality. The run's files are not changed.
+
+    Example: newsrec diagnose gradients --init newsrec.toml --data data/synth --embeddings stores/hash
+    """
+    subject, diag = _subject(
+        run,
+        init,
+        config,
+        data,
+        embeddings,
+        graph,
+        sample=sample,
+        seed=seed,
+        scale=scale,
+        device=device,
+        steps=steps,
+    )
+    render(check_gradients(subject, diag.steps, diag.seed), json_out)

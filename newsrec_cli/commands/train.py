@@ -1,0 +1,237 @@
+"""`newsrec train`: parse flags into settings, run the training loop, render progress and tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from newsrec_cli.commands.common import (
+    ConfigOption,
+    JsonOption,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    progress,
+    settings_from,
+)
+from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+
+METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
+
+
+def _opt(help: str, *names: str) -> Any:
+    return typer.Option(*names, help=help, show_default=False)
+
+
+@handle_errors
+def train_command(
+    data: Annotated[
+        Path | None,
+        typer.Argument(help="MIND folder, or a parent of train/ valid/ (optional with --resume).", exists=True),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write (or to resume).")] = ...,  # type: ignore[assignment]
+    embeddings: Annotated[
+        Path | None, typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True)
+    ] = None,
+    graph: Annotated[
+        Path | None, typer.Option("--graph", help="News-entity graph (newsrec build-graph).", exists=True)
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    # model
+    use_id: Annotated[bool | None, _opt("News-ID embedding (fresh news: unseen vector).", "--use-id/--no-use-id")] = None,
+    use_text: Annotated[bool | None, _opt("Text vectors from --embeddings.", "--use-text/--no-use-text")] = None,
+    use_graph: Annotated[bool | None, _opt("GNN vectors from --graph.", "--use-graph/--no-use-graph")] = None,
+    use_category: Annotated[
+        bool | None, _opt("Category and subcategory embeddings.", "--use-category/--no-use-category")
+    ] = None,
+    fusion: Annotated[str | None, _opt("concat, attention (default) or gate.", "--fusion")] = None,
+    text_projection: Annotated[str | None, _opt("mlp (default) or linear.", "--text-projection")] = None,
+    dim: Annotated[int | None, _opt("Size of news and user vectors.", "--dim")] = None,
+    heads: Annotated[int | None, _opt("User self-attention heads.", "--heads")] = None,
+    history: Annotated[int | None, _opt("Most recent clicks kept per user.", "--history")] = None,
+    use_user_id: Annotated[bool | None, _opt("User-ID embedding.", "--use-user-id/--no-use-user-id")] = None,
+    scoring: Annotated[str | None, _opt("dot (default) or cosine.", "--scoring")] = None,
+    dropout: Annotated[float | None, _opt("Dropout in the encoders.", "--dropout")] = None,
+    id_dropout: Annotated[float | None, _opt("Share of news IDs replaced by the unseen vector.", "--id-dropout")] = None,
+    missing: Annotated[str | None, _opt("News without a text vector: error or learned.", "--missing")] = None,
+    # loss
+    loss: Annotated[str | None, _opt("listwise (default), pointwise or focal.", "--loss")] = None,
+    negatives: Annotated[int | None, _opt("Unclicked news per click (K).", "--negatives")] = None,
+    pos_weight: Annotated[float | None, _opt("Click weight of the pointwise loss.", "--pos-weight")] = None,
+    gamma: Annotated[float | None, _opt("Focal loss gamma.", "--gamma")] = None,
+    # optimisation
+    epochs: Annotated[int | None, _opt("Passes over the training clicks.", "--epochs")] = None,
+    max_steps: Annotated[int | None, _opt("Stop after this many steps.", "--max-steps")] = None,
+    time_budget: Annotated[float | None, _opt("Stop after this many seconds (resumable).", "--time-budget")] = None,
+    batch_size: Annotated[int | None, _opt("Clicks per step.", "--batch-size")] = None,
+    lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
+    weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
+    warmup: Annotated[float | None, _opt("Share of steps of warm-up.", "--warmup")] = None,
+    schedule: Annotated[str | None, _opt("cosine (default), plateau or constant.", "--schedule")] = None,
+    clip: Annotated[float | None, _opt("Gradient norm clipping.", "--clip")] = None,
+    patience: Annotated[int | None, _opt("Epochs without better valid AUC before stopping.", "--patience")] = None,
+    valid_impressions: Annotated[
+        int | None, _opt("Validate on a fixed sample of N impressions.", "--valid-impressions")
+    ] = None,
+    seed: Annotated[int | None, _opt("Seed (same seed, same machine: same numbers).", "--seed")] = None,
+    device: Annotated[str | None, _opt("auto, cpu, cuda, cuda:1, ...", "--device")] = None,
+    workers: Annotated[int | None, _opt("DataLoader worker processes.", "--workers")] = None,
+    threads: Annotated[int | None, _opt("CPU threads of torch.", "--threads")] = None,
+    # data and graph
+    split: Annotated[str | None, _opt("Validation: auto, time or impression.", "--split")] = None,
+    valid_days: Annotated[int | None, _opt("With --split time: the last N days validate.", "--valid-days")] = None,
+    graph_encoder: Annotated[str | None, _opt("GNN of --graph: sage or gat.", "--graph-encoder")] = None,
+    config: ConfigOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Train a news recommender (ID + text + graph + category, NRMS user encoder) on a MIND dataset.
+
+    Example: newsrec train data/mind --embeddings data/mind/minilm --out runs/nrms
+
+    With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
+
+    Continue an interrupted run: newsrec train --resume --out runs/nrms
+    """
+    from newsrec_cli.train.loop import train
+
+    settings = settings_from(
+        TrainSettings, config, use_id=use_id, use_text=use_text, use_graph=use_graph, use_category=use_category,
+        fusion=fusion, text_projection=text_projection, dim=dim, heads=heads, history=history,
+        use_user_id=use_user_id, scoring=scoring, dropout=dropout, id_dropout=id_dropout, missing=missing,
+        loss=loss, negatives=negatives, pos_weight=pos_weight, gamma=gamma, epochs=epochs, max_steps=max_steps,
+        time_budget=time_budget, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        schedule=schedule, clip=clip, patience=patience, valid_impressions=valid_impressions, seed=seed,
+        device=device, workers=workers, threads=threads,
+    ).settings
+    data_settings = settings_from(DataSettings, config, split=split, valid_days=valid_days).settings
+    graph_settings = settings_from(GraphSettings, config, encoder=graph_encoder).settings
+    if data is None and not resume:
+        raise typer.BadParameter("give the dataset folder DATA (only --resume can do without it)", param_hint="DATA")
+
+    view = _Progress(quiet=json_out)
+    try:
+        result = train(
+            data, out, store=embeddings, graph=graph, settings=settings, data_settings=data_settings,
+            graph_settings=graph_settings, resume=resume, callbacks=view,
+        )
+    finally:
+        view.close()
+    if json_out:
+        print_json(result.to_dict())
+        return
+    _render(result)
+
+
+class _Progress:
+    """The engine's callbacks as a rich progress bar (stderr) and one line per epoch."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.batch = 1
+        self.clicks = 0
+
+    def on_start(self, info: Any) -> None:
+        self.clicks = info.clicks
+        self.batch = max(1, -(-info.clicks // max(info.steps_per_epoch, 1)))
+        if self.quiet:
+            return
+        resumed = f", resumed at epoch {info.resumed_at[0]} step {info.resumed_at[1]}" if info.resumed_at else ""
+        err_console.print(
+            f"[bold]train[/] {info.train_impressions:,} impressions ({info.clicks:,} clicks), "
+            f"{info.valid_impressions:,} to validate; {info.validation}",
+            highlight=False,
+        )
+        missing = f"; {len(info.missing_text):,} news use the learned missing-text vector" if info.missing_text else ""
+        err_console.print(
+            f"model: {' + '.join(info.modalities)}, {info.parameters:,} parameters, "
+            f"{info.news_with_id:,} of {info.news:,} news with an ID vector{missing}; device {info.device} "
+            f"({info.threads} threads); {info.steps_per_epoch:,} steps per epoch{resumed}",
+            highlight=False,
+        )
+
+    def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
+        if self.quiet:
+            return
+        self.close()
+        self.bar = progress(unit="samples", transient=True, extra="loss {task.fields[loss]}")
+        self.bar.start()
+        self.task = self.bar.add_task(f"epoch {epoch}", total=self.clicks, completed=min(done * self.batch, self.clicks),
+                                      loss="…")
+
+    def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=min(done * self.batch, self.clicks), loss=f"{loss:.4f}")
+        return False
+
+    def on_validate(self, epoch: int, impressions: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"epoch {epoch}: validating {impressions:,} impressions")
+
+    def on_epoch_end(self, record: Any) -> None:
+        self.close()
+        if self.quiet:
+            return
+        m = record.metrics
+        tag = " [green]best[/]" if record.best else ""
+        part = f" (partial: {record.steps:,} steps)" if record.partial else ""
+        err_console.print(
+            f"epoch {record.epoch}{part}: loss {record.train_loss:.4f}, AUC {_fmt(m.get('auc'))}, "
+            f"MRR {_fmt(m.get('mrr'))}, nDCG@10 {_fmt(m.get('ndcg@10'))}, {record.seconds:.0f} s, "
+            f"{record.samples_per_s:,.0f} samples/s{tag}",
+            highlight=False,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+STOPS = {
+    "epochs": "all epochs done",
+    "early_stopping": "early stopping (no better validation AUC)",
+    "max_steps": "--max-steps reached",
+    "time_budget": "--time-budget reached (continue with --resume)",
+    "already_finished": "this run had already finished; nothing to do",
+}
+
+
+def _render(result: Any) -> None:
+    table = Table(title=f"newsrec train: {result.run_dir}", title_justify="left")
+    table.add_column("epoch", justify="right")
+    table.add_column("train loss", justify="right")
+    for name in METRICS:
+        table.add_column(f"valid {name.upper() if name in ('auc', 'mrr') else name.replace('ndcg', 'nDCG')}",
+                         justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("samples/s", justify="right")
+    for record in result.history:
+        label = f"{record.epoch}" + ("*" if record.partial else "")
+        style = "bold green" if record.best and record.epoch == result.best_epoch else None
+        table.add_row(
+            label, f"{record.train_loss:.4f}", *(_fmt(record.metrics.get(m)) for m in METRICS),
+            f"{record.seconds:.1f}", f"{record.samples_per_s:,.0f}", style=style,
+        )
+    console.print(table)
+    if any(r.partial for r in result.history):
+        console.print("* part of an epoch, validated when training stopped", style="dim")
+    best = result.best_metrics
+    console.print(
+        f"best epoch: {result.best_epoch} (valid AUC {_fmt(best.get('auc'))}, nDCG@10 {_fmt(best.get('ndcg@10'))}) "
+        f"saved as {result.run_dir / 'model.pt'}; stopped: {STOPS.get(result.stopped, result.stopped)}; "
+        f"{result.seconds:.0f} s",
+        highlight=False,
+    )
+    console.print(f"{result.info.validation}", style="dim", highlight=False)

@@ -1,0 +1,218 @@
+"""`newsrec diagnose gradients`: gradient norms per module over a few real training steps.
+
+The steps are the trainer's own: its batches (one click + K sampled non-clicks per row, recent
+history), its loss on logits, AdamW at the run's learning rate, its clipping. Norms are taken
+before clipping. A module whose gradient is tiny but not zero is *vanishing* (the saturation
+failure looks like this); one that is huge is *exploding*; one whose gradient is exactly zero
+took no part in these batches (e.g. the "empty history" vector when every user has clicks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from newsrec_cli.diagnose.report import Check, Report, Status, Table
+from newsrec_cli.errors import InputError
+from newsrec_cli.mind import Impressions
+from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.settings import TrainSettings
+from newsrec_cli.train.batching import EpochBatches, plan_epoch
+from newsrec_cli.train.loop import param_groups
+from newsrec_cli.train.losses import loss_fn
+from newsrec_cli.train.samples import click_samples
+
+VANISHING = 1e-7
+EXPLODING = 1e3
+IGNORED_WEIGHT = 0.05  # a modality whose mean fusion weight is below this barely reaches the news vector
+
+
+def module_of(param_name: str) -> str:
+    """Group a parameter by its module two levels down (news_encoder.text.net.0.weight ->
+    news_encoder.text); a parameter held directly by a top module keeps its name (scorer.log_scale)."""
+    parts = param_name.split(".")
+    return ".".join(parts[:2])
+
+
+def gradient_norms(model: NewsRecommender) -> dict[str, float | None]:
+    """L2 norm of the gradient of each module group (None: no parameter of it got a gradient)."""
+    squares: dict[str, float] = defaultdict(float)
+    seen: dict[str, bool] = defaultdict(bool)
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        group = module_of(name)
+        seen[group] |= False
+        if param.grad is not None:
+            squares[group] += float(param.grad.detach().float().pow(2).sum())
+            seen[group] = True
+    return {g: math.sqrt(squares[g]) if seen[g] else None for g in seen}
+
+
+def train_steps(
+    model: NewsRecommender,
+    settings: TrainSettings,
+    imps: Impressions,
+    *,
+    steps: int,
+    seed: int,
+    user_rows: np.ndarray | None = None,
+) -> tuple[list[dict[str, float | None]], list[float], list[dict[str, float] | None]]:
+    """Run `steps` training steps; per step the gradient norms, the loss and the fusion weights."""
+    samples = click_samples(imps)
+    if len(samples) == 0:
+        raise InputError(
+            "no click with an unclicked candidate beside it in the sampled training impressions: "
+            "nothing to train on",
+            path=imps.source or None,
+        )
+    plan = plan_epoch(samples, settings.negatives, seed, 0)
+    batches = EpochBatches(
+        imps, samples, plan, batch_size=settings.batch_size, history=settings.history, user_rows=user_rows
+    )
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.lr)
+    torch.manual_seed(seed)
+    model.train()
+    norms, losses, weights = [], [], []
+    for step in range(steps):
+        batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(batch["history"], batch["history_mask"], batch["candidates"], batch.get("users"))
+        loss = loss_fn(settings, logits)
+        loss.backward()
+        norms.append(gradient_norms(model))
+        losses.append(float(loss.detach()))
+        weights.append(model.fusion_weights())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
+        optimizer.step()
+    model.eval()
+    return norms, losses, weights
+
+
+def _flag(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "no gradient"
+    top = max(known)
+    if top == 0.0:
+        return "unused"
+    if not math.isfinite(top) or top > EXPLODING:
+        return "exploding"
+    if top < VANISHING:
+        return "vanishing"
+    return "ok"
+
+
+def diagnose_gradients(
+    norms: list[dict[str, float | None]], losses: list[float], weights: list[dict[str, float] | None]
+) -> Report:
+    report = Report("gradients")
+    steps = len(norms)
+    groups = list(norms[0]) if norms else []
+    table = Table(
+        "Gradient norm per module (before clipping)",
+        ["module", *(f"step {i + 1}" for i in range(steps)), "mean", "flag"],
+    )
+    flags: dict[str, list[str]] = defaultdict(list)
+    for g in groups:
+        values = [n.get(g) for n in norms]
+        known = [v for v in values if v is not None]
+        flag = _flag(values)
+        flags[flag].append(g)
+        table.add(g, *values, float(np.mean(known)) if known else None, flag)
+    report.tables.append(table)
+    loss_table = Table("Loss per step", ["step", "loss"])
+    for i, loss in enumerate(losses):
+        loss_table.add(i + 1, loss)
+    report.tables.append(loss_table)
+    report.checks += _gradient_checks(flags, losses)
+    fusion = _mean_weights(weights)
+    if fusion is None:
+        report.notes.append("this fusion has no per-modality weights (concat)")
+    else:
+        wt = Table("Mean fusion weight per modality", ["modality", "weight"], percent=("weight",))
+        for name, w in fusion.items():
+            wt.add(name, w)
+        report.tables.append(wt)
+        report.checks.append(_fusion_check(fusion))
+    report.values = {"losses": losses, "norms": norms, "fusion_weights": fusion}
+    return report
+
+
+def _gradient_checks(flags: dict[str, list[str]], losses: list[float]) -> list[Check]:
+    checks = []
+    bad_loss = [i + 1 for i, v in enumerate(losses) if not math.isfinite(v)]
+    if bad_loss:
+        checks.append(
+            Check(
+                "finite loss",
+                Status.FAIL,
+                bad_loss,
+                f"the loss is NaN or Inf at steps {bad_loss}",
+                "run newsrec diagnose data and saturation; lower train.lr",
+            )
+        )
+    vanishing, exploding = flags.get("vanishing", []), flags.get("exploding", [])
+    checks.append(
+        Check(
+            "vanishing gradients",
+            Status.FAIL if vanishing else Status.OK,
+            vanishing,
+            f"gradient norm below {VANISHING:g} at every step: {', '.join(vanishing)}"
+            if vanishing
+            else f"every module's gradient is above {VANISHING:g} (or exactly zero when unused)",
+            "saturated scores stop the gradient: run newsrec diagnose saturation and follow its fix"
+            if vanishing
+            else "",
+        )
+    )
+    checks.append(
+        Check(
+            "exploding gradients",
+            Status.FAIL if exploding else Status.OK,
+            exploding,
+            f"gradient norm above {EXPLODING:g}: {', '.join(exploding)}"
+            if exploding
+            else f"no module's gradient is above {EXPLODING:g}",
+            "lower train.lr, keep train.clip, and check the inputs for huge values (newsrec diagnose data)"
+            if exploding
+            else "",
+        )
+    )
+    if flags.get("no gradient"):
+        names = ", ".join(flags["no gradient"])
+        checks.append(
+            Check(
+                "modules without gradient",
+                Status.WARN,
+                flags["no gradient"],
+                f"trainable but never reached by the loss: {names}",
+                "a modality that is built but not used wastes memory; check the train settings",
+            )
+        )
+    return checks
+
+
+def _mean_weights(weights: list[dict[str, float] | None]) -> dict[str, float] | None:
+    known = [w for w in weights if w]
+    if not known:
+        return None
+    return {name: float(np.mean([w[name] for w in known])) for name in known[0]}
+
+
+def _fusion_check(fusion: dict[str, float]) -> Check:
+    ignored = [name for name, w in fusion.items() if w < IGNORED_WEIGHT]
+    text = ", ".join(f"{name} {w:.1%}" for name, w in fusion.items())
+    if ignored:
+        return Check(
+            "fusion weights",
+            Status.WARN,
+            fusion,
+            f"nearly ignored (below {IGNORED_WEIGHT:.0%}): {', '.join(ignored)} ({text})",
+            "check the inputs of these modalities (coverage in newsrec diagnose data) or turn them off",
+        )
+    return Check("fusion weights", Status.OK, fusion, f"mean weight per modality: {text}")

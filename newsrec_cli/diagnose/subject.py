@@ -1,0 +1,156 @@
+"""The model under diagnosis: a trained run directory, or a fresh model built from settings.
+
+Both end as a `Subject`: the model with the news of a dataset attached, its train settings, and
+two samples of impressions (validation, for the forward checks; training, for the gradient
+steps). A fresh model is built exactly as `newsrec train` would build it (`build_model` over the
+same vocabularies and per-news inputs), so `--init` checks a configuration before any training.
+
+The score head's initial scale (its inverse temperature) has no train setting; `scale` (from
+`[diagnose] scale`) sets it on the fresh model through the head's public `log_scale`, which is
+how a bad configuration such as "dot product of un-normalised vectors x 10" is reproduced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from newsrec_cli.diagnose.forward import sample_impressions
+from newsrec_cli.diagnose.saturation import Scoring
+from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
+from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.model.scorer import MAX_LOG_SCALE
+from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.train.context import build_vocabularies, needed_news, news_features, open_store, text_vectors
+from newsrec_cli.train.run import DataContext, build_model, load_run, resolve_device
+
+
+@dataclass
+class Subject:
+    """A model ready to be run on `valid` and stepped on `train` (news indices of `dataset`)."""
+
+    model: NewsRecommender
+    settings: TrainSettings
+    dataset: MindDataset
+    valid: Impressions
+    train: Impressions
+    origin: str
+    valid_user_rows: np.ndarray | None = None
+    train_user_rows: np.ndarray | None = None
+
+    @property
+    def scoring(self) -> Scoring:
+        head = self.model.scorer
+        return Scoring(kind=head.kind, scale=float(head.scale.detach()), loss=self.settings.loss)
+
+
+def set_scale(model: NewsRecommender, scale: float) -> None:
+    """Set the score head's scale (logit = scale x similarity); the head caps it at 100."""
+    if not 0 < scale <= math.exp(MAX_LOG_SCALE) + 1e-6:
+        raise SettingsError(f"diagnose.scale = {scale!r}: must be in (0, 100], the score head's range")
+    with torch.no_grad():
+        model.scorer.log_scale.fill_(math.log(scale))
+
+
+def from_init(
+    data: Path,
+    *,
+    store: Path | None,
+    graph: Path | None,
+    train_settings: TrainSettings,
+    data_settings: DataSettings,
+    graph_settings: GraphSettings,
+    sample: int,
+    seed: int,
+    scale: float | None = None,
+) -> Subject:
+    """A freshly initialised model for `data` (train settings' seed), as `newsrec train` builds it."""
+    dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
+    train, valid, _ = dataset.train_valid(
+        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
+    )
+    settings = train_settings
+    vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
+    text, text_dim = None, None
+    if settings.use_text:
+        if store is None:
+            raise SettingsError("train.use_text is on: give the text vectors with --embeddings STORE")
+        opened = open_store(store)
+        text, _ = text_vectors(opened, vocabs.news.ids, needed_news(train, valid), missing=settings.missing)
+        text_dim = opened.dim
+    news_graph = None
+    if graph is not None and settings.use_graph:
+        from newsrec_cli.graph import load_graph
+
+        news_graph = load_graph(graph)
+    features = news_features(
+        dataset.news_vocab,
+        dataset.news,
+        vocabs,
+        text=text,
+        graph_index=news_graph.news_index if news_graph is not None else None,
+    )
+    torch.manual_seed(settings.seed)
+    model = build_model(settings, graph_settings, DataContext(vocabs, features, text_dim, news_graph))
+    if scale is not None:
+        set_scale(model, scale)
+    model.to(resolve_device(settings.device))
+    model.attach(features)  # buffers follow the device
+    users = vocabs.users if model.user_encoder.user_embedding is not None else None
+    return _subject(model, settings, dataset, train, valid, sample, seed, "fresh model", users)
+
+
+def from_run(run_dir: Path, *, data: Path | None, sample: int, seed: int, device: str = "auto") -> Subject:
+    """A trained run on `data` (default: the dataset its config.json names), validation split as trained."""
+    run = load_run(run_dir, device=device)
+    path = data if data is not None else run.config.get("data", {}).get("path")
+    if not path:
+        raise InputError("config.json names no dataset; pass --data DATA", path=run_dir / "config.json")
+    ds = run.data_settings
+    dataset = load_dataset(path, on_bad_lines=ds.on_bad_lines)
+    train, valid, _ = dataset.train_valid(ds.split, ds.valid_days, ds.valid_fraction, ds.seed)
+    subject = _subject(run.model, run.settings, dataset, train, valid, sample, seed, f"run {run_dir}", None)
+    run.attach_dataset(dataset, subject.valid, subject.train)
+    subject.valid_user_rows = run.user_rows(subject.valid)
+    subject.train_user_rows = run.user_rows(subject.train)
+    return subject
+
+
+def _user_rows(users: Vocab, imps: Impressions) -> np.ndarray:
+    """Row of the user-ID table of each impression's user (0: not a training user)."""
+    lookup = np.fromiter(
+        (users.get(u) for u in imps.user_vocab.ids), dtype=np.int64, count=len(imps.user_vocab)
+    )
+    return lookup[imps.users.astype(np.int64)]
+
+
+def _subject(
+    model: NewsRecommender,
+    settings: TrainSettings,
+    dataset: MindDataset,
+    train: Impressions,
+    valid: Impressions,
+    sample: int,
+    seed: int,
+    origin: str,
+    users: Vocab | None,
+) -> Subject:
+    valid_sample = sample_impressions(valid, sample, seed)
+    train_sample = sample_impressions(train, sample, seed + 1)
+    if len(valid_sample) == 0:
+        raise InputError("no labelled validation impressions to run the model on", path=dataset.root)
+    return Subject(
+        model=model,
+        settings=settings,
+        dataset=dataset,
+        valid=valid_sample,
+        train=train_sample,
+        origin=origin,
+        valid_user_rows=_user_rows(users, valid_sample) if users is not None else None,
+        train_user_rows=_user_rows(users, train_sample) if users is not None else None,
+    )

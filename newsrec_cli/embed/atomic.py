@@ -1,0 +1,68 @@
+"""Atomic file writes: write a temporary file beside the target, flush it to disk, rename.
+
+A reader (or a rerun after kill -9) sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def _atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Ctrl-C included: never leave the temporary file behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically."""
+    with _atomic_handle(path) as handle:
+        handle.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    with _atomic_handle(path) as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    with _atomic_handle(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files a killed writer may have left in `folder`."""
+    if folder.is_dir():
+        for leftover in folder.glob(TMP_PREFIX + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()

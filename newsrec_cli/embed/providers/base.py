@@ -1,0 +1,48 @@
+"""The one protocol every embedding provider follows, and the error a provider raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from newsrec_cli.errors import NewsrecError
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What a provider will record in the store, known without loading a model or a client.
+
+    `dimension` is None when only the first batch can tell (a local model not yet loaded, a
+    model on a compatible server).
+    """
+
+    name: str
+    model: str
+    dimension: int | None
+    semantic: bool
+
+
+class EmbeddingProvider(Protocol):
+    """Turns texts into vectors. `embed` returns float32 [len(texts), dimension]."""
+
+    spec: ProviderSpec
+
+    @property
+    def dimension(self) -> int | None: ...
+
+    def batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Indices of `texts` grouped into the requests this provider wants, each saved on its own."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ProviderError(NewsrecError):
+    """A provider could not embed a batch (after its retries); the message is one line."""
+
+
+def fixed_batches(count: int, size: int) -> list[list[int]]:
+    return [list(range(start, min(start + size, count))) for start in range(0, count, size)]

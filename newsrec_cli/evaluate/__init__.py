@@ -1,0 +1,1 @@
+"""Metrics, prediction files and baselines of `newsrec evaluate`."""

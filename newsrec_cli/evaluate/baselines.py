@@ -1,0 +1,88 @@
+"""The floor beside every model: random, popularity and zero-shot content scores.
+
+Each baseline returns one float64 score per candidate of `impressions`, aligned with
+`impressions.candidates`, for `compute_metrics`. None of them trains anything.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from newsrec_cli.embed.store import EmbeddingStore
+from newsrec_cli.errors import MissingVectorsError
+from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.vocab import Vocab
+
+TIE_BREAK = 0.5  # popularity noise stays below one click, so it only orders news with equal counts
+CHUNK = 8192  # candidates per step of the content baseline: two CHUNK x dim buffers stay in cache
+
+
+def random_scores(impressions: Impressions, seed: int = 0) -> np.ndarray:
+    """Uniform random scores (seeded): AUC 0.5 in expectation, the floor of every ranking metric."""
+    return np.random.default_rng(seed).random(len(impressions.candidates))
+
+
+def click_counts(train: Impressions, size: int) -> np.ndarray:
+    """Clicks per news index in the training impressions (candidates labelled 1), float64 [size]."""
+    clicked = train.candidates[train.labels == 1]
+    return np.bincount(clicked, minlength=size).astype(np.float64)[:size]
+
+
+def popularity_scores(train: Impressions, impressions: Impressions, seed: int = 0) -> np.ndarray:
+    """Clicks of each candidate in the training split, plus seeded noise in [0, 0.5).
+
+    News never clicked in training (most test news are fresh) score 0 + noise: the noise orders
+    them at random among themselves rather than by their listed position, and being under one
+    click it never reorders news with different counts.
+    """
+    size = max(len(impressions.news_vocab), int(impressions.candidates.max(initial=0)) + 1)
+    counts = click_counts(train, size)
+    noise = np.random.default_rng(seed).random(len(impressions.candidates)) * TIE_BREAK
+    return counts[impressions.candidates] + noise
+
+
+def content_scores(
+    store: EmbeddingStore, impressions: Impressions, news_vocab: Vocab | None = None
+) -> np.ndarray:
+    """Cosine of each candidate's text vector to the mean of its user's history vectors.
+
+    Every candidate and history news must have a vector in the store (MissingVectorsError
+    otherwise: a silent zero vector would pass for a real score). An impression whose user has
+    no history scores 0 for all candidates: a tie, ranked by the metrics' tie rule.
+    """
+    vocab = news_vocab or impressions.news_vocab
+    used = np.unique(np.concatenate([impressions.candidates, impressions.history]))
+    ids = [vocab.ids[i] for i in used]
+    vectors, missing = store.lookup(ids)
+    if missing:
+        raise MissingVectorsError(missing, len(ids), store.path)
+    # Row k of `unit` is news index used[k], L2-normalised; `row_of` maps news index -> k.
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    row_of = np.zeros(int(used.max(initial=0)) + 1, dtype=np.int64)
+    row_of[used] = np.arange(len(used))
+
+    # Mean of history vectors per impression as a sparse (impressions x news) average.
+    n = len(impressions)
+    lengths = impressions.history_lengths
+    weights = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
+    averaging = sparse.csr_matrix(
+        (weights, row_of[impressions.history], impressions.history_offsets), shape=(n, len(used))
+    )
+    users = np.asarray(averaging @ unit, dtype=np.float32)  # (I, D)
+    user_norms = np.linalg.norm(users, axis=1, keepdims=True)
+    users /= np.where(user_norms > 0, user_norms, 1.0)  # empty history stays the zero vector
+
+    cand_rows = row_of[impressions.candidates]
+    owner = impressions.candidate_impression
+    scores = np.empty(len(cand_rows), dtype=np.float32)
+    # Gathers into reused buffers: fresh C x D copies cost more in page faults than the dot products.
+    news_buf = np.empty((CHUNK, unit.shape[1]), dtype=np.float32)
+    user_buf = np.empty_like(news_buf)
+    for start in range(0, len(cand_rows), CHUNK):
+        n = min(CHUNK, len(cand_rows) - start)
+        np.take(unit, cand_rows[start : start + n], axis=0, out=news_buf[:n])
+        np.take(users, owner[start : start + n], axis=0, out=user_buf[:n])
+        np.einsum("cd,cd->c", news_buf[:n], user_buf[:n], out=scores[start : start + n])
+    return scores.astype(np.float64)

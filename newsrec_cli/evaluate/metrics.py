@@ -1,0 +1,304 @@
+"""MIND's official ranking metrics, vectorised over all impressions at once.
+
+The definitions are those of MIND's `evaluate.py`, computed per impression and averaged over
+impressions:
+
+- AUC: `sklearn.metrics.roc_auc_score(labels, scores)`. Tied scores count one half (sklearn's
+  trapezoid), which is the Mann-Whitney U with mid-ranks computed here. Impressions with a single
+  label class (no click, or all clicked) have no AUC: they are skipped and counted.
+- MRR: `sum(clicked / rank) / n_clicked`, rank = 1-based position after sorting scores descending.
+- nDCG@k: `dcg(labels, scores, k) / dcg(labels, labels, k)`, gains `2**label - 1`, discounts
+  `log2(rank + 1)`, over the top k.
+- hit@k: 1 when a clicked news is in the top k.
+
+Ties on MRR, nDCG and hit@k. The official code orders candidates with `np.argsort(y_score)[::-1]`,
+numpy's default (unstable) sort, whose order among equal scores depends on the numpy version and
+the CPU (the AVX-512 sort differs from the insertion sort used on short arrays elsewhere). No
+implementation can reproduce that everywhere, so this one uses the stable version of the same
+expression, `np.argsort(y_score, kind="stable")[::-1]`: among equal scores, the candidate listed
+LATER in the impression ranks first. Without ties the results equal the official code exactly.
+
+Impressions without a click make MRR, nDCG and hit@k 0/0 (NaN in the official code; MIND's own
+dev and test sets always have a click): they are skipped for those metrics and counted in
+`MetricResult.no_click`. Empty impressions are skipped like impressions without a click.
+
+`logloss` and `ece` (expected calibration error, 15 equal-width bins; `ece@B` for B bins) use
+probabilities, `sigmoid(score)` for logits, pooled over all candidates rather than averaged per
+impression.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from newsrec_cli.errors import InputError, SettingsError
+
+DEFAULT_METRICS: tuple[str, ...] = ("auc", "mrr", "ndcg@5", "ndcg@10")
+ECE_BINS = 15  # the usual choice in the calibration literature (Guo et al., 2017)
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "ndcg": ("ndcg@5", "ndcg@10"),
+    "hit": ("hit@5", "hit@10"),
+    "ece": (f"ece@{ECE_BINS}",),
+}
+_PATTERN = re.compile(r"^(auc|mrr|logloss|(ndcg|hit|ece)@([1-9][0-9]*))$")
+PROBABILITY_METRICS = ("logloss", "ece")
+
+
+@dataclass
+class MetricResult:
+    """Metric means over impressions, and how many impressions each mean is over.
+
+    `values[name]` is NaN when no impression qualifies (e.g. AUC when every impression has one
+    label class). `per_impression[name]` holds each impression's value (NaN where skipped) for
+    the per-impression metrics, so breakdowns by impression group need no recomputation.
+    """
+
+    values: dict[str, float]
+    counts: dict[str, int]
+    skipped_auc: int
+    impressions: int
+    no_click: int
+    per_impression: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: metric values, counts, impressions, and the skipped counts."""
+        return {
+            "values": {k: _json_float(v) for k, v in self.values.items()},
+            "counts": dict(self.counts),
+            "impressions": self.impressions,
+            "skipped_auc": self.skipped_auc,
+            "no_click": self.no_click,
+        }
+
+
+def _json_float(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def parse_metrics(spec: str | Sequence[str]) -> list[str]:
+    """Normalise metric names: `"auc,ndcg"` -> `["auc", "ndcg@5", "ndcg@10"]`, order kept, no repeats.
+
+    Raises SettingsError naming the unknown name and what is allowed.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for raw in items:
+        name = raw.strip().lower()
+        if not name:
+            continue
+        expanded = _ALIASES.get(name, (name,))
+        for one in expanded:
+            if not _PATTERN.match(one):
+                raise SettingsError(
+                    f"evaluate.metrics: unknown metric {raw.strip()!r}; allowed: auc, mrr, ndcg "
+                    "(= ndcg@5,ndcg@10), ndcg@K, hit (= hit@5,hit@10), hit@K, logloss, ece, ece@BINS"
+                )
+            if one not in names:
+                names.append(one)
+    if not names:
+        raise SettingsError("evaluate.metrics: no metric given")
+    return names
+
+
+def needs_probabilities(metrics: Sequence[str]) -> bool:
+    """True when a metric reads probabilities (logloss, ece), not only the order of scores."""
+    return any(m.split("@")[0] in PROBABILITY_METRICS for m in metrics)
+
+
+def check_offsets(offsets: np.ndarray, n_candidates: int) -> np.ndarray:
+    """Validate impression offsets (int64 [n_impressions + 1], 0 .. n_candidates, non-decreasing)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if offsets.ndim != 1 or len(offsets) < 1:
+        raise ValueError("offsets must be a 1-d array of n_impressions + 1 positions")
+    if offsets[0] != 0 or offsets[-1] != n_candidates:
+        raise ValueError(
+            f"offsets must start at 0 and end at {n_candidates}, got {offsets[0]}..{offsets[-1]}"
+        )
+    if np.any(np.diff(offsets) < 0):
+        raise ValueError("offsets must be non-decreasing")
+    return offsets
+
+
+def rank_order(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Flat indices sorted by (impression, score descending, listed position descending).
+
+    Equal to `np.argsort(s, kind="stable")[::-1]` inside every impression (see the module doc).
+    """
+    n = len(offsets) - 1
+    segment = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    position = np.arange(len(scores), dtype=np.int64)
+    # lexsort: last key is primary. -position puts later-listed candidates first among ties.
+    return np.lexsort((-position, -scores, segment))
+
+
+def ranks_from_scores(scores: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """1-based rank of every candidate within its impression, in listed order (rank 1 = best)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    offsets = check_offsets(offsets, len(scores))
+    order = rank_order(scores, offsets)
+    segment = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    ranks = np.empty(len(scores), dtype=np.int64)
+    # The sorted array keeps each impression's block where it was, so the position inside the
+    # block is the flat position minus the block start.
+    ranks[order] = np.arange(len(scores), dtype=np.int64) - offsets[segment] + 1
+    return ranks
+
+
+def compute_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    offsets: np.ndarray,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    *,
+    scores_are: Literal["logits", "probabilities"] = "logits",
+) -> MetricResult:
+    """Official MIND metrics over all impressions at once (see the module docstring for ties).
+
+    Args:
+        scores: float [n_candidates], flat over impressions; higher ranks first.
+        labels: 0/1 [n_candidates], aligned with scores.
+        offsets: int64 [n_impressions + 1]; impression i is `offsets[i]:offsets[i+1]`.
+        metrics: names as accepted by `parse_metrics` ("ndcg" expands to ndcg@5 and ndcg@10).
+        scores_are: for logloss/ece only: logits (sigmoid applied) or probabilities already.
+    """
+    names = parse_metrics(metrics)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-d and aligned")
+    offsets = check_offsets(offsets, len(scores))
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} of {len(scores)} scores are NaN or infinite")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise InputError("labels must be 0 or 1 (an unlabeled test set has no metrics)")
+    y = labels.astype(np.float64)
+
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    segment = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    clicks = np.bincount(segment, weights=y, minlength=n)
+    has_click = clicks > 0
+    values: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    per_impression: dict[str, np.ndarray] = {}
+
+    order = rank_order(scores, offsets)
+    y_sorted = y[order]
+    rank = np.arange(len(scores), dtype=np.int64) - offsets[segment] + 1  # 1-based, within impression
+
+    def _mean(name: str, per: np.ndarray, used: np.ndarray) -> None:
+        per = np.where(used, per, np.nan)
+        per_impression[name] = per
+        counts[name] = int(used.sum())
+        values[name] = float(per[used].mean()) if used.any() else float("nan")
+
+    safe_clicks = np.where(has_click, clicks, 1.0)
+    skipped_auc = 0
+    for name in names:
+        kind, _, k_text = name.partition("@")
+        if name == "auc":
+            auc, usable = _auc(scores[order], y_sorted, segment, offsets, clicks, lengths)
+            skipped_auc = int(n - usable.sum())
+            _mean(name, auc, usable)
+        elif name == "mrr":
+            rr = np.bincount(segment, weights=y_sorted / rank, minlength=n)
+            _mean(name, rr / safe_clicks, has_click)
+        elif kind == "ndcg":
+            k = int(k_text)
+            top = rank <= k
+            gains = (2.0**y_sorted - 1.0) / np.log2(rank + 1.0)
+            dcg = np.bincount(segment, weights=np.where(top, gains, 0.0), minlength=n)
+            # Ideal DCG for 0/1 labels: the clicks fill the first min(clicks, k) ranks.
+            discounts = np.concatenate(([0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))))
+            ideal = discounts[np.minimum(clicks, k).astype(np.int64)]
+            _mean(name, dcg / np.where(has_click, ideal, 1.0), has_click)
+        elif kind == "hit":
+            k = int(k_text)
+            found = np.bincount(segment, weights=np.where(rank <= k, y_sorted, 0.0), minlength=n)
+            _mean(name, (found > 0).astype(np.float64), has_click)
+        elif kind in PROBABILITY_METRICS:
+            # Pooled over candidates, so every non-empty impression takes part.
+            counts[name] = int((lengths > 0).sum())
+            if not len(y):
+                values[name] = float("nan")
+            elif name == "logloss":
+                values[name] = _logloss(scores, y, scores_are)
+            else:
+                probs = _sigmoid(scores) if scores_are == "logits" else scores
+                values[name] = _ece(probs, y, int(k_text))
+    return MetricResult(
+        values=values,
+        counts=counts,
+        skipped_auc=skipped_auc,
+        impressions=n,
+        no_click=int((~has_click).sum()),
+        per_impression=per_impression,
+    )
+
+
+def _auc(
+    sorted_scores: np.ndarray,
+    y_sorted: np.ndarray,
+    segment: np.ndarray,
+    offsets: np.ndarray,
+    clicks: np.ndarray,
+    lengths: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-impression AUC as Mann-Whitney U with mid-ranks; also the mask of impressions with both classes.
+
+    Arrays arrive sorted by (impression, score descending). A run of equal scores inside one
+    impression shares the mean of its positions, which is sklearn's half credit for ties.
+    """
+    n = len(lengths)
+    m = len(sorted_scores)
+    position = np.arange(m, dtype=np.float64)
+    # A new tie group starts where the impression or the score changes.
+    starts = np.ones(m, dtype=bool)
+    if m > 1:
+        starts[1:] = (segment[1:] != segment[:-1]) | (sorted_scores[1:] != sorted_scores[:-1])
+    group = np.cumsum(starts) - 1
+    group_start = position[starts]
+    group_end = np.append(group_start[1:], m) - 1
+    mid = (group_start + group_end) / 2.0  # mean flat position of the tie group
+    desc_rank = mid[group] - offsets[segment] + 1.0  # 1-based descending mid-rank
+    asc_rank = lengths[segment] + 1.0 - desc_rank  # 1-based ascending mid-rank
+    pos = clicks
+    neg = lengths - clicks
+    usable = (pos > 0) & (neg > 0)
+    rank_sum = np.bincount(segment, weights=asc_rank * y_sorted, minlength=n)
+    denom = np.where(usable, pos * neg, 1.0)
+    return (rank_sum - pos * (pos + 1) / 2.0) / denom, usable
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number only, so large logits do not overflow.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _logloss(scores: np.ndarray, y: np.ndarray, scores_are: str) -> float:
+    """Mean binary cross-entropy over candidates; from logits without forming probabilities."""
+    if scores_are == "logits":
+        # log(1 + exp(s)) - y*s, written so it never overflows
+        loss = np.maximum(scores, 0.0) - y * scores + np.log1p(np.exp(-np.abs(scores)))
+    else:
+        p = np.clip(scores, 1e-15, 1 - 1e-15)  # sklearn's log_loss clipping
+        loss = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(loss.mean())
+
+
+def _ece(probs: np.ndarray, y: np.ndarray, bins: int) -> float:
+    """Expected calibration error: sum over equal-width bins of (share) * |click rate - mean prob|."""
+    if np.any((probs < 0) | (probs > 1)):
+        raise InputError("ece needs probabilities in [0, 1]; pass logits with scores_are='logits'")
+    which = np.minimum((probs * bins).astype(np.int64), bins - 1)
+    prob_sum = np.bincount(which, weights=probs, minlength=bins)
+    click_sum = np.bincount(which, weights=y, minlength=bins)
+    return float(np.abs(click_sum - prob_sum).sum() / len(y))

@@ -1,0 +1,329 @@
+"""Checks of a MIND dataset, each a small function returning OK, WARN or FAIL with a reason.
+
+The readers run in skip mode, so every malformed line of every file is found in one pass (not just
+the first); their reports are then sorted into one check per kind of problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from newsrec_cli.errors import InputError
+from newsrec_cli.mind.behaviors import UNLABELED, Impressions, read_behaviors
+from newsrec_cli.mind.dataset import find_splits
+from newsrec_cli.mind.news import NewsTable, read_news
+from newsrec_cli.mind.report import FIRST_FEW, BadLine, ReadReport
+from newsrec_cli.mind.vec import read_vec
+from newsrec_cli.mind.vocab import Vocab
+
+Status = Literal["OK", "WARN", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    split: str
+    status: Status
+    detail: str
+    count: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Split:
+    name: str
+    folder: Path
+    news: NewsTable
+    news_report: ReadReport
+    imps: Impressions | None
+    behaviors_report: ReadReport | None
+    known: np.ndarray | None = None  # bool per news-vocabulary index: has a row in this news.tsv
+
+
+def validate_dataset(path: str | Path) -> list[Check]:
+    """Run every check on a dataset folder; the folder itself being unusable is one FAIL."""
+    try:
+        folders = find_splits(path)
+    except InputError as exc:
+        return [Check("dataset layout", "-", "FAIL", str(exc))]
+    checks = [_layout(folders)]
+    news_vocab, user_vocab = Vocab(), Vocab()
+    splits: list[_Split] = []
+    for name, folder in folders.items():
+        try:  # what skip mode cannot get past: a file that is not UTF-8 text
+            news = read_news(folder / "news.tsv", on_bad_lines="skip", bad_entities="collect")
+            for id_ in news.ids:
+                news_vocab.add(id_)
+            imps, report = None, None
+            file = folder / "behaviors.tsv"
+            if file.exists():
+                report = ReadReport(path=str(file))
+                imps = read_behaviors(file, news_vocab, user_vocab, on_bad_lines="skip", report=report)
+        except InputError as exc:
+            checks.append(Check("files readable", name, "FAIL", str(exc)))
+            continue
+        splits.append(_Split(name, folder, news, news.reports[-1], imps, report))
+    for split in splits:
+        if split.imps is not None:
+            split.known = np.zeros(len(news_vocab), dtype=bool)
+            split.known[[news_vocab[id_] for id_ in split.news.ids]] = True
+        for check in SPLIT_CHECKS:
+            checks.extend(check(split))
+    checks.extend(_train_before_valid(splits))
+    return checks
+
+
+def _layout(folders: dict[str, Path]) -> Check:
+    if "all" in folders:
+        return Check(
+            "dataset layout", "-", "OK", "one MIND folder (no train/ valid/): validation is split from it"
+        )
+    names = ", ".join(f"{k} ({v.name}/)" for k, v in folders.items())
+    if "train" not in folders:
+        return Check("dataset layout", "-", "WARN", f"splits: {names}; no train/ to learn from")
+    return Check("dataset layout", "-", "OK", f"splits: {names}")
+
+
+def _from_bad_lines(name: str, split: str, bad: list[BadLine], what: str) -> Check:
+    if not bad:
+        return Check(name, split, "OK", f"no {what}")
+    first = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:FIRST_FEW])
+    return Check(
+        name, split, "FAIL", f"{len(bad)} {what} ({Path(bad[0].path).name}; first: {first})", len(bad)
+    )
+
+
+def _is_duplicate(bad: BadLine) -> bool:
+    return bad.reason.startswith("duplicate")
+
+
+# --- news.tsv -------------------------------------------------------------------------------
+
+
+def _news_rows(s: _Split) -> list[Check]:
+    skipped = s.news_report.skipped
+    rows = [b for b in skipped if not _is_duplicate(b)]
+    dups = [b for b in skipped if _is_duplicate(b)]
+    bad_json = s.news_report.bad_entities.get("TitleEntities", []) + s.news_report.bad_entities.get(
+        "AbstractEntities", []
+    )
+    bad_json.sort(key=lambda b: b.line)
+    empty_titles = sum(1 for t in s.news.title if not t.strip())
+    return [
+        _from_bad_lines("news.tsv rows (8 columns, an ID)", s.name, rows, "malformed rows"),
+        _from_bad_lines("news IDs unique", s.name, dups, "repeated news IDs"),
+        _from_bad_lines("entity JSON", s.name, bad_json, "unparsable entity columns"),
+        Check(
+            "titles present",
+            s.name,
+            "WARN" if empty_titles else "OK",
+            f"{empty_titles} news with an empty title" if empty_titles else f"{len(s.news):,} news",
+            empty_titles,
+        ),
+    ]
+
+
+# --- behaviors.tsv --------------------------------------------------------------------------
+
+_BEHAVIOR_FIELDS = (
+    ("behaviors.tsv rows (5 columns)", "malformed rows", lambda b: b.field == "columns"),
+    ("impression IDs (integer, unique)", "bad impression IDs", lambda b: b.field == "ImpressionID"),
+    ("user IDs present", "empty user IDs", lambda b: b.field == "UserID"),
+    ("times (M/D/YYYY h:mm:ss AM)", "unparsable times", lambda b: b.field == "Time"),
+    (
+        "candidate lists not empty",
+        "impressions without candidates",
+        lambda b: b.field == "Impressions" and b.reason == "no candidates",
+    ),
+    (
+        "candidate labels (ID-0 / ID-1)",
+        "bad candidate tokens",
+        lambda b: b.field == "Impressions" and b.reason != "no candidates",
+    ),
+)
+
+
+def _behavior_rows(s: _Split) -> list[Check]:
+    if s.behaviors_report is None:
+        return [Check("behaviors.tsv present", s.name, "FAIL", f"no behaviors.tsv in {s.folder}")]
+    skipped = s.behaviors_report.skipped
+    checks = []
+    for name, what, match in _BEHAVIOR_FIELDS:
+        checks.append(
+            _from_bad_lines(
+                name, s.name, sorted((b for b in skipped if match(b)), key=lambda b: b.line), what
+            )
+        )
+    return checks
+
+
+def _coverage(s: _Split) -> list[Check]:
+    if s.imps is None or s.known is None:
+        return []
+    checks = []
+    for name, ids, status in (
+        ("history IDs in news.tsv", s.imps.history, "WARN"),
+        ("candidate IDs in news.tsv", s.imps.candidates, "FAIL"),
+    ):
+        missing = ~s.known[ids]
+        n = int(missing.sum())
+        if n == 0:
+            checks.append(Check(name, s.name, "OK", f"all {len(ids):,} present"))
+            continue
+        distinct = np.unique(ids[missing])
+        first = ", ".join(s.imps.news_vocab.ids[i] for i in distinct[:FIRST_FEW])
+        checks.append(
+            Check(
+                name,
+                s.name,
+                status,
+                f"{n:,} of {len(ids):,} missing, {len(distinct):,} distinct (first: {first})",
+                n,
+            )
+        )
+    return checks
+
+
+def _labels(s: _Split) -> list[Check]:
+    imps = s.imps
+    if imps is None or len(imps) == 0:
+        return []
+    if (imps.labels == UNLABELED).all():
+        return [Check("clicks per impression", s.name, "OK", "unlabeled (test) split")]
+    counts = imps.candidate_counts
+    clicks = np.bincount(imps.candidate_impression, weights=imps.labels == 1, minlength=len(imps))
+    no_click = int(((counts > 0) & (clicks == 0)).sum())
+    all_click = int(((counts > 0) & (clicks == counts)).sum())
+    return [
+        _share_check(
+            "a click in every impression",
+            s,
+            no_click,
+            "impressions without a click (MIND has none; MRR and nDCG are 0 there)",
+        ),
+        _share_check(
+            "a non-click in every impression",
+            s,
+            all_click,
+            "impressions where every candidate is clicked (AUC skips them)",
+        ),
+    ]
+
+
+def _share_check(name: str, s: _Split, n: int, what: str) -> Check:
+    total = len(s.imps) if s.imps is not None else 0
+    if n == 0:
+        return Check(name, s.name, "OK", f"all {total:,} impressions")
+    return Check(name, s.name, "WARN", f"{n:,} of {total:,} {what}", n)
+
+
+def _duplicate_candidates(s: _Split) -> list[Check]:
+    imps = s.imps
+    if imps is None or len(imps) == 0:
+        return []
+    key = imps.candidate_impression * (len(imps.news_vocab) + 1) + imps.candidates
+    n = len(key) - len(np.unique(key))
+    return [
+        Check(
+            "candidates unique per impression",
+            s.name,
+            "WARN" if n else "OK",
+            f"{n:,} repeated candidates" if n else "no repeats",
+            n,
+        )
+    ]
+
+
+def _times(s: _Split) -> list[Check]:
+    imps = s.imps
+    if imps is None or len(imps) == 0:
+        return []
+    times = imps.times
+    if (times == times[0]).all():
+        return [
+            Check(
+                "times vary",
+                s.name,
+                "WARN",
+                f"every impression has the time {str(times[0]).replace('T', ' ')}: no split by time "
+                "is possible (use --split impression)",
+                len(imps),
+            )
+        ]
+    first, last = (str(t.astype("datetime64[m]")).replace("T", " ") for t in (times.min(), times.max()))
+    return [Check("times vary", s.name, "OK", f"{first} to {last}")]
+
+
+def _entity_vectors(s: _Split) -> list[Check]:
+    checks = []
+    entity_ids = {e.wikidata_id for row in range(len(s.news)) for e in s.news.entities_of(row)}
+    for name in ("entity_embedding.vec", "relation_embedding.vec"):
+        file = s.folder / name
+        if not file.exists():
+            continue
+        try:
+            ids, _ = read_vec(file)
+        except InputError as exc:
+            checks.append(Check(name, s.name, "FAIL", str(exc), 1))
+            continue
+        if name == "entity_embedding.vec" and entity_ids:
+            missing = len(entity_ids - set(ids))
+            status: Status = "WARN" if missing > 0.05 * len(entity_ids) else "OK"
+            checks.append(
+                Check(
+                    name,
+                    s.name,
+                    status,
+                    f"{len(ids):,} vectors; {missing:,} of {len(entity_ids):,} entities of "
+                    "the news have none",
+                    missing,
+                )
+            )
+        else:
+            checks.append(Check(name, s.name, "OK", f"{len(ids):,} vectors"))
+    return checks
+
+
+SPLIT_CHECKS: tuple[Callable[[_Split], list[Check]], ...] = (
+    _news_rows,
+    _behavior_rows,
+    _coverage,
+    _labels,
+    _duplicate_candidates,
+    _times,
+    _entity_vectors,
+)
+
+
+def _train_before_valid(splits: list[_Split]) -> list[Check]:
+    by_name = {s.name: s for s in splits if s.imps is not None and len(s.imps)}
+    if "train" not in by_name or "valid" not in by_name:
+        return []
+    last_train = by_name["train"].imps.times.max()
+    first_valid = by_name["valid"].imps.times.min()
+    if last_train <= first_valid:
+        return [
+            Check("train before valid in time", "-", "OK", "every training impression precedes validation")
+        ]
+    late = int((by_name["train"].imps.times > first_valid).sum())
+    return [
+        Check(
+            "train before valid in time",
+            "-",
+            "WARN",
+            f"{late:,} training impressions are later than the first validation one "
+            f"({str(first_valid).replace('T', ' ')})",
+            late,
+        )
+    ]
+
+
+def exit_code(checks: list[Check]) -> int:
+    return 1 if any(c.status == "FAIL" for c in checks) else 0

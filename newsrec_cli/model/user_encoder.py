@@ -1,0 +1,64 @@
+"""The user encoder: a user is the news they clicked (NRMS), optionally plus a user-ID vector."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from newsrec_cli.model.attention import AdditiveAttention
+from newsrec_cli.model.self_attention import MultiHeadSelfAttention
+
+
+class UserEncoder(nn.Module):
+    r"""NRMS user encoder: self-attention over the clicked news, then additive attention pooling.
+
+    .. math::
+        H = \mathrm{LN}\big(X + \mathrm{Dropout}(\mathrm{MHSA}(X))\big), \qquad
+        u = \mathrm{AdditiveAttention}(H) \;[+\, E_{\mathrm{user}}[\mathrm{id}]]
+
+    :math:`X` holds the vectors of the last clicked news, padding masked. A user with no click
+    at all gets a learned "empty history" vector :math:`u_\varnothing` instead of 0/0. With
+    ``num_users`` set, a user-ID embedding over the training users is added; index 0 (a user
+    not seen in training) adds nothing, so new users are their history alone.
+
+    Args:
+        dim: size of news and user vectors.
+        heads: self-attention heads (``dim`` must be divisible by it).
+        dropout: dropout on the clicked-news vectors and the attention output.
+        num_users: size of the user-ID table including index 0, or None for no user IDs.
+
+    Shapes:
+        - clicked: (B, H, D), mask: (B, H) bool, users: (B,) or None
+        - output: (B, D)
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.2, num_users: int | None = None) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.attention = MultiHeadSelfAttention(dim, heads, dropout=0.0)
+        self.norm = nn.LayerNorm(dim)
+        self.pool = AdditiveAttention(dim, hidden=dim)
+        self.empty = nn.Parameter(torch.zeros(dim))
+        self.user_embedding = nn.Embedding(num_users, dim, padding_idx=0) if num_users else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.empty, std=0.02)
+        if self.user_embedding is not None:
+            nn.init.normal_(self.user_embedding.weight, std=0.02)
+            with torch.no_grad():
+                self.user_embedding.weight[0].zero_()
+
+    def forward(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
+        B, H, D = clicked.shape  # batch, history, dim
+        empty = ~mask.any(dim=1)  # (B,) users without a single click
+        # Let empty rows attend to their first (padding) slot so nothing is 0/0; replaced below.
+        safe_mask = mask.clone()
+        safe_mask[:, 0] |= empty
+        x = self.drop(clicked)
+        h = self.norm(x + self.drop(self.attention(x, safe_mask)))  # (B, H, D)
+        user, _ = self.pool(h, safe_mask)  # (B, D)
+        user = torch.where(empty[:, None], self.empty.to(user.dtype).expand(B, D), user)
+        if self.user_embedding is not None and users is not None:
+            user = user + self.user_embedding(users)
+        return user

@@ -1,0 +1,6 @@
+"""Training: samples and batches, losses, schedules, checkpoints, the loop, run directories."""
+
+from newsrec_cli.train.loop import TrainCallbacks, TrainResult, train
+from newsrec_cli.train.run import DataContext, LoadedRun, build_model, load_run
+
+__all__ = ["DataContext", "LoadedRun", "TrainCallbacks", "TrainResult", "build_model", "load_run", "train"]

@@ -1,0 +1,74 @@
+"""Batches of one epoch: shuffled clicks, their negatives and their users' recent histories.
+
+An epoch's plan (order and negatives) is a pure function of (seed, epoch), so a run resumed
+mid-epoch rebuilds exactly the batches it had not seen, and DataLoader workers change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from newsrec_cli.mind import Impressions
+from newsrec_cli.model.inputs import recent_history
+from newsrec_cli.train.samples import ClickSamples, sample_negatives
+
+
+@dataclass
+class EpochPlan:
+    """The order of the samples in an epoch and the negatives drawn for each."""
+
+    order: np.ndarray  # int64 [S] sample indices, shuffled
+    negatives: np.ndarray  # int64 [S, K] aligned with the samples (not with `order`)
+
+
+def plan_epoch(samples: ClickSamples, negatives: int, seed: int, epoch: int) -> EpochPlan:
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(samples))
+    return EpochPlan(order=order, negatives=sample_negatives(samples, negatives, rng))
+
+
+class EpochBatches(Dataset):
+    """Item `step` is the batch of that step: a dict of tensors.
+
+    - history (B, H) int64 and history_mask (B, H) bool: the last H clicks before the impression
+    - candidates (B, 1+K) int64: the clicked news first, then K unclicked news
+    - users (B,) int64: rows of the user-ID table (0 = unknown), present when `user_rows` is given
+    """
+
+    def __init__(
+        self,
+        imps: Impressions,
+        samples: ClickSamples,
+        plan: EpochPlan,
+        *,
+        batch_size: int,
+        history: int,
+        user_rows: np.ndarray | None = None,
+    ) -> None:
+        self.imps = imps
+        self.samples = samples
+        self.plan = plan
+        self.batch_size = batch_size
+        self.history = history
+        self.user_rows = user_rows  # int64 [I]: user-ID row of each impression
+
+    def __len__(self) -> int:
+        return -(-len(self.samples) // self.batch_size)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        rows = self.plan.order[step * self.batch_size : (step + 1) * self.batch_size]  # (B,)
+        impression = self.samples.impression[rows]
+        history, mask = recent_history(self.imps, impression, self.history)
+        candidates = np.concatenate([self.samples.positive[rows, None], self.plan.negatives[rows]], axis=1)
+        batch = {
+            "history": torch.from_numpy(history),
+            "history_mask": torch.from_numpy(mask),
+            "candidates": torch.from_numpy(candidates),
+        }
+        if self.user_rows is not None:
+            batch["users"] = torch.from_numpy(self.user_rows[impression])
+        return batch

@@ -1,0 +1,36 @@
+"""Checkpoints: written atomically, read with `weights_only=True` (never unpickling code).
+
+A checkpoint is a dict of tensors and plain values (numbers, strings, lists, dicts), including
+the settings the run was trained with, so it describes itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from newsrec_cli.errors import InputError
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file, then rename: an interrupted save leaves the old file intact."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's dict; InputError if missing or not a safe checkpoint."""
+    if not path.is_file():
+        raise InputError("checkpoint not found", path=path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad or unsafe file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise InputError("not a newsrec checkpoint (no model weights)", path=path)
+    return payload

@@ -1,0 +1,171 @@
+"""What a model needs from the data: vocabularies and the per-news inputs (text, graph, categories).
+
+Training builds the vocabularies from the training impressions; inference reloads them from the
+run directory and maps any dataset's news onto them, so fresh news get the "unseen" ID bucket,
+their categories, their text vector from the store and (if the graph has them) their graph node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from newsrec_cli.errors import InputError, MissingVectorsError, SettingsError
+from newsrec_cli.mind import Impressions, NewsTable, Vocab
+from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
+from newsrec_cli.model.inputs import needed_news
+
+VOCAB_FILES = {
+    "ids": "vocab_news_ids.txt",
+    "categories": "vocab_categories.txt",
+    "subcategories": "vocab_subcategories.txt",
+    "users": "vocab_users.txt",
+}
+
+
+@dataclass
+class Vocabularies:
+    """The run's vocabularies, saved as text files (one ID per line) in the run directory.
+
+    - news: the news indices the model was trained with (the training dataset's news vocab;
+      saved with categories as vocab_news.tsv by the run, not here)
+    - ids: news with their own ID vector: the news of the training impressions; row 0 of the
+      ID table is the "unseen" bucket every other news shares
+    - categories, subcategories: of all news of the dataset (a closed set); 0 = unknown
+    - users: users of the training impressions (user-ID embedding only); 0 = unknown
+    """
+
+    news: Vocab
+    ids: Vocab
+    categories: Vocab
+    subcategories: Vocab
+    users: Vocab | None = None
+
+    def save(self, run_dir: Path) -> None:
+        for name, file in VOCAB_FILES.items():
+            vocab = getattr(self, name)
+            if vocab is not None:
+                vocab.save(run_dir / file)
+
+    @classmethod
+    def load(cls, run_dir: Path, *, users: bool, news: Vocab) -> Vocabularies:
+        found: dict[str, Vocab | None] = {"news": news}
+        for name, file in VOCAB_FILES.items():
+            path = run_dir / file
+            if name == "users" and not users:
+                found[name] = None
+                continue
+            if not path.is_file():
+                raise InputError("missing vocabulary file of the run", path=path)
+            found[name] = Vocab.load(path)
+        return cls(**found)  # type: ignore[arg-type]
+
+
+def build_vocabularies(news_vocab: Vocab, news: NewsTable, train: Impressions, *, users: bool) -> Vocabularies:
+    """Vocabularies of a training run (see Vocabularies)."""
+    seen = np.unique(np.concatenate([train.candidates, train.history]).astype(np.int64))
+    seen = seen[seen > 0]
+    train_users = np.unique(train.users.astype(np.int64))
+    return Vocabularies(
+        news=Vocab(news_vocab.ids[1:]),
+        ids=Vocab(news_vocab.ids[i] for i in seen),
+        categories=Vocab(sorted({c for c in news.category if c})),
+        subcategories=Vocab(sorted({c for c in news.subcategory if c})),
+        users=Vocab(train.user_vocab.ids[i] for i in train_users if i > 0) if users else None,
+    )
+
+
+@dataclass
+class TextVectors:
+    """Text vectors of one news vocabulary, looked up by ID in a store."""
+
+    matrix: np.ndarray  # float32 [N, T], row 0 = padding
+    present: np.ndarray  # bool [N]
+    store_path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def open_store(path: Path | str) -> Any:
+    from newsrec_cli.embed.store import EmbeddingStore
+
+    store = EmbeddingStore.open(path)
+    if store.meta.get("kind", "news") != "news":
+        raise InputError(f"this store holds {store.meta.get('kind')} vectors, not news vectors", path=path)
+    return store
+
+
+def check_coverage(present: np.ndarray, news_ids: Sequence[str], needed: np.ndarray, *, missing: str,
+                   store: Path | str) -> list[str]:
+    """The needed news without a text vector; a MissingVectorsError unless missing == "learned"."""
+    lacking = [news_ids[i] for i in needed[~present[needed]]]
+    if lacking and missing != "learned":
+        raise MissingVectorsError(lacking, len(needed), store)
+    return lacking
+
+
+def text_vectors(
+    store: Any,
+    news_ids: Sequence[str],
+    needed: np.ndarray,
+    *,
+    missing: str,
+    expected_dim: int | None = None,
+) -> tuple[TextVectors, list[str]]:
+    """Vectors of `news_ids` (index 0 = padding) and the needed news the store lacks.
+
+    A needed news without a vector is a MissingVectorsError unless missing == "learned"; news
+    that no impression uses may lack one (they are never scored).
+    """
+    if expected_dim is not None and store.dim != expected_dim:
+        raise InputError(
+            f"vectors have dimension {store.dim} but the model was trained on {expected_dim}-d vectors "
+            "(use the store the run was trained with, or one made by the same model)",
+            path=store.path,
+        )
+    matrix, _ = store.lookup(list(news_ids[1:]))
+    matrix = np.concatenate([np.zeros((1, store.dim), dtype=np.float32), matrix])
+    present = np.fromiter((i > 0 and store.has(id_) for i, id_ in enumerate(news_ids)), dtype=bool, count=len(news_ids))
+    lacking = check_coverage(present, news_ids, needed, missing=missing, store=store.path)
+    return TextVectors(matrix=matrix, present=present, store_path=Path(store.path), meta=dict(store.meta)), lacking
+
+
+def news_features(
+    news_vocab: Vocab,
+    news: NewsTable,
+    vocabs: Vocabularies,
+    *,
+    text: TextVectors | None = None,
+    graph_index: dict[str, int] | None = None,
+) -> NewsFeatures:
+    """Per-news inputs for `news_vocab` (any dataset's), mapped onto the run's vocabularies."""
+    ids = news_vocab.ids
+    rows = [news.index.get(id_) for id_ in ids]
+    category = [vocabs.categories.get(news.category[r]) if r is not None else 0 for r in rows]
+    subcategory = [vocabs.subcategories.get(news.subcategory[r]) if r is not None else 0 for r in rows]
+    id_index = [vocabs.ids.get(id_) for id_ in ids]
+    id_index[0] = 0
+    graph_node = None
+    if graph_index is not None:
+        nodes = [graph_index.get(id_, NO_GRAPH_NODE) for id_ in ids]
+        nodes[0] = NO_GRAPH_NODE
+        graph_node = torch.tensor(nodes, dtype=torch.long)
+    return NewsFeatures(
+        id_index=torch.tensor(id_index, dtype=torch.long),
+        category=torch.tensor(category, dtype=torch.long),
+        subcategory=torch.tensor(subcategory, dtype=torch.long),
+        text=torch.from_numpy(text.matrix) if text is not None else None,
+        text_present=torch.from_numpy(text.present) if text is not None else None,
+        graph_node=graph_node,
+    )
+
+
+def check_modalities(use_id: bool, use_text: bool, use_graph: bool, use_category: bool) -> None:
+    if not (use_id or use_text or use_graph or use_category):
+        raise SettingsError(
+            "train: every modality is off (use_id, use_text, use_graph, use_category); turn at least one on"
+        )

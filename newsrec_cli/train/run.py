@@ -1,0 +1,358 @@
+"""A run directory: building a fresh model, writing config.json, loading a trained run back.
+
+Layout (see DESIGN.md): config.json (every effective setting, the data, store and graph paths),
+vocab_*.txt / vocab_news.tsv, model.pt (best weights), last.pt (resume state), history.jsonl,
+tensorboard/. `load_run` needs nothing but this folder and the store and graph it names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from newsrec_cli import __version__
+from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
+from newsrec_cli.model.category_embedding import CategoryEmbedding
+from newsrec_cli.model.features import NewsFeatures
+from newsrec_cli.model.fusion import build_fusion
+from newsrec_cli.model.graph_modality import GraphModality
+from newsrec_cli.model.id_embedding import NewsIdEmbedding
+from newsrec_cli.model.news_encoder import NewsEncoder
+from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.model.scorer import ScoringHead
+from newsrec_cli.model.text_projection import TextProjection
+from newsrec_cli.model.user_encoder import UserEncoder
+from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.train import checkpoint
+from newsrec_cli.train.context import (
+    Vocabularies,
+    check_coverage,
+    check_modalities,
+    needed_news,
+    news_features,
+    open_store,
+    text_vectors,
+)
+
+CONFIG = "config.json"
+MODEL = "model.pt"
+LAST = "last.pt"
+HISTORY = "history.jsonl"
+NEWS_TABLE = "vocab_news.tsv"
+TENSORBOARD = "tensorboard"
+RUN_FORMAT = "newsrec-run"
+
+
+@dataclass
+class DataContext:
+    """What `build_model` needs from the data: vocabularies, per-news inputs, text size, graph."""
+
+    vocabs: Vocabularies
+    features: NewsFeatures
+    text_dim: int | None = None
+    graph: Any = None  # newsrec_cli.graph.NewsGraph or None
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto: CUDA when present, else CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise SettingsError(f"train.device = {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SettingsError(f"train.device = {device!r}: CUDA is not available on this machine")
+    return resolved
+
+
+def modalities(settings: TrainSettings, *, has_graph: bool) -> list[str]:
+    """The modalities a model really gets (graph only when a graph was given)."""
+    wanted = {
+        "id": settings.use_id,
+        "text": settings.use_text,
+        "graph": settings.use_graph and has_graph,
+        "category": settings.use_category,
+    }
+    return [name for name, on in wanted.items() if on]
+
+
+def build_model(settings: TrainSettings, graph_settings: GraphSettings, context: DataContext) -> NewsRecommender:
+    """A freshly initialised recommender with `context.features` attached."""
+    check_modalities(settings.use_id, settings.use_text, settings.use_graph and context.graph is not None,
+                     settings.use_category)
+    if settings.dim % settings.heads:
+        raise SettingsError(f"train.dim = {settings.dim} must be divisible by train.heads = {settings.heads}")
+    if settings.use_text and context.text_dim is None:
+        raise SettingsError("train.use_text is on but no embedding store was given (--embeddings STORE)")
+    names = modalities(settings, has_graph=context.graph is not None)
+    dim = settings.dim
+    graph = None
+    if "graph" in names:
+        from newsrec_cli.graph import build_graph_encoder
+
+        graph = GraphModality(build_graph_encoder(graph_settings, context.graph, dim), dim)
+    news_encoder = NewsEncoder(
+        dim,
+        build_fusion(settings.fusion, names, dim, settings.dropout),
+        id_embedding=NewsIdEmbedding(len(context.vocabs.ids), dim, settings.id_dropout) if "id" in names else None,
+        text=TextProjection(context.text_dim, dim, settings.text_projection, settings.dropout)
+        if "text" in names and context.text_dim
+        else None,
+        graph=graph,
+        category=CategoryEmbedding(len(context.vocabs.categories), len(context.vocabs.subcategories), dim)
+        if "category" in names
+        else None,
+    )
+    users = context.vocabs.users
+    user_encoder = UserEncoder(
+        dim, settings.heads, settings.dropout, num_users=len(users) if settings.use_user_id and users else None
+    )
+    model = NewsRecommender(news_encoder, user_encoder, ScoringHead(settings.scoring, dim))
+    features = context.features
+    if news_encoder.text is not None and features.text is not None:
+        present = features.text_present if features.text_present is not None else torch.ones(len(features), dtype=bool)
+        rows = features.text[1:][present[1:]]
+        if len(rows):
+            news_encoder.text.set_center(rows)
+    model.attach(features)
+    return model
+
+
+# ----------------------------------------------------------------------------- run files
+
+
+def save_news_table(path: Path, news_vocab: Vocab, news: NewsTable) -> None:
+    """The run's news vocabulary with each news' category and subcategory (tab-separated)."""
+    lines = []
+    for id_ in news_vocab.ids[1:]:
+        row = news.index.get(id_)
+        cat, sub = (news.category[row], news.subcategory[row]) if row is not None else ("", "")
+        lines.append(f"{id_}\t{cat}\t{sub}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
+    if not path.is_file():
+        raise InputError("missing news vocabulary of the run", path=path)
+    table = NewsTable()
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line:
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise InputError("expected NewsID, category, subcategory", path=path, line=number)
+        table.append((parts[0], parts[1], parts[2], "", "", ""), [], [])
+    return Vocab(table.ids), table
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_config(
+    *,
+    data: Path,
+    store: Path | None,
+    graph: Path | None,
+    settings: TrainSettings,
+    data_settings: DataSettings,
+    graph_settings: GraphSettings,
+    validation: str,
+    model: NewsRecommender,
+    context: DataContext,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything that made the run, JSON-ready (config.json)."""
+    return {
+        "format": RUN_FORMAT,
+        "version": 1,
+        "newsrec": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": {"path": str(data.resolve()), "validation": validation},
+        "embeddings": {"path": str(store.resolve()) if store else None, "dim": context.text_dim},
+        "graph": {"path": str(graph.resolve()) if graph else None},
+        "settings": {
+            "train": settings.model_dump(mode="json"),
+            "data": data_settings.model_dump(mode="json"),
+            "graph": graph_settings.model_dump(mode="json"),
+        },
+        "model": {
+            "modalities": model.news_encoder.modalities,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "news": len(context.vocabs.news) - 1,
+            "news_with_id": len(context.vocabs.ids) - 1,
+            "categories": len(context.vocabs.categories) - 1,
+            "subcategories": len(context.vocabs.subcategories) - 1,
+            "users": len(context.vocabs.users) - 1 if context.vocabs.users is not None else None,
+        },
+        **extra,
+    }
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise InputError("run directory not found", path=run_dir)
+    if not path.is_file():
+        raise InputError("not a run directory (no config.json); train one with `newsrec train`", path=run_dir)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON ({exc})", path=path) from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise InputError(f"not the config.json of a run (format is not {RUN_FORMAT!r})", path=path)
+    return config
+
+
+def settings_of(config: dict[str, Any], path: Path) -> tuple[TrainSettings, DataSettings, GraphSettings]:
+    """The three settings objects a run was trained with (InputError if config.json is off)."""
+    try:
+        stored = config["settings"]
+        return (
+            TrainSettings(**stored["train"]),
+            DataSettings(**stored["data"]),
+            GraphSettings(**stored["graph"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"settings of the run are unreadable ({str(exc).splitlines()[0]})", path=path) from None
+
+
+# ----------------------------------------------------------------------------- loading a run
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to score: the model (eval mode), its settings and vocabularies.
+
+    The model starts attached to the run's own news vocabulary; `attach_dataset` points it at
+    another dataset's news (what `score_impressions` does), after which news indices of
+    `encode_news` are that dataset's.
+    """
+
+    run_dir: Path
+    model: NewsRecommender
+    settings: TrainSettings
+    data_settings: DataSettings
+    graph_settings: GraphSettings
+    vocabs: Vocabularies
+    config: dict[str, Any]
+    store_path: Path | None
+    graph_path: Path | None
+    device: torch.device
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    _store: Any = None
+    _graph_index: dict[str, int] | None = None
+    _attached: Vocab | None = None  # the news vocabulary the model is attached to
+    _attached_size: int = 0
+
+    @property
+    def text_dim(self) -> int | None:
+        return self.config.get("embeddings", {}).get("dim")
+
+    def attach_dataset(self, dataset: MindDataset, *needed: Impressions) -> None:
+        """Point the model at `dataset`'s news vocabulary; the news of `needed` must have text
+        vectors (MissingVectorsError otherwise, unless the run allows missing ones)."""
+        must = needed_news(*needed) if needed else np.zeros(0, dtype=np.int64)
+        vocab = dataset.news_vocab
+        if self._attached is not vocab or self._attached_size != len(vocab):
+            text = None
+            if self.model.news_encoder.text is not None:
+                text, _ = text_vectors(
+                    self._store, vocab.ids, must, missing=self.settings.missing, expected_dim=self.text_dim
+                )
+            self.model.attach(
+                news_features(vocab, dataset.news, self.vocabs, text=text, graph_index=self._graph_index)
+            )
+            self._attached, self._attached_size = vocab, len(vocab)
+        elif self.model.news_encoder.text_present is not None:
+            present = self.model.news_encoder.text_present.cpu().numpy()
+            check_coverage(present, vocab.ids, must, missing=self.settings.missing, store=self.store_path or "")
+
+    def user_rows(self, imps: Impressions) -> np.ndarray | None:
+        """Rows of the user-ID table for each impression (0 = a user not seen in training)."""
+        if self.model.user_encoder.user_embedding is None or self.vocabs.users is None:
+            return None
+        lookup = np.fromiter(
+            (self.vocabs.users.get(u) for u in imps.user_vocab.ids), dtype=np.int64, count=len(imps.user_vocab)
+        )
+        return lookup[imps.users.astype(np.int64)]
+
+
+def load_run(
+    run_dir: str | Path,
+    device: str = "auto",
+    *,
+    store: str | Path | None = None,
+    graph: str | Path | None = None,
+    weights: str = MODEL,
+) -> LoadedRun:
+    """Load a run directory: the best weights (model.pt), settings, vocabularies, store and graph.
+
+    `store`/`graph` override the paths config.json names (e.g. after moving them).
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    train_settings, data_settings, graph_settings = settings_of(config, run_dir / CONFIG)
+    vocabs_users = bool(train_settings.use_user_id)
+    news_vocab, news_table = load_news_table(run_dir / NEWS_TABLE)
+    vocabs = Vocabularies.load(run_dir, users=vocabs_users, news=news_vocab)
+    store_path = Path(store) if store else _path_or_none(config.get("embeddings", {}).get("path"))
+    graph_path = Path(graph) if graph else _path_or_none(config.get("graph", {}).get("path"))
+    modal = config.get("model", {}).get("modalities", [])
+    opened_store = None
+    text = None
+    if "text" in modal:
+        if store_path is None:
+            raise InputError("the run used text vectors but config.json names no store", path=run_dir / CONFIG)
+        opened_store = open_store(store_path)
+        text, _ = text_vectors(
+            opened_store, news_vocab.ids, np.zeros(0, dtype=np.int64), missing="learned",
+            expected_dim=config.get("embeddings", {}).get("dim"),
+        )
+    news_graph, graph_index = None, None
+    if "graph" in modal:
+        if graph_path is None:
+            raise InputError("the run used a graph but config.json names none", path=run_dir / CONFIG)
+        from newsrec_cli.graph import load_graph
+
+        news_graph = load_graph(graph_path)
+        graph_index = news_graph.news_index
+    features = news_features(news_vocab, news_table, vocabs, text=text, graph_index=graph_index)
+    context = DataContext(vocabs=vocabs, features=features, text_dim=text.matrix.shape[1] if text else None,
+                         graph=news_graph)
+    if "graph" not in modal:
+        train_settings = train_settings.model_copy(update={"use_graph": False})
+    model = build_model(train_settings, graph_settings, context)
+    state = checkpoint.load(run_dir / weights)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(
+            f"weights do not fit the model config.json describes ({str(exc).splitlines()[0]})", path=run_dir / weights
+        ) from None
+    resolved = resolve_device(device)
+    model.to(resolved)
+    model.attach(features)  # re-attach so the buffers follow the device
+    model.eval()
+    run = LoadedRun(
+        run_dir=run_dir, model=model, settings=train_settings, data_settings=data_settings,
+        graph_settings=graph_settings, vocabs=vocabs, config=config, store_path=store_path,
+        graph_path=graph_path, device=resolved, checkpoint={k: v for k, v in state.items() if k != "model"},
+        _store=opened_store, _graph_index=graph_index, _attached=news_vocab, _attached_size=len(news_vocab),
+    )
+    return run
+
+
+def _path_or_none(value: Any) -> Path | None:
+    return Path(value) if value else None

@@ -1,0 +1,252 @@
+"""Model diagnoses on a tiny synthetic dataset with hashing vectors: the bad configuration (dot
+product of un-normalised vectors x 10) FAILs with a fix, the defaults pass, the numbers are the
+model's own, and the command's exit codes, JSON and plots behave."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diagnose_helpers import synth_with_store, table_rows, wide_console
+from typer.testing import CliRunner
+
+from newsrec_cli.cli import app
+from newsrec_cli.commands import diagnose as diagnose_cmd
+from newsrec_cli.commands.diagnose import format_cell
+from newsrec_cli.diagnose.api import check_cosine, check_gradients, check_saturation
+from newsrec_cli.diagnose.cosine import TEMPERATURES
+from newsrec_cli.diagnose.forward import run_model
+from newsrec_cli.diagnose.report import Status
+from newsrec_cli.diagnose.subject import Subject, from_init, from_run
+from newsrec_cli.model.inference import score_impressions
+from newsrec_cli.model.inputs import recent_history
+from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.train import load_run, train
+
+runner = CliRunner()
+SAMPLE = 48
+BAD_TOML = '[train]\nscoring = "dot"\n\n[diagnose]\nscale = 10\n'
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return synth_with_store(tmp_path_factory.mktemp("diagnose"))
+
+
+def _fresh(synth: tuple[Path, Path], scale: float | None = None, **train: object) -> Subject:
+    data, store = synth
+    return from_init(
+        data,
+        store=store,
+        graph=None,
+        train_settings=TrainSettings(device="cpu", **train),
+        data_settings=DataSettings(),
+        graph_settings=GraphSettings(),
+        sample=SAMPLE,
+        seed=0,
+        scale=scale,
+    )
+
+
+def _checks(report) -> dict:
+    return {c.name: c for c in report.checks}
+
+
+def test_unnormalised_dot_times_10_fails_with_saturated_share_near_1(synth) -> None:
+    report, _ = check_saturation(_fresh(synth, scale=10.0, scoring="dot"))
+    sat = _checks(report)["sigmoid saturation"]
+    assert report.status == Status.FAIL and report.exit_code == 1
+    assert sat.status == Status.FAIL
+    assert sat.value["saturated"] > 0.99
+    assert sat.value["logit_min"] > 5.0  # far outside (-5, 5): every output rounds to 1
+    assert _checks(report)["gradient factor"].value < 1e-6
+    assert "cosine" in sat.fix and "scale" in sat.fix
+    assert any("cosine" in f for f in report.fixes)
+
+
+def test_cosine_with_scale_10_also_saturates(synth) -> None:
+    report, _ = check_saturation(_fresh(synth, scale=10.0, scoring="cosine"))
+    assert report.status == Status.FAIL
+    assert "lower the cosine scale" in _checks(report)["sigmoid saturation"].fix
+
+
+@pytest.mark.parametrize("scoring", ["dot", "cosine"])
+def test_default_configuration_passes(synth, scoring: str) -> None:
+    report, _ = check_saturation(_fresh(synth, scoring=scoring))
+    assert report.status == Status.OK, report.reasons
+    logits = report.values["logits"]
+    assert logits["min"] > -5 and logits["max"] < 10
+
+
+def test_logits_are_the_models_own_forward(synth) -> None:
+    subject = _fresh(synth)
+    out = run_model(subject.model, subject.valid, history=subject.settings.history, batch_size=7)
+    imps, i = subject.valid, 3
+    hist, mask = recent_history(imps, np.array([i]), subject.settings.history)
+    cands = torch.from_numpy(imps.candidates_of(i).astype(np.int64))[None, :]
+    with torch.no_grad():
+        direct = subject.model(torch.from_numpy(hist), torch.from_numpy(mask), cands)[0].numpy()
+    got = out.logits[imps.candidate_offsets[i] : imps.candidate_offsets[i + 1]]
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+    assert out.news.shape == (len(imps.candidates), subject.model.dim)
+    assert out.users.shape == (len(imps), subject.model.dim)
+
+
+def test_cosine_report_numbers(synth) -> None:
+    subject = _fresh(synth, scale=10.0, scoring="dot")
+    report, _ = check_cosine(subject)
+    checks = _checks(report)
+    assert checks["current temperature"].status == Status.FAIL
+    assert checks["current temperature"].value["suggested_cosine_scale"] in TEMPERATURES
+    assert 'scoring = "cosine"' in checks["current temperature"].fix
+    sims = {row[0]: row for row in next(t for t in report.tables if t.title.startswith("Similarity")).rows}
+    cosine = sims["cosine (after L2 normalisation)"]
+    assert -1.0 <= cosine[1] <= cosine[-3] <= 1.0  # min and max
+    temps = next(t for t in report.tables if t.title.startswith("Temperatures"))
+    assert [row[0] for row in temps.rows] == list(TEMPERATURES)
+    saturated = [row[temps.columns.index("cosine: saturated")] for row in temps.rows]
+    assert saturated == sorted(saturated)  # a larger scale never saturates less
+    # The model's own logits are the dot row at t = its scale (10): same range.
+    row10 = temps.rows[TEMPERATURES.index(10)]
+    logits = report.values["scoring"]
+    assert logits["scale"] == pytest.approx(10.0)
+    sat, _ = check_saturation(subject)
+    assert row10[temps.columns.index("dot: min")] == pytest.approx(sat.values["logits"]["min"], rel=1e-4)
+    assert row10[temps.columns.index("dot: max")] == pytest.approx(sat.values["logits"]["max"], rel=1e-4)
+
+
+def test_gradients_over_a_few_steps(synth) -> None:
+    report = check_gradients(_fresh(synth, dim=64, heads=4), steps=2, seed=0)
+    assert report.status == Status.OK, report.reasons
+    norms = next(t for t in report.tables if t.title.startswith("Gradient norm"))
+    assert norms.columns[1:3] == ["step 1", "step 2"]
+    flags = {row[0]: row[-1] for row in norms.rows}
+    assert flags["news_encoder.text"] == "ok" and flags["user_encoder.attention"] == "ok"
+    assert flags["news_encoder.text_missing"] == "unused"  # every news has a vector
+    weights = report.values["fusion_weights"]
+    assert set(weights) == {"id", "text", "category"}
+    assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+    assert all(np.isfinite(report.values["losses"]))
+
+
+def test_a_trained_run_matches_score_impressions(synth, tmp_path: Path) -> None:
+    data, store = synth
+    run_dir = tmp_path / "run"
+    train(
+        data,
+        run_dir,
+        store=store,
+        settings=TrainSettings(device="cpu", max_steps=3, epochs=1, dim=32, heads=4),
+    )
+    subject = from_run(run_dir, data=None, sample=SAMPLE, seed=0, device="cpu")
+    assert subject.origin == f"run {run_dir}"
+    out = run_model(subject.model, subject.valid, history=subject.settings.history)
+    expected = score_impressions(load_run(run_dir, device="cpu"), subject.dataset, subject.valid)
+    np.testing.assert_allclose(out.logits, expected, rtol=1e-4, atol=1e-5)
+    result = runner.invoke(app, ["diagnose", "saturation", str(run_dir), "--sample", "16", "--json"])
+    verdict = json.loads(result.stdout)["verdict"]
+    assert result.exit_code == (1 if verdict == "FAIL" else 0)
+    refused = runner.invoke(app, ["diagnose", "saturation", str(run_dir), "--scale", "10"])
+    assert refused.exit_code == 2 and "--init" in refused.output
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def _cli(synth, tmp_path: Path, toml: str, *args: str) -> list[str]:
+    data, store = synth
+    config = tmp_path / "settings.toml"
+    config.write_text(toml, encoding="utf-8")
+    return [
+        "--init",
+        str(config),
+        "--data",
+        str(data),
+        "--embeddings",
+        str(store),
+        "--sample",
+        str(SAMPLE),
+        "--device",
+        "cpu",
+        *args,
+    ]
+
+
+def test_cli_saturation_exit_codes_and_plot(synth, tmp_path: Path) -> None:
+    bad = runner.invoke(
+        app, ["diagnose", "saturation", *_cli(synth, tmp_path, BAD_TOML, "--plot", str(tmp_path))]
+    )
+    assert bad.exit_code == 1, bad.output
+    assert "FAIL:" in bad.output and "fix:" in bad.output
+    assert (tmp_path / "logits.png").read_bytes()[:4] == b"\x89PNG"
+    good = runner.invoke(app, ["diagnose", "saturation", *_cli(synth, tmp_path, "")])
+    assert good.exit_code == 0, good.output
+    assert "OK:" in good.output
+
+
+def test_cli_json_equals_the_tables(synth, tmp_path: Path, monkeypatch) -> None:
+    args = ["diagnose", "cosine", *_cli(synth, tmp_path, BAD_TOML)]
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.stdout)
+    assert data["verdict"] == "FAIL" and data["fixes"]
+    monkeypatch.setattr(diagnose_cmd, "console", wide_console())
+    text = runner.invoke(app, args).output
+    for table in data["tables"]:
+        expected = [
+            [format_cell(v, c in table["percent"]) for v, c in zip(row, table["columns"], strict=True)]
+            for row in table["rows"]
+        ]
+        assert table_rows(text, table["title"]) == expected, table["title"]
+
+
+def test_cli_gradients_steps_flag(synth, tmp_path: Path) -> None:
+    small = "[train]\ndim = 64\nheads = 4\n"
+    result = runner.invoke(
+        app, ["diagnose", "gradients", *_cli(synth, tmp_path, small, "--steps", "2", "--json")]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["values"]["losses"]) == 2
+
+
+def test_cli_plot_without_matplotlib_is_a_clear_error(synth, tmp_path: Path, monkeypatch) -> None:
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = runner.invoke(app, ["diagnose", "cosine", *_cli(synth, tmp_path, "", "--plot", str(tmp_path))])
+    assert result.exit_code == 2
+    assert "--plot needs matplotlib" in result.output and "pip install matplotlib" in result.output
+
+
+def test_cli_needs_exactly_one_model_source(synth) -> None:
+    assert runner.invoke(app, ["diagnose", "saturation"]).exit_code == 2
+    missing_data = runner.invoke(app, ["diagnose", "cosine", "--init", __file__])
+    assert missing_data.exit_code == 2
+
+
+@pytest.mark.slow
+def test_reproduces_the_original_failure_as_a_subprocess(synth, tmp_path: Path) -> None:
+    args = _cli(synth, tmp_path, BAD_TOML, "--json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsrec_cli", "diagnose", "saturation", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["verdict"] == "FAIL"
+    sat = next(c for c in report["checks"] if c["name"] == "sigmoid saturation")
+    assert sat["value"]["high"] > 0.99

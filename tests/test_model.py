@@ -1,0 +1,215 @@
+"""The model's modules on hand-made tensors: shapes, masks, the unseen-ID bucket, fusion weights,
+missing text and graph vectors, and initial logits on real vectors (no saturation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from train_helpers import need_shared
+
+from newsrec_cli.mind import Vocab
+from newsrec_cli.model.attention import AdditiveAttention
+from newsrec_cli.model.features import NewsFeatures
+from newsrec_cli.model.fusion import build_fusion
+from newsrec_cli.model.graph_modality import GraphModality
+from newsrec_cli.model.id_embedding import NewsIdEmbedding
+from newsrec_cli.model.scorer import ScoringHead
+from newsrec_cli.model.self_attention import MultiHeadSelfAttention
+from newsrec_cli.model.user_encoder import UserEncoder
+from newsrec_cli.settings import GraphSettings, TrainSettings
+from newsrec_cli.train.context import Vocabularies
+from newsrec_cli.train.run import DataContext, build_model
+
+NAMES = ["id", "text", "category"]
+
+
+def tiny_context(n_news: int = 20, text_dim: int = 12, seed: int = 0, text: np.ndarray | None = None) -> DataContext:
+    rng = np.random.default_rng(seed)
+    ids = [f"N{i}" for i in range(n_news)]
+    vectors = rng.normal(size=(n_news, text_dim)).astype(np.float32) if text is None else text
+    matrix = torch.from_numpy(np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors]))
+    vocabs = Vocabularies(news=Vocab(ids), ids=Vocab(ids[: n_news // 2]), categories=Vocab(["a", "b"]),
+                          subcategories=Vocab(["x", "y", "z"]))
+    features = NewsFeatures(
+        id_index=torch.tensor([0] + [i + 1 if i < n_news // 2 else 0 for i in range(n_news)]),
+        category=torch.tensor([0] + [1 + i % 2 for i in range(n_news)]),
+        subcategory=torch.tensor([0] + [1 + i % 3 for i in range(n_news)]),
+        text=matrix,
+        text_present=torch.ones(n_news + 1, dtype=torch.bool),
+    )
+    return DataContext(vocabs=vocabs, features=features, text_dim=matrix.shape[1])
+
+
+def batch(n_news: int, b: int = 4, h: int = 6, k: int = 5, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    history = torch.randint(1, n_news + 1, (b, h), generator=g)
+    mask = torch.ones(b, h, dtype=torch.bool)
+    mask[0, 3:] = False
+    mask[1] = False  # an empty history
+    history[~mask] = 0
+    return history, mask, torch.randint(1, n_news + 1, (b, k), generator=g)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention", "gate"])
+@pytest.mark.parametrize("scoring", ["dot", "cosine"])
+def test_forward_shapes_and_probabilities(fusion: str, scoring: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(TrainSettings(dim=16, heads=2, fusion=fusion, scoring=scoring), GraphSettings(), tiny_context())
+    model.eval()
+    history, mask, candidates = batch(20)
+    logits = model(history, mask, candidates)
+    assert logits.shape == (4, 5) and torch.isfinite(logits).all()
+    assert model.encode_news(candidates).shape == (4, 5, 16)
+    assert model.encode_user(history, mask).shape == (4, 16)
+    proba = model.predict_proba(history, mask, candidates)
+    assert ((proba > 0) & (proba < 1)).all()
+    torch.testing.assert_close(proba, torch.sigmoid(model(history, mask, candidates)))
+    weights = model.fusion_weights()
+    if fusion == "concat":
+        assert weights is None
+    else:
+        assert list(weights) == NAMES and sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_each_distinct_news_is_encoded_once() -> None:
+    torch.manual_seed(0)
+    model = build_model(TrainSettings(dim=16, heads=2), GraphSettings(), tiny_context())
+    seen: list[int] = []
+    original = model.news_encoder.encode_unique
+    model.news_encoder.encode_unique = lambda news: (seen.append(len(news)), original(news))[1]  # type: ignore[method-assign]
+    history, mask, candidates = batch(20)
+    model(history, mask, candidates)
+    assert seen == [len(torch.unique(torch.cat([history.reshape(-1), candidates.reshape(-1)])))]
+
+
+def test_padding_is_ignored_and_empty_history_gets_the_learned_vector() -> None:
+    torch.manual_seed(0)
+    encoder = UserEncoder(8, 2, dropout=0.0).eval()
+    clicked = torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    user = encoder(clicked, mask)
+    changed = clicked.clone()
+    changed[0, 2:] = 100.0  # padded positions
+    changed[1] = -7.0  # the empty row's padding
+    again = encoder(changed, mask)
+    torch.testing.assert_close(user, again)
+    torch.testing.assert_close(user[1], encoder.empty.detach())
+    assert torch.isfinite(user).all()
+
+
+def test_additive_attention_weights_sum_to_one_over_valid_positions() -> None:
+    attention = AdditiveAttention(4, hidden=3)
+    x = torch.randn(2, 3, 4)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
+    pooled, weights = attention(x, mask)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
+    assert weights[0, 2] == 0 and weights[1, 1:].abs().sum() == 0
+    torch.testing.assert_close(pooled[1], x[1, 0])
+
+
+def test_self_attention_rejects_heads_that_do_not_divide_dim() -> None:
+    with pytest.raises(ValueError, match="MultiHeadSelfAttention: dim 10 is not divisible by heads 3"):
+        MultiHeadSelfAttention(10, 3)
+
+
+def test_unseen_bucket_and_id_dropout() -> None:
+    torch.manual_seed(0)
+    emb = NewsIdEmbedding(5, 4, id_dropout=1.0)
+    ids = torch.tensor([1, 2, 3, 4])
+    emb.train()
+    torch.testing.assert_close(emb(ids), emb.embedding.weight[0].expand(4, 4))  # all dropped to the bucket
+    emb.eval()
+    torch.testing.assert_close(emb(ids), emb.embedding.weight[1:5])  # never in evaluation
+    half = NewsIdEmbedding(1001, 2, id_dropout=0.5).train()
+    rows = torch.arange(1, 1001)
+    share = (half(rows) == half.embedding.weight[0]).all(dim=1).float().mean()
+    assert 0.4 < float(share) < 0.6
+
+
+def test_fresh_news_share_one_id_vector_in_the_model() -> None:
+    """News outside the training vocabulary (rows 11..20 here) get the same ID vector, not random ones."""
+    torch.manual_seed(0)
+    model = build_model(TrainSettings(dim=16, heads=2, use_text=False, use_category=False), GraphSettings(),
+                        tiny_context()).eval()
+    fresh = model.encode_news(torch.tensor([11, 15, 20]))
+    known = model.encode_news(torch.tensor([1, 2]))
+    torch.testing.assert_close(fresh[0], fresh[1])
+    torch.testing.assert_close(fresh[0], fresh[2])
+    assert not torch.allclose(known[0], known[1])
+
+
+def test_missing_text_uses_the_learned_vector() -> None:
+    torch.manual_seed(0)
+    context = tiny_context()
+    context.features.text_present[3] = False
+    context.features.text[3] = 0.0
+    model = build_model(TrainSettings(dim=16, heads=2, use_id=False, use_category=False), GraphSettings(), context)
+    model.eval()
+    vectors = model.encode_news(torch.tensor([3, 4]))
+    expected = model.news_encoder.fusion(model.news_encoder.text_missing[None, None, :])[0]
+    torch.testing.assert_close(vectors[0], expected)
+
+
+class _FakeGraphEncoder(nn.Module):
+    """A graph encoder of 6 news nodes: node i's vector is row i of a learned table."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(6, dim))
+
+    def forward(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.table[nodes]
+
+    def all_news(self) -> torch.Tensor:
+        return self.table
+
+
+def test_graph_modality_maps_nodes_and_gives_news_off_the_graph_a_learned_vector() -> None:
+    torch.manual_seed(0)
+    graph = GraphModality(_FakeGraphEncoder(4), 4)
+    nodes = torch.tensor([2, -1, 5, -1])
+    out = graph(nodes)
+    torch.testing.assert_close(out[0], graph.norm(graph.encoder.table[2]))
+    torch.testing.assert_close(out[1], out[3])
+    torch.testing.assert_close(out[1], graph.norm(graph.missing))
+    graph.cache()
+    torch.testing.assert_close(graph(nodes), out)
+    graph.clear_cache()
+    out.sum().backward()
+    assert graph.missing.grad is not None and graph.encoder.table.grad[2].abs().sum() > 0
+
+
+def test_scoring_head_rejects_unknown_kind_and_clamps_the_scale() -> None:
+    with pytest.raises(ValueError, match="ScoringHead: kind must be dot or cosine"):
+        ScoringHead("euclid", 4)  # type: ignore[arg-type]
+    head = ScoringHead("cosine", 4)
+    with torch.no_grad():
+        head.log_scale.fill_(50.0)
+    assert float(head.scale.detach()) == pytest.approx(100.0)
+    logits = head(torch.ones(1, 4), torch.ones(1, 2, 4))
+    torch.testing.assert_close(logits, torch.full((1, 2), 100.0))
+
+
+def test_fusion_rejects_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown fusion 'sum'"):
+        build_fusion("sum", ["id"], 4)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scoring", ["dot", "cosine"])
+@pytest.mark.parametrize("fusion", ["concat", "attention", "gate"])
+def test_initial_logits_are_well_inside_minus_five_five_on_real_vectors(scoring: str, fusion: str) -> None:
+    """Real OpenAI text-embedding-3-small vectors (1536-d) of 500 real MIND news, histories of 50."""
+    folder = need_shared("mind_tiny")
+    vectors = np.load(folder / "llm_embeddings.npy").astype(np.float32)
+    torch.manual_seed(0)
+    context = tiny_context(n_news=len(vectors), text=vectors)
+    model = build_model(TrainSettings(fusion=fusion, scoring=scoring), GraphSettings(), context).eval()
+    g = torch.Generator().manual_seed(1)
+    history = torch.randint(1, len(vectors) + 1, (64, 50), generator=g)
+    mask = torch.ones(64, 50, dtype=torch.bool)
+    candidates = torch.randint(1, len(vectors) + 1, (64, 5), generator=g)
+    logits = model(history, mask, candidates)
+    assert logits.abs().max() < 3.0, float(logits.abs().max())
+    assert logits.std() > 1e-3  # not collapsed to one value either
