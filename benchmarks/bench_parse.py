@@ -30,6 +30,18 @@ MIND_SMALL = {"news": 65_000, "users": 50_000, "impressions_per_user": 3.2}
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process so far, MB.
+
+    VmHWM belongs to the address space, which exec replaces; ru_maxrss survives exec and would
+    report the parent's peak (the synthetic generator's) in the spawned loader.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -84,7 +84,7 @@ class EmbedSettings(StageSettings):
         "{category} | {subcategory} | {title} | {abstract}",
         description="Text embedded per news; fields: title, abstract, category, subcategory, entities.",
     )
-    batch_size: int = Field(64, ge=1, description="Texts per batch for the local model.")
+    batch_size: int = Field(64, ge=1, description="Texts per batch (local model, hashing); one saved chunk each.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     normalize: bool = Field(True, description="L2-normalise vectors before storing them.")
     dimensions: int | None = Field(
@@ -162,9 +162,15 @@ class TrainSettings(StageSettings):
         "attention", description="How modalities combine: MLP over the concatenation, a learned query, or gates."
     )
     text_projection: Literal["linear", "mlp"] = Field(
-        "mlp", description="Projection of the frozen text vectors (the MLP adapts them to clicks better)."
+        "linear",
+        # linear beat the MLP on real MIND impressions (AUC 0.689 vs 0.671, 3 seeds) and tied on synthetic.
+        description="Projection of the frozen text vectors: Linear+LayerNorm, or a two-layer MLP.",
     )
-    dim: int = Field(256, ge=8, description="Size of news and user vectors.")
+    dim: int = Field(
+        128, ge=8,
+        # 256 scored the same on synthetic data (AUC within 0.001) at half the speed on CPU.
+        description="Size of news and user vectors.",
+    )
     id_dropout: float = Field(
         0.5, ge=0.0, le=1.0,
         # High on purpose: most test news are fresh, so the model must rank well without their IDs.
@@ -189,7 +195,11 @@ class TrainSettings(StageSettings):
     pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
     gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
     # optimisation
-    epochs: int = Field(4, ge=1, description="Passes over the training clicks (early stopping may end sooner).")
+    epochs: int = Field(
+        5, ge=1,
+        # validation AUC still rose up to epoch 4-6 on real and synthetic data; early stopping guards the rest.
+        description="Passes over the training clicks (early stopping may end sooner).",
+    )
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (also the schedule's length).")
     time_budget: float | None = Field(
         None, gt=0, description="Stop after this many seconds, validate and save (resumable)."
@@ -275,7 +285,14 @@ class DiagnoseSettings(StageSettings):
         # The score head's scale has no train setting yet; this sets it on a fresh model (--init) to
         # test a temperature before training, e.g. 10 with scoring = "dot" reproduces saturation.
         description="With --init: the score head's initial scale (logit = scale x similarity, an inverse "
-        "temperature) instead of the model's default (1 for dot, 5 for cosine).",
+        "temperature) instead of the model's default.",
+    )
+    normalize: bool | None = Field(
+        None,
+        # No train setting turns the cosine head's normalisation off; this simulates a model that
+        # forgot it, the configuration of the original failure (with scale = 10).
+        description='With --init and train.scoring = "cosine": false drops the L2 normalisation '
+        "(logit = scale x u.n) to check what un-normalised vectors do.",
     )
 
 
@@ -400,7 +417,7 @@ def example_toml() -> str:
         defaults = stage()
         for name, info in stage.model_fields.items():
             if info.description:
-                lines.append(f"# {info.description}")
+                lines.extend(f"# {part.strip()}" for part in info.description.splitlines())
             value = getattr(defaults, name)
             if value is None:
                 lines.append(f"# {name} =")

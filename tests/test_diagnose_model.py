@@ -1,5 +1,5 @@
-"""Model diagnoses on a tiny synthetic dataset with hashing vectors: the bad configuration (dot
-product of un-normalised vectors x 10) FAILs with a fix, the defaults pass, the numbers are the
+"""Model diagnoses on a tiny synthetic dataset with hashing vectors: the bad configuration (cosine
+head without L2 normalisation, scale 10) FAILs with a fix, the defaults pass, the numbers are the
 model's own, and the command's exit codes, JSON and plots behave."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from newsrec_cli.train import load_run, train
 
 runner = CliRunner()
 SAMPLE = 48
-BAD_TOML = '[train]\nscoring = "dot"\n\n[diagnose]\nscale = 10\n'
+BAD_TOML = '[train]\nscoring = "cosine"\n\n[diagnose]\nnormalize = false\nscale = 10\n'
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return synth_with_store(tmp_path_factory.mktemp("diagnose"))
 
 
-def _fresh(synth: tuple[Path, Path], scale: float | None = None, **train: object) -> Subject:
+def _fresh(
+    synth: tuple[Path, Path], scale: float | None = None, normalize: bool | None = None, **train: object
+) -> Subject:
     data, store = synth
     return from_init(
         data,
@@ -51,6 +53,7 @@ def _fresh(synth: tuple[Path, Path], scale: float | None = None, **train: object
         sample=SAMPLE,
         seed=0,
         scale=scale,
+        normalize=normalize,
     )
 
 
@@ -58,8 +61,8 @@ def _checks(report) -> dict:
     return {c.name: c for c in report.checks}
 
 
-def test_unnormalised_dot_times_10_fails_with_saturated_share_near_1(synth) -> None:
-    report, _ = check_saturation(_fresh(synth, scale=10.0, scoring="dot"))
+def test_unnormalised_vectors_times_10_fail_with_saturated_share_near_1(synth) -> None:
+    report, _ = check_saturation(_fresh(synth, scale=10.0, normalize=False, scoring="cosine"))
     sat = _checks(report)["sigmoid saturation"]
     assert report.status == Status.FAIL and report.exit_code == 1
     assert sat.status == Status.FAIL
@@ -72,8 +75,9 @@ def test_unnormalised_dot_times_10_fails_with_saturated_share_near_1(synth) -> N
 
 def test_cosine_with_scale_10_also_saturates(synth) -> None:
     report, _ = check_saturation(_fresh(synth, scale=10.0, scoring="cosine"))
-    assert report.status == Status.FAIL
-    assert "lower the cosine scale" in _checks(report)["sigmoid saturation"].fix
+    assert _checks(report)["sigmoid saturation"].status > Status.OK
+    fix = _checks(report)["sigmoid saturation"].fix
+    assert fix.startswith("lower the scale") and "L2-normalise" not in fix
 
 
 @pytest.mark.parametrize("scoring", ["dot", "cosine"])
@@ -99,26 +103,38 @@ def test_logits_are_the_models_own_forward(synth) -> None:
 
 
 def test_cosine_report_numbers(synth) -> None:
-    subject = _fresh(synth, scale=10.0, scoring="dot")
+    subject = _fresh(synth, scale=10.0, normalize=False, scoring="cosine")
     report, _ = check_cosine(subject)
     checks = _checks(report)
     assert checks["current temperature"].status == Status.FAIL
     assert checks["current temperature"].value["suggested_cosine_scale"] in TEMPERATURES
     assert 'scoring = "cosine"' in checks["current temperature"].fix
     sims = {row[0]: row for row in next(t for t in report.tables if t.title.startswith("Similarity")).rows}
-    cosine = sims["cosine (after L2 normalisation)"]
+    cosine = sims["cosine (L2-normalised)"]
     assert -1.0 <= cosine[1] <= cosine[-3] <= 1.0  # min and max
     temps = next(t for t in report.tables if t.title.startswith("Temperatures"))
-    assert [row[0] for row in temps.rows] == list(TEMPERATURES)
-    saturated = [row[temps.columns.index("cosine: saturated")] for row in temps.rows]
+    rows = {(row[0], row[1]): dict(zip(temps.columns, row, strict=True)) for row in temps.rows}
+    assert len(rows) == 3 * len(TEMPERATURES)
+    saturated = [rows[("cosine (L2-normalised)", t)]["saturated"] for t in TEMPERATURES]
     assert saturated == sorted(saturated)  # a larger scale never saturates less
-    # The model's own logits are the dot row at t = its scale (10): same range.
-    row10 = temps.rows[TEMPERATURES.index(10)]
-    logits = report.values["scoring"]
-    assert logits["scale"] == pytest.approx(10.0)
+    # This head's logits are 10 x the raw dot product: the raw row at t = 10 has their range.
     sat, _ = check_saturation(subject)
-    assert row10[temps.columns.index("dot: min")] == pytest.approx(sat.values["logits"]["min"], rel=1e-4)
-    assert row10[temps.columns.index("dot: max")] == pytest.approx(sat.values["logits"]["max"], rel=1e-4)
+    raw10 = rows[("u.n (raw, un-normalised)", 10)]
+    assert raw10["logit min"] == pytest.approx(sat.values["logits"]["min"], rel=1e-4)
+    assert raw10["logit max"] == pytest.approx(sat.values["logits"]["max"], rel=1e-4)
+    norms = {row[0]: row for row in report.tables[0].rows}
+    assert norms["users"][1] == len(subject.valid)
+
+
+def test_dot_head_row_is_the_dot_models_logits(synth) -> None:
+    subject = _fresh(synth, scale=7.0, scoring="dot")
+    report, _ = check_cosine(subject)
+    sat, _ = check_saturation(subject)
+    temps = next(t for t in report.tables if t.title.startswith("Temperatures"))
+    head = {row[1]: row for row in temps.rows if row[0] == "dot head (scale 1)"}
+    # scale 7 is not in the table: t x similarity is linear, so 7 = 5 + (10 - 5) x 0.4
+    lo = head[5][2] + (head[10][2] - head[5][2]) * 0.4
+    assert lo == pytest.approx(sat.values["logits"]["min"], rel=1e-4)
 
 
 def test_gradients_over_a_few_steps(synth) -> None:
@@ -133,6 +149,15 @@ def test_gradients_over_a_few_steps(synth) -> None:
     assert set(weights) == {"id", "text", "category"}
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
     assert all(np.isfinite(report.values["losses"]))
+    assert _checks(report)["first loss"].status == Status.OK  # about log(1 + K) at the start
+
+
+def test_gradients_of_the_bad_configuration_flag_the_first_loss(synth) -> None:
+    subject = _fresh(synth, scale=10.0, normalize=False, scoring="cosine", dim=64, heads=4)
+    report = check_gradients(subject, steps=1, seed=0)
+    first = _checks(report)["first loss"]
+    assert first.status == Status.FAIL and first.value["ratio"] > 5
+    assert report.exit_code == 1
 
 
 def test_a_trained_run_matches_score_impressions(synth, tmp_path: Path) -> None:

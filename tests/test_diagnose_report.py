@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from newsrec_cli.commands.diagnose import format_cell
 from newsrec_cli.diagnose.cosine import TEMPERATURES, best_scale, within_spread
-from newsrec_cli.diagnose.gradients import diagnose_gradients, module_of
+from newsrec_cli.diagnose.gradients import chance_loss, diagnose_gradients, module_of
 from newsrec_cli.diagnose.report import Check, Report, Status, Table
 from newsrec_cli.diagnose.saturation import softmax_peaks
 from newsrec_cli.diagnose.stats import SATURATION_LOGIT, saturation, sigmoid, summary
@@ -160,3 +161,28 @@ def test_a_nan_loss_fails() -> None:
 )
 def test_format_cell(value, percent, text) -> None:
     assert format_cell(value, percent) == text
+
+
+@pytest.mark.parametrize(
+    ("loss", "settings", "expected"),
+    [
+        ("listwise", {}, math.log(5)),
+        ("pointwise", {}, math.log(2)),
+        ("pointwise", {"pos_weight": 4.0}, math.log(2) * 8 / 5),
+        ("focal", {"gamma": 2.0}, 0.25 * math.log(2)),
+    ],
+)
+def test_chance_loss_is_the_loss_of_all_zero_logits(loss, settings, expected) -> None:
+    from newsrec_cli.settings import TrainSettings
+    from newsrec_cli.train.losses import loss_fn
+
+    train = TrainSettings(loss=loss, **settings)
+    zeros = torch.zeros(3, 1 + train.negatives)
+    assert chance_loss(train) == pytest.approx(expected)
+    assert chance_loss(train) == pytest.approx(float(loss_fn(train, zeros)), rel=1e-6)
+
+
+@pytest.mark.parametrize(("first", "status"), [(1.6, Status.OK), (3.0, Status.WARN), (26.0, Status.FAIL)])
+def test_a_first_loss_far_above_chance_flags_saturated_scores(first, status) -> None:
+    report = diagnose_gradients([{"a": 1.0}], [first], [None], chance=math.log(5))
+    assert {c.name: c.status for c in report.checks}["first loss"] == status

@@ -172,6 +172,14 @@ def test_cooccurrence_counts_pairs_of_news(graph, lines: list[str]) -> None:
     assert graph.data[COOCCURS].edge_index.shape[1] == 2 * len(counts)  # both directions
 
 
+def test_news_without_any_entity_build_with_a_warning(tmp_path: Path, lines: list[str]) -> None:
+    bare = ["\t".join(line.split("\t")[:6] + ["", "[]"]) for line in lines[:40]]
+    graph, report = build_graph(write_mind(tmp_path / "mind", bare), GraphSettings(cooccurrence_min=1))
+    assert (graph.num_news, graph.num_entities) == (40, 0)
+    assert graph_stats(graph)["news_without_entities"] == 40
+    assert any("no entity links" in w for w in report.warnings())
+
+
 def test_splits_share_one_graph(tmp_path: Path, lines: list[str]) -> None:
     write_mind(tmp_path / "train", lines[:300])
     write_mind(tmp_path / "valid", lines[250:])  # 50 news in both splits

@@ -25,13 +25,19 @@ from newsrec_cli.train.run import DataContext, build_model
 NAMES = ["id", "text", "category"]
 
 
-def tiny_context(n_news: int = 20, text_dim: int = 12, seed: int = 0, text: np.ndarray | None = None) -> DataContext:
+def tiny_context(
+    n_news: int = 20, text_dim: int = 12, seed: int = 0, text: np.ndarray | None = None
+) -> DataContext:
     rng = np.random.default_rng(seed)
     ids = [f"N{i}" for i in range(n_news)]
     vectors = rng.normal(size=(n_news, text_dim)).astype(np.float32) if text is None else text
     matrix = torch.from_numpy(np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors]))
-    vocabs = Vocabularies(news=Vocab(ids), ids=Vocab(ids[: n_news // 2]), categories=Vocab(["a", "b"]),
-                          subcategories=Vocab(["x", "y", "z"]))
+    vocabs = Vocabularies(
+        news=Vocab(ids),
+        ids=Vocab(ids[: n_news // 2]),
+        categories=Vocab(["a", "b"]),
+        subcategories=Vocab(["x", "y", "z"]),
+    )
     features = NewsFeatures(
         id_index=torch.tensor([0] + [i + 1 if i < n_news // 2 else 0 for i in range(n_news)]),
         category=torch.tensor([0] + [1 + i % 2 for i in range(n_news)]),
@@ -56,7 +62,9 @@ def batch(n_news: int, b: int = 4, h: int = 6, k: int = 5, seed: int = 0) -> tup
 @pytest.mark.parametrize("scoring", ["dot", "cosine"])
 def test_forward_shapes_and_probabilities(fusion: str, scoring: str) -> None:
     torch.manual_seed(0)
-    model = build_model(TrainSettings(dim=16, heads=2, fusion=fusion, scoring=scoring), GraphSettings(), tiny_context())
+    model = build_model(
+        TrainSettings(dim=16, heads=2, fusion=fusion, scoring=scoring), GraphSettings(), tiny_context()
+    )
     model.eval()
     history, mask, candidates = batch(20)
     logits = model(history, mask, candidates)
@@ -131,8 +139,9 @@ def test_unseen_bucket_and_id_dropout() -> None:
 def test_fresh_news_share_one_id_vector_in_the_model() -> None:
     """News outside the training vocabulary (rows 11..20 here) get the same ID vector, not random ones."""
     torch.manual_seed(0)
-    model = build_model(TrainSettings(dim=16, heads=2, use_text=False, use_category=False), GraphSettings(),
-                        tiny_context()).eval()
+    model = build_model(
+        TrainSettings(dim=16, heads=2, use_text=False, use_category=False), GraphSettings(), tiny_context()
+    ).eval()
     fresh = model.encode_news(torch.tensor([11, 15, 20]))
     known = model.encode_news(torch.tensor([1, 2]))
     torch.testing.assert_close(fresh[0], fresh[1])
@@ -145,7 +154,9 @@ def test_missing_text_uses_the_learned_vector() -> None:
     context = tiny_context()
     context.features.text_present[3] = False
     context.features.text[3] = 0.0
-    model = build_model(TrainSettings(dim=16, heads=2, use_id=False, use_category=False), GraphSettings(), context)
+    model = build_model(
+        TrainSettings(dim=16, heads=2, use_id=False, use_category=False), GraphSettings(), context
+    )
     model.eval()
     vectors = model.encode_news(torch.tensor([3, 4]))
     expected = model.news_encoder.fusion(model.news_encoder.text_missing[None, None, :])[0]

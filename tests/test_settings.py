@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def test_example_toml_parses_and_uncommented_equals_defaults() -> None:
     text = example_toml()
     assert tomllib.loads(text) == {s.section: {} for s in STAGES}
     # Uncommenting every `# key = value` line gives back exactly the defaults.
-    lines = [ln[2:] if ln.startswith("# ") and " = " in ln else ln for ln in text.splitlines()]
+    setting = re.compile(r"^# [a-z_0-9]+ = ")
+    lines = [ln[2:] if setting.match(ln) else ln for ln in text.splitlines()]
     data = tomllib.loads("\n".join(ln for ln in lines if not ln.startswith("#")))
     for stage in STAGES:
         assert stage(**data[stage.section]) == stage()

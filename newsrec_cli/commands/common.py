@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.text import Text
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.settings import Resolved, S, resolve
@@ -46,7 +47,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escape(): messages quote paths and extras like `newsrec-cli[plot]`, which are not markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -69,9 +71,7 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def settings_from(
-    model: type[S], config: Path | None, **flags: Any
-) -> Resolved[S]:
+def settings_from(model: type[S], config: Path | None, /, **flags: Any) -> Resolved[S]:
     """Resolve one stage's settings; flags left at None were not given on the command line."""
     return resolve(model, config=config, overrides=flags)
 

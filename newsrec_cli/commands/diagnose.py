@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table as RichTable
 
 from newsrec_cli.commands.common import ConfigOption, JsonOption, console, handle_errors, print_json
-from newsrec_cli.diagnose.api import check_cosine, check_data, check_gradients, check_saturation
 from newsrec_cli.diagnose.report import Cell, Report, Status, Table
-from newsrec_cli.diagnose.subject import Subject, from_init, from_run
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.settings import DataSettings, DiagnoseSettings, GraphSettings, TrainSettings, resolve
+
+if TYPE_CHECKING:
+    from newsrec_cli.diagnose.subject import Subject
+
+# The engine (torch, torch_geometric) is imported inside each command, so that `newsrec --help`
+# and the other commands start in a fraction of a second.
 
 app = typer.Typer(
     help="Check data and models before (and after) training; each command ends with OK, WARN or FAIL.",
@@ -37,8 +41,8 @@ InitOption = Annotated[
     Path | None,
     typer.Option(
         "--init",
-        help="TOML settings ([train], [graph], [data], [diagnose]): check a freshly initialised model "
-        "instead of a run (needs --data and, with text on, --embeddings). An empty file means the defaults.",
+        help="TOML settings (\\[train], \\[graph], \\[data], \\[diagnose]): check a freshly initialised "
+        "model instead of a run (needs --data and, with text on, --embeddings). An empty file: the defaults.",
         exists=True,
         dir_okay=False,
     ),
@@ -60,6 +64,13 @@ SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed of the samp
 ScaleOption = Annotated[
     float | None,
     typer.Option("--scale", help="With --init: the score head's initial scale (logit = scale x similarity)."),
+]
+NormalizeOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--normalize/--no-normalize",
+        help="With --init and a cosine head: --no-normalize drops its L2 normalisation (logit = scale x u.n)",
+    ),
 ]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, ... (default: auto).")]
 PlotOption = Annotated[
@@ -144,14 +155,16 @@ def _subject(
     graph: Path | None,
     **flags: object,
 ) -> tuple[Subject, DiagnoseSettings]:
+    from newsrec_cli.diagnose.subject import from_init, from_run
+
     if (run is None) == (init is None):
         raise SettingsError("give either a run directory (RUN) or --init CONFIG, not both and not neither")
     file = config or init  # --init's file also carries [diagnose] unless --config says otherwise
     diag = resolve(DiagnoseSettings, config=file, overrides=flags).settings
     if run is not None:
-        if diag.scale is not None:
+        if diag.scale is not None or diag.normalize is not None:
             raise SettingsError(
-                "diagnose.scale applies to a fresh model (--init) only; a run keeps its learned scale"
+                "diagnose.scale and diagnose.normalize change a fresh model (--init) only, not a run"
             )
         return from_run(run, data=data, sample=diag.sample, seed=diag.seed, device=diag.device), diag
     if data is None:
@@ -169,6 +182,7 @@ def _subject(
         sample=diag.sample,
         seed=diag.seed,
         scale=diag.scale,
+        normalize=diag.normalize,
     )
     return subject, diag
 
@@ -187,11 +201,16 @@ def data_command(
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Click rate, coverage of text vectors and entities per split and role, vector health, duplicates,
-    impressions without a click and history lengths.
+    """Check a dataset (and its stores) before training.
+
+    Click rate (and the accuracy "never clicked" would score), coverage of text vectors and entities
+    per split and role, NaN/Inf and norms of the vectors, duplicate IDs, impressions without a click,
+    history-length percentiles. Lines that other commands stop at are counted here, not fatal.
 
     Example: newsrec diagnose data data/MINDsmall --embeddings stores/minilm --graph graphs/small
     """
+    from newsrec_cli.diagnose.api import check_data
+
     missing = resolve(TrainSettings, config=config).settings.missing
     report = check_data(data, store=embeddings, graph=graph, missing_allowed=missing == "learned")
     render(report, json_out)
@@ -208,20 +227,27 @@ def saturation_command(
     sample: SampleOption = None,
     seed: SeedOption = None,
     scale: ScaleOption = None,
+    normalize: NormalizeOption = None,
     device: DeviceOption = None,
     plot: PlotOption = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Logits before the sigmoid on sampled impressions: range, share of sigmoid outputs above 0.99 and
-    below 0.01, mean sigmoid'(logit); FAIL with a fix when saturated.
+    """Are the logits where the sigmoid still has a slope? FAIL with a fix when saturated.
+
+    Runs the model on sampled impressions: logits before the sigmoid (min, max, mean, std,
+    percentiles), the share of sigmoid outputs above 0.99 and below 0.01, the mean sigmoid'(logit)
+    that scales every gradient through a probability, and the softmax within each impression.
 
     Example: newsrec diagnose saturation runs/nrms
-    Example: newsrec diagnose saturation --init bad.toml --data data/synth --embeddings stores/hash --scale 10
+
+    Example: newsrec diagnose saturation --init bad.toml --data data/synth --embeddings stores/hash
     """
     subject, _ = _subject(
         run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
     )
+    from newsrec_cli.diagnose.api import check_saturation
+
     report, plots = check_saturation(subject, plot)
     render(report, json_out, plots)
 
@@ -237,19 +263,25 @@ def cosine_command(
     sample: SampleOption = None,
     seed: SeedOption = None,
     scale: ScaleOption = None,
+    normalize: NormalizeOption = None,
     device: DeviceOption = None,
     plot: PlotOption = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """User and news vector norms, cosines before and after L2 normalisation, and the logit range and
-    saturated share that each temperature (1, 2, 5, 10, 20) would give.
+    """Vector norms, cosines, and the logit range each temperature would give.
+
+    User and news vector norms; the similarity before (raw dot) and after L2 normalisation
+    (cosine); for t in 1, 2, 5, 10, 20 the logit range and saturated share of t x similarity, and
+    the largest cosine scale that does not saturate.
 
     Example: newsrec diagnose cosine runs/nrms --plot plots/
     """
     subject, _ = _subject(
         run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
     )
+    from newsrec_cli.diagnose.api import check_cosine
+
     report, plots = check_cosine(subject, plot)
     render(report, json_out, plots)
 
@@ -266,14 +298,17 @@ def gradients_command(
     sample: SampleOption = None,
     seed: SeedOption = None,
     scale: ScaleOption = None,
+    normalize: NormalizeOption = None,
     device: DeviceOption = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Gradient norms per module over a few training steps (vanishing < 1e-7 and exploding > 1e3
-    flagged) and the mean fusion weight of each modality. The run's files are not changed.
+    """Gradient norms per module over a few training steps, and the fusion weights.
 
-    Example: newsrec diagnose gradients --init newsrec.toml --data data/synth --embeddings stores/hash
+    Real training steps (the trainer's batches, loss, AdamW and clipping) on a copy in memory: the
+    run's files are not changed. Vanishing (< 1e-7) and exploding (> 1e3) gradients are flagged.
+
+    Example: newsrec diagnose gradients runs/nrms --steps 5
     """
     subject, diag = _subject(
         run,
@@ -285,7 +320,10 @@ def gradients_command(
         sample=sample,
         seed=seed,
         scale=scale,
+        normalize=normalize,
         device=device,
         steps=steps,
     )
+    from newsrec_cli.diagnose.api import check_gradients
+
     render(check_gradients(subject, diag.steps, diag.seed), json_out)

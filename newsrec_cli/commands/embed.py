@@ -36,6 +36,7 @@ from newsrec_cli.errors import InputError
 from newsrec_cli.settings import DataSettings, EmbedSettings, resolve
 
 ENTITY_TEMPLATE = "{label}"
+INFO_ROWS = ("kind", "provider", "model", "dimension", "count", "template", "normalized", "fallback_texts")
 
 
 class DefaultToNews(TyperGroup):
@@ -294,16 +295,7 @@ def info(
     table = Table(title=f"Embedding store {store}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    for key in (
-        "kind",
-        "provider",
-        "model",
-        "dimension",
-        "count",
-        "template",
-        "normalized",
-        "fallback_texts",
-    ):
+    for key in INFO_ROWS:
         table.add_row(key, str(summary[key]))
     norms = summary["norms"]
     table.add_row("norms", f"min {norms['min']:.4f}  mean {norms['mean']:.4f}  max {norms['max']:.4f}")
@@ -334,36 +326,27 @@ def _embed(
     json_out: bool,
 ) -> None:
     """Plan, then (unless --dry-run) embed with a progress bar and print the summary."""
-    if dry_run:
-        plan = plan_run(
-            out,
-            ids,
-            texts,
-            describe(settings),
-            kind=kind,
-            template=template,
-            normalize=settings.normalize,
-            force=force,
-            fallback_ids=fallback_ids,
-        )
-        _dry_run(settings, plan, json_out)
-        return
-    with err_console.status(f"loading the {settings.provider} provider"):
-        provider = make_provider(settings)
+    provider = None
+    if not dry_run:  # a dry run loads no model and needs no API key
+        with err_console.status(f"loading the {settings.provider} provider"):
+            provider = make_provider(settings)
     plan = plan_run(
         out,
         ids,
         texts,
-        provider.spec,
+        describe(settings) if provider is None else provider.spec,
         kind=kind,
         template=template,
         normalize=settings.normalize,
         force=force,
         fallback_ids=fallback_ids,
     )
+    if provider is None:
+        _dry_run(settings, plan, json_out)
+        return
     if not provider.spec.semantic:
         err_console.print("[yellow]note:[/] the hashing provider is NOT semantic: for smoke tests only")
-    with progress(unit="texts") as bar:
+    with progress(unit="texts", transient=not plan.todo) as bar:
         task = bar.add_task(f"embedding {kind}", total=len(plan.todo))
         try:
             report = execute(plan, provider, on_progress=lambda n: bar.advance(task, n))

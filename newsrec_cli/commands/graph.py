@@ -126,15 +126,22 @@ def _build(
     json_out: bool,
 ) -> None:
     from newsrec_cli.graph import build_graph, graph_stats, save_graph
+    from newsrec_cli.graph.io import check_target
 
-    with progress(unit="news", transient=True) as bar:
-        task: list[Any] = []
+    check_target(out)  # before minutes of reading, not after
+    reading = err_console.status(f"reading the news of {data} ...")
+    bar = progress(unit="news", transient=True)
+    task: list[Any] = []
 
-        def on_progress(done: int, total: int) -> None:
-            if not task:
-                task.append(bar.add_task("graph", total=total))
-            bar.update(task[0], completed=done, total=total)
+    def on_progress(done: int, total: int) -> None:
+        if not task:  # the news are read: one live display at a time, the bar replaces the spinner
+            reading.stop()
+            bar.start()
+            task.append(bar.add_task("linking entities", total=total))
+        bar.update(task[0], completed=done, total=total)
 
+    reading.start()
+    try:
         graph, report = build_graph(
             data,
             settings,
@@ -143,7 +150,10 @@ def _build(
             on_bad_lines=data_settings.on_bad_lines,
             progress=on_progress,
         )
-        save_graph(graph, out)
+    finally:
+        reading.stop()
+        bar.stop()
+    save_graph(graph, out)
     for warning in report.warnings():
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     summary = graph_stats(graph)

@@ -33,32 +33,43 @@ def _opt(help: str, *names: str) -> Any:
 def train_command(
     data: Annotated[
         Path | None,
-        typer.Argument(help="MIND folder, or a parent of train/ valid/ (optional with --resume).", exists=True),
+        typer.Argument(
+            help="MIND folder, or a parent of train/ valid/ (optional with --resume).", exists=True
+        ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write (or to resume).")] = ...,  # type: ignore[assignment]
     embeddings: Annotated[
-        Path | None, typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True)
+        Path | None,
+        typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True),
     ] = None,
     graph: Annotated[
         Path | None, typer.Option("--graph", help="News-entity graph (newsrec build-graph).", exists=True)
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
     # model
-    use_id: Annotated[bool | None, _opt("News-ID embedding (fresh news: unseen vector).", "--use-id/--no-use-id")] = None,
-    use_text: Annotated[bool | None, _opt("Text vectors from --embeddings.", "--use-text/--no-use-text")] = None,
+    use_id: Annotated[
+        bool | None, _opt("News-ID embedding (fresh news: unseen vector).", "--use-id/--no-use-id")
+    ] = None,
+    use_text: Annotated[
+        bool | None, _opt("Text vectors from --embeddings.", "--use-text/--no-use-text")
+    ] = None,
     use_graph: Annotated[bool | None, _opt("GNN vectors from --graph.", "--use-graph/--no-use-graph")] = None,
     use_category: Annotated[
         bool | None, _opt("Category and subcategory embeddings.", "--use-category/--no-use-category")
     ] = None,
     fusion: Annotated[str | None, _opt("concat, attention (default) or gate.", "--fusion")] = None,
-    text_projection: Annotated[str | None, _opt("mlp (default) or linear.", "--text-projection")] = None,
+    text_projection: Annotated[str | None, _opt("linear (default) or mlp.", "--text-projection")] = None,
     dim: Annotated[int | None, _opt("Size of news and user vectors.", "--dim")] = None,
     heads: Annotated[int | None, _opt("User self-attention heads.", "--heads")] = None,
     history: Annotated[int | None, _opt("Most recent clicks kept per user.", "--history")] = None,
     use_user_id: Annotated[bool | None, _opt("User-ID embedding.", "--use-user-id/--no-use-user-id")] = None,
     scoring: Annotated[str | None, _opt("dot (default) or cosine.", "--scoring")] = None,
     dropout: Annotated[float | None, _opt("Dropout in the encoders.", "--dropout")] = None,
-    id_dropout: Annotated[float | None, _opt("Share of news IDs replaced by the unseen vector.", "--id-dropout")] = None,
+    id_dropout: Annotated[
+        float | None, _opt("Share of news IDs replaced by the unseen vector.", "--id-dropout")
+    ] = None,
     missing: Annotated[str | None, _opt("News without a text vector: error or learned.", "--missing")] = None,
     # loss
     loss: Annotated[str | None, _opt("listwise (default), pointwise or focal.", "--loss")] = None,
@@ -68,14 +79,18 @@ def train_command(
     # optimisation
     epochs: Annotated[int | None, _opt("Passes over the training clicks.", "--epochs")] = None,
     max_steps: Annotated[int | None, _opt("Stop after this many steps.", "--max-steps")] = None,
-    time_budget: Annotated[float | None, _opt("Stop after this many seconds (resumable).", "--time-budget")] = None,
+    time_budget: Annotated[
+        float | None, _opt("Stop after this many seconds (resumable).", "--time-budget")
+    ] = None,
     batch_size: Annotated[int | None, _opt("Clicks per step.", "--batch-size")] = None,
     lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
     weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
     warmup: Annotated[float | None, _opt("Share of steps of warm-up.", "--warmup")] = None,
     schedule: Annotated[str | None, _opt("cosine (default), plateau or constant.", "--schedule")] = None,
     clip: Annotated[float | None, _opt("Gradient norm clipping.", "--clip")] = None,
-    patience: Annotated[int | None, _opt("Epochs without better valid AUC before stopping.", "--patience")] = None,
+    patience: Annotated[
+        int | None, _opt("Epochs without better valid AUC before stopping.", "--patience")
+    ] = None,
     valid_impressions: Annotated[
         int | None, _opt("Validate on a fixed sample of N impressions.", "--valid-impressions")
     ] = None,
@@ -85,7 +100,9 @@ def train_command(
     threads: Annotated[int | None, _opt("CPU threads of torch.", "--threads")] = None,
     # data and graph
     split: Annotated[str | None, _opt("Validation: auto, time or impression.", "--split")] = None,
-    valid_days: Annotated[int | None, _opt("With --split time: the last N days validate.", "--valid-days")] = None,
+    valid_days: Annotated[
+        int | None, _opt("With --split time: the last N days validate.", "--valid-days")
+    ] = None,
     graph_encoder: Annotated[str | None, _opt("GNN of --graph: sage or gat.", "--graph-encoder")] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
@@ -101,24 +118,61 @@ def train_command(
     from newsrec_cli.train.loop import train
 
     settings = settings_from(
-        TrainSettings, config, use_id=use_id, use_text=use_text, use_graph=use_graph, use_category=use_category,
-        fusion=fusion, text_projection=text_projection, dim=dim, heads=heads, history=history,
-        use_user_id=use_user_id, scoring=scoring, dropout=dropout, id_dropout=id_dropout, missing=missing,
-        loss=loss, negatives=negatives, pos_weight=pos_weight, gamma=gamma, epochs=epochs, max_steps=max_steps,
-        time_budget=time_budget, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-        schedule=schedule, clip=clip, patience=patience, valid_impressions=valid_impressions, seed=seed,
-        device=device, workers=workers, threads=threads,
+        TrainSettings,
+        config,
+        use_id=use_id,
+        use_text=use_text,
+        use_graph=use_graph,
+        use_category=use_category,
+        fusion=fusion,
+        text_projection=text_projection,
+        dim=dim,
+        heads=heads,
+        history=history,
+        use_user_id=use_user_id,
+        scoring=scoring,
+        dropout=dropout,
+        id_dropout=id_dropout,
+        missing=missing,
+        loss=loss,
+        negatives=negatives,
+        pos_weight=pos_weight,
+        gamma=gamma,
+        epochs=epochs,
+        max_steps=max_steps,
+        time_budget=time_budget,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        schedule=schedule,
+        clip=clip,
+        patience=patience,
+        valid_impressions=valid_impressions,
+        seed=seed,
+        device=device,
+        workers=workers,
+        threads=threads,
     ).settings
     data_settings = settings_from(DataSettings, config, split=split, valid_days=valid_days).settings
     graph_settings = settings_from(GraphSettings, config, encoder=graph_encoder).settings
     if data is None and not resume:
-        raise typer.BadParameter("give the dataset folder DATA (only --resume can do without it)", param_hint="DATA")
+        raise typer.BadParameter(
+            "give the dataset folder DATA (only --resume can do without it)", param_hint="DATA"
+        )
 
     view = _Progress(quiet=json_out)
     try:
         result = train(
-            data, out, store=embeddings, graph=graph, settings=settings, data_settings=data_settings,
-            graph_settings=graph_settings, resume=resume, callbacks=view,
+            data,
+            out,
+            store=embeddings,
+            graph=graph,
+            settings=settings,
+            data_settings=data_settings,
+            graph_settings=graph_settings,
+            resume=resume,
+            callbacks=view,
         )
     finally:
         view.close()
@@ -143,13 +197,19 @@ class _Progress:
         self.batch = max(1, -(-info.clicks // max(info.steps_per_epoch, 1)))
         if self.quiet:
             return
-        resumed = f", resumed at epoch {info.resumed_at[0]} step {info.resumed_at[1]}" if info.resumed_at else ""
+        resumed = (
+            f", resumed at epoch {info.resumed_at[0]} step {info.resumed_at[1]}" if info.resumed_at else ""
+        )
         err_console.print(
             f"[bold]train[/] {info.train_impressions:,} impressions ({info.clicks:,} clicks), "
             f"{info.valid_impressions:,} to validate; {info.validation}",
             highlight=False,
         )
-        missing = f"; {len(info.missing_text):,} news use the learned missing-text vector" if info.missing_text else ""
+        missing = (
+            f"; {len(info.missing_text):,} news use the learned missing-text vector"
+            if info.missing_text
+            else ""
+        )
         err_console.print(
             f"model: {' + '.join(info.modalities)}, {info.parameters:,} parameters, "
             f"{info.news_with_id:,} of {info.news:,} news with an ID vector{missing}; device {info.device} "
@@ -163,8 +223,9 @@ class _Progress:
         self.close()
         self.bar = progress(unit="samples", transient=True, extra="loss {task.fields[loss]}")
         self.bar.start()
-        self.task = self.bar.add_task(f"epoch {epoch}", total=self.clicks, completed=min(done * self.batch, self.clicks),
-                                      loss="…")
+        self.task = self.bar.add_task(
+            f"epoch {epoch}", total=self.clicks, completed=min(done * self.batch, self.clicks), loss="…"
+        )
 
     def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
         if self.bar is not None and self.task is not None:
@@ -209,20 +270,25 @@ STOPS = {
 
 
 def _render(result: Any) -> None:
-    table = Table(title=f"newsrec train: {result.run_dir}", title_justify="left")
+    table = Table(title=f"newsrec train: {result.run_dir} (metrics on validation)", title_justify="left")
     table.add_column("epoch", justify="right")
     table.add_column("train loss", justify="right")
     for name in METRICS:
-        table.add_column(f"valid {name.upper() if name in ('auc', 'mrr') else name.replace('ndcg', 'nDCG')}",
-                         justify="right")
+        table.add_column(
+            name.upper() if name in ("auc", "mrr") else name.replace("ndcg", "nDCG"), justify="right"
+        )
     table.add_column("seconds", justify="right")
     table.add_column("samples/s", justify="right")
     for record in result.history:
         label = f"{record.epoch}" + ("*" if record.partial else "")
         style = "bold green" if record.best and record.epoch == result.best_epoch else None
         table.add_row(
-            label, f"{record.train_loss:.4f}", *(_fmt(record.metrics.get(m)) for m in METRICS),
-            f"{record.seconds:.1f}", f"{record.samples_per_s:,.0f}", style=style,
+            label,
+            f"{record.train_loss:.4f}",
+            *(_fmt(record.metrics.get(m)) for m in METRICS),
+            f"{record.seconds:.1f}",
+            f"{record.samples_per_s:,.0f}",
+            style=style,
         )
     console.print(table)
     if any(r.partial for r in result.history):

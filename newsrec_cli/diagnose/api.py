@@ -12,7 +12,7 @@ import numpy as np
 from newsrec_cli.diagnose.cosine import diagnose_cosine, similarities
 from newsrec_cli.diagnose.data import DataInputs, diagnose_data
 from newsrec_cli.diagnose.forward import run_model
-from newsrec_cli.diagnose.gradients import diagnose_gradients, train_steps
+from newsrec_cli.diagnose.gradients import chance_loss, diagnose_gradients, train_steps
 from newsrec_cli.diagnose.plots import cosine_plots, logit_plots, require_matplotlib
 from newsrec_cli.diagnose.report import Report
 from newsrec_cli.diagnose.saturation import diagnose_saturation
@@ -86,7 +86,8 @@ def check_cosine(subject: Subject, plot_dir: Path | None = None) -> tuple[Report
             "users": np.linalg.norm(out.users, axis=1),
             "candidate news": np.linalg.norm(out.news, axis=1),
         }
-        plots = cosine_plots(similarities(out), out.labels, norms, plot_dir)
+        sims = similarities(out)
+        plots = cosine_plots({"cosine": sims["cosine"], "dot": sims["raw_dot"]}, out.labels, norms, plot_dir)
     return report, plots
 
 
@@ -100,7 +101,7 @@ def check_gradients(subject: Subject, steps: int, seed: int) -> Report:
         seed=seed,
         user_rows=subject.train_user_rows,
     )
-    report = diagnose_gradients(norms, losses, weights)
+    report = diagnose_gradients(norms, losses, weights, chance=chance_loss(subject.settings))
     s = subject.settings
     report.notes.insert(
         0,

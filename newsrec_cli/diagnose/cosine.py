@@ -4,32 +4,44 @@ A dot product of un-normalised vectors is the cosine multiplied by the two norms
 push logits out of the sigmoid's working range however similar the vectors are. After L2
 normalisation the logit is `scale x cosine`, bounded by +-scale: the temperature table shows, for
 this model's actual vectors, which scale keeps the logits spread out but unsaturated.
+
+Similarities come from the model's own head classes at scale 1 (`ScoringHead("dot")`,
+`ScoringHead("cosine")`), so the table stays true when a head's formula changes.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+import torch
 
 from newsrec_cli.diagnose.forward import ModelOutputs
 from newsrec_cli.diagnose.report import Check, Report, Status, Table
 from newsrec_cli.diagnose.saturation import SATURATED_FAIL, SATURATED_WARN, Scoring
 from newsrec_cli.diagnose.stats import saturation, summary
+from newsrec_cli.model.scorer import ScoringHead
 
-TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20)  # scales (inverse temperatures) tried on the cosines
+TEMPERATURES: tuple[float, ...] = (1, 2, 5, 10, 20)  # scales (inverse temperatures) tried on each similarity
 COLLAPSE_SPREAD = 0.01  # within-impression std of cosines below this: candidates look the same to the user
 SIMILARITY_PERCENTILES = (1, 50, 99)
+SIMILARITIES = {  # key -> how the tables name it
+    "cosine": "cosine (L2-normalised)",
+    "dot_head": "dot head (scale 1)",
+    "raw_dot": "u.n (raw, un-normalised)",
+}
 
 
+@torch.no_grad()
 def similarities(out: ModelOutputs) -> dict[str, np.ndarray]:
-    """Per candidate: the raw dot u.n, the dot head's u.n/sqrt(D), and the cosine after L2 normalisation."""
-    user = out.users[out.user_of_candidate].astype(np.float64)  # (C, D)
-    news = out.news.astype(np.float64)  # (C, D)
-    dot = (user * news).sum(axis=1)
-    norms = np.linalg.norm(user, axis=1) * np.linalg.norm(news, axis=1)
-    cosine = dot / np.maximum(norms, 1e-12)
-    return {"dot": dot, "dot_scaled": dot / math.sqrt(out.users.shape[1]), "cosine": cosine}
+    """Per candidate: the cosine and dot heads' similarities at scale 1, and the raw dot product u.n."""
+    user = torch.from_numpy(out.users[out.user_of_candidate]).double()[:, None, :]  # (C, 1, D)
+    news = torch.from_numpy(out.news).double()[:, None, :]  # (C, 1, D)
+    dim = out.users.shape[1]
+    sims = {}
+    for key, kind in (("cosine", "cosine"), ("dot_head", "dot")):
+        head = ScoringHead(kind, dim, init_scale=1.0).double()
+        sims[key] = head(user[:, 0], news)[:, 0].numpy()
+    sims["raw_dot"] = (user[:, 0] * news[:, 0]).sum(dim=1).numpy()
+    return sims
 
 
 def norm_table(out: ModelOutputs) -> Table:
@@ -43,41 +55,26 @@ def norm_table(out: ModelOutputs) -> Table:
 def similarity_table(sims: dict[str, np.ndarray]) -> Table:
     pct = [f"p{q}" for q in SIMILARITY_PERCENTILES]
     table = Table("Similarity of user and candidate", ["similarity", "min", *pct, "max", "mean", "std"])
-    names = {
-        "dot": "u.n (un-normalised dot)",
-        "dot_scaled": "u.n / sqrt(D) (dot head, scale 1)",
-        "cosine": "cosine (after L2 normalisation)",
-    }
-    for key, label in names.items():
+    for key, label in SIMILARITIES.items():
         s = summary(sims[key], SIMILARITY_PERCENTILES)
         table.add(label, s["min"], *(s[p] for p in pct), s["max"], s["mean"], s["std"])
     return table
 
 
 def temperature_table(sims: dict[str, np.ndarray]) -> Table:
-    """For each scale t: logits t x cosine (normalised) and t x u.n/sqrt(D) (un-normalised)."""
+    """For each similarity and scale t: the range of t x similarity and how much of it saturates."""
     table = Table(
         "Temperatures: logit = t x similarity",
-        [
-            "t",
-            "cosine: min",
-            "cosine: max",
-            "cosine: saturated",
-            "cosine: mean p(1-p)",
-            "dot: min",
-            "dot: max",
-            "dot: saturated",
-            "dot: mean p(1-p)",
-        ],
-        percent=("cosine: saturated", "dot: saturated"),
+        ["similarity", "t", "logit min", "logit max", "saturated", "mean p(1-p)"],
+        percent=("saturated",),
     )
-    for t in TEMPERATURES:
-        row: list[float] = [t]
-        for key in ("cosine", "dot_scaled"):
+    for key, label in SIMILARITIES.items():
+        for t in TEMPERATURES:
             logits = t * sims[key]
             sat = saturation(logits)
-            row += [float(logits.min()), float(logits.max()), sat["saturated"], sat["grad_factor"]]
-        table.add(*row)
+            table.add(
+                label, t, float(logits.min()), float(logits.max()), sat["saturated"], sat["grad_factor"]
+            )
     return table
 
 
@@ -96,32 +93,39 @@ def within_spread(cosine: np.ndarray, offsets: np.ndarray) -> float:
     return float(np.median(np.sqrt(var))) if len(counts) else float("nan")
 
 
+def _grade(share: float) -> Status:
+    return Status.FAIL if share >= SATURATED_FAIL else Status.WARN if share >= SATURATED_WARN else Status.OK
+
+
 def cosine_checks(out: ModelOutputs, scoring: Scoring, sims: dict[str, np.ndarray]) -> list[Check]:
     checks: list[Check] = []
     scale = best_scale(sims["cosine"])
-    amplification = float(np.median(np.abs(sims["dot_scaled"]) / np.maximum(np.abs(sims["cosine"]), 1e-12)))
+    # How much the norms inflate the similarity this head sees, relative to the cosine.
+    head_sim = sims["dot_head"] if scoring.kind == "dot" else sims["raw_dot"]
+    amplification = float(np.median(np.abs(head_sim) / np.maximum(np.abs(sims["cosine"]), 1e-12)))
     current = saturation(out.logits)["saturated"]
-    status = (
-        Status.FAIL if current >= SATURATED_FAIL else Status.WARN if current >= SATURATED_WARN else Status.OK
-    )
+    status = _grade(current)
     fix = ""
     if status > Status.OK:
         fix = (
-            f'L2-normalise (train.scoring = "cosine") with a scale of about {scale:g}'
-            if scoring.kind == "dot"
-            else f"lower the cosine scale from {scoring.scale:.3g} to about {scale:g}"
+            f"lower the cosine scale from {scoring.scale:.3g} to about {scale:g}"
+            if scoring.normalized
+            else f'L2-normalise (train.scoring = "cosine") with a scale of about {scale:g}'
         )
+    message = f"{scoring.describe()}: {current:.1%} of the logits saturate the sigmoid"
+    if not scoring.normalized:
+        message += f"; the vector norms multiply each cosine by about {amplification:.3g}"
     checks.append(
         Check(
             "current temperature",
             status,
-            {"saturated": current, "scale": scoring.scale, "suggested_cosine_scale": scale},
-            f"{scoring.describe()}: {current:.1%} of the logits saturate the sigmoid"
-            + (
-                f"; the vector norms multiply each cosine by about {amplification:.3g}"
-                if scoring.kind == "dot"
-                else ""
-            ),
+            {
+                "saturated": current,
+                "scale": scoring.scale,
+                "suggested_cosine_scale": scale,
+                "norm_product": amplification,
+            },
+            message,
             fix,
         )
     )
@@ -145,15 +149,13 @@ def cosine_checks(out: ModelOutputs, scoring: Scoring, sims: dict[str, np.ndarra
 def diagnose_cosine(out: ModelOutputs, scoring: Scoring) -> Report:
     report = Report("cosine")
     report.notes.append(scoring.describe())
-    report.notes.append(
-        f"{len(out.offsets) - 1} impressions, {len(out.logits)} candidates, D = {out.users.shape[1]}"
-    )
+    dim = out.users.shape[1]
+    report.notes.append(f"{len(out.offsets) - 1} impressions, {len(out.logits)} candidates, D = {dim}")
     sims = similarities(out)
     report.tables += [norm_table(out), similarity_table(sims), temperature_table(sims)]
     report.checks += cosine_checks(out, scoring, sims)
     report.values = {
-        "cosine": summary(sims["cosine"]),
-        "dot": summary(sims["dot"]),
+        **{key: summary(sims[key]) for key in SIMILARITIES},
         "user_norm": summary(np.linalg.norm(out.users, axis=1)),
         "news_norm": summary(np.linalg.norm(out.news, axis=1)),
         "scoring": vars(scoring),

@@ -28,6 +28,7 @@ from newsrec_cli.train.samples import click_samples
 VANISHING = 1e-7
 EXPLODING = 1e3
 IGNORED_WEIGHT = 0.05  # a modality whose mean fusion weight is below this barely reaches the news vector
+LOSS_WARN, LOSS_FAIL = 1.5, 5.0  # first loss over the loss of uninformative scores (all logits 0)
 
 
 def module_of(param_name: str) -> str:
@@ -39,17 +40,15 @@ def module_of(param_name: str) -> str:
 
 def gradient_norms(model: NewsRecommender) -> dict[str, float | None]:
     """L2 norm of the gradient of each module group (None: no parameter of it got a gradient)."""
-    squares: dict[str, float] = defaultdict(float)
-    seen: dict[str, bool] = defaultdict(bool)
+    squares: dict[str, float | None] = {}  # insertion order = the model's parameter order
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         group = module_of(name)
-        seen[group] |= False
+        squares.setdefault(group, None)
         if param.grad is not None:
-            squares[group] += float(param.grad.detach().float().pow(2).sum())
-            seen[group] = True
-    return {g: math.sqrt(squares[g]) if seen[g] else None for g in seen}
+            squares[group] = (squares[group] or 0.0) + float(param.grad.detach().float().pow(2).sum())
+    return {g: None if sq is None else math.sqrt(sq) for g, sq in squares.items()}
 
 
 def train_steps(
@@ -75,6 +74,8 @@ def train_steps(
     )
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.lr)
+    for group in optimizer.param_groups:  # as the trainer does: the score's scale learns faster
+        group["lr"] = settings.lr * group.get("lr_scale", 1.0)
     torch.manual_seed(seed)
     model.train()
     norms, losses, weights = [], [], []
@@ -93,6 +94,17 @@ def train_steps(
     return norms, losses, weights
 
 
+def chance_loss(settings: TrainSettings) -> float:
+    """The loss when every logit is 0 (a model that knows nothing, and is not sure of it either)."""
+    k = settings.negatives
+    if settings.loss == "listwise":
+        return math.log(1 + k)
+    if settings.loss == "pointwise":
+        weight = settings.pos_weight or 1.0
+        return math.log(2) * (weight + k) / (1 + k)
+    return 0.5**settings.gamma * math.log(2)  # focal, p_t = 1/2 everywhere
+
+
 def _flag(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
     if not known:
@@ -108,8 +120,12 @@ def _flag(values: list[float | None]) -> str:
 
 
 def diagnose_gradients(
-    norms: list[dict[str, float | None]], losses: list[float], weights: list[dict[str, float] | None]
+    norms: list[dict[str, float | None]],
+    losses: list[float],
+    weights: list[dict[str, float] | None],
+    chance: float | None = None,
 ) -> Report:
+    """Gradient, loss and fusion checks; `chance` is the loss of all-zero logits (see `chance_loss`)."""
     report = Report("gradients")
     steps = len(norms)
     groups = list(norms[0]) if norms else []
@@ -130,6 +146,8 @@ def diagnose_gradients(
         loss_table.add(i + 1, loss)
     report.tables.append(loss_table)
     report.checks += _gradient_checks(flags, losses)
+    if chance is not None and losses and math.isfinite(losses[0]):
+        report.checks.append(_first_loss_check(losses[0], chance))
     fusion = _mean_weights(weights)
     if fusion is None:
         report.notes.append("this fusion has no per-modality weights (concat)")
@@ -195,6 +213,19 @@ def _gradient_checks(flags: dict[str, list[str]], losses: list[float]) -> list[C
             )
         )
     return checks
+
+
+def _first_loss_check(loss: float, chance: float) -> Check:
+    ratio = loss / chance
+    status = Status.FAIL if ratio > LOSS_FAIL else Status.WARN if ratio > LOSS_WARN else Status.OK
+    return Check(
+        "first loss",
+        status,
+        {"loss": loss, "chance": chance, "ratio": ratio},
+        f"the first step's loss is {loss:.4g}, {ratio:.3g} x the {chance:.4g} of all-zero logits"
+        + (": the scores start confidently wrong (saturated)" if status > Status.OK else ""),
+        "run newsrec diagnose saturation and follow its fix" if status > Status.OK else "",
+    )
 
 
 def _mean_weights(weights: list[dict[str, float] | None]) -> dict[str, float] | None:

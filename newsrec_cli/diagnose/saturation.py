@@ -25,15 +25,21 @@ HEALTHY_LOGIT = 4.0  # the |logit| a suggested temperature aims the bulk of the 
 
 @dataclass
 class Scoring:
-    """How the model turns vectors into logits: "dot" (u.n/sqrt(D)) or "cosine", times `scale`."""
+    """The score head: `kind` ("dot", "cosine" or "cosine without L2 normalisation") times `scale`."""
 
     kind: str
     scale: float
     loss: str = "listwise"
 
+    @property
+    def normalized(self) -> bool:
+        """Whether the logits are bounded by +-scale (cosine of L2-normalised vectors)."""
+        return self.kind == "cosine"
+
     def describe(self) -> str:
-        sim = "u.n/sqrt(D)" if self.kind == "dot" else "cos(u, n)"
-        return f"scoring {self.kind}: logit = {self.scale:.3g} x {sim}, loss {self.loss}"
+        return (
+            f"score head {self.kind}, scale {self.scale:.3g} (logit = scale x similarity), loss {self.loss}"
+        )
 
 
 def logit_table(out: ModelOutputs) -> Table:
@@ -69,17 +75,16 @@ def suggest_fix(scoring: Scoring, logits: np.ndarray) -> str:
     finite = np.abs(logits[np.isfinite(logits)])
     bulk = float(np.percentile(finite, 95)) if finite.size else float("nan")
     divide = max(bulk / HEALTHY_LOGIT, 1.0)
-    target = scoring.scale / divide
-    if scoring.kind == "dot":
-        return (
-            f'L2-normalise user and news vectors (train.scoring = "cosine", logits then stay within '
-            f"+-scale; a scale of about 5 is a good start), or lower the scale (inverse temperature) from "
-            f"{scoring.scale:.3g} to about {target:.2g} (95 % of |logit| are below {bulk:.3g}; dividing by "
-            f"{divide:.3g} brings them to {HEALTHY_LOGIT:g})"
-        )
+    lower = (
+        f"lower the scale (inverse temperature) from {scoring.scale:.3g} "
+        f"to about {scoring.scale / divide:.2g} "
+        f"(95 % of |logit| are below {bulk:.3g}; dividing by {divide:.3g} brings them to {HEALTHY_LOGIT:g})"
+    )
+    if scoring.normalized:
+        return f"{lower}: cosines lie in [-1, 1], so logits stay within +-scale"
     return (
-        f"lower the cosine scale (inverse temperature) from {scoring.scale:.3g} to about {target:.2g}: "
-        f"cosines lie in [-1, 1], so logits stay within +-scale"
+        'L2-normalise user and news vectors (train.scoring = "cosine": logits then stay within +-scale, '
+        f"and a scale of 3 to 5 is a good start), or {lower}"
     )
 
 

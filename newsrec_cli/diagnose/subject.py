@@ -5,26 +5,25 @@ two samples of impressions (validation, for the forward checks; training, for th
 steps). A fresh model is built exactly as `newsrec train` would build it (`build_model` over the
 same vocabularies and per-news inputs), so `--init` checks a configuration before any training.
 
-The score head's initial scale (its inverse temperature) has no train setting; `scale` (from
-`[diagnose] scale`) sets it on the fresh model through the head's public `log_scale`, which is
-how a bad configuration such as "dot product of un-normalised vectors x 10" is reproduced.
+Two score-head knobs have no train setting yet: the initial scale and the cosine head's
+normalisation; `[diagnose] scale` and `[diagnose] normalize` set them on a fresh model
+(`adapters`), which is how the original failure (un-normalised vectors x 10) is reproduced.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from newsrec_cli.diagnose.adapters import drop_normalisation, head_name, set_scale
 from newsrec_cli.diagnose.forward import sample_impressions
 from newsrec_cli.diagnose.saturation import Scoring
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
 from newsrec_cli.model.recommender import NewsRecommender
-from newsrec_cli.model.scorer import MAX_LOG_SCALE
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train.context import build_vocabularies, needed_news, news_features, open_store, text_vectors
 from newsrec_cli.train.run import DataContext, build_model, load_run, resolve_device
@@ -46,15 +45,7 @@ class Subject:
     @property
     def scoring(self) -> Scoring:
         head = self.model.scorer
-        return Scoring(kind=head.kind, scale=float(head.scale.detach()), loss=self.settings.loss)
-
-
-def set_scale(model: NewsRecommender, scale: float) -> None:
-    """Set the score head's scale (logit = scale x similarity); the head caps it at 100."""
-    if not 0 < scale <= math.exp(MAX_LOG_SCALE) + 1e-6:
-        raise SettingsError(f"diagnose.scale = {scale!r}: must be in (0, 100], the score head's range")
-    with torch.no_grad():
-        model.scorer.log_scale.fill_(math.log(scale))
+        return Scoring(kind=head_name(head), scale=float(head.scale.detach()), loss=self.settings.loss)
 
 
 def from_init(
@@ -68,8 +59,12 @@ def from_init(
     sample: int,
     seed: int,
     scale: float | None = None,
+    normalize: bool | None = None,
 ) -> Subject:
-    """A freshly initialised model for `data` (train settings' seed), as `newsrec train` builds it."""
+    """A freshly initialised model for `data` (train settings' seed), as `newsrec train` builds it.
+
+    `scale` and `normalize=False` change its score head (see `adapters`).
+    """
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
     train, valid, _ = dataset.train_valid(
         data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
@@ -97,6 +92,8 @@ def from_init(
     )
     torch.manual_seed(settings.seed)
     model = build_model(settings, graph_settings, DataContext(vocabs, features, text_dim, news_graph))
+    if normalize is False:
+        drop_normalisation(model)
     if scale is not None:
         set_scale(model, scale)
     model.to(resolve_device(settings.device))

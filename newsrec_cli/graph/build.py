@@ -45,6 +45,7 @@ class BuildReport:
     dataset: str
     splits: list[str]
     news: int = 0
+    entities: int = 0
     links_read: dict[str, int] = field(default_factory=dict)
     links_below_confidence: dict[str, int] = field(default_factory=dict)
     bad_entities: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -55,6 +56,11 @@ class BuildReport:
     def warnings(self) -> list[str]:
         """One line per problem a user should know about (bad JSON per column, skipped lines)."""
         lines = []
+        if self.news and not self.entities:
+            lines.append(
+                "no entity links in these news: every news item gets the same graph vector "
+                "(train without --graph, or use data with TitleEntities/AbstractEntities)"
+            )
         for column, bad in self.bad_entities.items():
             if bad["count"]:
                 first = ", ".join(bad["first"])
@@ -71,6 +77,7 @@ class BuildReport:
             "dataset": self.dataset,
             "splits": self.splits,
             "news": self.news,
+            "entities": self.entities,
             "links_read": self.links_read,
             "links_below_confidence": self.links_below_confidence,
             "bad_entities": self.bad_entities,
@@ -106,6 +113,7 @@ def build_graph(
         }
 
     entity_ids, mentions = collect_mentions(data.news, settings.min_confidence, report, progress)
+    report.entities = len(entity_ids)
     cooccurrence = None
     if settings.cooccurrence_min > 0:
         cooccurrence = count_cooccurrence(

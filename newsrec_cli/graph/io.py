@@ -52,13 +52,18 @@ def is_graph(path: Path) -> bool:
     return (path / META).is_file() and (path / ARRAYS).is_file()
 
 
-def save_graph(graph: NewsGraph, path: str | Path) -> Path:
-    """Write `graph` into folder `path` (created; an older graph there is replaced)."""
-    path = Path(path)
+def check_target(path: Path) -> None:
+    """A graph may be written to `path`: a new or empty folder, or one holding a graph (replaced)."""
     if path.exists() and not path.is_dir():
         raise InputError("exists and is not a folder", path=path)
     if path.is_dir() and any(path.iterdir()) and not (path / META).is_file():
         raise InputError("folder is not empty and holds no graph; choose another --out", path=path)
+
+
+def save_graph(graph: NewsGraph, path: str | Path) -> Path:
+    """Write `graph` into folder `path` (created; an older graph there is replaced)."""
+    path = Path(path)
+    check_target(path)
     path.mkdir(parents=True, exist_ok=True)
     a = graph.arrays
     arrays: dict[str, np.ndarray] = {"entity_source": a.entity_source.astype(np.int8)}

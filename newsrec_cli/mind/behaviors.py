@@ -136,7 +136,7 @@ def read_behaviors(
     user_vocab: Vocab,
     *,
     on_bad_lines: Literal["error", "skip"] = "error",
-    chunk_lines: int = 200_000,
+    chunk_lines: int = 50_000,
     report: ReadReport | None = None,
 ) -> Impressions:
     """Read one behaviors.tsv, labelled (`N1-1 N2-0`) or unlabeled test (`N1 N2`).

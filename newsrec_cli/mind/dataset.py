@@ -122,7 +122,9 @@ def load_dataset(
         folders = {k: v for k, v in folders.items() if k in splits or k == SINGLE}
     news = NewsTable()
     for folder in folders.values():
-        news.merge(read_news(folder / "news.tsv", on_bad_lines=on_bad_lines, bad_entities=bad_entities))
+        news.merge(
+            read_news(folder / "news.tsv", on_bad_lines=on_bad_lines, bad_entities=bad_entities, known=news)
+        )
     news_vocab = Vocab(news.ids)
     user_vocab = Vocab()
     dataset = MindDataset(

@@ -14,7 +14,7 @@ def iter_rows(path: Path) -> Iterator[tuple[int, str]]:
     Titles contain `"`, so no CSV quoting is applied: a row is split on tabs and nothing else.
     """
     try:
-        handle = open(path, encoding="utf-8-sig", newline="")
+        handle = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
         raise InputError("file not found", path=path) from None
     except IsADirectoryError:

@@ -74,6 +74,7 @@ def read_news(
     *,
     on_bad_lines: Literal["error", "skip"] = "error",
     bad_entities: Literal["error", "collect"] = "error",
+    known: NewsTable | None = None,
 ) -> NewsTable:
     """Read one news.tsv.
 
@@ -89,6 +90,8 @@ def read_news(
         report.lines += 1
         row = line.split("\t")
         problem = _check_row(row, table.index)
+        if problem is None and known is not None and row[0] in known.index:
+            continue
         if problem is None:
             parsed: list[list[Entity]] = []
             for column, text in (("TitleEntities", row[6]), ("AbstractEntities", row[7])):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from newsrec_cli.mind import Impressions
-from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.inputs import needed_news, recent_history
+from newsrec_cli.model.recommender import NewsRecommender
 
 if TYPE_CHECKING:
     from newsrec_cli.mind import MindDataset

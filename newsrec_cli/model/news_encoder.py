@@ -52,8 +52,17 @@ class NewsEncoder(nn.Module):
         self.text_missing = nn.Parameter(torch.randn(dim) * 0.02) if text is not None else None
         expected = self.modalities
         if fusion.names != expected:
-            raise ValueError(f"{self.__class__.__name__}: fusion over {fusion.names}, modalities are {expected}")
-        for name in ("id_index", "category_index", "subcategory_index", "text_vectors", "text_present", "graph_node"):
+            raise ValueError(
+                f"{self.__class__.__name__}: fusion over {fusion.names}, modalities are {expected}"
+            )
+        for name in (
+            "id_index",
+            "category_index",
+            "subcategory_index",
+            "text_vectors",
+            "text_present",
+            "graph_node",
+        ):
             self.register_buffer(name, None, persistent=False)
 
     @property

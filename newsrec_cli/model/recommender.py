@@ -64,7 +64,9 @@ class NewsRecommender(nn.Module):
         B, H = history.shape  # batch, history length
         K = candidates.shape[1]  # candidates per row
         # Encode every distinct news of the batch once, history and candidates together.
-        vectors = self.news_encoder(torch.cat([history.reshape(-1), candidates.reshape(-1)]))  # (B*H + B*K, D)
+        vectors = self.news_encoder(
+            torch.cat([history.reshape(-1), candidates.reshape(-1)])
+        )  # (B*H + B*K, D)
         clicked = vectors[: B * H].view(B, H, -1)  # (B, H, D)
         candidate = vectors[B * H :].view(B, K, -1)  # (B, K, D)
         user = self.user_encoder(clicked, history_mask, users)  # (B, D)

@@ -39,7 +39,9 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         B, L, D = x.shape  # batch, sequence, dim
         q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, L, D)
-        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, L, hs)
+        q, k, v = (
+            t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v)
+        )  # (B, h, L, hs)
         attn_mask = mask[:, None, None, :]  # (B, 1, 1, L): True = may attend
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0

@@ -32,14 +32,20 @@ class TextProjection(nn.Module):
         - output: (N, D)
     """
 
-    def __init__(self, in_dim: int, dim: int, kind: Literal["linear", "mlp"] = "mlp", dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, dim: int, kind: Literal["linear", "mlp"] = "linear", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.kind = kind
         if kind == "linear":
             self.net = nn.Sequential(nn.Linear(in_dim, dim), nn.LayerNorm(dim))
         elif kind == "mlp":
             self.net = nn.Sequential(
-                nn.Linear(in_dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim), nn.LayerNorm(dim)
+                nn.Linear(in_dim, 2 * dim),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(2 * dim, dim),
+                nn.LayerNorm(dim),
             )
         else:
             raise ValueError(f"{self.__class__.__name__}: kind must be linear or mlp, not {kind!r}")

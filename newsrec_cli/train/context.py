@@ -20,6 +20,18 @@ from newsrec_cli.mind import Impressions, NewsTable, Vocab
 from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
 from newsrec_cli.model.inputs import needed_news
 
+__all__ = [
+    "TextVectors",
+    "Vocabularies",
+    "build_vocabularies",
+    "check_coverage",
+    "check_modalities",
+    "needed_news",  # re-exported: callers of this module use it beside news_features
+    "news_features",
+    "open_store",
+    "text_vectors",
+]
+
 VOCAB_FILES = {
     "ids": "vocab_news_ids.txt",
     "categories": "vocab_categories.txt",
@@ -66,7 +78,9 @@ class Vocabularies:
         return cls(**found)  # type: ignore[arg-type]
 
 
-def build_vocabularies(news_vocab: Vocab, news: NewsTable, train: Impressions, *, users: bool) -> Vocabularies:
+def build_vocabularies(
+    news_vocab: Vocab, news: NewsTable, train: Impressions, *, users: bool
+) -> Vocabularies:
     """Vocabularies of a training run (see Vocabularies)."""
     seen = np.unique(np.concatenate([train.candidates, train.history]).astype(np.int64))
     seen = seen[seen > 0]
@@ -99,8 +113,9 @@ def open_store(path: Path | str) -> Any:
     return store
 
 
-def check_coverage(present: np.ndarray, news_ids: Sequence[str], needed: np.ndarray, *, missing: str,
-                   store: Path | str) -> list[str]:
+def check_coverage(
+    present: np.ndarray, news_ids: Sequence[str], needed: np.ndarray, *, missing: str, store: Path | str
+) -> list[str]:
     """The needed news without a text vector; a MissingVectorsError unless missing == "learned"."""
     lacking = [news_ids[i] for i in needed[~present[needed]]]
     if lacking and missing != "learned":
@@ -129,9 +144,13 @@ def text_vectors(
         )
     matrix, _ = store.lookup(list(news_ids[1:]))
     matrix = np.concatenate([np.zeros((1, store.dim), dtype=np.float32), matrix])
-    present = np.fromiter((i > 0 and store.has(id_) for i, id_ in enumerate(news_ids)), dtype=bool, count=len(news_ids))
+    present = np.fromiter(
+        (i > 0 and store.has(id_) for i, id_ in enumerate(news_ids)), dtype=bool, count=len(news_ids)
+    )
     lacking = check_coverage(present, news_ids, needed, missing=missing, store=store.path)
-    return TextVectors(matrix=matrix, present=present, store_path=Path(store.path), meta=dict(store.meta)), lacking
+    return TextVectors(
+        matrix=matrix, present=present, store_path=Path(store.path), meta=dict(store.meta)
+    ), lacking
 
 
 def news_features(

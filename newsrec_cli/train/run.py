@@ -68,7 +68,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise SettingsError(f"train.device = {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+        raise SettingsError(
+            f"train.device = {device!r}: not a device (auto, cpu, cuda, cuda:1, ...)"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise SettingsError(f"train.device = {device!r}: CUDA is not available on this machine")
     return resolved
@@ -85,10 +87,16 @@ def modalities(settings: TrainSettings, *, has_graph: bool) -> list[str]:
     return [name for name, on in wanted.items() if on]
 
 
-def build_model(settings: TrainSettings, graph_settings: GraphSettings, context: DataContext) -> NewsRecommender:
+def build_model(
+    settings: TrainSettings, graph_settings: GraphSettings, context: DataContext
+) -> NewsRecommender:
     """A freshly initialised recommender with `context.features` attached."""
-    check_modalities(settings.use_id, settings.use_text, settings.use_graph and context.graph is not None,
-                     settings.use_category)
+    check_modalities(
+        settings.use_id,
+        settings.use_text,
+        settings.use_graph and context.graph is not None,
+        settings.use_category,
+    )
     if settings.dim % settings.heads:
         raise SettingsError(f"train.dim = {settings.dim} must be divisible by train.heads = {settings.heads}")
     if settings.use_text and context.text_dim is None:
@@ -103,7 +111,9 @@ def build_model(settings: TrainSettings, graph_settings: GraphSettings, context:
     news_encoder = NewsEncoder(
         dim,
         build_fusion(settings.fusion, names, dim, settings.dropout),
-        id_embedding=NewsIdEmbedding(len(context.vocabs.ids), dim, settings.id_dropout) if "id" in names else None,
+        id_embedding=NewsIdEmbedding(len(context.vocabs.ids), dim, settings.id_dropout)
+        if "id" in names
+        else None,
         text=TextProjection(context.text_dim, dim, settings.text_projection, settings.dropout)
         if "text" in names and context.text_dim
         else None,
@@ -114,12 +124,19 @@ def build_model(settings: TrainSettings, graph_settings: GraphSettings, context:
     )
     users = context.vocabs.users
     user_encoder = UserEncoder(
-        dim, settings.heads, settings.dropout, num_users=len(users) if settings.use_user_id and users else None
+        dim,
+        settings.heads,
+        settings.dropout,
+        num_users=len(users) if settings.use_user_id and users else None,
     )
     model = NewsRecommender(news_encoder, user_encoder, ScoringHead(settings.scoring, dim))
     features = context.features
     if news_encoder.text is not None and features.text is not None:
-        present = features.text_present if features.text_present is not None else torch.ones(len(features), dtype=bool)
+        present = (
+            features.text_present
+            if features.text_present is not None
+            else torch.ones(len(features), dtype=bool)
+        )
         rows = features.text[1:][present[1:]]
         if len(rows):
             news_encoder.text.set_center(rows)
@@ -225,7 +242,9 @@ def settings_of(config: dict[str, Any], path: Path) -> tuple[TrainSettings, Data
             GraphSettings(**stored["graph"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"settings of the run are unreadable ({str(exc).splitlines()[0]})", path=path) from None
+        raise InputError(
+            f"settings of the run are unreadable ({str(exc).splitlines()[0]})", path=path
+        ) from None
 
 
 # ----------------------------------------------------------------------------- loading a run
@@ -277,14 +296,18 @@ class LoadedRun:
             self._attached, self._attached_size = vocab, len(vocab)
         elif self.model.news_encoder.text_present is not None:
             present = self.model.news_encoder.text_present.cpu().numpy()
-            check_coverage(present, vocab.ids, must, missing=self.settings.missing, store=self.store_path or "")
+            check_coverage(
+                present, vocab.ids, must, missing=self.settings.missing, store=self.store_path or ""
+            )
 
     def user_rows(self, imps: Impressions) -> np.ndarray | None:
         """Rows of the user-ID table for each impression (0 = a user not seen in training)."""
         if self.model.user_encoder.user_embedding is None or self.vocabs.users is None:
             return None
         lookup = np.fromiter(
-            (self.vocabs.users.get(u) for u in imps.user_vocab.ids), dtype=np.int64, count=len(imps.user_vocab)
+            (self.vocabs.users.get(u) for u in imps.user_vocab.ids),
+            dtype=np.int64,
+            count=len(imps.user_vocab),
         )
         return lookup[imps.users.astype(np.int64)]
 
@@ -314,10 +337,15 @@ def load_run(
     text = None
     if "text" in modal:
         if store_path is None:
-            raise InputError("the run used text vectors but config.json names no store", path=run_dir / CONFIG)
+            raise InputError(
+                "the run used text vectors but config.json names no store", path=run_dir / CONFIG
+            )
         opened_store = open_store(store_path)
         text, _ = text_vectors(
-            opened_store, news_vocab.ids, np.zeros(0, dtype=np.int64), missing="learned",
+            opened_store,
+            news_vocab.ids,
+            np.zeros(0, dtype=np.int64),
+            missing="learned",
             expected_dim=config.get("embeddings", {}).get("dim"),
         )
     news_graph, graph_index = None, None
@@ -329,8 +357,9 @@ def load_run(
         news_graph = load_graph(graph_path)
         graph_index = news_graph.news_index
     features = news_features(news_vocab, news_table, vocabs, text=text, graph_index=graph_index)
-    context = DataContext(vocabs=vocabs, features=features, text_dim=text.matrix.shape[1] if text else None,
-                         graph=news_graph)
+    context = DataContext(
+        vocabs=vocabs, features=features, text_dim=text.matrix.shape[1] if text else None, graph=news_graph
+    )
     if "graph" not in modal:
         train_settings = train_settings.model_copy(update={"use_graph": False})
     model = build_model(train_settings, graph_settings, context)
@@ -339,17 +368,29 @@ def load_run(
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as exc:
         raise InputError(
-            f"weights do not fit the model config.json describes ({str(exc).splitlines()[0]})", path=run_dir / weights
+            f"weights do not fit the model config.json describes ({str(exc).splitlines()[0]})",
+            path=run_dir / weights,
         ) from None
     resolved = resolve_device(device)
     model.to(resolved)
     model.attach(features)  # re-attach so the buffers follow the device
     model.eval()
     run = LoadedRun(
-        run_dir=run_dir, model=model, settings=train_settings, data_settings=data_settings,
-        graph_settings=graph_settings, vocabs=vocabs, config=config, store_path=store_path,
-        graph_path=graph_path, device=resolved, checkpoint={k: v for k, v in state.items() if k != "model"},
-        _store=opened_store, _graph_index=graph_index, _attached=news_vocab, _attached_size=len(news_vocab),
+        run_dir=run_dir,
+        model=model,
+        settings=train_settings,
+        data_settings=data_settings,
+        graph_settings=graph_settings,
+        vocabs=vocabs,
+        config=config,
+        store_path=store_path,
+        graph_path=graph_path,
+        device=resolved,
+        checkpoint={k: v for k, v in state.items() if k != "model"},
+        _store=opened_store,
+        _graph_index=graph_index,
+        _attached=news_vocab,
+        _attached_size=len(news_vocab),
     )
     return run
 
