@@ -43,20 +43,21 @@ class Scoring:
 
 
 def logit_table(out: ModelOutputs) -> Table:
-    """Logit statistics over all candidates, and clicked / not clicked apart."""
-    cols = ["candidates", "count", "min", "max", "mean", "std"] + [f"p{q}" for q in PERCENTILES]
-    table = Table("Logits (before sigmoid)", cols)
+    """Logit statistics over all candidates, and clicked / not clicked apart.
+
+    One column per group and one row per statistic, so it stays readable in 80 columns.
+    """
+    groups = []
     for name, mask in (
         ("all", np.ones(len(out.logits), dtype=bool)),
         ("clicked", out.labels == 1),
         ("not clicked", out.labels == 0),
     ):
-        if not mask.any():
-            continue
-        s = summary(out.logits[mask])
-        table.add(
-            name, s["count"], s["min"], s["max"], s["mean"], s["std"], *(s[f"p{q}"] for q in PERCENTILES)
-        )
+        if mask.any():
+            groups.append((name, summary(out.logits[mask])))
+    table = Table("Logits (before sigmoid)", ["statistic", *(name for name, _ in groups)])
+    for stat in ["count", "min", "max", "mean", "std"] + [f"p{q}" for q in PERCENTILES]:
+        table.add(stat, *(s[stat] for _, s in groups))
     return table
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.embed import atomic
+from newsrec_cli import atomic
 from newsrec_cli.embed.store import signature_mismatch
 from newsrec_cli.errors import InputError
 

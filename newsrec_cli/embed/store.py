@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.embed import atomic
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 
 VECTORS = "vectors.npy"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from newsrec_cli.embed import atomic
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.metrics import ranks_from_scores
 from newsrec_cli.mind.behaviors import Impressions

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.embed import atomic
+from newsrec_cli import atomic
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.evaluate import baselines

@@ -16,17 +16,14 @@ to a temporary name and renamed; meta.json goes last, so a folder with a meta.js
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 from newsrec_cli.graph.graph import (
     FEATURE_SOURCES,
@@ -91,13 +88,10 @@ def save_graph(graph: NewsGraph, path: str | Path) -> Path:
     }
     if (path / META).exists():
         (path / META).unlink()  # the folder is incomplete until the new meta.json lands
-    with _atomic(path / ARRAYS) as handle:
-        np.savez(handle, **arrays)
+    atomic.write_npz(path / ARRAYS, **arrays)
     for name, ids in ((NEWS_IDS, a.news_ids), (ENTITY_IDS, a.entity_ids)):
-        with _atomic(path / name) as handle:
-            handle.write("".join(id_ + "\n" for id_ in ids).encode("utf-8"))
-    with _atomic(path / META) as handle:
-        handle.write((json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        atomic.write_text(path / name, "".join(id_ + "\n" for id_ in ids))
+    atomic.write_json(path / META, meta)
     graph.meta = meta
     return path
 
@@ -219,19 +213,3 @@ def _read_ids(path: Path) -> list[str]:
     if ids and ids[-1] == "":
         ids.pop()
     return ids
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[IO[bytes]]:
-    """A temporary file beside `path`, renamed onto it when the block ends without error."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

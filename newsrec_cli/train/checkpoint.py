@@ -6,20 +6,19 @@ the settings the run was trained with, so it describes itself.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file, then rename: an interrupted save leaves the old file intact."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic.atomic_handle(path) as handle:
+        torch.save(payload, handle)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -20,7 +20,7 @@ TMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
-def _atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
+def atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
@@ -38,7 +38,7 @@ def _atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically."""
-    with _atomic_handle(path) as handle:
+    with atomic_handle(path) as handle:
         handle.write(data)
 
 
@@ -51,12 +51,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:
-    with _atomic_handle(path) as handle:
+    with atomic_handle(path) as handle:
         np.save(handle, array, allow_pickle=False)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    with _atomic_handle(path) as handle:
+    with atomic_handle(path) as handle:
         np.savez(handle, **arrays)
 
 
