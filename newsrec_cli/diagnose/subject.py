@@ -21,12 +21,11 @@ import torch
 from newsrec_cli.diagnose.adapters import drop_normalisation, head_name, set_scale
 from newsrec_cli.diagnose.forward import sample_impressions
 from newsrec_cli.diagnose.saturation import Scoring
-from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
-from newsrec_cli.train.context import build_vocabularies, needed_news, news_features, open_store, text_vectors
-from newsrec_cli.train.run import DataContext, build_model, load_run, resolve_device
+from newsrec_cli.train.run import build_model, load_run, prepare_context, resolve_device
 
 
 @dataclass
@@ -70,35 +69,17 @@ def from_init(
         data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
     )
     settings = train_settings
-    vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
-    text, text_dim = None, None
-    if settings.use_text:
-        if store is None:
-            raise SettingsError("train.use_text is on: give the text vectors with --embeddings STORE")
-        opened = open_store(store)
-        text, _ = text_vectors(opened, vocabs.news.ids, needed_news(train, valid), missing=settings.missing)
-        text_dim = opened.dim
-    news_graph = None
-    if graph is not None and settings.use_graph:
-        from newsrec_cli.graph import load_graph
-
-        news_graph = load_graph(graph)
-    features = news_features(
-        dataset.news_vocab,
-        dataset.news,
-        vocabs,
-        text=text,
-        graph_index=news_graph.news_index if news_graph is not None else None,
-    )
+    context, _ = prepare_context(settings, dataset, train, valid, store=store, graph=graph)
+    features = context.features
     torch.manual_seed(settings.seed)
-    model = build_model(settings, graph_settings, DataContext(vocabs, features, text_dim, news_graph))
+    model = build_model(settings, graph_settings, context)
     if normalize is False:
         drop_normalisation(model)
     if scale is not None:
         set_scale(model, scale)
     model.to(resolve_device(settings.device))
     model.attach(features)  # buffers follow the device
-    users = vocabs.users if model.user_encoder.user_embedding is not None else None
+    users = context.vocabs.users if model.user_encoder.user_embedding is not None else None
     return _subject(model, settings, dataset, train, valid, sample, seed, "fresh model", users)
 
 

@@ -36,7 +36,6 @@ from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.batching import EpochBatches, plan_epoch
-from newsrec_cli.train.context import build_vocabularies, needed_news, news_features, open_store, text_vectors
 from newsrec_cli.train.losses import loss_fn
 from newsrec_cli.train.run import (
     CONFIG,
@@ -45,8 +44,8 @@ from newsrec_cli.train.run import (
     MODEL,
     NEWS_TABLE,
     TENSORBOARD,
-    DataContext,
     build_model,
+    prepare_context,
     read_config,
     resolve_device,
     run_config,
@@ -323,35 +322,10 @@ def train(
         raise InputError("no click with an unclicked candidate beside it: nothing to train on", path=data)
 
     # -- model inputs: vocabularies, text vectors, graph nodes, categories
-    vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train_imps, users=settings.use_user_id)
-    text, lacking, text_dim = None, [], None
-    if settings.use_text:
-        if store is None:
-            raise SettingsError(
-                "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
-            )
-        opened = open_store(store)
-        text, lacking = text_vectors(
-            opened,
-            dataset.news_vocab.ids,
-            needed_news(train_imps, valid_imps),
-            missing=settings.missing,
-            expected_dim=trained_dim,
-        )
-        text_dim = opened.dim
-    news_graph = None
-    if graph is not None and settings.use_graph:
-        from newsrec_cli.graph import load_graph
-
-        news_graph = load_graph(graph)
-    features = news_features(
-        dataset.news_vocab,
-        dataset.news,
-        vocabs,
-        text=text,
-        graph_index=news_graph.news_index if news_graph is not None else None,
+    context, lacking = prepare_context(
+        settings, dataset, train_imps, valid_imps, store=store, graph=graph, trained_dim=trained_dim
     )
-    context = DataContext(vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph)
+    vocabs, features, news_graph = context.vocabs, context.features, context.graph
     torch.manual_seed(settings.seed)
     model = build_model(settings, graph_settings, context).to(device)
     model.attach(features)

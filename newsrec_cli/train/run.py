@@ -34,6 +34,7 @@ from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.context import (
     Vocabularies,
+    build_vocabularies,
     check_coverage,
     check_modalities,
     needed_news,
@@ -59,6 +60,51 @@ class DataContext:
     features: NewsFeatures
     text_dim: int | None = None
     graph: Any = None  # newsrec_cli.graph.NewsGraph or None
+
+
+def prepare_context(
+    settings: TrainSettings,
+    dataset: MindDataset,
+    train: Impressions,
+    valid: Impressions,
+    *,
+    store: str | Path | None,
+    graph: str | Path | None,
+    trained_dim: int | None = None,
+) -> tuple[DataContext, list[str]]:
+    """Vocabularies, text vectors, graph nodes and categories for a fresh model, and the needed
+    news the store lacks (allowed only with missing="learned"). `newsrec train` and `diagnose
+    --init` both build their model from this, so a checked configuration is the trained one.
+    """
+    vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
+    text, lacking, text_dim = None, [], None
+    if settings.use_text:
+        if store is None:
+            raise SettingsError(
+                "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
+            )
+        opened = open_store(store)
+        text, lacking = text_vectors(
+            opened,
+            dataset.news_vocab.ids,
+            needed_news(train, valid),
+            missing=settings.missing,
+            expected_dim=trained_dim,
+        )
+        text_dim = opened.dim
+    news_graph = None
+    if graph is not None and settings.use_graph:
+        from newsrec_cli.graph import load_graph  # torch_geometric loads only when a graph is used
+
+        news_graph = load_graph(graph)
+    features = news_features(
+        dataset.news_vocab,
+        dataset.news,
+        vocabs,
+        text=text,
+        graph_index=news_graph.news_index if news_graph is not None else None,
+    )
+    return DataContext(vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph), lacking
 
 
 def resolve_device(device: str) -> torch.device:
