@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the built-in synthetic dataset: install, then
 # synth -> embed (local MiniLM, offline) -> build-graph -> train -> evaluate (+ baselines) -> diagnose.
-# Everything lands in ./demo (override with DEMO=dir). Rerunning reuses what is already there.
+# Everything lands in ./demo (override with DEMO=dir). Rerunning reuses the data, vectors and
+# graph already there and trains a fresh run (train never overwrites a run by itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -12,6 +13,7 @@ newsrec data synth --out "$D/data"
 newsrec data stats "$D/data"
 newsrec embed "$D/data" --out "$D/embeddings"
 newsrec build-graph "$D/data" --out "$D/graph"
+rm -rf "$D/run"
 newsrec train "$D/data" --embeddings "$D/embeddings" --graph "$D/graph" --out "$D/run"
 newsrec evaluate "$D/run" --data "$D/data" --baselines --metrics auc,mrr,ndcg
 newsrec diagnose saturation "$D/run"
