@@ -218,7 +218,7 @@ class TrainSettings(StageSettings):
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
-    seed: int = Field(42, description="Same seed, same machine: same numbers.")
+    seed: int = Field(42, description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).")
     # hardware
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
