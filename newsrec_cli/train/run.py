@@ -83,11 +83,22 @@ def prepare_context(
             raise SettingsError(
                 "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
             )
+        needed = needed_news(train, valid)
+        unknown = needed[~dataset.in_news(needed)]
+        if len(unknown) and settings.missing == "error":
+            # No store can hold text for news that news.tsv lacks: say so rather than "embed them".
+            first = ", ".join(dataset.news_vocab.ids[i] for i in unknown[:5])
+            raise InputError(
+                f"{len(unknown)} news IDs in the impressions have no row in news.tsv (first: {first}); "
+                "drop them with `newsrec filter --require-embeddings STORE`, or train with --missing learned",
+                path=train.source or dataset.root,
+                field="History/Impressions",
+            )
         opened = open_store(store)
         text, lacking = text_vectors(
             opened,
             dataset.news_vocab.ids,
-            needed_news(train, valid),
+            needed,
             missing=settings.missing,
             expected_dim=trained_dim,
         )
