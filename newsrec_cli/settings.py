@@ -45,7 +45,9 @@ class DataSettings(StageSettings):
         "usable times). Candidates of one impression are never split.",
     )
     valid_days: int | None = Field(
-        None, ge=1, description="With a split by time: the last N days are validation (default: the last day)."
+        None,
+        ge=1,
+        description="With a split by time: the last N days are validation (default: the last day).",
     )
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
@@ -73,18 +75,22 @@ class EmbedSettings(StageSettings):
     section: ClassVar[str] = "embed"
 
     provider: Literal["local", "openai", "hashing"] = Field(
-        "local", description="local: sentence-transformers, offline; openai: the API or a compatible "
-        "server; hashing: deterministic, NOT semantic, for smoke tests only."
+        "local",
+        description="local: sentence-transformers, offline; openai: the API or a compatible "
+        "server; hashing: deterministic, NOT semantic, for smoke tests only.",
     )
     model: str | None = Field(
-        None, description="Model name or path (default: all-MiniLM-L6-v2 for local, "
-        "text-embedding-3-small for openai)."
+        None,
+        description="Model name or path (default: all-MiniLM-L6-v2 for local, "
+        "text-embedding-3-small for openai).",
     )
     template: str = Field(
         "{category} | {subcategory} | {title} | {abstract}",
         description="Text embedded per news; fields: title, abstract, category, subcategory, entities.",
     )
-    batch_size: int = Field(64, ge=1, description="Texts per batch (local model, hashing); one saved chunk each.")
+    batch_size: int = Field(
+        64, ge=1, description="Texts per batch (local model, hashing); one saved chunk each."
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     normalize: bool = Field(True, description="L2-normalise vectors before storing them.")
     dimensions: int | None = Field(
@@ -99,7 +105,9 @@ class EmbedSettings(StageSettings):
     timeout: float = Field(60.0, gt=0, description="Seconds before a request is retried.")
     hashing_dim: int = Field(256, ge=8, description="Dimension of the hashing provider (when no dimensions).")
     hashing_delay: float = Field(
-        0.0, ge=0, description="Seconds the hashing provider sleeps per batch (tests slow a run to interrupt it)."
+        0.0,
+        ge=0,
+        description="Seconds the hashing provider sleeps per batch (tests slow a run to interrupt it).",
     )
 
 
@@ -155,13 +163,15 @@ class TrainSettings(StageSettings):
 
     # model: news encoder
     use_id: bool = Field(
-        True, description="Learnable news-ID embedding over training news; fresh news share an 'unseen' vector."
+        True,
+        description="Learnable news-ID embedding over training news; fresh news share an 'unseen' vector.",
     )
     use_text: bool = Field(True, description="Frozen text vector from the store, projected.")
     use_graph: bool = Field(True, description="GNN vector of the news node (only when --graph is given).")
     use_category: bool = Field(True, description="Category and subcategory embeddings.")
     fusion: Literal["concat", "attention", "gate"] = Field(
-        "attention", description="How modalities combine: MLP over the concatenation, a learned query, or gates."
+        "attention",
+        description="How modalities combine: MLP over the concatenation, a learned query, or gates.",
     )
     text_projection: Literal["linear", "mlp"] = Field(
         "linear",
@@ -169,12 +179,15 @@ class TrainSettings(StageSettings):
         description="Projection of the frozen text vectors: Linear+LayerNorm, or a two-layer MLP.",
     )
     dim: int = Field(
-        128, ge=8,
+        128,
+        ge=8,
         # 256 scored the same on synthetic data (AUC within 0.001) at half the speed on CPU.
         description="Size of news and user vectors.",
     )
     id_dropout: float = Field(
-        0.5, ge=0.0, le=1.0,
+        0.5,
+        ge=0.0,
+        le=1.0,
         # High on purpose: most test news are fresh, so the model must rank well without their IDs.
         description="Share of training news per batch whose ID is replaced by the unseen vector.",
     )
@@ -182,9 +195,13 @@ class TrainSettings(StageSettings):
         "error", description="News without a text vector: an error, or a learned vector plus mask (reported)."
     )
     # model: user encoder and score
-    heads: int = Field(8, ge=1, description="Self-attention heads of the user encoder (dim must divide by it).")
+    heads: int = Field(
+        8, ge=1, description="Self-attention heads of the user encoder (dim must divide by it)."
+    )
     history: int = Field(50, ge=1, description="Most recent clicks kept per user (NRMS uses 50).")
-    use_user_id: bool = Field(False, description="User-ID embedding over training users (off: most users are new).")
+    use_user_id: bool = Field(
+        False, description="User-ID embedding over training users (off: most users are new)."
+    )
     scoring: Literal["dot", "cosine"] = Field(
         "dot", description="Score head: scaled dot product or cosine, times a learned temperature."
     )
@@ -193,36 +210,49 @@ class TrainSettings(StageSettings):
     loss: Literal["listwise", "pointwise", "focal"] = Field(
         "listwise", description="Loss on logits: softmax over 1 click + K non-clicks, BCE, or focal BCE."
     )
-    negatives: int = Field(4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4).")
+    negatives: int = Field(
+        4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4)."
+    )
     pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
     gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
     # optimisation
     epochs: int = Field(
-        5, ge=1,
+        5,
+        ge=1,
         # validation AUC still rose up to epoch 4-6 on real and synthetic data; early stopping guards the rest.
         description="Passes over the training clicks (early stopping may end sooner).",
     )
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (also the schedule's length).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many steps (also the schedule's length)."
+    )
     time_budget: float | None = Field(
         None, gt=0, description="Stop after this many seconds, validate and save (resumable)."
     )
     batch_size: int = Field(64, ge=1, description="Clicks per step.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on embeddings, norms, biases).")
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay (not on embeddings, norms, biases)."
+    )
     warmup: float = Field(0.05, ge=0, lt=1, description="Share of the steps with a linear warm-up.")
     schedule: Literal["cosine", "plateau", "constant"] = Field(
-        "cosine", description="After warm-up: cosine decay to 10%, halve on a validation plateau, or constant."
+        "cosine",
+        description="After warm-up: cosine decay to 10%, halve on a validation plateau, or constant.",
     )
     clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
     patience: int = Field(2, ge=1, description="Epochs without a better valid AUC before stopping.")
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
-    seed: int = Field(42, description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).")
+    seed: int = Field(
+        42,
+        description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).",
+    )
     # hardware
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes building batches (0: in the main one).")
+    workers: int = Field(
+        0, ge=0, description="DataLoader worker processes building batches (0: in the main one)."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads of torch (default: torch's choice).")
     eval_batch_size: int = Field(1024, ge=1, description="Impressions per batch when validating.")
 
@@ -283,7 +313,9 @@ class DiagnoseSettings(StageSettings):
     seed: int = Field(0, description="Seed of the sample.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ... for the model checks.")
     scale: float | None = Field(
-        None, gt=0, le=100,
+        None,
+        gt=0,
+        le=100,
         # The score head's scale has no train setting yet; this sets it on a fresh model (--init) to
         # test a temperature before training, e.g. 10 with scoring = "dot" reproduces saturation.
         description="With --init: the score head's initial scale (logit = scale x similarity, an inverse "

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check newsrec_cli tests benchmarks examples
+.venv/bin/ruff format --check --quiet newsrec_cli tests benchmarks examples
 .venv/bin/python -m pytest "$@"

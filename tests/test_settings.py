@@ -31,7 +31,9 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
 
 
 def test_bad_value_names_field_value_and_source(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match=r"train\.lr = '-1' \(from env NEWSREC_TRAIN_LR\): .*greater than 0"):
+    with pytest.raises(
+        SettingsError, match=r"train\.lr = '-1' \(from env NEWSREC_TRAIN_LR\): .*greater than 0"
+    ):
         resolve(TrainSettings, env={"NEWSREC_TRAIN_LR": "-1"})
     with pytest.raises(SettingsError, match=r"train\.fusion = 'sum' \(from flag\): Input should be 'concat'"):
         resolve(TrainSettings, env={}, overrides={"fusion": "sum"})

@@ -12,7 +12,9 @@ from newsrec_cli.commands.common import ConfigOption, JsonOption, console, handl
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.settings import STAGES, example_toml, read_config_file, resolve
 
-app = typer.Typer(help="Show or write settings (defaults < TOML file < NEWSREC_* env < flags).", no_args_is_help=True)
+app = typer.Typer(
+    help="Show or write settings (defaults < TOML file < NEWSREC_* env < flags).", no_args_is_help=True
+)
 
 
 @app.command("show")
@@ -28,9 +30,7 @@ def show(
     """
     stages = [s for s in STAGES if stage is None or s.section == stage]
     if not stages:
-        raise SettingsError(
-            f"stage {stage!r} is not known; allowed: {', '.join(s.section for s in STAGES)}"
-        )
+        raise SettingsError(f"stage {stage!r} is not known; allowed: {', '.join(s.section for s in STAGES)}")
     file_data = read_config_file(config)
     resolved = {s.section: resolve(s, config=config, file_data=file_data) for s in stages}
     if json_out:

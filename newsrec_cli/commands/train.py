@@ -94,7 +94,9 @@ def train_command(
     valid_impressions: Annotated[
         int | None, _opt("Validate on a fixed sample of N impressions.", "--valid-impressions")
     ] = None,
-    seed: Annotated[int | None, _opt("Seed (same seed, machine and --threads 1: bit-identical numbers).", "--seed")] = None,
+    seed: Annotated[
+        int | None, _opt("Seed (same seed, machine and --threads 1: bit-identical numbers).", "--seed")
+    ] = None,
     device: Annotated[str | None, _opt("auto, cpu, cuda, cuda:1, ...", "--device")] = None,
     workers: Annotated[int | None, _opt("DataLoader worker processes.", "--workers")] = None,
     threads: Annotated[int | None, _opt("CPU threads of torch.", "--threads")] = None,

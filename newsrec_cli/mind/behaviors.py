@@ -181,8 +181,12 @@ def _check_unique_ids(
     dups = sorted(zip(lines, firsts, ids[repeat].tolist(), strict=True))
     if mode == "error":
         line, first, dup = dups[0]
-        raise InputError(f"duplicate impression ID {dup} (first on line {first})", path=path, line=line,
-                         field="ImpressionID")
+        raise InputError(
+            f"duplicate impression ID {dup} (first on line {first})",
+            path=path,
+            line=line,
+            field="ImpressionID",
+        )
     for line, first, dup in dups:
         report.skipped.append(
             BadLine(str(path), line, "ImpressionID", f"duplicate impression ID {dup} (first on line {first})")

@@ -28,7 +28,9 @@ def find_splits(path: str | Path) -> dict[str, Path]:
     if not path.exists():
         raise InputError("dataset folder not found", path=path)
     if not path.is_dir():
-        raise InputError("expected a MIND folder (news.tsv, behaviors.tsv) or a parent of train/ valid/ test/", path=path)
+        raise InputError(
+            "expected a MIND folder (news.tsv, behaviors.tsv) or a parent of train/ valid/ test/", path=path
+        )
     if (path / "news.tsv").exists():
         return {SINGLE: path}
     found: dict[str, Path] = {}
@@ -93,17 +95,29 @@ class MindDataset:
         else:
             raise InputError("no training impressions (train/behaviors.tsv)", path=self.root)
         if split == "auto" and "valid" in self.splits:
-            return train, self.splits["valid"], f"validation: the dataset's own valid folder ({self.folders['valid']})"
+            return (
+                train,
+                self.splits["valid"],
+                f"validation: the dataset's own valid folder ({self.folders['valid']})",
+            )
         no_times = len(train) > 0 and bool((train.times == train.times[0]).all())
         if split == "time" or (split == "auto" and not no_times):
             tr, va = split_by_time(train, valid_days)
             first = va.times.min().astype("datetime64[D]")
-            return tr, va, f"validation: split by time, impressions from {first} on ({len(va)} of {len(train)})"
+            return (
+                tr,
+                va,
+                f"validation: split by time, impressions from {first} on ({len(va)} of {len(train)})",
+            )
         tr, va = split_by_impression(train, valid_fraction, seed)
         why = "every impression has the same time" if no_times else "asked for"
-        return tr, va, (
-            f"validation: split by impression ({why}), {len(va)} of {len(train)} impressions held out at random "
-            "(no usable times; same news and users on both sides, so numbers are optimistic)"
+        return (
+            tr,
+            va,
+            (
+                f"validation: split by impression ({why}), {len(va)} of {len(train)} impressions held out at random "
+                "(no usable times; same news and users on both sides, so numbers are optimistic)"
+            ),
         )
 
 
@@ -128,7 +142,11 @@ def load_dataset(
     news_vocab = Vocab(news.ids)
     user_vocab = Vocab()
     dataset = MindDataset(
-        root=root, folders=folders, news=news, news_vocab=news_vocab, user_vocab=user_vocab,
+        root=root,
+        folders=folders,
+        news=news,
+        news_vocab=news_vocab,
+        user_vocab=user_vocab,
         reports=list(news.reports),
     )
     if behaviors:

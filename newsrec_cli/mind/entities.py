@@ -40,7 +40,9 @@ def parse_entities(text: str) -> list[Entity]:
             confidence = float(item.get("Confidence", 1.0))
             offsets = tuple(int(o) for o in item.get("OccurrenceOffsets") or ())
         except (TypeError, ValueError):
-            raise ValueError(f"entity {n} ({wid}) has a non-numeric Confidence or OccurrenceOffsets") from None
+            raise ValueError(
+                f"entity {n} ({wid}) has a non-numeric Confidence or OccurrenceOffsets"
+            ) from None
         entities.append(
             Entity(
                 wikidata_id=wid,

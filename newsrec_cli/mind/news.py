@@ -62,7 +62,14 @@ class NewsTable:
             if id_ in self.index:
                 continue
             self.append(
-                (id_, other.category[i], other.subcategory[i], other.title[i], other.abstract[i], other.url[i]),
+                (
+                    id_,
+                    other.category[i],
+                    other.subcategory[i],
+                    other.title[i],
+                    other.abstract[i],
+                    other.url[i],
+                ),
                 other.title_entities[i],
                 other.abstract_entities[i],
             )

@@ -46,9 +46,7 @@ def split_by_impression(
     n = len(imps)
     n_valid = int(round(n * valid_fraction))
     if n_valid < 1 or n_valid >= n:
-        raise InputError(
-            f"cannot hold out {valid_fraction:.0%} of {n} impressions", path=imps.source or None
-        )
+        raise InputError(f"cannot hold out {valid_fraction:.0%} of {n} impressions", path=imps.source or None)
     order = np.random.default_rng(seed).permutation(n)
     valid = np.zeros(n, dtype=bool)
     valid[order[:n_valid]] = True
