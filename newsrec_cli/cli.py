@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
 from newsrec_cli import __version__  # noqa: E402
 from newsrec_cli.commands import config as config_cmd
@@ -21,8 +22,20 @@ from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
 from newsrec_cli.commands import train as train_cmd
 
+PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "filter", "config"]
+
+
+class PipelineGroup(TyperGroup):
+    """Lists commands in pipeline order (Typer lists plain commands before groups otherwise)."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        known = [name for name in PIPELINE if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
 app = typer.Typer(
     name="newsrec",
+    cls=PipelineGroup,
     help="News recommendation on MIND-format data: from raw files to honest, reproducible metrics.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -53,7 +66,10 @@ def root(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
-    """News recommendation on MIND-format data: from raw files to honest, reproducible metrics."""
+    """News recommendation on MIND-format data: from raw files to honest, reproducible metrics.
+
+    Example: newsrec data synth --out demo/data && newsrec embed demo/data --out demo/embeddings
+    """
 
 
 def main() -> None:

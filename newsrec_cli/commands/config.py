@@ -13,7 +13,9 @@ from newsrec_cli.errors import SettingsError
 from newsrec_cli.settings import STAGES, example_toml, read_config_file, resolve
 
 app = typer.Typer(
-    help="Show or write settings (defaults < TOML file < NEWSREC_* env < flags).", no_args_is_help=True
+    help="Show or write settings (defaults < TOML file < NEWSREC_* env < flags)."
+    "\n\nExample: newsrec config show --stage train",
+    no_args_is_help=True,
 )
 
 

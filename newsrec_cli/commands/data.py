@@ -33,7 +33,10 @@ from newsrec_cli.mind.synth import synthesize
 from newsrec_cli.mind.validate import exit_code, validate_dataset
 from newsrec_cli.settings import DataSettings, SynthSettings
 
-app = typer.Typer(help="Make, inspect, check and download MIND datasets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Make, inspect, check and download MIND datasets.\n\nExample: newsrec data synth --out demo/data && newsrec data stats demo/data",
+    no_args_is_help=True,
+)
 
 
 @app.command("synth")

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 # and the other commands start in a fraction of a second.
 
 app = typer.Typer(
-    help="Check data and models before (and after) training; each command ends with OK, WARN or FAIL.",
+    help="Check data and models before (and after) training; each command ends with OK, WARN or FAIL."
+    "\n\nExample: newsrec diagnose saturation runs/synth",
     no_args_is_help=True,
 )
 

@@ -57,8 +57,9 @@ class DefaultToNews(TyperGroup):
 
 app = typer.Typer(
     cls=DefaultToNews,
-    help="Text vectors for news (and entity labels), in a resumable store keyed by ID. "
-    "`newsrec embed DATA --out STORE` embeds every news item of DATA.",
+    help="Text vectors for news (and entity labels), in a resumable store keyed by ID.\n\n"
+    "Example: newsrec embed demo/data --out demo/embeddings (embeds every news item of DATA; "
+    "the same as `newsrec embed news DATA --out STORE`)",
     no_args_is_help=True,
 )
 
