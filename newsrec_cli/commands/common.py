@@ -108,4 +108,6 @@ def progress(*, unit: str = "items", transient: bool = False, extra: str | None 
     ]
     if extra:
         columns.append(TextColumn(extra))
-    return Progress(*columns, console=err_console, transient=transient)
+    # A transient bar off a terminal has nothing to show and leaves a blank line behind: skip it.
+    disable = transient and not err_console.is_terminal
+    return Progress(*columns, console=err_console, transient=transient, disable=disable)

@@ -252,7 +252,7 @@ def download(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def on_progress(name: str, done: int, total: int | None) -> None:
