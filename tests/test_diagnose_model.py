@@ -215,6 +215,19 @@ def test_cli_saturation_exit_codes_and_plot(synth, tmp_path: Path) -> None:
     assert "OK:" in good.output
 
 
+def test_cli_normalize_and_scale_flags_reach_the_model(synth, tmp_path: Path) -> None:
+    # The fault of BAD_TOML asked for with flags: without normalisation the logits leave +-scale.
+    toml = '[train]\nscoring = "cosine"\n'
+    flags = _cli(synth, tmp_path, toml, "--no-normalize", "--scale", "10", "--json")
+    result = runner.invoke(app, ["diagnose", "saturation", *flags])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["values"]["logits"]["max"] > 10
+    bounded = runner.invoke(
+        app, ["diagnose", "saturation", *_cli(synth, tmp_path, toml, "--scale", "10", "--json")]
+    )
+    assert json.loads(bounded.stdout)["values"]["logits"]["max"] <= 10 + 1e-4
+
+
 def test_cli_json_equals_the_tables(synth, tmp_path: Path, monkeypatch) -> None:
     args = ["diagnose", "cosine", *_cli(synth, tmp_path, BAD_TOML)]
     as_json = runner.invoke(app, [*args, "--json"])

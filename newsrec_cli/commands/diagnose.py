@@ -245,7 +245,17 @@ def saturation_command(
     Example: newsrec diagnose saturation --init bad.toml --data data/synth --embeddings stores/hash
     """
     subject, _ = _subject(
-        run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
+        run,
+        init,
+        config,
+        data,
+        embeddings,
+        graph,
+        sample=sample,
+        seed=seed,
+        scale=scale,
+        normalize=normalize,
+        device=device,
     )
     from newsrec_cli.diagnose.api import check_saturation
 
@@ -279,7 +289,17 @@ def cosine_command(
     Example: newsrec diagnose cosine runs/nrms --plot plots/
     """
     subject, _ = _subject(
-        run, init, config, data, embeddings, graph, sample=sample, seed=seed, scale=scale, device=device
+        run,
+        init,
+        config,
+        data,
+        embeddings,
+        graph,
+        sample=sample,
+        seed=seed,
+        scale=scale,
+        normalize=normalize,
+        device=device,
     )
     from newsrec_cli.diagnose.api import check_cosine
 
