@@ -13,6 +13,7 @@ import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from newsrec_cli import __version__  # noqa: E402
+from newsrec_cli.commands import ablate as ablate_cmd
 from newsrec_cli.commands import config as config_cmd
 from newsrec_cli.commands import data as data_cmd
 from newsrec_cli.commands import diagnose as diagnose_cmd
@@ -22,7 +23,7 @@ from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
 from newsrec_cli.commands import train as train_cmd
 
-PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "filter", "config"]
+PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "ablate", "filter", "config"]
 
 
 class PipelineGroup(TyperGroup):
@@ -50,6 +51,7 @@ app.command("build-graph")(graph_cmd.build_graph_command)
 app.command("train")(train_cmd.train_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.add_typer(diagnose_cmd.app, name="diagnose")
+app.command("ablate")(ablate_cmd.ablate_command)
 app.command("filter")(filter_cmd.filter_command)
 app.add_typer(config_cmd.app, name="config")
 
