@@ -62,6 +62,7 @@ class ExportReport:
     parity: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    parity_impressions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +73,7 @@ class ExportReport:
             "opset": self.opset,
             "quantize": self.quantize,
             "parity": self.parity,
+            "parity_impressions": self.parity_impressions,
             "seconds": round(self.seconds, 2),
         }
 
@@ -505,6 +507,7 @@ def export_run(
         parity=parity,
         files=files,
         seconds=time.perf_counter() - started,
+        parity_impressions=len(valid),
     )
 
 
