@@ -175,8 +175,8 @@ class Engine:
             self._load_run()
         else:
             raise InputError("neither a run directory (config.json) nor an export (export.json)", path=self.source)
-        self._load_ingested()
         self._build_retriever()
+        self._load_ingested()
         self.ready = True
 
     def _load_export(self, backend: str) -> None:
