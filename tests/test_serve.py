@@ -335,3 +335,42 @@ def test_recommend_command_matches_http(torch_server: Server, exported: tuple[Pa
     assert table.exit_code == 0 and http["items"][0]["news_id"] in table.stdout and "rank" in table.stdout
     bad = runner.invoke(app, ["recommend", str(out), "--history", "NOPE"])
     assert bad.exit_code != 0 and "NOPE" in bad.output and "Traceback" not in bad.output
+
+
+# ----------------------------------------------------------------------------- fuzzing (runs last)
+
+
+FUZZ_EXAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def api_schema(torch_server: Server):  # type: ignore[no-untyped-def]
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{torch_server.url}/openapi.json")
+
+
+def test_fuzzed_requests_never_500(api_schema) -> None:  # type: ignore[no-untyped-def]
+    """Property-based requests generated from the OpenAPI schema by schemathesis, bounded to
+    FUZZ_EXAMPLES per operation: none may answer 5xx."""
+    from hypothesis import HealthCheck, given, settings
+
+    calls: list[int] = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def check(case) -> None:  # type: ignore[no-untyped-def]
+            response = case.call(timeout=30)
+            calls.append(response.status_code)
+            assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+
+        check()
+    assert len(calls) >= 50 and any(400 <= c < 500 for c in calls) and any(c == 200 for c in calls)

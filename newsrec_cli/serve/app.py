@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from newsrec_cli import __version__
 from newsrec_cli.serve.engine import MAX_K, Engine, NewsRecord, RequestError, ServeConfig
@@ -76,6 +76,14 @@ class NewsIn(BaseModel):
     subcategory: str = Field("", max_length=128)
     entities: list[Entity] = Field(default_factory=list, max_length=200)
     published: datetime | None = None
+
+    @field_validator("news_id")
+    @classmethod
+    def printable_id(cls, value: str) -> str:
+        # IDs are stored one per line (embedding store): no whitespace of any kind, no controls.
+        if not value.isprintable() or any(c.isspace() for c in value):
+            raise ValueError("news_id must be printable and contain no whitespace")
+        return value
 
 
 class NewsBatch(BaseModel):
