@@ -22,7 +22,9 @@ def free_port() -> int:
 
 def redis_binary() -> str:
     """redis-server from PATH (Debian's package, installed by .ci/run); skip, saying why, without it."""
-    path = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if path is None:
         reason = "redis-server not found: install Debian's redis-server (apt-get install redis-server)"
         print(reason)
@@ -34,7 +36,17 @@ class Redis:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -73,7 +85,16 @@ class Server:
     def start(self) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         self.log = self.log_path.open("a")
-        cmd = [sys.executable, "-m", "newsrec_cli", "serve", str(self.source), "--port", str(self.port), *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "newsrec_cli",
+            "serve",
+            str(self.source),
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

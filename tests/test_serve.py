@@ -37,7 +37,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     store = hashing_store(data, root / "store")
     run = root / "run"
     result = runner.invoke(
-        app, ["train", str(data), "-e", str(store), "-o", str(run), *TRAIN, "--epochs", "2", "--use-user-id", "--seed", "3"]
+        app,
+        [
+            "train",
+            str(data),
+            "-e",
+            str(store),
+            "-o",
+            str(run),
+            *TRAIN,
+            "--epochs",
+            "2",
+            "--use-user-id",
+            "--seed",
+            "3",
+        ],
     )
     assert result.exit_code == 0, result.output
     return data, run
@@ -82,7 +96,9 @@ def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
     h, m, c = torch.from_numpy(hist), torch.from_numpy(mask), torch.from_numpy(cands)
     with torch.no_grad():
         direct = model(h, m, c, users)
-        composed = model.score(model.encode_user_vectors(model.encode_news(h), m, users), model.encode_news(c))
+        composed = model.score(
+            model.encode_user_vectors(model.encode_news(h), m, users), model.encode_news(c)
+        )
     assert direct.shape == (len(rows), K)
     torch.testing.assert_close(direct, composed, rtol=1e-5, atol=1e-5)
     assert direct.std() > 0  # a constant model would pass trivially
@@ -146,7 +162,9 @@ def redis_server() -> Redis:
 
 
 @pytest.fixture(scope="module")
-def torch_server(exported: tuple[Path, dict], redis_server: Redis, tmp_path_factory: pytest.TempPathFactory) -> Server:
+def torch_server(
+    exported: tuple[Path, dict], redis_server: Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Server:
     out, _ = exported
     state = tmp_path_factory.mktemp("state")
     server = Server(
@@ -204,7 +222,9 @@ def test_http_ranking_equals_evaluate_torch(trained: tuple[Path, Path], torch_se
 def test_http_ranking_equals_evaluate_onnx(
     trained: tuple[Path, Path], exported: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    server = Server(exported[0], "--backend", "onnx", "--state-dir", str(tmp_path / "st"), log=tmp_path / "onnx.log")
+    server = Server(
+        exported[0], "--backend", "onnx", "--state-dir", str(tmp_path / "st"), log=tmp_path / "onnx.log"
+    )
     try:
         assert _check_against_evaluate(server, trained[1], 1e-4) >= 95
         r = server.post("/v1/recommend", {"history": [], "k": 3})
@@ -215,10 +235,13 @@ def test_http_ranking_equals_evaluate_onnx(
 
 def test_http_bad_input_is_4xx(torch_server: Server, exported: tuple[Path, dict]) -> None:
     known = [line.split("\t")[0] for line in (exported[0] / "news.tsv").read_text().splitlines()]
-    r = torch_server.post("/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": [known[1], "NOPE2"]})
+    r = torch_server.post(
+        "/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": [known[1], "NOPE2"]}
+    )
     assert r.status_code == 422 and r.json()["detail"]["unknown"] == ["NOPE1", "NOPE2"]
     r = torch_server.post(
-        "/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": [known[1], known[2], "NOPE2"], "strict": False}
+        "/v1/recommend",
+        {"history": [known[0], "NOPE1"], "candidates": [known[1], known[2], "NOPE2"], "strict": False},
     )
     assert r.status_code == 200
     body = r.json()
@@ -264,20 +287,30 @@ def test_ingest_retrieve_update_and_restart(torch_server: Server, exported: tupl
     r = torch_server.post("/v1/recommend", {"history": known[:3], "k": 5, "since": "2031-01-01"})
     assert [i["news_id"] for i in r.json()["items"]] == ["FRESH1"]
     # An update keeps one copy and changes the vector (new category and text).
-    score1 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()["items"][0]
-    r = torch_server.post("/v1/news", {"news": [{**fresh, "title": "Markets fall sharply", "category": "finance"}]})
+    score1 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
+    r = torch_server.post(
+        "/v1/news", {"news": [{**fresh, "title": "Markets fall sharply", "category": "finance"}]}
+    )
     assert r.json()["results"][0]["status"] == "updated" and r.json()["news_count"] == before + 1
-    score2 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()["items"][0]
+    score2 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
     assert score1["score"] != score2["score"]
     # A restart keeps it.
     torch_server.restart()
     assert torch_server.get("/readyz").json()["news"] == before + 1
     assert torch_server.get("/v1/news/FRESH1").json()["title"] == "Markets fall sharply"
-    again = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()["items"][0]
+    again = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
     assert again["score"] == pytest.approx(score2["score"], abs=1e-5)
 
 
-def test_redis_cache_hits_and_outage(torch_server: Server, redis_server: Redis, exported: tuple[Path, dict]) -> None:
+def test_redis_cache_hits_and_outage(
+    torch_server: Server, redis_server: Redis, exported: tuple[Path, dict]
+) -> None:
     import redis
 
     known = [line.split("\t")[0] for line in (exported[0] / "news.tsv").read_text().splitlines()]
@@ -327,7 +360,16 @@ def test_recommend_command_matches_http(torch_server: Server, exported: tuple[Pa
     known = [line.split("\t")[0] for line in (out / "news.tsv").read_text().splitlines()]
     body = {"history": known[40:44], "candidates": known[50:60], "k": 5}
     http = torch_server.post("/v1/recommend", body).json()
-    args = ["recommend", str(out), "--history", " ".join(body["history"]), "--candidates", " ".join(body["candidates"]), "-k", "5"]
+    args = [
+        "recommend",
+        str(out),
+        "--history",
+        " ".join(body["history"]),
+        "--candidates",
+        " ".join(body["candidates"]),
+        "-k",
+        "5",
+    ]
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
     assert [i["news_id"] for i in json.loads(result.stdout)["items"]] == [i["news_id"] for i in http["items"]]
@@ -370,7 +412,9 @@ def test_fuzzed_requests_never_500(api_schema) -> None:  # type: ignore[no-untyp
         def check(case) -> None:  # type: ignore[no-untyped-def]
             response = case.call(timeout=30)
             calls.append(response.status_code)
-            assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+            assert response.status_code < 500, (
+                f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+            )
 
         check()
     assert len(calls) >= 50 and any(400 <= c < 500 for c in calls) and any(c == 200 for c in calls)

@@ -25,12 +25,17 @@ def _need_serve_extra() -> None:
 
 @handle_errors
 def export_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `newsrec train`.", exists=True, file_okay=False)],
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory written by `newsrec train`.", exists=True, file_okay=False)
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Export folder to write.")],
-    quantize: Annotated[str, typer.Option("--quantize", help="none or int8 (onnxruntime dynamic quantisation).")] = "int8",
+    quantize: Annotated[
+        str, typer.Option("--quantize", help="none or int8 (onnxruntime dynamic quantisation).")
+    ] = "int8",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (13-21).")] = 17,
     parity_impressions: Annotated[
-        int, typer.Option("--parity-impressions", help="Validation impressions the parity check scores.", min=1)
+        int,
+        typer.Option("--parity-impressions", help="Validation impressions the parity check scores.", min=1),
     ] = 2000,
     json_out: JsonOption = False,
 ) -> None:
@@ -42,7 +47,9 @@ def export_command(
     from newsrec_cli.serve.export import export_run
 
     say = (lambda _m: None) if json_out else (lambda m: err_console.print(m, style="dim", highlight=False))
-    report = export_run(run_dir, out, quantize=quantize, opset=opset, parity_impressions=parity_impressions, say=say)
+    report = export_run(
+        run_dir, out, quantize=quantize, opset=opset, parity_impressions=parity_impressions, say=say
+    )
     if json_out:
         print_json(report.to_dict())
         return
@@ -75,10 +82,17 @@ def export_command(
 
 @handle_errors
 def serve_command(
-    source: Annotated[Path, typer.Argument(help="Export folder (any backend) or run directory (torch).", exists=True, file_okay=False)],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Export folder (any backend) or run directory (torch).", exists=True, file_okay=False
+        ),
+    ],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
-    backend: Annotated[str, typer.Option("--backend", help="torch, onnx or int8 (onnx and int8 need an export).")] = "torch",
+    backend: Annotated[
+        str, typer.Option("--backend", help="torch, onnx or int8 (onnx and int8 need an export).")
+    ] = "torch",
     redis_url: Annotated[
         str | None, typer.Option("--redis-url", help="Cache user states in Redis (else an in-process LRU).")
     ] = None,
@@ -90,7 +104,9 @@ def serve_command(
     ann_threshold: Annotated[
         int | None, typer.Option("--ann-threshold", help="Use a usearch HNSW index from this many news on.")
     ] = None,
-    cache_ttl: Annotated[int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")] = 3600,
+    cache_ttl: Annotated[
+        int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")
+    ] = 3600,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs.
@@ -116,7 +132,9 @@ def serve_command(
         cache_ttl=cache_ttl,
     )
     os.environ[CONFIG_ENV] = config.to_json()
-    err_console.print(f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs)", highlight=False)
+    err_console.print(
+        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs)", highlight=False
+    )
     uvicorn.run(
         "newsrec_cli.serve.app:app_from_env",
         factory=True,
@@ -129,18 +147,26 @@ def serve_command(
 
 @handle_errors
 def recommend_command(
-    source: Annotated[Path, typer.Argument(help="Run directory or export folder.", exists=True, file_okay=False)],
-    history: Annotated[str, typer.Option("--history", help='Clicked news IDs, oldest first: "N1 N2 ...".')] = "",
+    source: Annotated[
+        Path, typer.Argument(help="Run directory or export folder.", exists=True, file_okay=False)
+    ],
+    history: Annotated[
+        str, typer.Option("--history", help='Clicked news IDs, oldest first: "N1 N2 ...".')
+    ] = "",
     candidates: Annotated[
         str | None, typer.Option("--candidates", help="News IDs to rank (default: retrieve from all news).")
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many to show.", min=1)] = 10,
-    user: Annotated[str | None, typer.Option("--user", help="User ID (for runs trained with user IDs).")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="User ID (for runs trained with user IDs).")
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="torch, onnx or int8.")] = "torch",
     include_history: Annotated[
         bool, typer.Option("--include-history", help="Allow news from the history in the result.")
     ] = False,
-    strict: Annotated[bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")] = True,
+    strict: Annotated[
+        bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")
+    ] = True,
     json_out: JsonOption = False,
 ) -> None:
     """Rank candidates (or retrieve from all news) for a history, as a table with titles.

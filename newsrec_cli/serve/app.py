@@ -16,7 +16,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from newsrec_cli import __version__
@@ -33,7 +40,9 @@ class RecommendRequest(BaseModel):
 
     user_id: str | None = Field(None, max_length=256, description="Known users add their user vector.")
     history: list[str] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
-    candidates: list[str] | None = Field(None, description="News IDs to rank; omit to retrieve from all news.")
+    candidates: list[str] | None = Field(
+        None, description="News IDs to rank; omit to retrieve from all news."
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="How many to return.")
     exclude_history: bool = Field(True, description="Never return news from the history.")
     strict: bool = Field(True, description="Unknown news IDs: 422 (true) or skipped and listed (false).")
@@ -118,7 +127,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("newsrec_requests", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.requests = Counter(
+            "newsrec_requests", "HTTP requests", ["route", "method", "status"], registry=r
+        )
         self.latency = Histogram(
             "newsrec_request_seconds",
             "Request latency",
@@ -194,7 +205,9 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
     @app.get("/readyz", responses={503: {"description": "still loading, or loading failed"}})
     def readyz() -> JSONResponse:
         if engine.ready:
-            return JSONResponse({"status": "ready", "model_version": engine.version, "news": len(engine.table or [])})
+            return JSONResponse(
+                {"status": "ready", "model_version": engine.version, "news": len(engine.table or [])}
+            )
         body = {"status": "failed" if engine.error else "loading", "error": engine.error}
         return JSONResponse(body, status_code=503)
 
@@ -206,7 +219,10 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
     @app.post(
         "/v1/recommend",
         response_model=RecommendResponse,
-        responses={413: {"description": "too many candidates or too long a history"}, 503: {"description": "loading"}},
+        responses={
+            413: {"description": "too many candidates or too long a history"},
+            503: {"description": "loading"},
+        },
     )
     def recommend(body: RecommendRequest) -> dict[str, Any]:
         return engine.recommend(

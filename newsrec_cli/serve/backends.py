@@ -150,7 +150,8 @@ class OnnxBackend:
 
     def encode_news(self, inputs: NewsInputs) -> np.ndarray:
         out = [
-            self._run("news", inputs.rows(slice(s, s + CHUNK)).as_dict()) for s in range(0, len(inputs), CHUNK)
+            self._run("news", inputs.rows(slice(s, s + CHUNK)).as_dict())
+            for s in range(0, len(inputs), CHUNK)
         ]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 

@@ -174,7 +174,9 @@ class Engine:
                 )
             self._load_run()
         else:
-            raise InputError("neither a run directory (config.json) nor an export (export.json)", path=self.source)
+            raise InputError(
+                "neither a run directory (config.json) nor an export (export.json)", path=self.source
+            )
         self._build_retriever()
         self._load_ingested()
         self.ready = True
@@ -187,7 +189,9 @@ class Engine:
 
         manifest = read_manifest(self.source)
         if backend == "int8" and not manifest.get("graphs", {}).get("int8"):
-            raise SettingsError("--backend int8: this export has no int8 graphs (export with --quantize int8)")
+            raise SettingsError(
+                "--backend int8: this export has no int8 graphs (export with --quantize int8)"
+            )
         self.version = manifest["model_version"]
         self.history = int(manifest["history"])
         self.embeddings = manifest.get("embeddings")
@@ -201,9 +205,13 @@ class Engine:
         if backend == "torch":
             from newsrec_cli.train.run import load_run
 
-            self.backend = TorchBackend(load_run(manifest["run_dir"], device="cpu").model, self.config.threads)
+            self.backend = TorchBackend(
+                load_run(manifest["run_dir"], device="cpu").model, self.config.threads
+            )
         else:
-            self.backend = OnnxBackend(graph_files(self.source, backend == "int8"), backend, self.config.threads)
+            self.backend = OnnxBackend(
+                graph_files(self.source, backend == "int8"), backend, self.config.threads
+            )
         store = EmbeddingStore.open(self.source / (TABLE_INT8 if backend == "int8" else TABLE))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in store.ids]
@@ -223,7 +231,9 @@ class Engine:
         self.text_inputs = run.model.news_encoder.text is not None
         if run._store is not None:
             meta = run._store.meta
-            self.embeddings = {k: meta.get(k) for k in ("provider", "model", "dimension", "template", "normalized")}
+            self.embeddings = {
+                k: meta.get(k) for k in ("provider", "model", "dimension", "template", "normalized")
+            }
         self.vocabs = {
             "ids": run.vocabs.ids,
             "categories": run.vocabs.categories,
@@ -291,17 +301,22 @@ class Engine:
         if not 1 <= k <= MAX_K:
             raise RequestError(422, f"k must be between 1 and {MAX_K}")
         if len(history) > MAX_HISTORY_ITEMS:
-            raise RequestError(413, f"history has {len(history)} news; at most {MAX_HISTORY_ITEMS} are accepted")
+            raise RequestError(
+                413, f"history has {len(history)} news; at most {MAX_HISTORY_ITEMS} are accepted"
+            )
         if candidates is not None and len(candidates) > MAX_CANDIDATES:
             raise RequestError(
-                413, f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request (retrieve without candidates)"
+                413,
+                f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request (retrieve without candidates)",
             )
         if candidates is not None and not candidates:
             raise RequestError(422, "candidates is empty: give news IDs to rank, or omit it to retrieve")
         index = self.table.index
         unknown = list(dict.fromkeys(i for i in [*history, *(candidates or [])] if i not in index))
         if unknown and strict:
-            raise RequestError(422, {"message": "unknown news IDs (pass strict=false to skip them)", "unknown": unknown})
+            raise RequestError(
+                422, {"message": "unknown news IDs (pass strict=false to skip them)", "unknown": unknown}
+            )
         rows = [index[i] for i in history if i in index]
         truncated = max(0, len(rows) - self.history)
         used = rows[truncated:]  # the most recent H clicks, as in training
@@ -444,7 +459,9 @@ class Engine:
             ids = list(merged)
             signature = {
                 "kind": "news",
-                **{k: (self.embeddings or {}).get(k) for k in ("provider", "model", "template", "normalized")},
+                **{
+                    k: (self.embeddings or {}).get(k) for k in ("provider", "model", "template", "normalized")
+                },
                 "dimension": int(text.shape[1]),
             }
             commit(path, ids, np.stack([merged[i] for i in ids]).astype(np.float32), new_meta(signature))
@@ -472,7 +489,9 @@ class Engine:
         try:
             records = [NewsRecord(**value) for value in saved.values()]
         except TypeError as exc:
-            raise InputError(f"a saved news record is malformed ({exc})", path=self.state_dir / INGESTED) from None
+            raise InputError(
+                f"a saved news record is malformed ({exc})", path=self.state_dir / INGESTED
+            ) from None
         text = None
         if self.text_inputs:
             path = self.state_dir / INGESTED_TEXT
@@ -510,7 +529,9 @@ def _record_of(news: Any, news_id: str) -> NewsRecord:
         subcategory=news.subcategory[row],
         title=news.title[row],
         abstract=news.abstract[row],
-        entities=[{"label": e.label, "wikidata_id": e.wikidata_id, "type": e.type} for e in news.entities_of(row)],
+        entities=[
+            {"label": e.label, "wikidata_id": e.wikidata_id, "type": e.type} for e in news.entities_of(row)
+        ],
     )
 
 

@@ -243,7 +243,12 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
         state = wrappers["user"](clicked, mask, users)
     state_dyn = {0: "batch"}
     jobs = {
-        "news": (tuple(news_args), news_names, ["vectors"], {n: {0: "news"} for n in [*news_names, "vectors"]}),
+        "news": (
+            tuple(news_args),
+            news_names,
+            ["vectors"],
+            {n: {0: "news"} for n in [*news_names, "vectors"]},
+        ),
         "user": (
             (clicked, mask, users),
             list(USER_INPUTS),
@@ -255,7 +260,11 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             (state, torch.randn(B, K, dim)),
             list(SCORE_INPUTS),
             ["logits"],
-            {"user_state": state_dyn, "candidates": {0: "batch", 1: "candidates"}, "logits": {0: "batch", 1: "candidates"}},
+            {
+                "user_state": state_dyn,
+                "candidates": {0: "batch", 1: "candidates"},
+                "logits": {0: "batch", 1: "candidates"},
+            },
         ),
     }
     for part, (args, names, outputs, axes) in jobs.items():
@@ -273,7 +282,11 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
                 opset_version=opset,
             )
         model.eval()  # export restores the wrapper's mode; keep the model in eval
-    return {"dim": dim, "user_state": [None, *state.shape[1:]], "text_dim": None if inputs.text is None else int(inputs.text.shape[1])}
+    return {
+        "dim": dim,
+        "user_state": [None, *state.shape[1:]],
+        "text_dim": None if inputs.text is None else int(inputs.text.shape[1]),
+    }
 
 
 def quantize_graphs(out: Path) -> dict[str, str]:
@@ -283,7 +296,7 @@ def quantize_graphs(out: Path) -> dict[str, str]:
     for part, file in GRAPHS.items():
         target = out / file.replace(".onnx", ".int8.onnx")
         # Weights of matrix products only, not embeddings (Gather), which
-            # cost ranking quality for no speed.
+        # cost ranking quality for no speed.
         quantize_dynamic(
             str(out / file),
             str(target),
@@ -300,7 +313,8 @@ def quantize_graphs(out: Path) -> dict[str, str]:
 
 def graph_files(folder: Path, int8: bool) -> dict[str, Path]:
     return {
-        part: folder / (file.replace(".onnx", ".int8.onnx") if int8 else file) for part, file in GRAPHS.items()
+        part: folder / (file.replace(".onnx", ".int8.onnx") if int8 else file)
+        for part, file in GRAPHS.items()
     }
 
 
@@ -335,7 +349,14 @@ def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
             r = table.index.get(id_)
             if r is not None:
                 rows[id_] = "\t".join(
-                    [id_, table.category[r], table.subcategory[r], table.title[r], table.abstract[r], table.url[r]]
+                    [
+                        id_,
+                        table.category[r],
+                        table.subcategory[r],
+                        table.title[r],
+                        table.abstract[r],
+                        table.url[r],
+                    ]
                     + [_entities_json(table.title_entities[r]), _entities_json(table.abstract_entities[r])]
                 )
     except (NewsrecError, OSError, TypeError):
@@ -347,7 +368,9 @@ def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
             lines.append(rows[id_])
         else:
             r = run_table.index[id_]
-            lines.append("\t".join([id_, run_table.category[r], run_table.subcategory[r], "", "", "", "[]", "[]"]))
+            lines.append(
+                "\t".join([id_, run_table.category[r], run_table.subcategory[r], "", "", "", "[]", "[]"])
+            )
     atomic.write_text(path, "".join(line + "\n" for line in lines))
 
 
@@ -410,7 +433,9 @@ def export_run(
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu")
     if run.model.news_encoder.graph is not None:
-        raise SettingsError("export: runs with the graph modality cannot be exported yet (train with --no-use-graph)")
+        raise SettingsError(
+            "export: runs with the graph modality cannot be exported yet (train with --no-use-graph)"
+        )
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -455,7 +480,10 @@ def export_run(
     fp32 = OnnxBackend(graph_files(out, False), "onnx")
     t0 = time.perf_counter()
     fp32_logits = backend_scores(fp32, data_inputs, valid, history=history, user_rows=user_rows)
-    parity = [row("torch", torch_logits, None, 0.0), row("onnx fp32", fp32_logits, torch_logits, time.perf_counter() - t0)]
+    parity = [
+        row("torch", torch_logits, None, 0.0),
+        row("onnx fp32", fp32_logits, torch_logits, time.perf_counter() - t0),
+    ]
     if int8_names:
         t0 = time.perf_counter()
         int8_logits = backend_scores(int8, data_inputs, valid, history=history, user_rows=user_rows)
@@ -501,10 +529,19 @@ def export_run(
         "history": history,
         "use_user_id": bool(run.settings.use_user_id),
         "missing": run.settings.missing,
-        "embeddings": {k: v for k, v in (store_meta or {}).items() if k in ("provider", "model", "dimension", "template", "normalized")}
+        "embeddings": {
+            k: v
+            for k, v in (store_meta or {}).items()
+            if k in ("provider", "model", "dimension", "template", "normalized")
+        }
         if store_meta
         else None,
-        "parity": {"impressions": len(valid), "rows": parity, "fp32_tolerance": FP32_TOLERANCE, "int8_auc_tolerance": INT8_AUC_TOLERANCE},
+        "parity": {
+            "impressions": len(valid),
+            "rows": parity,
+            "fp32_tolerance": FP32_TOLERANCE,
+            "int8_auc_tolerance": INT8_AUC_TOLERANCE,
+        },
         "checksums": files,
     }
     atomic.write_json(out / MANIFEST, manifest)

@@ -46,7 +46,9 @@ class Retriever:
 
     @property
     def method(self) -> str:
-        return "usearch-hnsw" if self.ann is not None else ("exact" if self.kind != "generic" else "exact-model")
+        return (
+            "usearch-hnsw" if self.ann is not None else ("exact" if self.kind != "generic" else "exact-model")
+        )
 
     def rebuild(self, vectors: np.ndarray) -> None:
         """(Re)build after a bulk load: norms, and the HNSW index when the table is large enough."""
@@ -82,7 +84,9 @@ class Retriever:
         if self.ann is not None and allowed is not None:
             blocked = n - int(allowed.sum())
             if blocked < 1000:  # a few exclusions: ask the index for that many more
-                found = self.ann.search(state[0].astype(np.float32), min(n, k + blocked)).keys.astype(np.int64)
+                found = self.ann.search(state[0].astype(np.float32), min(n, k + blocked)).keys.astype(
+                    np.int64
+                )
                 found = found[(found < n)]
                 found = found[allowed[found]]
                 if len(found) >= min(k, int(allowed.sum())):
