@@ -21,9 +21,23 @@ from newsrec_cli.commands import embed as embed_cmd
 from newsrec_cli.commands import evaluate as evaluate_cmd
 from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
+from newsrec_cli.commands import serve as serve_cmd
 from newsrec_cli.commands import train as train_cmd
 
-PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "ablate", "filter", "config"]
+PIPELINE = [
+    "data",
+    "embed",
+    "build-graph",
+    "train",
+    "evaluate",
+    "diagnose",
+    "ablate",
+    "export",
+    "serve",
+    "recommend",
+    "filter",
+    "config",
+]
 
 
 class PipelineGroup(TyperGroup):
@@ -52,6 +66,9 @@ app.command("train")(train_cmd.train_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.add_typer(diagnose_cmd.app, name="diagnose")
 app.command("ablate")(ablate_cmd.ablate_command)
+app.command("export")(serve_cmd.export_command)
+app.command("serve")(serve_cmd.serve_command)
+app.command("recommend")(serve_cmd.recommend_command)
 app.command("filter")(filter_cmd.filter_command)
 app.add_typer(config_cmd.app, name="config")
 

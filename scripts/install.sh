@@ -16,5 +16,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   spec="${NEWSREC_TORCH:-torch==2.13.0}"
   [ "$spec" = skip ] || .venv/bin/python -m pip install --quiet "$spec"
 fi
-.venv/bin/python -m pip install --quiet -e ".[local,plot,dev]"
+.venv/bin/python -m pip install --quiet -e ".[local,plot,serve,dev]"
 echo "installed: $(.venv/bin/newsrec --version) in $(pwd)/.venv"
