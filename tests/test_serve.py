@@ -118,7 +118,8 @@ def test_export_manifest_table_and_parity(trained: tuple[Path, Path], exported: 
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["config_sha256"] == sha256(run / "config.json")
     assert manifest["opset"] == 17 and manifest["onnxruntime"]
-    assert manifest["shapes"]["news_vector"] == [None, 32]
+    # the learned 32-d vector, then the content prior's unit text vector
+    assert manifest["shapes"]["news_vector"] == [None, load_run(run, "cpu").model.dim]
     for name, digest in manifest["checksums"].items():
         assert sha256(out / name) == digest, name
     rows = {r["backend"]: r for r in report["parity"]}

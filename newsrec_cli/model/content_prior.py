@@ -73,8 +73,8 @@ class ContentPrior(nn.Module):
 
     def forward(self, user: Tensor, news: Tensor) -> Tensor:
         with torch.autocast(device_type=news.device.type, enabled=False):
-            user = user.float() if user.dim() == 3 else user.float()[:, None, :]  # (B, 1|K, T)
-            return torch.einsum("bkt,bkt->bk", user.expand_as(news), news.float()) * self.weight.float()
+            user = (user if user.dim() == 3 else user.unsqueeze(1)).float()  # (B, 1|K, T)
+            return (user * news.float()).sum(dim=-1) * self.weight.float()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(weight={float(self.weight):.3g})"

@@ -28,6 +28,12 @@ def raw_for(scale: float, limit: float = MAX_SCALE) -> float:
     return math.log(p / (1.0 - p))
 
 
+def _standardise(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """Zero mean and unit variance over the last axis (LayerNorm without weights)."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
 class ScoringHead(nn.Module):
     r"""Dot product of normalised vectors or cosine similarity, times a learned, bounded scale.
 
@@ -80,14 +86,12 @@ class ScoringHead(nn.Module):
 
     def similarity(self, user: Tensor, news: Tensor) -> Tensor:
         """(B, D) or (B, K, D) users, (B, K, D) news -> (B, K) float32 similarity in [-1, 1]."""
-        B, K, D = news.shape  # batch, candidates, dim
-        user = (user if user.dim() == 3 else user[:, None, :]).float().expand(B, K, D)  # (B, K, D)
-        news = news.float()
+        # Broadcasting rather than shapes read off the tensors: the ONNX export traces this.
+        user = (user if user.dim() == 3 else user.unsqueeze(1)).float()  # (B, 1|K, D)
+        news = news.float()  # (B, K, D)
         if self.kind == "cosine":
-            return torch.einsum("bkd,bkd->bk", F.normalize(user, dim=-1), F.normalize(news, dim=-1))
-        user = F.layer_norm(user, (D,))
-        news = F.layer_norm(news, (D,))
-        return torch.einsum("bkd,bkd->bk", user, news) / D  # (B, K)
+            return (F.normalize(user, dim=-1) * F.normalize(news, dim=-1)).sum(dim=-1)
+        return (_standardise(user) * _standardise(news)).mean(dim=-1)  # u.n / D of standardised vectors
 
     def forward(self, user: Tensor, news: Tensor) -> Tensor:
         with torch.autocast(device_type=user.device.type, enabled=False):
