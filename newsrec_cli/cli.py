@@ -21,8 +21,9 @@ from newsrec_cli.commands import evaluate as evaluate_cmd
 from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
 from newsrec_cli.commands import train as train_cmd
+from newsrec_cli.commands import tune as tune_cmd
 
-PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "filter", "config"]
+PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "tune", "filter", "config"]
 
 
 class PipelineGroup(TyperGroup):
@@ -50,6 +51,7 @@ app.command("build-graph")(graph_cmd.build_graph_command)
 app.command("train")(train_cmd.train_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.add_typer(diagnose_cmd.app, name="diagnose")
+app.add_typer(tune_cmd.app, name="tune")
 app.command("filter")(filter_cmd.filter_command)
 app.add_typer(config_cmd.app, name="config")
 
