@@ -293,3 +293,33 @@ def test_the_default_space_checks_out_and_is_printed() -> None:
     from newsrec_cli.tune.space import load_space
 
     assert {"lr", "dim", "dropout", "negatives", "fusion", "loss"} <= set(load_space(None).names)
+
+
+def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    slow = tmp_path / "slow.toml"
+    slow.write_text(
+        config.read_text().replace("batch_size = 32", "batch_size = 2").replace("epochs = 3", "epochs = 50")
+    )
+    args = [
+        "tune",
+        str(data),
+        "-e",
+        str(store),
+        "-o",
+        str(tmp_path / "s"),
+        "--config",
+        str(slow),
+        "--trials",
+        "5",
+    ]
+    result = runner.invoke(app, [*args, "--time-budget", "2", "--json"])
+    assert result.exit_code == 1 and "no trial completed" in result.output
+    shown = runner.invoke(app, ["tune", "show", str(tmp_path / "s"), "--json"])
+    report = json.loads(shown.stdout)
+    assert report["trials_counted"] == 1 and report["best"] is None
+    (trial,) = report["trials"]
+    assert trial["state"] == "pruned" and trial["stopped"] == "the study's --time-budget ran out"
+    assert 1 <= trial["epochs"] < 50

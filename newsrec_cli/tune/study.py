@@ -151,12 +151,12 @@ def make_pruner(setup: TuneSetup) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def load_study(setup: TuneSetup, offset: int = 0) -> Any:
+def load_study(setup: TuneSetup, offset: int = 0, storage: Any = None) -> Any:
     import optuna
 
     return optuna.load_study(
         study_name=setup.study,
-        storage=open_storage(setup.storage_url()),
+        storage=storage or open_storage(setup.storage_url()),
         sampler=make_sampler(setup, offset),
         pruner=make_pruner(setup),
     )
@@ -481,9 +481,10 @@ def run_worker(
     """Ask, train and tell until the study has --trials trials or the deadline passes."""
     quiet_optuna()
     events = events or TuneEvents()
+    storage = open_storage(setup.storage_url())
     while True:
         with study_lock(setup.out):
-            study = load_study(setup)
+            study = load_study(setup, storage=storage)
             # A seed per worker and per trial count: a resumed or parallel study does not repeat
             # the random start of the first one.
             study.sampler = make_sampler(setup, 1000 * worker + len(study.get_trials(deepcopy=False)))
