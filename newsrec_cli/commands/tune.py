@@ -111,6 +111,9 @@ def run_command(
         str | None, typer.Option("--device", help="auto, cpu, cuda, ...", show_default=False)
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Trials in the table.")] = 10,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also write the study's PNG charts into this folder.")
+    ] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -188,6 +191,14 @@ def run_command(
                 f"trials {', '.join(map(str, run.recovered))} had lost their worker: recorded as failed, run again"
             )
         render(report, top)
+    if plot is not None:
+        from newsrec_cli.tune.plots import write_plots
+
+        written, skipped = write_plots(setup, plot)
+        for path in written:
+            err_console.print(f"wrote {path}", highlight=False)
+        for name, why in skipped.items():
+            err_console.print(f"{name} chart skipped: {why}", style="dim", highlight=False)
     if report.best is None:
         raise fail("no trial completed, so there is no best.toml; the errors are in the table (tune show)")
 
@@ -367,9 +378,9 @@ class _Progress:
     def on_epoch_end(self, number: int, record: Any) -> None: ...
 
     def on_trial_end(self, trial: Any) -> None:
-        from newsrec_cli.tune.report import _row
+        from newsrec_cli.tune.report import trial_row
 
-        row = _row(trial)
+        row = trial_row(trial)
         if self.quiet or self.bar is None:
             return
         if row.retried:

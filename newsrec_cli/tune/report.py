@@ -111,7 +111,7 @@ class StudyReport:
         }
 
 
-def _row(trial: Any) -> TrialRow:
+def trial_row(trial: Any) -> TrialRow:
     attrs = trial.user_attrs
     return TrialRow(
         number=trial.number,
@@ -146,7 +146,7 @@ def study_report(setup: TuneSetup) -> StudyReport:
             f"study {setup.study!r} not found in {setup.storage_url()}", path=setup.out
         ) from None
     trials = study.get_trials(deepcopy=False)
-    rows = sorted((_row(t) for t in trials), key=_order)
+    rows = sorted((trial_row(t) for t in trials), key=_order)
     complete = [r for r in rows if r.state == "complete" and math.isfinite(r.auc)]
     defaults = [r for r in rows if r.defaults and r.state == "complete"] or [r for r in rows if r.defaults]
     counts: dict[str, int] = {}

@@ -42,6 +42,8 @@ DEFAULT_STUDY = "newsrec"
 PRUNERS = ("median", "hyperband", "none")
 # Changing these on a rerun is fine: they say how long and how wide to search, not what.
 RERUN_FREE = ("trials", "n_jobs", "time_budget")
+# Train settings a resumed study may change: where and how fast trials run, not what they train.
+HARDWARE = frozenset({"device", "workers", "threads", "eval_batch_size"})
 
 
 class TrialPruned(Exception):
@@ -81,7 +83,7 @@ class TuneSetup:
             "embeddings": str(Path(self.store).resolve()) if self.store else None,
             "graph": str(Path(self.graph).resolve()) if self.graph else None,
             "space": self.space.to_dict(),
-            "train": self.train,
+            "train": {k: v for k, v in self.train.items() if k not in HARDWARE},
             "data_settings": self.data_settings,
             "graph_settings": self.graph_settings,
             "pruner": self.pruner,
@@ -253,6 +255,13 @@ def _open_or_create(setup: TuneSetup) -> tuple[Any, bool]:
     # The storage may hold a study of another tool with the same name: check its direction.
     if not created and study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise SettingsError(f"--study {setup.study}: exists in {url} and does not maximise")
+    if created and setup.defaults:
+        assert setup.space is not None
+        base = TrainSettings(**setup.train)
+        inside = {
+            p.name: getattr(base, p.name) for p in setup.space.params if p.contains(getattr(base, p.name))
+        }
+        study.enqueue_trial(inside, user_attrs={"defaults": True})
     info = {
         "format": TUNE_FORMAT,
         "version": 1,
@@ -265,13 +274,6 @@ def _open_or_create(setup: TuneSetup) -> tuple[Any, bool]:
     if path.exists():
         info["created"] = read_tune_file(out).get("created", info["created"])
     atomic.write_text(path, json.dumps(info, indent=2) + "\n")
-    if created and setup.defaults:
-        assert setup.space is not None
-        base = TrainSettings(**setup.train)
-        inside = {
-            p.name: getattr(base, p.name) for p in setup.space.params if p.contains(getattr(base, p.name))
-        }
-        study.enqueue_trial(inside, user_attrs={"defaults": True})
     return study, created
 
 
