@@ -45,7 +45,8 @@ app = typer.Typer(
     cls=_TuneGroup,
     help="Search training settings with Optuna (TPE + pruning on validation AUC), resumable, in parallel."
     f"\n\nExample: {EXAMPLE}"
-    "\n\nThen: newsrec tune show tune/mind --plot tune/mind/plots",
+    "\n\nThen: newsrec tune show tune/mind --plot tune/mind/plots"
+    "\n\n`newsrec tune DATA ...` is short for `newsrec tune run DATA ...` (see `newsrec tune run --help`).",
     no_args_is_help=True,
 )
 
