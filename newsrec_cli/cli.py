@@ -23,6 +23,7 @@ from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
 from newsrec_cli.commands import serve as serve_cmd
 from newsrec_cli.commands import train as train_cmd
+from newsrec_cli.commands import tune as tune_cmd
 
 PIPELINE = [
     "data",
@@ -32,6 +33,7 @@ PIPELINE = [
     "evaluate",
     "diagnose",
     "ablate",
+    "tune",
     "export",
     "serve",
     "recommend",
@@ -66,6 +68,7 @@ app.command("train")(train_cmd.train_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.add_typer(diagnose_cmd.app, name="diagnose")
 app.command("ablate")(ablate_cmd.ablate_command)
+app.add_typer(tune_cmd.app, name="tune")
 app.command("export")(serve_cmd.export_command)
 app.command("serve")(serve_cmd.serve_command)
 app.command("recommend")(serve_cmd.recommend_command)
