@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # OpenMP threads that spin while waiting starve each other on a shared or small CPU (training
 # fell from ~220 to ~45 samples/s on a busy 2-core machine); passive waiting costs nothing
@@ -24,6 +25,7 @@ from newsrec_cli.commands import graph as graph_cmd
 from newsrec_cli.commands import serve as serve_cmd
 from newsrec_cli.commands import train as train_cmd
 from newsrec_cli.commands import tune as tune_cmd
+from newsrec_cli.commands.help_defaults import annotate
 
 PIPELINE = [
     "data",
@@ -43,7 +45,22 @@ PIPELINE = [
 
 
 class PipelineGroup(TyperGroup):
-    """Lists commands in pipeline order (Typer lists plain commands before groups otherwise)."""
+    """Lists commands in pipeline order (Typer lists plain commands before groups otherwise), and
+    shows each option's default from the settings models in `--help` (see `help_defaults`)."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        # its own help lists its options before any subcommand is looked up
+        params = super().get_params(ctx)
+        for param in params:
+            if param.param_type_name == "option" and param.is_flag:
+                param.metavar = ""
+        return params
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        # Here, not at build time: the defaults shown are resolved with the environment of the
+        # call (a test runner sets it only around the call).
+        annotate(self)
+        return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         known = [name for name in PIPELINE if name in self.commands]
