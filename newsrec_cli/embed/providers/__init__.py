@@ -25,8 +25,22 @@ def describe(settings: EmbedSettings) -> ProviderSpec:
         raise SettingsError(
             "embed.dimensions: a local model has a fixed size; --dimensions is for openai and hashing"
         )
+    int8 = local_backend(settings) == "onnx" and settings.int8
+    label = model_name(settings.model) + (" (onnx int8)" if int8 else "")
+    return ProviderSpec(name="local", model=label, dimension=None, semantic=True)
 
-    return ProviderSpec(name="local", model=model_name(settings.model), dimension=None, semantic=True)
+
+def local_backend(settings: EmbedSettings) -> str:
+    """torch or onnx: what `auto` means here (onnx on CPU with onnxruntime installed, else torch)."""
+    if settings.backend != "auto":
+        return settings.backend
+    import importlib.util
+
+    from newsrec_cli.embed.providers.local import resolve_device
+
+    if resolve_device(settings.device) != "cpu" or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    return "onnx"
 
 
 def make_provider(settings: EmbedSettings) -> EmbeddingProvider:
@@ -50,8 +64,21 @@ def make_provider(settings: EmbedSettings) -> EmbeddingProvider:
             _hashing_dim(settings), batch_size=settings.batch_size, delay=settings.hashing_delay
         )
     describe(settings)  # the same checks of the settings
+    if local_backend(settings) == "onnx":
+        from newsrec_cli.embed.providers.local import resolve_device
+        from newsrec_cli.embed.providers.onnx_local import OnnxProvider
+
+        if resolve_device(settings.device) != "cpu":
+            raise SettingsError(f"embed.backend = onnx runs on CPU; device {settings.device!r} needs torch")
+        return OnnxProvider(
+            settings.model, batch_size=settings.batch_size, int8=settings.int8, threads=settings.threads
+        )
     from newsrec_cli.embed.providers.local import LocalProvider
 
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     return LocalProvider(settings.model, device=settings.device, batch_size=settings.batch_size)
 
 
