@@ -122,7 +122,7 @@ def exported_model(folder: Path, *, int8: bool) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
 
@@ -170,7 +170,7 @@ def _export(folder: Path, out: Path, pooling: str) -> None:
 
     sample = model.tokenizer(["a short text", "and a second, longer one"], padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"embedding": {0: "batch"}}
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.onnx")  # two exports at once do not clash
     with _quiet(), torch.no_grad():
         torch.onnx.export(
             Pooled(),
@@ -202,7 +202,7 @@ def _quantize(fp32: Path, out: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise InputError(f"--int8 needs {exc.name}: {INSTALL_HINT}") from None
-    tmp = out.with_name(out.name + ".tmp.onnx")
+    tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.onnx")
     with _quiet():
         quantize_dynamic(
             str(fp32),
