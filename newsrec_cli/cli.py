@@ -14,6 +14,7 @@ import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
 from newsrec_cli import __version__  # noqa: E402
+from newsrec_cli.commands import ablate as ablate_cmd
 from newsrec_cli.commands import config as config_cmd
 from newsrec_cli.commands import data as data_cmd
 from newsrec_cli.commands import diagnose as diagnose_cmd
@@ -21,10 +22,26 @@ from newsrec_cli.commands import embed as embed_cmd
 from newsrec_cli.commands import evaluate as evaluate_cmd
 from newsrec_cli.commands import filter as filter_cmd
 from newsrec_cli.commands import graph as graph_cmd
+from newsrec_cli.commands import serve as serve_cmd
 from newsrec_cli.commands import train as train_cmd
+from newsrec_cli.commands import tune as tune_cmd
 from newsrec_cli.commands.help_defaults import annotate
 
-PIPELINE = ["data", "embed", "build-graph", "train", "evaluate", "diagnose", "filter", "config"]
+PIPELINE = [
+    "data",
+    "embed",
+    "build-graph",
+    "train",
+    "evaluate",
+    "diagnose",
+    "ablate",
+    "tune",
+    "export",
+    "serve",
+    "recommend",
+    "filter",
+    "config",
+]
 
 
 class PipelineGroup(TyperGroup):
@@ -67,6 +84,11 @@ app.command("build-graph")(graph_cmd.build_graph_command)
 app.command("train")(train_cmd.train_command)
 app.command("evaluate")(evaluate_cmd.evaluate_command)
 app.add_typer(diagnose_cmd.app, name="diagnose")
+app.command("ablate")(ablate_cmd.ablate_command)
+app.add_typer(tune_cmd.app, name="tune")
+app.command("export")(serve_cmd.export_command)
+app.command("serve")(serve_cmd.serve_command)
+app.command("recommend")(serve_cmd.recommend_command)
 app.command("filter")(filter_cmd.filter_command)
 app.add_typer(config_cmd.app, name="config")
 

@@ -66,5 +66,5 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     fi
   fi
 fi
-.venv/bin/python -m pip install --quiet -e ".[local,plot,dev]"
+.venv/bin/python -m pip install --quiet -e ".[local,plot,serve,dev]"
 echo "installed: $(.venv/bin/newsrec --version) in $(pwd)/.venv"

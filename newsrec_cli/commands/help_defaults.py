@@ -36,6 +36,7 @@ COMMAND_SETTINGS: dict[str, tuple[Source, ...]] = {
     "build-graph": ((GraphSettings, {}), (DataSettings, {})),
     "train": ((TrainSettings, {}), (DataSettings, {}), (GraphSettings, {"graph_encoder": "encoder"})),
     "evaluate": ((EvaluateSettings, {}), (DataSettings, {})),
+    "ablate": ((TrainSettings, {}), (DataSettings, {})),
     "filter": ((FilterSettings, {}), (DataSettings, {})),
     "data synth": ((SynthSettings, {}),),
     "data stats": ((DataSettings, {}),),

@@ -93,8 +93,17 @@ def select_split(
     """(training impressions or None, impressions to score, a sentence on where they come from).
 
     valid: the dataset's valid/ folder, else the split the training used (by time or impression,
-    from the run's settings). test: the test/ folder, labelled or not.
+    from the run's settings); the note says whether it chose the epoch. test: the test/ folder,
+    labelled or not.
     """
+    if split == "valid" and "valid" in dataset.splits:
+        chose = data_settings.split == "auto" and data_settings.valid_days is None
+        note = f"valid: {dataset.folders['valid']}" + (
+            " (the split that chose the epoch: its figures are optimistic)"
+            if chose
+            else " (not used to choose the epoch: the run selected on a split inside train/)"
+        )
+        return dataset.splits.get("train"), dataset.splits["valid"], note
     if split == "valid":
         train, valid, note = dataset.train_valid(
             split=data_settings.split,
@@ -238,3 +247,7 @@ def _add_baselines(
     store = EmbeddingStore.open(store_path)
     scores = baselines.content_scores(store, target, dataset.news_vocab)
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)
+    # The model's content prior starts from this one: the row shows what training adds to it.
+    start = time.perf_counter()
+    scores = baselines.content_scores(store, target, dataset.news_vocab, centred=True)
+    add(f"content centred ({store_path.name})", "baseline", scores, time.perf_counter() - start)
