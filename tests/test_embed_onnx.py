@@ -12,10 +12,12 @@ from embed_helpers import write_news
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
+from newsrec_cli.embed.providers import describe, local_runtime
 from newsrec_cli.embed.providers.local import DEFAULT_MODEL, LocalProvider, bundled_model_path
 from newsrec_cli.embed.providers.onnx_local import OnnxProvider, cache_dir, exported_model, model_structure
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
+from newsrec_cli.settings import EmbedSettings
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("onnxruntime")
@@ -130,16 +132,32 @@ def test_cli_backend_and_store_names(tmp_path: Path) -> None:
     runner = CliRunner()
     env = {"HF_HUB_OFFLINE": "1"}
     base = ["embed", str(data), "--template", "{title}", "--json"]
-    int8 = runner.invoke(app, [*base, "--out", str(tmp_path / "q"), "--backend", "onnx", "--int8"], env=env)
+    int8 = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "q"), "--device", "cpu"], env=env
+    )  # default on CPU
     assert int8.exit_code == 0, int8.output
     assert EmbeddingStore.open(tmp_path / "q").meta["model"] == f"{DEFAULT_MODEL} (onnx int8)"
     # float ONNX vectors are torch's: a torch store is extended by onnx without --force ...
     torch_run = runner.invoke(app, [*base, "--out", str(tmp_path / "t"), "--backend", "torch"], env=env)
     assert torch_run.exit_code == 0, torch_run.output
-    again = runner.invoke(app, [*base, "--out", str(tmp_path / "t"), "--backend", "onnx"], env=env)
+    again = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "t"), "--backend", "onnx", "--no-int8"], env=env
+    )
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["reused"] == len(TEXTS)
     # ... but int8 vectors are not mixed into it
     mixed = runner.invoke(app, [*base, "--out", str(tmp_path / "t"), "--backend", "onnx", "--int8"], env=env)
     assert mixed.exit_code == 2
     assert "store made with other settings" in mixed.stderr and "onnx int8" in mixed.stderr
+
+
+def test_defaults_choose_onnx_int8_on_cpu_and_stores_reproduce_themselves() -> None:
+    settings = EmbedSettings(device="cpu")
+    assert local_runtime(settings) == (None, "onnx", True)
+    assert describe(settings).model == f"{DEFAULT_MODEL} (onnx int8)"
+    assert local_runtime(EmbedSettings(backend="torch")) == (None, "torch", False)  # int8 is onnx only
+    assert local_runtime(EmbedSettings(device="cpu", int8=False)) == (None, "onnx", False)
+    # settings rebuilt from a store's meta (as `newsrec serve` does) give that store's vectors again
+    recorded = EmbedSettings(model=f"{DEFAULT_MODEL} (onnx int8)", int8=False, backend="torch")
+    assert local_runtime(recorded) == (DEFAULT_MODEL, "onnx", True)
+    assert describe(recorded).model == f"{DEFAULT_MODEL} (onnx int8)"

@@ -94,7 +94,10 @@ BackendOption = Annotated[
     ),
 ]
 Int8Option = Annotated[
-    bool | None, typer.Option("--int8/--no-int8", help="With --backend onnx: dynamic int8 quantisation.")
+    bool | None,
+    typer.Option(
+        "--int8/--no-int8", help="ONNX backend: dynamic int8 quantisation (--no-int8: the torch vectors)."
+    ),
 ]
 ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads of the local model.")]
 DimensionsOption = Annotated[

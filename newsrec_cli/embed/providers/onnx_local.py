@@ -253,7 +253,7 @@ class OnnxProvider:
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         dimension = int(self._session.get_outputs()[0].shape[-1])
-        label = model_name(model) + (" (onnx int8)" if int8 else "")
+        label = model_name(model) + (" (onnx int8)" if int8 else "")  # INT8_SUFFIX of providers
         # float ONNX gives the torch vectors (max difference ~1e-7): the same model name, so stores
         # are shared; int8 vectors differ slightly (cosine >= 0.99), so they are named apart
         self.spec = ProviderSpec(name="local", model=label, dimension=dimension, semantic=True)
