@@ -49,8 +49,23 @@ def local_runtime(settings: EmbedSettings) -> tuple[str | None, str, bool]:
         from newsrec_cli.embed.providers.local import resolve_device
 
         cpu = resolve_device(settings.device) == "cpu"
-        backend = "onnx" if cpu and importlib.util.find_spec("onnxruntime") is not None else "torch"
+        onnx = cpu and importlib.util.find_spec("onnxruntime") is not None and _is_model_folder(model)
+        backend = "onnx" if onnx else "torch"
     return model, backend, backend == "onnx" and settings.int8
+
+
+def _is_model_folder(model: str | None) -> bool:
+    """Whether the local model is a sentence-transformers folder on disk (what ONNX exports from);
+    anything else goes to torch, whose loader explains what is wrong with it."""
+    from pathlib import Path
+
+    from newsrec_cli.embed.providers.local import model_location
+    from newsrec_cli.errors import InputError
+
+    try:
+        return (Path(model_location(model)) / "modules.json").is_file()
+    except InputError:  # the default model's package is missing: torch's loader says so
+        return False
 
 
 def make_provider(settings: EmbedSettings) -> EmbeddingProvider:

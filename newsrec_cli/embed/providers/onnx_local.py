@@ -46,7 +46,9 @@ def model_structure(folder: Path) -> tuple[str, bool, int]:
     try:
         modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"not a sentence-transformers folder ({exc})", path=folder) from None
+        raise InputError(
+            f"cannot load the local model: not a sentence-transformers folder ({exc})", path=folder
+        ) from None
     types = [m.get("type", "") for m in modules]
     unknown = [t for t in types if t not in SUPPORTED]
     pooling = "mean"
@@ -228,7 +230,11 @@ class OnnxProvider:
     ) -> None:
         folder = Path(model_location(model))
         if not folder.is_dir():
-            raise InputError("--backend onnx needs a model folder on disk (not a hub name)", path=folder)
+            raise InputError(
+                "cannot load the local model: --backend onnx needs a model folder on disk "
+                "(a hub name needs --backend torch)",
+                path=folder,
+            )
         try:
             import onnxruntime as ort
             from transformers import AutoTokenizer
