@@ -48,6 +48,9 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the run files in --out and start over.")
+    ] = False,
     # model
     use_id: Annotated[
         bool | None, _opt("News-ID embedding (fresh news: unseen vector).", "--use-id/--no-use-id")
@@ -116,6 +119,8 @@ def train_command(
     With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
 
     Continue an interrupted run: newsrec train --resume --out runs/nrms
+
+    Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite
     """
     from newsrec_cli.train.loop import train
 
@@ -174,6 +179,7 @@ def train_command(
             data_settings=data_settings,
             graph_settings=graph_settings,
             resume=resume,
+            overwrite=overwrite,
             callbacks=view,
         )
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from newsrec_cli import __version__
+from newsrec_cli import __version__, atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.category_embedding import CategoryEmbedding
@@ -33,6 +34,7 @@ from newsrec_cli.model.user_encoder import UserEncoder
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.context import (
+    VOCAB_FILES,
     Vocabularies,
     build_vocabularies,
     check_coverage,
@@ -226,6 +228,40 @@ def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
             raise InputError("expected NewsID, category, subcategory", path=path, line=number)
         table.append((parts[0], parts[1], parts[2], "", "", ""), [], [])
     return Vocab(table.ids), table
+
+
+def clear_run(run_dir: Path) -> list[Path]:
+    """Delete the files a run (and `evaluate` on it) writes in `run_dir`; other files stay.
+
+    Returns what was deleted. For `newsrec train --overwrite`.
+    """
+    if not run_dir.is_dir():
+        return []
+    names = {
+        CONFIG,
+        MODEL,
+        LAST,
+        HISTORY,
+        NEWS_TABLE,
+        *VOCAB_FILES.values(),
+        "prediction.txt",
+        "prediction.zip",
+    }
+    removed = []
+    for path in sorted(run_dir.iterdir()):
+        if path.name == TENSORBOARD and path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file() and (
+            path.name in names
+            or (path.name.startswith("metrics") and path.suffix == ".json")
+            or path.name.startswith(atomic.TMP_PREFIX)
+            or path.name.endswith(".tmp")
+        ):
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,116 @@
+"""Runs that stop early are recoverable: a run killed before its first last.pt resumes from step 0,
+`--overwrite` starts over on purpose, and `--time-budget` partial epochs never choose model.pt
+(resume after a budget stop equals an uninterrupted run, as after Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_helpers import hashing_store, synth
+from typer.testing import CliRunner
+
+from newsrec_cli.cli import app
+from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.settings import TrainSettings
+from newsrec_cli.train import TrainCallbacks, train
+
+FAST: dict[str, Any] = {
+    "dim": 16,
+    "heads": 2,
+    "history": 10,
+    "batch_size": 32,
+    "threads": 1,
+    "valid_impressions": 40,
+}
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("recovery_synth")
+    data = synth(root)
+    return data, hashing_store(data, root / "store")
+
+
+def fast(**overrides: Any) -> TrainSettings:
+    return TrainSettings(**{**FAST, **overrides})
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (the loop saves no last.pt on it)."""
+
+
+class KillAtStep(TrainCallbacks):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
+        if done == self.step:
+            raise Killed
+        return False
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, store = synthetic
+    settings = fast(max_steps=6)
+    full = train(data, tmp_path / "full", store=store, settings=settings)
+    with pytest.raises(Killed):
+        train(data, tmp_path / "cut", store=store, settings=settings, callbacks=KillAtStep(2))
+    assert (tmp_path / "cut" / "config.json").is_file() and not (tmp_path / "cut" / "last.pt").exists()
+    resumed = train(None, tmp_path / "cut", settings=settings, resume=True)
+    assert resumed.info.resumed_at == (1, 0)
+    assert resumed.stopped == "max_steps"
+    assert_same_weights(tmp_path / "full" / "model.pt", tmp_path / "cut" / "model.pt")
+    assert [r.metrics for r in resumed.history] == [r.metrics for r in full.history]
+    lines = (tmp_path / "cut" / "history.jsonl").read_text().splitlines()
+    assert len(lines) == len(full.history)
+
+
+def test_overwrite_starts_over_and_keeps_foreign_files(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
+    data, store = synthetic
+    run = tmp_path / "run"
+    args = ["train", str(data), "-e", str(store), "-o", str(run), "--dim", "16", "--heads", "2"]
+    args += ["--threads", "1", "--valid-impressions", "40", "--json"]
+    first = runner.invoke(app, [*args, "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    (run / "notes.txt").write_text("mine\n")
+    (run / "metrics.json").write_text("{}\n")
+    again = runner.invoke(app, [*args, "--max-steps", "3"])
+    assert again.exit_code == 1
+    assert "--overwrite" in again.stderr and "already holds a run" in again.stderr
+    over = runner.invoke(app, [*args, "--max-steps", "3", "--overwrite"])
+    assert over.exit_code == 0, over.output
+    result = json.loads(over.stdout)
+    assert result["history"][-1]["global_step"] == 3 and result["info"]["resumed_at"] is None
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["global_step"] for h in history] == [3]
+    assert (run / "notes.txt").read_text() == "mine\n"
+    assert not (run / "metrics.json").exists()  # metrics of the old model would be wrong now
+    assert json.loads((run / "config.json").read_text())["settings"]["train"]["max_steps"] == 3
+    both = runner.invoke(app, [*args, "--resume", "--overwrite"])
+    assert both.exit_code == 2 and "choose one" in both.stderr
+
+
+def test_resume_and_overwrite_together_are_refused(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
+    data, store = synthetic
+    with pytest.raises(SettingsError, match="choose one"):
+        train(data, tmp_path / "r", store=store, settings=fast(), resume=True, overwrite=True)
+    with pytest.raises(InputError, match="run directory not found"):
+        train(None, tmp_path / "never", settings=fast(), resume=True)
