@@ -28,7 +28,7 @@ from newsrec_cli.evaluate.predictions import (
     write_predictions,
 )
 from newsrec_cli.mind.behaviors import Impressions
-from newsrec_cli.mind.dataset import MindDataset, load_dataset
+from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
 METRICS_FILE = "metrics.json"
@@ -93,9 +93,19 @@ def select_split(
     """(training impressions or None, impressions to score, a sentence on where they come from).
 
     valid: the dataset's valid/ folder, else the split the training used (by time or impression,
-    from the run's settings). test: the test/ folder, labelled or not.
+    from the run's settings). test: the test/ folder, labelled or not. A dataset with no training
+    impressions still has its valid/ folder scored (there is just no training side).
     """
     if split == "valid":
+        has_train = "train" in dataset.splits or SINGLE in dataset.splits
+        if not has_train and "valid" in dataset.splits:
+            return None, dataset.splits["valid"], f"valid: {dataset.folders['valid']}"
+        if not has_train:
+            raise InputError(
+                f"no valid/ (or dev/) folder with behaviors.tsv (found: {', '.join(dataset.folders)}); "
+                "use --split test",
+                path=dataset.root,
+            )
         train, valid, note = dataset.train_valid(
             split=data_settings.split,
             valid_days=data_settings.valid_days,
@@ -107,6 +117,26 @@ def select_split(
         raise InputError("no test/ folder with behaviors.tsv (use --split valid)", path=dataset.root)
     train = dataset.splits.get("train")
     return train, dataset.splits["test"], f"test: {dataset.folders['test']}"
+
+
+def file_split(dataset: MindDataset, split: str) -> tuple[Impressions | None, Impressions, str]:
+    """The impressions a prediction file is scored against when no run chooses them.
+
+    A single MIND folder: all of its behaviors.tsv. A parent: the folder of `split` (valid/ or
+    dev/, test/), whole. Scoring a file needs labelled behaviors only, never training data.
+    """
+    if SINGLE in dataset.splits:
+        imps = dataset.splits[SINGLE]
+        return None, imps, f"all {len(imps):,} impressions of {dataset.folders[SINGLE] / 'behaviors.tsv'}"
+    if split not in dataset.splits:
+        wanted = "valid/ (or dev/)" if split == "valid" else f"{split}/"
+        raise InputError(
+            f"no {wanted} folder with behaviors.tsv to score the file against "
+            f"(found: {', '.join(dataset.folders)}); name one with --split",
+            path=dataset.root,
+        )
+    imps = dataset.splits[split]
+    return dataset.splits.get("train"), imps, f"{split}: all of {dataset.folders[split] / 'behaviors.tsv'}"
 
 
 def evaluate(
@@ -142,7 +172,10 @@ def evaluate(
 
     say(f"reading {data}")
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
-    train, target, note = select_split(dataset, settings.split, data_settings)
+    if model is None and predictions is not None:
+        train, target, note = file_split(dataset, settings.split)
+    else:
+        train, target, note = select_split(dataset, settings.split, data_settings)
     report = EvaluationReport(
         data=str(data),
         split=settings.split,
@@ -190,7 +223,7 @@ def evaluate(
 
     if predictions is not None and target.labeled:
         start = time.perf_counter()
-        ranks = align_ranks(predictions, read_predictions(predictions), target)
+        ranks = align_ranks(predictions, read_predictions(predictions), target, scope=note)
         add(f"file {predictions.name}", "file", scores_from_ranks(ranks), time.perf_counter() - start)
 
     if settings.baselines and target.labeled:  # unlabeled: only the model's file is of use
