@@ -224,6 +224,13 @@ class _Progress:
             f"({info.threads} threads); {info.steps_per_epoch:,} steps per epoch{resumed}",
             highlight=False,
         )
+        if info.unverified_texts:
+            err_console.print(
+                f"[yellow]note:[/] {info.unverified_texts:,} text vectors could not be checked against "
+                "the news texts: the store has no fingerprints (made before newsrec recorded them, or "
+                "imported); a new `newsrec embed` store has them",
+                highlight=False,
+            )
 
     def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
         if self.quiet:

@@ -5,6 +5,7 @@ The command layer calls `evaluate(...)` and renders the report; notebooks can ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli import atomic
-from newsrec_cli.embed.store import EmbeddingStore
+from newsrec_cli.embed.store import EmbeddingStore, TextCheck
+from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.evaluate import baselines
 from newsrec_cli.evaluate.breakdown import Groups, category_groups, history_groups, metrics_by_group
@@ -215,6 +217,7 @@ def evaluate(
         start = time.perf_counter()
         logits = model.score(dataset, target, batch_size=settings.batch_size)
         add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start)
+        _say_unverified(say, model.run.text_check)
         if settings.write_predictions:
             folder = out_dir or run_dir
             assert folder is not None  # run_dir is set whenever predictions are written
@@ -234,9 +237,31 @@ def evaluate(
     folder = out_dir or run_dir
     if folder is not None and target.labeled:
         path = folder / METRICS_FILE
+        if out_dir is None and model is not None:
+            path = folder / metrics_file_name(model.run.config, data, settings.split)
         atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
         report.written.append(str(path))
     return report
+
+
+def metrics_file_name(run_config: dict[str, Any], data: Path, split: str) -> str:
+    """metrics.json for the run's own data and validation split; for any other data or split a
+    name of its own (metrics-<folder>-<split>-<hash of the path>.json), so evaluating a run on
+    other data never overwrites the metrics of its own."""
+    own = run_config.get("data", {}).get("path")
+    resolved = data.resolve()
+    if split == "valid" and own and Path(own) == resolved:
+        return METRICS_FILE
+    digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:8]
+    return f"metrics-{resolved.name or 'data'}-{split}-{digest}.json"
+
+
+def _say_unverified(say: Say, check: TextCheck | None) -> None:
+    if check is not None and check.unverified:
+        say(
+            f"note: {check.unverified:,} text vectors could not be checked against the news texts "
+            "(a store without fingerprints: made before newsrec recorded them, or imported)"
+        )
 
 
 def _groups(by: str, target: Impressions, dataset: MindDataset) -> Groups | None:
@@ -269,5 +294,8 @@ def _add_baselines(
         return
     start = time.perf_counter()
     store = EmbeddingStore.open(store_path)
+    used_rows = np.unique(np.concatenate([target.candidates, target.history]).astype(np.int64))
+    used = [dataset.news_vocab.ids[i] for i in used_rows[used_rows > 0]]
+    _say_unverified(say, check_store_texts(store, dataset.news, used, data=dataset.root))
     scores = baselines.content_scores(store, target, dataset.news_vocab)
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)

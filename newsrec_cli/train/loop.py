@@ -115,6 +115,7 @@ class TrainInfo:
     missing_text: list[str] = field(default_factory=list)
     resumed_at: tuple[int, int] | None = None  # (epoch, step in epoch), 1-based epoch
     threads: int = 1
+    unverified_texts: int = 0  # news whose store vector has no text fingerprint to check
 
 
 @dataclass
@@ -415,6 +416,7 @@ def train(
         missing_text=lacking,
         resumed_at=(state.epoch + 1, state.step_in_epoch) if resume else None,
         threads=torch.get_num_threads(),
+        unverified_texts=context.text_check.unverified if context.text_check is not None else 0,
     )
     history = _read_history(out / HISTORY)
     if state.finished:

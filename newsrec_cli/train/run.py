@@ -39,6 +39,7 @@ from newsrec_cli.train.context import (
     build_vocabularies,
     check_coverage,
     check_modalities,
+    check_store_texts,
     needed_news,
     news_features,
     open_store,
@@ -62,6 +63,7 @@ class DataContext:
     features: NewsFeatures
     text_dim: int | None = None
     graph: Any = None  # newsrec_cli.graph.NewsGraph or None
+    text_check: Any = None  # newsrec_cli.embed.store.TextCheck of the store against the dataset
 
 
 def prepare_context(
@@ -79,7 +81,7 @@ def prepare_context(
     --init` both build their model from this, so a checked configuration is the trained one.
     """
     vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
-    text, lacking, text_dim = None, [], None
+    text, lacking, text_dim, text_check = None, [], None, None
     if settings.use_text:
         if store is None:
             raise SettingsError(
@@ -97,6 +99,9 @@ def prepare_context(
                 field="History/Impressions",
             )
         opened = open_store(store)
+        text_check = check_store_texts(
+            opened, dataset.news, [dataset.news_vocab.ids[i] for i in needed], data=dataset.root
+        )
         text, lacking = text_vectors(
             opened,
             dataset.news_vocab.ids,
@@ -117,7 +122,10 @@ def prepare_context(
         text=text,
         graph_index=news_graph.news_index if news_graph is not None else None,
     )
-    return DataContext(vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph), lacking
+    context = DataContext(
+        vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph, text_check=text_check
+    )
+    return context, lacking
 
 
 def resolve_device(device: str) -> torch.device:
@@ -367,6 +375,7 @@ class LoadedRun:
     _graph_index: dict[str, int] | None = None
     _attached: Vocab | None = None  # the news vocabulary the model is attached to
     _attached_size: int = 0
+    text_check: Any = None  # TextCheck of the store against the last dataset attached
 
     @property
     def text_dim(self) -> int | None:
@@ -377,6 +386,11 @@ class LoadedRun:
         vectors (MissingVectorsError otherwise, unless the run allows missing ones)."""
         must = needed_news(*needed) if needed else np.zeros(0, dtype=np.int64)
         vocab = dataset.news_vocab
+        if self._store is not None and len(must):
+            # The store's vectors must stand for the texts this dataset gives those news.
+            self.text_check = check_store_texts(
+                self._store, dataset.news, [vocab.ids[i] for i in must], data=dataset.root
+            )
         if self._attached is not vocab or self._attached_size != len(vocab):
             text = None
             if self.model.news_encoder.text is not None:
