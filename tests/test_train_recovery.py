@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,62 @@ def test_resume_and_overwrite_together_are_refused(synthetic: tuple[Path, Path],
         train(data, tmp_path / "r", store=store, settings=fast(), resume=True, overwrite=True)
     with pytest.raises(InputError, match="run directory not found"):
         train(None, tmp_path / "never", settings=fast(), resume=True)
+
+
+class SlowAt(TrainCallbacks):
+    """Waits at (epoch, step) until `budget` seconds have passed since it was made, so that
+    --time-budget stops the run there (or earlier on a slow machine), in the middle of an epoch."""
+
+    def __init__(self, epoch: int, step: int, budget: float) -> None:
+        self.epoch, self.step, self.current = epoch, step, 0
+        self.deadline = time.monotonic() + budget
+
+    def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
+        self.current = epoch
+
+    def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
+        if self.current == self.epoch and done == self.step:
+            time.sleep(max(0.0, self.deadline - time.monotonic()) + 0.05)
+        return False
+
+
+def full_epochs(history: list[Any]) -> list[tuple[int, int, dict[str, float], bool]]:
+    return [(r.epoch, r.global_step, r.metrics, r.best) for r in history if not r.partial]
+
+
+@pytest.mark.parametrize("where", ["first_step", "mid_epoch_2"])
+def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
+    synthetic: tuple[Path, Path], tmp_path: Path, where: str
+) -> None:
+    data, store = synthetic
+    settings = fast(epochs=3, patience=1)
+    full = train(data, tmp_path / "full", store=store, settings=settings)
+    if where == "first_step":
+        cut = train(
+            data, tmp_path / "cut", store=store, settings=fast(epochs=3, patience=1, time_budget=1e-3)
+        )
+        assert cut.history[-1].steps == 1
+    else:
+        budget = 6.0
+        cut = train(
+            data,
+            tmp_path / "cut",
+            store=store,
+            settings=fast(epochs=3, patience=1, time_budget=budget),
+            callbacks=SlowAt(epoch=2, step=2, budget=budget),
+        )
+    assert cut.stopped == "time_budget"
+    last = cut.history[-1]
+    assert last.partial and not last.best  # shown, never chosen
+    assert (tmp_path / "cut" / "model.pt").is_file()  # a run stopped early can still be evaluated
+    if where == "first_step":
+        assert cut.best_epoch is None
+        assert torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["partial"] is True
+    resumed = train(None, tmp_path / "cut", settings=settings, resume=True)
+    assert resumed.stopped == full.stopped
+    assert_same_weights(tmp_path / "full" / "model.pt", tmp_path / "cut" / "model.pt")
+    assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert full_epochs(resumed.history) == full_epochs(full.history)
+    assert (resumed.best_epoch, resumed.best_metrics) == (full.best_epoch, full.best_metrics)
+    saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    assert saved["epoch"] == full.best_epoch and "partial" not in saved

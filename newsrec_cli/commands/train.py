@@ -309,6 +309,14 @@ def _render(result: Any) -> None:
     if any(r.partial for r in result.history):
         console.print("* part of an epoch, validated when training stopped", style="dim")
     best = result.best_metrics
+    if result.best_epoch is None:
+        console.print(
+            f"no full epoch yet: {result.run_dir / 'model.pt'} holds the partial one until the first full "
+            f"epoch replaces it; stopped: {STOPS.get(result.stopped, result.stopped)}; {result.seconds:.0f} s",
+            highlight=False,
+        )
+        console.print(f"{result.info.validation}", style="dim", highlight=False)
+        return
     console.print(
         f"best epoch: {result.best_epoch} (valid AUC {_fmt(best.get('auc'))}, nDCG@10 {_fmt(best.get('ndcg@10'))}) "
         f"saved as {result.run_dir / 'model.pt'}; stopped: {STOPS.get(result.stopped, result.stopped)}; "

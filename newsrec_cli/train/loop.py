@@ -544,8 +544,12 @@ def train(
                 callbacks.on_validate(state.epoch + 1, len(valid_imps))
                 result = validate(model, valid_imps, settings, valid_users)
                 auc = result.values.get("auc", math.nan)
-                better = state.best_epoch is None or (
-                    math.isfinite(auc) and auc > state.best_auc + BEST_MIN_DELTA
+                # Part of an epoch cut by --time-budget is shown, never chosen: the next full epoch
+                # would be compared with it, and an uninterrupted run never sees it. (A --max-steps
+                # end is final, so it competes.)
+                selectable = epoch_done or stop == "max_steps"
+                better = selectable and (
+                    state.best_epoch is None or (math.isfinite(auc) and auc > state.best_auc + BEST_MIN_DELTA)
                 )
                 record = EpochRecord(
                     epoch=state.epoch + 1,
@@ -573,6 +577,20 @@ def train(
                             "global_step": state.global_step,
                             "metrics": record.to_dict()["metrics"],
                             "settings": _settings_dict(settings, data_settings, graph_settings),
+                        },
+                    )
+                elif state.best_epoch is None:
+                    # No full epoch yet: a provisional model.pt so the run can be evaluated; the
+                    # first full epoch replaces it whatever its score.
+                    checkpoint.save(
+                        out / MODEL,
+                        {
+                            "model": model.state_dict(),
+                            "epoch": record.epoch,
+                            "global_step": state.global_step,
+                            "metrics": record.to_dict()["metrics"],
+                            "settings": _settings_dict(settings, data_settings, graph_settings),
+                            "partial": True,
                         },
                     )
                 if epoch_done:
