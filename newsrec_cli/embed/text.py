@@ -126,7 +126,7 @@ def check_store_texts(
         raise InputError(
             f"{len(check.changed):,} of {check.checked:,} news have another text in {data} than the one "
             f"their vector was made from (first: {first}); embed them again: "
-            f"newsrec embed {data} --out {store.path} (only the changed ones are re-embedded)",
+            f"newsrec embed {data} --out {store.path} (vectors of unchanged texts are kept)",
             path=store.path,
         )
     return check

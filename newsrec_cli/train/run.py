@@ -1,6 +1,6 @@
 """A run directory: building a fresh model, writing config.json, loading a trained run back.
 
-Layout (see DESIGN.md): config.json (every effective setting, the data, store and graph paths),
+Layout (see "The pipeline and its files" in the README): config.json (every effective setting, the data, store and graph paths),
 vocab_*.txt / vocab_news.tsv, model.pt (best weights), last.pt (resume state), history.jsonl,
 tensorboard/. `load_run` needs nothing but this folder and the store and graph it names.
 """
