@@ -105,8 +105,12 @@ def test_a_store_without_fingerprints_loads_and_is_reused_unchecked(
     a, b = two_datasets
     store = tmp_path / "store"
     embed(a, store)
+    info = runner.invoke(app, ["embed", "info", str(store), "--json"])
+    assert json.loads(info.stdout)["fingerprinted"] == 6
     strip_fingerprints(store)
     assert EmbeddingStore.open(store).hashes is None
+    info = runner.invoke(app, ["embed", "info", str(store)], env={"COLUMNS": "160"})
+    assert info.exit_code == 0 and "none (store made before newsrec recorded them)" in info.stdout
     result = runner.invoke(app, ["embed", str(b), "--out", str(store), "--provider", "hashing"])
     assert result.exit_code == 0, result.output
     assert "6 vectors were reused by ID alone" in result.stderr

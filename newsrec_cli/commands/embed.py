@@ -303,6 +303,13 @@ def info(
     if norms["zero_rows"]:
         table.add_row("zero rows", f"[red]{norms['zero_rows']}[/]")
     table.add_row("updated", str(summary["updated"]))
+    known = summary["fingerprinted"]
+    table.add_row(
+        "text fingerprints",
+        "none (store made before newsrec recorded them)"
+        if known is None
+        else f"{known:,} of {summary['count']:,} rows",
+    )
     if summary["source"]:
         table.add_row("imported from", str(summary["source"].get("vectors")))
     console.print(table)
