@@ -85,6 +85,7 @@ def test_embed_reuses_only_the_same_text_and_reports_the_changed(
     )
     third = embed(b, store)  # nothing changed since: all reused
     assert third["embedded"] == 0 and third["changed"]["count"] == 0
+    assert not (store / "chunks").exists()  # nothing of the run is left behind
 
 
 def test_the_table_names_the_changed_news(two_datasets: tuple[Path, Path], tmp_path: Path) -> None:

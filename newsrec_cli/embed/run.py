@@ -280,7 +280,10 @@ def _commit(
     store = None if plan.replace else open_existing(plan.store_path)
     chunk_ids, chunk_vectors, chunk_hashes = log.load_with_hashes()
     if chunk_vectors is None:
-        return {} if store is None else store.meta
+        if store is None:
+            return {}
+        log.clear()  # nothing new: the store stays as it is
+        return store.meta
     latest = {id_: i for i, id_ in enumerate(chunk_ids)}  # an ID embedded twice: the later holds
     if store is not None:
         ids = list(store.ids)
