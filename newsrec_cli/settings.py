@@ -47,7 +47,9 @@ class DataSettings(StageSettings):
     valid_days: int | None = Field(
         None,
         ge=1,
-        description="With a split by time: the last N days are validation (default: the last day).",
+        description="Split by time: the last N days of train/ choose the epoch (default: the last day). "
+        "Given with a dataset that has a valid/ folder, it is used instead of that folder, which then "
+        "stays held out (report on it with `evaluate --split valid`).",
     )
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
@@ -195,6 +197,24 @@ class TrainSettings(StageSettings):
         "error", description="News without a text vector: an error, or a learned vector plus mask (reported)."
     )
     # model: user encoder and score
+    text_dropout: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Dropout on the frozen text vector before its projection."
+    )
+    content_prior: bool = Field(
+        True,
+        description="Add w x cosine(candidate text, mean of clicked text) to the score: training starts "
+        "at the content baseline and learns on top (needs text).",
+    )
+    prior_weight: float = Field(
+        5.0, gt=0.0, lt=30.0, description="Initial weight w of the content prior (learned; at most 30)."
+    )
+    prior_adapter: bool = Field(
+        False, description="Learn a weight per text feature inside the content prior (starts at 1)."
+    )
+    user_encoder: Literal["nrms", "candidate"] = Field(
+        "nrms",
+        description="NRMS (self-attention + pooling) or candidate-aware (the candidate attends over the clicks).",
+    )
     heads: int = Field(
         8, ge=1, description="Self-attention heads of the user encoder (dim must divide by it)."
     )
@@ -207,8 +227,22 @@ class TrainSettings(StageSettings):
     )
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the encoders (NRMS: 0.2).")
     # loss
-    loss: Literal["listwise", "pointwise", "focal"] = Field(
-        "listwise", description="Loss on logits: softmax over 1 click + K non-clicks, BCE, or focal BCE."
+    loss: Literal["listwise", "pointwise", "focal", "infonce"] = Field(
+        "listwise",
+        description="Loss on logits: softmax over 1 click + K non-clicks, BCE, focal BCE, or InfoNCE "
+        "(the click against its impression's negatives and every other candidate of the batch).",
+    )
+    temperature: float = Field(1.0, gt=0.0, description="InfoNCE: logits are divided by this.")
+    hard_negatives: int = Field(
+        0,
+        ge=0,
+        description="Of the K negatives, this many are the unclicked news of the impression that the "
+        "current model ranks highest (the rest are drawn at random).",
+    )
+    aux_category: float = Field(
+        0.0,
+        ge=0.0,
+        description="Weight of an auxiliary loss: predict the clicked news' category from the user (0: off).",
     )
     negatives: int = Field(
         4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4)."
@@ -240,6 +274,9 @@ class TrainSettings(StageSettings):
     )
     clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
     patience: int = Field(2, ge=1, description="Epochs without a better valid AUC before stopping.")
+    min_delta: float = Field(
+        1e-4, ge=0.0, description="A validation AUC must rise by more than this to count as better."
+    )
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
@@ -315,8 +352,8 @@ class DiagnoseSettings(StageSettings):
     scale: float | None = Field(
         None,
         gt=0,
-        le=100,
-        # The score head's scale has no train setting yet; this sets it on a fresh model (--init) to
+        lt=30,
+        # The score head's scale (bounded below 30) has no train setting yet; this sets it on a fresh model (--init) to
         # test a temperature before training, e.g. 10 with scoring = "dot" reproduces saturation.
         description="With --init: the score head's initial scale (logit = scale x similarity, an inverse "
         "temperature) instead of the model's default.",

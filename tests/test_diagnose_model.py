@@ -102,12 +102,14 @@ def test_logits_are_the_models_own_forward(synth) -> None:
         direct = subject.model(torch.from_numpy(hist), torch.from_numpy(mask), cands)[0].numpy()
     got = out.logits[imps.candidate_offsets[i] : imps.candidate_offsets[i + 1]]
     np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
-    assert out.news.shape == (len(imps.candidates), subject.model.dim)
-    assert out.users.shape == (len(imps), subject.model.dim)
+    # the learned head's vectors (the content prior's text part is not one of them)
+    assert out.news.shape == (len(imps.candidates), subject.model.news_dim)
+    assert out.users.shape == (len(imps), subject.model.news_dim)
 
 
 def test_cosine_report_numbers(synth) -> None:
-    subject = _fresh(synth, scale=10.0, normalize=False, scoring="cosine")
+    # without the content prior the logits are the head's alone, which the table predicts exactly
+    subject = _fresh(synth, scale=10.0, normalize=False, scoring="cosine", content_prior=False)
     report, _ = check_cosine(subject)
     checks = _checks(report)
     assert checks["current temperature"].status == Status.FAIL
@@ -131,7 +133,7 @@ def test_cosine_report_numbers(synth) -> None:
 
 
 def test_dot_head_row_is_the_dot_models_logits(synth) -> None:
-    subject = _fresh(synth, scale=7.0, scoring="dot")
+    subject = _fresh(synth, scale=7.0, scoring="dot", content_prior=False)
     report, _ = check_cosine(subject)
     sat, _ = check_saturation(subject)
     temps = next(t for t in report.tables if t.title.startswith("Temperatures"))
@@ -221,7 +223,7 @@ def test_cli_saturation_exit_codes_and_plot(synth, tmp_path: Path) -> None:
 
 def test_cli_normalize_and_scale_flags_reach_the_model(synth, tmp_path: Path) -> None:
     # The fault of BAD_TOML asked for with flags: without normalisation the logits leave +-scale.
-    toml = '[train]\nscoring = "cosine"\n'
+    toml = '[train]\nscoring = "cosine"\ncontent_prior = false\n'  # the head's logits alone
     flags = _cli(synth, tmp_path, toml, "--no-normalize", "--scale", "10", "--json")
     result = runner.invoke(app, ["diagnose", "saturation", *flags])
     assert result.exit_code == 1, result.output

@@ -140,3 +140,51 @@ def test_content_beats_random_and_popularity(default_synth: Path) -> None:
 def test_too_few_news_for_the_days() -> None:
     with pytest.raises(SettingsError, match=r"synth.news = 50: at least 75 news are needed for 10 days"):
         synthesize("/nonexistent", SynthSettings(news=50, days=10))
+
+
+def _pairs_auc(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """AUC over (click, non-click) pairs of one impression that share a subcategory: what a score
+    tells beyond the subcategory, which the category embedding alone already knows."""
+    wins = total = 0.0
+    for scores, labels, subs in rows:
+        pos, neg = labels == 1, labels == 0
+        same = subs[pos][:, None] == subs[neg][None, :]
+        diff = scores[pos][:, None] - scores[neg][None, :]
+        wins += float(((diff > 0) + 0.5 * (diff == 0))[same].sum())
+        total += float(same.sum())
+    return wins / total
+
+
+def test_text_and_entities_matter_beyond_the_subcategory(default_synth: Path) -> None:
+    """Clicks follow the words of a news item and its entities, not only its subcategory (as in real
+    news), so that fusion has a reason to use the text and graph modalities: among candidates of the
+    same subcategory, both the history's title words and the history's mean entity vector rank
+    clicks above non-clicks."""
+    ds = load_dataset(default_synth)
+    news = ds.news
+    words = [set(re.findall(r"[a-z][a-z-]+", t.lower())) - STOP for t in news.title]
+    vec_ids, vec = read_vec(default_synth / "train" / "entity_embedding.vec")
+    valid_ids, valid_vec = read_vec(default_synth / "valid" / "entity_embedding.vec")
+    table = dict(zip(vec_ids, vec, strict=True)) | dict(zip(valid_ids, valid_vec, strict=True))
+    entity_mean = np.zeros((len(news.title), vec.shape[1]))
+    for row in range(len(news.title)):
+        found = [table[e.wikidata_id] for e in news.title_entities[row] + news.abstract_entities[row]]
+        if found:
+            entity_mean[row] = np.mean(found, axis=0)
+    subcats = np.array(news.subcategory)
+    text_rows, entity_rows = [], []
+    for imps in ds.splits.values():
+        for i in range(len(imps)):
+            history = imps.history_of(i) - 1
+            cands = imps.candidates_of(i) - 1
+            labels = imps.labels_of(i)
+            if not len(history):
+                continue
+            bag = Counter(w for n in history for w in words[n])
+            text = np.array([sum(bag[w] for w in words[n]) for n in cands], dtype=float)
+            entity = entity_mean[cands] @ entity_mean[history].mean(axis=0)
+            text_rows.append((text, labels, subcats[cands]))
+            entity_rows.append((entity, labels, subcats[cands]))
+    text_auc, entity_auc = _pairs_auc(text_rows), _pairs_auc(entity_rows)
+    assert text_auc > 0.56, (text_auc, entity_auc)
+    assert entity_auc > 0.65, (text_auc, entity_auc)

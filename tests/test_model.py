@@ -15,7 +15,7 @@ from newsrec_cli.model.features import NewsFeatures
 from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
 from newsrec_cli.model.id_embedding import NewsIdEmbedding
-from newsrec_cli.model.scorer import ScoringHead
+from newsrec_cli.model.scorer import MAX_SCALE, ScoringHead, raw_for
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
 from newsrec_cli.model.user_encoder import UserEncoder
 from newsrec_cli.settings import GraphSettings, TrainSettings
@@ -69,8 +69,13 @@ def test_forward_shapes_and_probabilities(fusion: str, scoring: str) -> None:
     history, mask, candidates = batch(20)
     logits = model(history, mask, candidates)
     assert logits.shape == (4, 5) and torch.isfinite(logits).all()
-    assert model.encode_news(candidates).shape == (4, 5, 16)
-    assert model.encode_user(history, mask).shape == (4, 16)
+    # the learned 16-d vector, then the 12-d unit text vector of the content prior
+    assert model.dim == 16 + 12
+    assert model.encode_news(candidates).shape == (4, 5, 28)
+    assert model.encode_user(history, mask).shape == (4, 28)
+    torch.testing.assert_close(
+        model.score(model.encode_user(history, mask), model.encode_news(candidates)), logits
+    )
     proba = model.predict_proba(history, mask, candidates)
     assert ((proba > 0) & (proba < 1)).all()
     torch.testing.assert_close(proba, torch.sigmoid(model(history, mask, candidates)))
@@ -160,7 +165,9 @@ def test_missing_text_uses_the_learned_vector() -> None:
     model.eval()
     vectors = model.encode_news(torch.tensor([3, 4]))
     expected = model.news_encoder.fusion(model.news_encoder.text_missing[None, None, :])[0]
-    torch.testing.assert_close(vectors[0], expected)
+    torch.testing.assert_close(vectors[0, :16], expected)
+    assert vectors[0, 16:].abs().sum() == 0  # the content prior adds nothing for a missing vector
+    assert float(vectors[1, 16:].norm()) == pytest.approx(1.0)
 
 
 class _FakeGraphEncoder(nn.Module):
@@ -192,15 +199,48 @@ def test_graph_modality_maps_nodes_and_gives_news_off_the_graph_a_learned_vector
     assert graph.missing.grad is not None and graph.encoder.table.grad[2].abs().sum() > 0
 
 
-def test_scoring_head_rejects_unknown_kind_and_clamps_the_scale() -> None:
+def test_scoring_head_rejects_unknown_kind_and_bounds_the_scale() -> None:
     with pytest.raises(ValueError, match="ScoringHead: kind must be dot or cosine"):
         ScoringHead("euclid", 4)  # type: ignore[arg-type]
     head = ScoringHead("cosine", 4)
     with torch.no_grad():
-        head.log_scale.fill_(50.0)
-    assert float(head.scale.detach()) == pytest.approx(100.0)
+        head.raw_scale.fill_(50.0)  # far past the bound: the scale saturates at MAX_SCALE, no further
+    assert float(head.scale.detach()) == pytest.approx(MAX_SCALE)
     logits = head(torch.ones(1, 4), torch.ones(1, 2, 4))
-    torch.testing.assert_close(logits, torch.full((1, 2), 100.0))
+    torch.testing.assert_close(logits, torch.full((1, 2), MAX_SCALE))
+    # unlike a clamp, the bound leaves a gradient: the scale can come back down
+    head.raw_scale.data.fill_(3.0)
+    head(torch.ones(1, 4), torch.ones(1, 2, 4)).sum().backward()
+    assert head.raw_scale.grad is not None and float(head.raw_scale.grad) > 0
+
+
+@pytest.mark.parametrize("kind", ["dot", "cosine"])
+def test_scoring_head_logits_stay_within_the_scale_whatever_the_vectors(kind: str) -> None:
+    """The dot head standardises its inputs: vectors with norms in the thousands (as an unbounded
+    fusion can put out after training) still give |logit| <= scale."""
+    torch.manual_seed(0)
+    head = ScoringHead(kind, 32, init_scale=7.0)
+    user = torch.randn(8, 32) * 1000 + 50
+    news = torch.randn(8, 6, 32) * 3000
+    logits = head(user, news)
+    assert logits.abs().max() <= 7.0 + 1e-4
+    assert logits.std() > 0.5  # still discriminates
+
+
+def test_scores_are_float32_under_bf16_autocast() -> None:
+    """1,000 distinct logits between 2 and 3 survive bf16 autocast: the head computes in float32."""
+    head = ScoringHead("cosine", 2, init_scale=1.0)
+    angles = torch.linspace(0.0, 0.8, 1000)
+    news = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)[None]  # (1, 1000, 2)
+    user = torch.tensor([[1.0, 0.0]])
+    with torch.no_grad():
+        head.raw_scale.fill_(raw_for(3.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(user, news)
+        naive = torch.einsum("bd,bkd->bk", user, news) * 3.0  # what a bf16 head would give
+    assert logits.dtype == torch.float32
+    assert len(torch.unique(logits)) == 1000
+    assert len(torch.unique(naive)) < 200  # the collapse this guards against
 
 
 def test_fusion_rejects_unknown_kinds() -> None:
@@ -222,5 +262,7 @@ def test_initial_logits_are_well_inside_minus_five_five_on_real_vectors(scoring:
     mask = torch.ones(64, 50, dtype=torch.bool)
     candidates = torch.randint(1, len(vectors) + 1, (64, 5), generator=g)
     logits = model(history, mask, candidates)
-    assert logits.abs().max() < 3.0, float(logits.abs().max())
+    # 4.6 is where the sigmoid reaches 0.99 (diagnose saturation's threshold); the content prior
+    # (weight 5 x a centred cosine) and the learned head (scale 2 x a correlation) stay below it.
+    assert logits.abs().max() < 4.6, float(logits.abs().max())
     assert logits.std() > 1e-3  # not collapsed to one value either

@@ -68,8 +68,10 @@ def test_overfits_a_tiny_dataset_loss_falls_and_nothing_is_nan(tmp_path: Path) -
         threads=1,
     )
     result = train(data, tmp_path / "run", store=store, settings=settings)
-    losses = [r.train_loss for r in result.history]
-    assert all(math.isfinite(v) for r in result.history for v in [r.train_loss, *r.metrics.values()])
+    trained = [r for r in result.history if r.epoch > 0]  # epoch 0: the untrained model, no loss
+    assert result.history[0].epoch == 0 and math.isnan(result.history[0].train_loss)
+    losses = [r.train_loss for r in trained]
+    assert all(math.isfinite(v) for r in trained for v in [r.train_loss, *r.metrics.values()])
     assert losses[-1] < 0.5 * losses[0]
     assert result.best_metrics["auc"] > 0.95
     assert result.history[0].metrics["auc"] < result.best_metrics["auc"]
@@ -186,7 +188,7 @@ def test_time_budget_stops_with_a_partial_validation_and_resume_finishes(
     assert result.stopped == "time_budget"
     assert result.history[-1].partial and result.history[-1].steps == 1
     lines = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["partial"] is True
+    assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 0 and json.loads(lines[1])["partial"] is True
     finished = train(None, tmp_path / "run", settings=fast(epochs=2), resume=True)
     assert finished.stopped in ("epochs", "early_stopping")
     assert not finished.history[-1].partial

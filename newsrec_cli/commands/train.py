@@ -74,8 +74,33 @@ def train_command(
         float | None, _opt("Share of news IDs replaced by the unseen vector.", "--id-dropout")
     ] = None,
     missing: Annotated[str | None, _opt("News without a text vector: error or learned.", "--missing")] = None,
+    text_dropout: Annotated[
+        float | None, _opt("Dropout on the text vector before its projection.", "--text-dropout")
+    ] = None,
+    content_prior: Annotated[
+        bool | None,
+        _opt(
+            "Add w x cosine(candidate text, mean clicked text) to the score (default on).",
+            "--content-prior/--no-content-prior",
+        ),
+    ] = None,
+    prior_weight: Annotated[
+        float | None, _opt("Initial weight of the content prior.", "--prior-weight")
+    ] = None,
+    user_encoder: Annotated[
+        str | None, _opt("nrms (default) or candidate (candidate-aware attention).", "--user-encoder")
+    ] = None,
     # loss
-    loss: Annotated[str | None, _opt("listwise (default), pointwise or focal.", "--loss")] = None,
+    loss: Annotated[str | None, _opt("listwise (default), pointwise, focal or infonce.", "--loss")] = None,
+    temperature: Annotated[float | None, _opt("InfoNCE temperature.", "--temperature")] = None,
+    hard_negatives: Annotated[
+        int | None,
+        _opt("Of the K negatives, this many are the ones the model ranks highest.", "--hard-negatives"),
+    ] = None,
+    aux_category: Annotated[
+        float | None,
+        _opt("Weight of the auxiliary loss: the clicked news' category from the user.", "--aux-category"),
+    ] = None,
     negatives: Annotated[int | None, _opt("Unclicked news per click (K).", "--negatives")] = None,
     pos_weight: Annotated[float | None, _opt("Click weight of the pointwise loss.", "--pos-weight")] = None,
     gamma: Annotated[float | None, _opt("Focal loss gamma.", "--gamma")] = None,
@@ -94,6 +119,9 @@ def train_command(
     patience: Annotated[
         int | None, _opt("Epochs without better valid AUC before stopping.", "--patience")
     ] = None,
+    min_delta: Annotated[
+        float | None, _opt("A valid AUC must rise by more than this to count as better.", "--min-delta")
+    ] = None,
     valid_impressions: Annotated[
         int | None, _opt("Validate on a fixed sample of N impressions.", "--valid-impressions")
     ] = None,
@@ -106,15 +134,22 @@ def train_command(
     # data and graph
     split: Annotated[str | None, _opt("Validation: auto, time or impression.", "--split")] = None,
     valid_days: Annotated[
-        int | None, _opt("With --split time: the last N days validate.", "--valid-days")
+        int | None,
+        _opt(
+            "Choose the epoch on the last N days of train/ (a split by time); a valid/ folder then "
+            "stays out of selection, for `evaluate --split valid`.",
+            "--valid-days",
+        ),
     ] = None,
     graph_encoder: Annotated[str | None, _opt("GNN of --graph: sage or gat.", "--graph-encoder")] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Train a news recommender (ID + text + graph + category, NRMS user encoder) on a MIND dataset.
+    """Train a news recommender (ID + text + graph + category, NRMS user encoder, content prior) on a MIND dataset.
 
     Example: newsrec train data/mind --embeddings data/mind/minilm --out runs/nrms
+
+    Choose the epoch on the last day of train/ and report on valid/, a later day: newsrec train data/mind -e data/mind/minilm --valid-days 1 --out runs/nrms, then newsrec evaluate runs/nrms --split valid --baselines
 
     With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
 
@@ -141,7 +176,14 @@ def train_command(
         dropout=dropout,
         id_dropout=id_dropout,
         missing=missing,
+        text_dropout=text_dropout,
+        content_prior=content_prior,
+        prior_weight=prior_weight,
+        user_encoder=user_encoder,
         loss=loss,
+        temperature=temperature,
+        hard_negatives=hard_negatives,
+        aux_category=aux_category,
         negatives=negatives,
         pos_weight=pos_weight,
         gamma=gamma,
@@ -155,6 +197,7 @@ def train_command(
         schedule=schedule,
         clip=clip,
         patience=patience,
+        min_delta=min_delta,
         valid_impressions=valid_impressions,
         seed=seed,
         device=device,
@@ -258,8 +301,10 @@ class _Progress:
         m = record.metrics
         tag = " [green]best[/]" if record.best else ""
         part = f" (partial: {record.steps:,} steps)" if record.partial else ""
+        if record.epoch == 0:
+            part = " (untrained: the content prior)"
         err_console.print(
-            f"epoch {record.epoch}{part}: loss {record.train_loss:.4f}, AUC {_fmt(m.get('auc'))}, "
+            f"epoch {record.epoch}{part}: loss {_fmt(record.train_loss)}, AUC {_fmt(m.get('auc'))}, "
             f"MRR {_fmt(m.get('mrr'))}, nDCG@10 {_fmt(m.get('ndcg@10'))}, {record.seconds:.0f} s, "
             f"{record.samples_per_s:,.0f} samples/s{tag}",
             highlight=False,
@@ -299,7 +344,7 @@ def _render(result: Any) -> None:
         style = "bold green" if record.best and record.epoch == result.best_epoch else None
         table.add_row(
             label,
-            f"{record.train_loss:.4f}",
+            _fmt(record.train_loss),
             *(_fmt(record.metrics.get(m)) for m in METRICS),
             f"{record.seconds:.1f}",
             f"{record.samples_per_s:,.0f}",

@@ -5,7 +5,7 @@ scale (inverse temperature) nor whether the cosine head L2-normalises. To check 
 configurations before training, `[diagnose] scale` and `[diagnose] normalize = false` change the
 freshly built model here:
 
-- `set_scale` writes the head's `log_scale` parameter (logit = scale x similarity);
+- `set_scale` sets the head's scale (logit = scale x similarity) through `ScoringHead.set_scale`;
 - `UnnormalisedCosineHead` is the cosine head without its L2 normalisation, logit = scale x u.n.
   With a scale of 10 it is the configuration that lost the original project days: "cosine with a
   temperature of 10" on vectors whose norms are in the tens, so every logit lands far beyond the
@@ -14,14 +14,12 @@ freshly built model here:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.model.recommender import NewsRecommender
-from newsrec_cli.model.scorer import MAX_LOG_SCALE, ScoringHead
+from newsrec_cli.model.scorer import MAX_SCALE, ScoringHead
 
 
 class UnnormalisedCosineHead(ScoringHead):
@@ -40,8 +38,10 @@ class UnnormalisedCosineHead(ScoringHead):
         super().__init__("cosine", dim, init_scale)
 
     def forward(self, user: Tensor, news: Tensor) -> Tensor:
-        sim = torch.einsum("bd,bkd->bk", user, news)  # (B, K), no L2 normalisation
-        return sim * self.scale.to(sim.dtype)
+        B, K, D = news.shape  # batch, candidates, dim
+        user = (user if user.dim() == 3 else user[:, None, :]).float().expand(B, K, D)
+        sim = torch.einsum("bkd,bkd->bk", user, news.float())  # (B, K), no L2 normalisation
+        return sim * self.scale.float()
 
 
 def head_name(head: ScoringHead) -> str:
@@ -52,11 +52,12 @@ def head_name(head: ScoringHead) -> str:
 
 
 def set_scale(model: NewsRecommender, scale: float) -> None:
-    """Set the score head's scale (logit = scale x similarity); the head caps it at 100."""
-    if not 0 < scale <= math.exp(MAX_LOG_SCALE) + 1e-6:
-        raise SettingsError(f"diagnose.scale = {scale!r}: must be in (0, 100], the score head's range")
-    with torch.no_grad():
-        model.scorer.log_scale.fill_(math.log(scale))
+    """Set the score head's scale (logit = scale x similarity); the head bounds it below MAX_SCALE."""
+    if not 0 < scale < MAX_SCALE:
+        raise SettingsError(
+            f"diagnose.scale = {scale!r}: must be in (0, {MAX_SCALE:g}), the score head's range"
+        )
+    model.scorer.set_scale(scale)
 
 
 def drop_normalisation(model: NewsRecommender) -> None:
@@ -66,5 +67,5 @@ def drop_normalisation(model: NewsRecommender) -> None:
         raise SettingsError(
             'diagnose.normalize = false applies to train.scoring = "cosine" (the dot head never normalises)'
         )
-    device = head.log_scale.device
+    device = head.raw_scale.device
     model.scorer = UnnormalisedCosineHead(head.dim, float(head.scale.detach())).to(device)

@@ -24,8 +24,8 @@ class ModelOutputs:
     logits: np.ndarray  # float32 [C]
     labels: np.ndarray  # int8 [C]
     offsets: np.ndarray  # int64 [I+1]
-    users: np.ndarray  # float32 [I, D] user vector of each impression
-    news: np.ndarray  # float32 [C, D] vector of each candidate
+    users: np.ndarray  # float32 [I, D] learned user vector of each impression (candidate-free)
+    news: np.ndarray  # float32 [C, D] learned vector of each candidate
 
     @property
     def user_of_candidate(self) -> np.ndarray:
@@ -68,14 +68,15 @@ def run_model(
         ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
         user = model.encode_user(
             torch.from_numpy(hist).to(device), torch.from_numpy(mask).to(device), ids
-        )  # (B, D)
-        vectors = model.encode_news(torch.from_numpy(cand).to(device))  # (B, K, D)
+        )  # (B, S)
+        vectors = model.encode_news(torch.from_numpy(cand).to(device))  # (B, K, dim)
         scores = model.score(user, vectors)  # (B, K)
         keep = torch.from_numpy(valid).to(device)
         logits.append(scores[keep].float().cpu().numpy())
-        news.append(vectors[keep].float().cpu().numpy())
-        users.append(user.float().cpu().numpy())
-    dim = model.dim
+        # The vectors the learned head compares (the content prior's text part is not one of them).
+        news.append(vectors[..., : model.news_dim][keep].float().cpu().numpy())
+        users.append(model.user_summary(user).float().cpu().numpy())
+    dim = model.news_dim
     return ModelOutputs(
         logits=np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32),
         labels=imps.labels.copy(),

@@ -28,7 +28,7 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def _pyplot():
+def pyplot():
     require_matplotlib()
     import matplotlib
 
@@ -42,7 +42,7 @@ def histogram(
     values: dict[str, np.ndarray], path: Path, *, title: str, xlabel: str, marks: tuple[float, ...] = ()
 ) -> Path:
     """One PNG with an overlaid histogram per named array; vertical dashed lines at `marks`."""
-    plt = _pyplot()
+    plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     finite = {

@@ -42,14 +42,27 @@ def popularity_scores(train: Impressions, impressions: Impressions, seed: int = 
     return counts[impressions.candidates] + noise
 
 
+def news_center(store: EmbeddingStore, news_vocab: Vocab) -> np.ndarray:
+    """The mean text vector of every news of the vocabulary that the store holds, float32 [T]."""
+    vectors, _ = store.lookup([id_ for id_ in news_vocab.ids[1:] if id_ in store])
+    return vectors.mean(axis=0).astype(np.float32) if len(vectors) else np.zeros(store.dim, np.float32)
+
+
 def content_scores(
-    store: EmbeddingStore, impressions: Impressions, news_vocab: Vocab | None = None
+    store: EmbeddingStore,
+    impressions: Impressions,
+    news_vocab: Vocab | None = None,
+    *,
+    centred: bool = False,
 ) -> np.ndarray:
     """Cosine of each candidate's text vector to the mean of its user's history vectors.
 
-    Every candidate and history news must have a vector in the store (MissingVectorsError
-    otherwise: a silent zero vector would pass for a real score). An impression whose user has
-    no history scores 0 for all candidates: a tie, ranked by the metrics' tie rule.
+    With `centred`, every vector first has the mean text vector of the vocabulary's news
+    subtracted (`news_center`): the common direction that sentence vectors share is taken out,
+    as the model's content prior does. Every candidate and history news must have a vector in
+    the store (MissingVectorsError otherwise: a silent zero vector would pass for a real
+    score). An impression whose user has no history scores 0 for all candidates: a tie, ranked
+    by the metrics' tie rule.
     """
     vocab = news_vocab or impressions.news_vocab
     used = np.unique(np.concatenate([impressions.candidates, impressions.history]))
@@ -57,6 +70,8 @@ def content_scores(
     vectors, missing = store.lookup(ids)
     if missing:
         raise MissingVectorsError(missing, len(ids), store.path)
+    if centred:
+        vectors = vectors - news_center(store, vocab)
     # Row k of `unit` is news index used[k], L2-normalised; `row_of` maps news index -> k.
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)

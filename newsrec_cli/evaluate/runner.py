@@ -95,14 +95,19 @@ def select_split(
     """(training impressions or None, impressions to score, a sentence on where they come from).
 
     valid: the dataset's valid/ folder, else the split the training used (by time or impression,
-    from the run's settings). test: the test/ folder, labelled or not. A dataset with no training
-    impressions still has its valid/ folder scored (there is just no training side).
+    from the run's settings); the note says whether it chose the epoch. test: the test/ folder,
+    labelled or not. A dataset without training impressions still has its valid/ folder scored.
     """
+    if split == "valid" and "valid" in dataset.splits:
+        chose = data_settings.split == "auto" and data_settings.valid_days is None
+        note = f"valid: {dataset.folders['valid']}" + (
+            " (the split that chose the epoch: its figures are optimistic)"
+            if chose
+            else " (not used to choose the epoch: the run selected on a split inside train/)"
+        )
+        return dataset.splits.get("train"), dataset.splits["valid"], note
     if split == "valid":
-        has_train = "train" in dataset.splits or SINGLE in dataset.splits
-        if not has_train and "valid" in dataset.splits:
-            return None, dataset.splits["valid"], f"valid: {dataset.folders['valid']}"
-        if not has_train:
+        if "train" not in dataset.splits and SINGLE not in dataset.splits:
             raise InputError(
                 f"no valid/ (or dev/) folder with behaviors.tsv (found: {', '.join(dataset.folders)}); "
                 "use --split test",
@@ -299,3 +304,7 @@ def _add_baselines(
     _say_unverified(say, check_store_texts(store, dataset.news, used, data=dataset.root))
     scores = baselines.content_scores(store, target, dataset.news_vocab)
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)
+    # The model's content prior starts from this one: the row shows what training adds to it.
+    start = time.perf_counter()
+    scores = baselines.content_scores(store, target, dataset.news_vocab, centred=True)
+    add(f"content centred ({store_path.name})", "baseline", scores, time.perf_counter() - start)

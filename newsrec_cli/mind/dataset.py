@@ -107,7 +107,9 @@ class MindDataset:
             train = self.splits[SINGLE]
         else:
             raise InputError("no training impressions (train/behaviors.tsv)", path=self.root)
-        if split == "auto" and "valid" in self.splits:
+        # --valid-days asks for a split by time inside train/: the valid/ folder then stays out of
+        # model selection, a later day to report on.
+        if split == "auto" and "valid" in self.splits and valid_days is None:
             return (
                 train,
                 self.splits["valid"],

@@ -3,20 +3,30 @@
 The generative story, in the order the code runs:
 
 1. Topics: the subcategories of `synth_words` (grouped in categories), each with a share `w_s` of
-   the news. Entities (people, organisations, places) belong to one subcategory each and have a
-   Zipf popularity inside it; their 100-d vectors are the subcategory's centroid plus noise.
-2. News: a subcategory, 0-2 title entities (+ abstract entities), a title and abstract made of the
-   topic's real English words around the entity names, a publish day (a few days before the log
-   starts, for histories, then every day of it) and a popularity `z ~ N(0, 1)`.
-3. Users: a taste `theta_u` over subcategories (sparse Gamma draw, mixed with the global shares)
-   and three favourite entities drawn from it. Their history before the log is drawn from the
-   same taste: clicked titles reveal it.
-4. Impressions: a few per user (geometric, most users have one or two), a time in the log, and
+   the news, and the themes (money, family, weather, ...: angles that cut across topics), each
+   with a share `v_t`. Entities (people, organisations, places) belong to one subcategory each and
+   have a Zipf popularity inside it and a latent factor `f_e` (4-d, what the knowledge graph knows
+   of them: no name or word shows it); their 100-d vectors are the subcategory's centroid plus a
+   projection of `f_e` plus noise.
+2. News: a subcategory, a theme, 0-2 title entities (+ abstract entities), a title and abstract
+   made of the topic's and the theme's real English words around the entity names, a publish day
+   (a few days before the log starts, for histories, then every day of it) and a popularity
+   `z ~ N(0, 1)`.
+3. Users: a taste `theta_u` over subcategories and `phi_u` over themes (sparse Gamma draws, mixed
+   with the global shares), three favourite entities drawn from `theta_u`, and a liking `p_u` of
+   the entity factors.
+4. A user's preference for a news item is
+   `a*log(theta_us / w_s) + t*log(phi_ut / v_t) + e*[favourite entity] + k*p_u.mean(f_e)/2`: the
+   subcategory, the text's theme and the entities each carry a real share of it, as in real news,
+   so that a model needs its category, text and graph inputs alike. The history before the log is
+   drawn from the same preference (the best of a few old news, Gumbel-max), plus news of a
+   favourite entity: clicked news reveal every part of the taste.
+5. Impressions: a few per user (geometric, most users have one or two), a time in the log, and
    ~35 candidates (log-normal) drawn from recent news, mostly published that day. A candidate is
-   clicked with probability `sigmoid(a*log(theta_us / w_s) + e*[favourite entity] + b*z + noise + c)`:
-   taste dominates, popularity helps a little, and `c` is set by bisection so that about
-   `CLICK_RATE` of candidates are clicked (every impression has at least one click, as in MIND).
-   Clicks join the user's history for later impressions. The last day is valid/.
+   clicked with probability `sigmoid(preference + b*z + noise + c)`: popularity helps a little,
+   and `c` is set by bisection so that about `CLICK_RATE` of candidates are clicked (every
+   impression has at least one click, as in MIND). Clicks join the user's history for later
+   impressions. The last day is valid/.
 
 Everything is drawn from one seed through independent streams, so the same settings give the
 same files byte for byte. Work is vectorised with numpy; only text is composed in Python.
@@ -41,6 +51,7 @@ from newsrec_cli.mind.synth_words import (
     LAST_NAMES,
     LIST_NUMBERS,
     PLACES,
+    THEMES,
     TIME_WORDS,
 )
 from newsrec_cli.mind.writer import format_time, write_lines
@@ -50,8 +61,17 @@ START = datetime(2019, 11, 9, tzinfo=UTC)  # MIND-small's train log starts on 11
 PRE_DAYS_SHARE = 0.5  # days of news before the log (for histories), as a share of the log's days
 CLICK_RATE = 0.04  # MIND's share of clicked candidates
 VEC_DIM = 100  # MIND's entity_embedding.vec dimension
-# Click model: logit = TASTE * log(lift) + ENTITY * [favourite entity] + POPULARITY * z + noise + c
-TASTE, ENTITY, POPULARITY, NOISE = 1.6, 1.2, 0.5, 0.5
+# Click model: logit = TASTE * log(subcategory lift) + THEME * log(theme lift) + ENTITY * [favourite
+# entity] + FACTOR * (p_u . mean f_e) / 2 + POPULARITY * z + noise + c. With TASTE alone the
+# category embedding explained nearly every click and fusion ignored text and graph; these weights
+# give each a share of the preference's variance (about 2 : 1.5 : 1 on the default dataset).
+TASTE, THEME, ENTITY, FACTOR, POPULARITY, NOISE = 1.1, 1.3, 1.5, 2.0, 0.8, 0.5
+FACTORS = 4  # size of the entities' latent factor f_e and of the users' liking p_u
+HISTORY_POOL = 30  # a history click is the preferred one of this many old news (by exposure)
+HISTORY_BY_ENTITY = 0.25
+# history clicks follow softmax(HISTORY_SHARPNESS * preference): sharper than impressions, where
+# position, mood and noise blur it, so a history of ten clicks tells the taste
+HISTORY_SHARPNESS = 2.0  # share of history clicks on news of a favourite entity
 # Age of a candidate in days (0 = published that day): mostly fresh, as in MIND.
 CANDIDATE_AGE_P = (0.62, 0.25, 0.06, 0.04, 0.03)
 CANDIDATES_MEDIAN, CANDIDATES_SIGMA = 23.0, 0.85  # log-normal: mean ~33, long tail like MIND
@@ -86,6 +106,7 @@ class _Topics:
     subcategory: list[str]  # [S]
     category_index: np.ndarray  # int [S]
     share: np.ndarray  # float [S], w_s
+    theme_share: np.ndarray  # float [T], v_t
 
 
 @dataclass
@@ -95,6 +116,7 @@ class _Entities:
     types: list[str]
     subcat: np.ndarray  # int [E]
     weight: np.ndarray  # float [E], popularity inside the subcategory
+    factors: np.ndarray  # float [E, FACTORS], f_e
     vectors: np.ndarray  # float32 [E, 100]
 
 
@@ -102,10 +124,20 @@ class _Entities:
 class _News:
     ids: list[str]
     subcat: np.ndarray  # int [N]
+    theme: np.ndarray  # int [N]
+    factor: np.ndarray  # float [N, FACTORS], mean f_e of its entities (0 without any)
     publish: np.ndarray  # int [N], day relative to the log start (negative: before it)
     popularity: np.ndarray  # float [N], z
     entities: np.ndarray  # int [N, 3], entity indices, -1 = none (title then abstract)
     rows: list[str]  # news.tsv lines
+
+
+@dataclass
+class _Users:
+    theta: np.ndarray  # float [U, S], taste over subcategories
+    phi: np.ndarray  # float [U, T], taste over themes
+    favourites: np.ndarray  # int [U, 3], entity indices
+    liking: np.ndarray  # float [U, FACTORS], p_u
 
 
 def synthesize(out: str | Path, settings: SynthSettings, progress: Progress | None = None) -> SynthSummary:
@@ -131,12 +163,12 @@ def synthesize(out: str | Path, settings: SynthSettings, progress: Progress | No
     report("news", 0, settings.news)
     news = _make_news(rng_news, text_rng, topics, entities, settings.news, pre_days, settings.days, report)
 
-    theta, favourites = _make_users(rng_users, topics, entities, settings.users)
+    users = _make_users(rng_users, topics, entities, settings.users)
     report("users", settings.users, settings.users)
-    pre_history = _pre_history(rng_users, theta, favourites, news, entities, topics)
+    pre_history = _pre_history(rng_users, users, news, entities, topics)
 
     imp_user, imp_time, cand_offsets, candidates = _impressions(rng_imps, news, settings, pre_days)
-    labels = _clicks(rng_clicks, theta, favourites, topics, news, imp_user, cand_offsets, candidates)
+    labels = _clicks(rng_clicks, users, topics, news, imp_user, cand_offsets, candidates)
     report("impressions", len(imp_user), len(imp_user))
 
     try:
@@ -172,7 +204,10 @@ def _make_topics(rng: np.random.Generator) -> _Topics:
             subcategory.append(sub)
             cat_index.append(c)
     share = rng.gamma(2.0, 1.0, size=len(subcategory))
-    return _Topics(category, subcategory, np.array(cat_index), share / share.sum())
+    theme_share = rng.gamma(4.0, 1.0, size=len(THEMES))
+    return _Topics(
+        category, subcategory, np.array(cat_index), share / share.sum(), theme_share / theme_share.sum()
+    )
 
 
 def _make_entities(rng: np.random.Generator, topics: _Topics, n: int) -> _Entities:
@@ -201,8 +236,12 @@ def _make_entities(rng: np.random.Generator, topics: _Topics, n: int) -> _Entiti
     # Wikidata-like IDs, unique, not in subcategory order
     ids = [f"Q{10_000 + k}" for k in rng.permutation(len(subcat)).tolist()]
     centroids = rng.normal(0.0, 0.08, size=(S, VEC_DIM))
-    vectors = (centroids[subcat] + rng.normal(0.0, 0.05, size=(len(subcat), VEC_DIM))).astype(np.float32)
-    return _Entities(ids, labels, types, subcat, weight, vectors)
+    factors = rng.normal(0.0, 1.0, size=(len(subcat), FACTORS))
+    # the factor is in the vector as the knowledge graph would hold it: a fixed linear image
+    projection = rng.normal(0.0, 0.12 / math.sqrt(FACTORS), size=(FACTORS, VEC_DIM))
+    noise = rng.normal(0.0, 0.04, size=(len(subcat), VEC_DIM))
+    vectors = (centroids[subcat] + factors @ projection + noise).astype(np.float32)
+    return _Entities(ids, labels, types, subcat, weight, factors, vectors)
 
 
 def _pick_in_groups(
@@ -238,6 +277,7 @@ def _make_news(
 ) -> _News:
     S = len(topics.subcategory)
     subcat = rng.choice(S, size=n, p=topics.share)
+    theme = rng.choice(len(THEMES), size=n, p=topics.theme_share)
     # balanced publish days, so every day has fresh news to show
     publish = rng.permutation(np.arange(n) % (pre_days + days)) - pre_days
     popularity = rng.normal(0.0, 1.0, size=n)
@@ -265,9 +305,10 @@ def _make_news(
         sub_nouns = cat.subcategories[topics.subcategory[s]]
         title_ents = [int(e) for e in ent[i, :2] if e >= 0]
         abstract_ents = [int(e) for e in ent[i, 2:] if e >= 0]
-        title, title_pos = _title(text_rng, cat, sub_nouns, [entities.labels[e] for e in title_ents])
+        th = THEMES[int(theme[i])]
+        title, title_pos = _title(text_rng, cat, th, sub_nouns, [entities.labels[e] for e in title_ents])
         abstract, abstract_pos = _abstract(
-            text_rng, cat, sub_nouns, [entities.labels[e] for e in title_ents[:1] + abstract_ents]
+            text_rng, cat, th, sub_nouns, [entities.labels[e] for e in title_ents[:1] + abstract_ents]
         )
         # the abstract names its own entity, else the first title entity again (listed too, as in
         # MIND); an abstract entity the text does not name is dropped, so the columns stay true
@@ -292,7 +333,10 @@ def _make_news(
         if (i + 1) % step == 0:
             report("news", i + 1, n)
     report("news", n, n)
-    return _News(ids, subcat, publish, popularity, ent, rows)
+    has = ent >= 0
+    factor = (entities.factors[np.maximum(ent, 0)] * has[:, :, None]).sum(axis=1)
+    factor /= np.maximum(has.sum(axis=1), 1)[:, None]
+    return _News(ids, subcat, theme, factor, publish, popularity, ent, rows)
 
 
 def _base36(value: int) -> str:
@@ -316,10 +360,13 @@ def _compose(parts: list[str], slots: dict[str, str]) -> tuple[str, list[int]]:
     return text, offsets
 
 
-def _title(rng: random.Random, cat, sub_nouns: tuple[str, ...], names: list[str]) -> tuple[str, list[int]]:
-    sn, sn2 = rng.sample(sub_nouns, 2)
+def _title(
+    rng: random.Random, cat, theme, sub_nouns: tuple[str, ...], names: list[str]
+) -> tuple[str, list[int]]:
+    # the second noun and the adjective come from the theme: the title tells both taste axes
+    sn, sn2 = rng.choice(sub_nouns), rng.choice(theme.nouns)
     cn = rng.choice(cat.nouns)
-    verb, adj, when = rng.choice(cat.verbs), rng.choice(cat.adjectives), rng.choice(TIME_WORDS)
+    verb, adj, when = rng.choice(cat.verbs), rng.choice(theme.adjectives), rng.choice(TIME_WORDS)
     if len(names) >= 2:
         templates = [
             ["{E}", f" {verb} ", "{E2}", f" over the {sn} and the {sn2}"],
@@ -345,12 +392,15 @@ def _title(rng: random.Random, cat, sub_nouns: tuple[str, ...], names: list[str]
     return text[0].upper() + text[1:], offsets
 
 
-def _abstract(rng: random.Random, cat, sub_nouns: tuple[str, ...], names: list[str]) -> tuple[str, list[int]]:
+def _abstract(
+    rng: random.Random, cat, theme, sub_nouns: tuple[str, ...], names: list[str]
+) -> tuple[str, list[int]]:
     if rng.random() < 0.05:
         return "", []  # MIND has empty abstracts
-    sn, sn2, sn3 = rng.sample(sub_nouns, 3)
+    sn, sn3 = rng.sample(sub_nouns, 2)
+    sn2 = rng.choice(theme.nouns)
     cn, cn2 = rng.sample(cat.nouns, 2)
-    verb, adj, adj2 = rng.choice(cat.verbs), *rng.sample(cat.adjectives, 2)
+    verb, adj, adj2 = rng.choice(cat.verbs), rng.choice(theme.adjectives), rng.choice(cat.adjectives)
     first = [
         [f"The {adj} {sn} {verb} the {cn} {rng.choice(TIME_WORDS)}, and the {sn2} is next."],
         [f"Here is what to know about the {sn}, the {sn2} and the {adj} {cn}."],
@@ -391,10 +441,8 @@ def _entity_json(entities: _Entities, chosen: list[int], offsets: list[int], rng
 # users and their histories
 
 
-def _make_users(
-    rng: np.random.Generator, topics: _Topics, entities: _Entities, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Taste theta [U, S] over subcategories and three favourite entities [U, 3] per user."""
+def _make_users(rng: np.random.Generator, topics: _Topics, entities: _Entities, n: int) -> _Users:
+    """Tastes over subcategories and themes, three favourite entities and a liking of entity factors."""
     S = len(topics.subcategory)
     raw = rng.gamma(0.25, 1.0, size=(n, S)) * topics.share  # sparse: a few topics per user
     raw /= raw.sum(axis=1, keepdims=True)
@@ -403,7 +451,27 @@ def _make_users(
     members, offsets = _csr(entities.subcat, S)
     cum_weight = np.cumsum(entities.weight[members])
     favourites = members[_pick_in_groups(rng, fav_sub, offsets, cum_weight)].reshape(n, 3)
-    return theta, favourites
+    raw_t = rng.gamma(0.4, 1.0, size=(n, len(topics.theme_share))) * topics.theme_share
+    raw_t /= raw_t.sum(axis=1, keepdims=True)
+    phi = 0.8 * raw_t + 0.2 * topics.theme_share
+    liking = rng.normal(0.0, 1.0, size=(n, FACTORS))
+    return _Users(theta, phi, favourites, liking)
+
+
+def _preference(
+    users: _Users, topics: _Topics, news: _News, user: np.ndarray, item: np.ndarray
+) -> np.ndarray:
+    """The taste part of the click logit of `user[k]` for news `item[k]` (no popularity, no noise)."""
+    sub, theme = news.subcat[item], news.theme[item]
+    ents = news.entities[item]  # [C, 3]
+    fav = users.favourites[user]  # [C, 3]
+    favourite_hit = ((ents[:, :, None] == fav[:, None, :]) & (ents[:, :, None] >= 0)).any(axis=(1, 2))
+    return (
+        TASTE * np.log(users.theta[user, sub] / topics.share[sub])
+        + THEME * np.log(users.phi[user, theme] / topics.theme_share[theme])
+        + ENTITY * favourite_hit
+        + FACTOR * np.einsum("cf,cf->c", users.liking[user], news.factor[item]) / 2.0
+    )
 
 
 def _categorical_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -419,29 +487,30 @@ def _categorical_rows(rng: np.random.Generator, probs: np.ndarray, rows: np.ndar
 
 
 def _pre_history(
-    rng: np.random.Generator,
-    theta: np.ndarray,
-    favourites: np.ndarray,
-    news: _News,
-    entities: _Entities,
-    topics: _Topics,
+    rng: np.random.Generator, users: _Users, news: _News, entities: _Entities, topics: _Topics
 ) -> list[list[int]]:
-    """Clicks before the log: 70% by taste over subcategories, 30% on news of a favourite entity."""
-    U, S = theta.shape
+    """Clicks before the log: the preferred of a pool of old news, or a news of a favourite entity."""
+    U = len(users.theta)
+    favourites = users.favourites
     lengths = np.floor(rng.lognormal(math.log(HISTORY_MEDIAN), HISTORY_SIGMA, size=U)).astype(np.int64)
     lengths = np.clip(lengths, 1, 200)
     lengths[rng.random(U) < HISTORY_EMPTY] = 0
     owner = np.repeat(np.arange(U), lengths)
 
     old = np.flatnonzero(news.publish < 0)
-    exposure = np.exp(0.5 * news.popularity)
-    # by taste: a subcategory from theta, then an old news of it by exposure
-    order, offsets = _csr(news.subcat[old], S)
-    old_by_sub = old[order]
-    empty_sub = np.diff(offsets) == 0
-    sub = _categorical_rows(rng, theta, owner)
-    sub = np.where(empty_sub[sub], rng.choice(np.flatnonzero(~empty_sub), size=len(sub)), sub)
-    picked = old_by_sub[_pick_in_groups(rng, sub, offsets, np.cumsum(exposure[old_by_sub]))]
+    exposure = np.exp(0.5 * news.popularity[old])
+    # by taste: HISTORY_POOL old news by exposure, the user takes the best by preference + Gumbel
+    # noise (a draw from softmax(preference)), in chunks so memory stays small
+    picked = np.empty(len(owner), dtype=np.int64)
+    cum = np.cumsum(exposure)
+    for start in range(0, len(owner), 20_000):
+        who = owner[start : start + 20_000]
+        pool = old[
+            np.minimum(np.searchsorted(cum, rng.random((len(who), HISTORY_POOL)) * cum[-1]), len(old) - 1)
+        ]
+        pref = _preference(users, topics, news, np.repeat(who, HISTORY_POOL), pool.ravel())
+        key = HISTORY_SHARPNESS * pref.reshape(pool.shape) - np.log(-np.log(rng.random(pool.shape)))
+        picked[start : start + len(who)] = pool[np.arange(len(who)), key.argmax(axis=1)]
 
     # by entity: an old news that mentions one of the user's favourites
     ent_of_old = news.entities[old]
@@ -452,7 +521,7 @@ def _pre_history(
     e_members = e_news[e_order]
     fav = favourites[owner, rng.integers(3, size=len(owner))]
     counts = e_offsets[fav + 1] - e_offsets[fav]
-    by_entity = (rng.random(len(owner)) < 0.3) & (counts > 0)
+    by_entity = (rng.random(len(owner)) < HISTORY_BY_ENTITY) & (counts > 0)
     pos = e_offsets[fav] + np.floor(rng.random(len(owner)) * np.maximum(counts, 1)).astype(np.int64)
     picked = np.where(by_entity, e_members[np.minimum(pos, len(e_members) - 1)], picked)
 
@@ -506,8 +575,7 @@ def _impressions(
 
 def _clicks(
     rng: np.random.Generator,
-    theta: np.ndarray,
-    favourites: np.ndarray,
+    users: _Users,
     topics: _Topics,
     news: _News,
     imp_user: np.ndarray,
@@ -517,14 +585,8 @@ def _clicks(
     """Labels (int8) of the candidates from the click model, about CLICK_RATE of them 1."""
     imp_of = np.repeat(np.arange(len(imp_user)), np.diff(cand_offsets))
     user = imp_user[imp_of]
-    sub = news.subcat[candidates]
-    lift = theta[user, sub] / topics.share[sub]
-    fav = favourites[user]  # [C, 3]
-    ents = news.entities[candidates]  # [C, 3]
-    favourite_hit = ((ents[:, :, None] == fav[:, None, :]) & (ents[:, :, None] >= 0)).any(axis=(1, 2))
     logit = (
-        TASTE * np.log(lift)
-        + ENTITY * favourite_hit
+        _preference(users, topics, news, user, candidates)
         + POPULARITY * news.popularity[candidates]
         + NOISE * rng.normal(size=len(candidates))
     )
@@ -549,6 +611,11 @@ def _clicks(
     is_best = key == best[imp_of]
     need = ~clicked[imp_of] & is_best
     labels[need] = 1
+    # and one with every candidate clicked (a short one) loses its least liked click, as MIND has
+    # a non-click in every impression; impressions have at least two candidates
+    all_clicked = np.add.reduceat(labels.astype(np.int64), starts) == np.diff(cand_offsets)
+    worst = np.minimum.reduceat(key, starts)
+    labels[all_clicked[imp_of] & (key == worst[imp_of])] = 0
     return labels
 
 

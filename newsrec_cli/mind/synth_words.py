@@ -305,3 +305,68 @@ LIST_NUMBERS = ("5", "7", "10", "12", "15", "20", "25", "50")
 TIME_WORDS = _w(
     "this week, on Sunday, after years, for the first time, this weekend, again, at last, on Monday"
 )
+
+
+@dataclass(frozen=True)
+class Theme:
+    """A cross-cutting angle of a story (money, family, weather, ...), independent of its topic.
+
+    Its words appear in titles and abstracts of every category, so only the text tells a user's
+    liking for it: the subcategory does not.
+    """
+
+    name: str
+    nouns: tuple[str, ...]
+    adjectives: tuple[str, ...]
+
+
+THEMES: tuple[Theme, ...] = (
+    Theme(
+        "money",
+        _w("budget, price tag, salary, tax bill, payout, debt, bargain"),
+        _w("costly, lucrative, pricey"),
+    ),
+    Theme(
+        "health",
+        _w("hospital visit, diet, sleep, recovery, doctors, fitness, illness"),
+        _w("healthy, sick, exhausted"),
+    ),
+    Theme(
+        "family",
+        _w("kids, parents, wedding, grandmother, baby, siblings, divorce"),
+        _w("heartwarming, proud, tearful"),
+    ),
+    Theme(
+        "scandal",
+        _w("lawsuit, backlash, outrage, feud, apology, cover-up, leak"),
+        _w("shocking, furious, embarrassing"),
+    ),
+    Theme(
+        "online",
+        _w("app, video, social media post, livestream, algorithm, hashtag, podcast"),
+        _w("viral, digital, trending"),
+    ),
+    Theme(
+        "nostalgia",
+        _w("anniversary, legacy, tribute, memories, farewell, throwback, reunion"),
+        _w("nostalgic, classic, historic"),
+    ),
+    Theme(
+        "weather",
+        _w("storm, snow, heat wave, rain, wildfire, flood, tornado"),
+        _w("frozen, stormy, scorching"),
+    ),
+    Theme(
+        "food",
+        _w("dinner, recipe, restaurant, pizza, coffee, barbecue, dessert"),
+        _w("delicious, hungry, tasty"),
+    ),
+    Theme(
+        "travel",
+        _w("road trip, flight, airport, hotel, vacation, cruise, passport"),
+        _w("exotic, scenic, remote"),
+    ),
+    Theme(
+        "animals", _w("dog, cat, horse, puppy, wildlife, zoo, rescue shelter"), _w("adorable, wild, rescued")
+    ),
+)

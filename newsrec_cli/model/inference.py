@@ -72,25 +72,29 @@ def score_with_model(
             table = torch.zeros(len(news) + 1, model.dim, device=device)
             for start in range(0, len(news), NEWS_CHUNK):
                 chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
-                table[1 + start : 1 + start + len(chunk)] = model.news_encoder.encode_unique(chunk).float()
+                table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
 
-            # 2. Every impression's user once.
-            users = torch.zeros(len(imps), model.dim, device=device)
+            # 2. Every impression's user state once (its size depends on the user encoder).
+            users: torch.Tensor | None = None
             for start in range(0, len(imps), batch_size):
                 rows = np.arange(start, min(start + batch_size, len(imps)))
                 hist, mask = recent_history(imps, rows, history)
                 clicked = table[torch.from_numpy(compact[hist]).to(device)]  # (B, H, D)
                 ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
-                users[start : start + len(rows)] = model.encode_user_vectors(
-                    clicked, torch.from_numpy(mask).to(device), ids
-                ).float()
+                state = model.encode_user_vectors(clicked, torch.from_numpy(mask).to(device), ids).float()
+                if users is None:
+                    users = torch.zeros(len(imps), state.shape[1], device=device)
+                users[start : start + len(rows)] = state
+            if users is None:
+                return np.zeros(0, dtype=np.float32)
 
             # 3. Scores: one (user, news) pair per candidate.
             imp_of = torch.from_numpy(imps.candidate_impression).to(device)
             cand = torch.from_numpy(compact[imps.candidates.astype(np.int64)]).to(device)
             scores = np.empty(len(imps.candidates), dtype=np.float32)
-            for start in range(0, len(cand), SCORE_CHUNK):
-                part = slice(start, start + SCORE_CHUNK)
+            chunk = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
+            for start in range(0, len(cand), chunk):
+                part = slice(start, start + chunk)
                 logits = model.score(users[imp_of[part]], table[cand[part]][:, None, :])  # (n, 1)
                 scores[part] = logits[:, 0].float().cpu().numpy()
     finally:

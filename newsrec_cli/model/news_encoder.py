@@ -77,9 +77,9 @@ class NewsEncoder(nn.Module):
         if self.text is not None:
             if f.text is None:
                 raise ValueError("the model has a text modality but the features have no text vectors")
-            if f.text.shape[1] != self.text.net[0].in_features:
+            if f.text.shape[1] != self.text.in_dim:
                 raise ValueError(
-                    f"text vectors have dimension {f.text.shape[1]}, the model expects {self.text.net[0].in_features}"
+                    f"text vectors have dimension {f.text.shape[1]}, the model expects {self.text.in_dim}"
                 )
         if self.graph is not None and f.graph_node is None:
             raise ValueError("the model has a graph modality but the features have no graph nodes")

@@ -1,10 +1,12 @@
-"""The recommender: news encoder + user encoder + scoring head, producing logits."""
+"""The recommender: news encoder + user encoder + scoring head (+ content prior), producing logits."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
+from newsrec_cli.model.content_prior import ContentPrior
 from newsrec_cli.model.features import NewsFeatures
 from newsrec_cli.model.news_encoder import NewsEncoder
 from newsrec_cli.model.scorer import ScoringHead
@@ -17,60 +19,144 @@ class NewsRecommender(nn.Module):
     .. math::
         n_k = \mathrm{NewsEncoder}(c_k), \qquad
         u = \mathrm{UserEncoder}(\mathrm{NewsEncoder}(h_1), \dots, \mathrm{NewsEncoder}(h_H)),
-        \qquad s_k = \mathrm{Score}(u, n_k)
+        \qquad s_k = \mathrm{Score}(u, n_k) \;[+\, w \cos(\bar x_h, x_{c_k})]
 
-    Outputs are logits; training losses take them as they are, ``predict_proba`` applies the
-    sigmoid. News indices refer to the news vocabulary of the attached :class:`NewsFeatures`.
+    With a :class:`ContentPrior`, the zero-shot similarity of the raw text vectors is a path of
+    the score from the first step: training starts at the content baseline and the learned part
+    adds to it. Outputs are logits; training losses take them as they are, ``predict_proba``
+    applies the sigmoid. News indices refer to the news vocabulary of the attached
+    :class:`NewsFeatures`.
+
+    Serving goes through three calls, and ``forward`` is exactly their composition:
+    ``encode_news`` (one vector per news, cacheable by ID), ``encode_user_vectors`` (a user state
+    from the clicked news' vectors, cacheable per history) and ``score``. A news vector is the
+    learned vector (``news_dim``) followed by the unit text vector when there is a prior; a user
+    state is the user encoder's state followed by the unit history-mean text vector.
 
     Shapes:
         - history: (B, H) int64, history_mask: (B, H) bool, candidates: (B, K) int64,
           users: (B,) int64 or None (rows of the user-ID table, 0 = unknown)
-        - output: (B, K) logits
+        - output: (B, K) float32 logits
     """
 
-    def __init__(self, news_encoder: NewsEncoder, user_encoder: UserEncoder, scorer: ScoringHead) -> None:
+    def __init__(
+        self,
+        news_encoder: NewsEncoder,
+        user_encoder: UserEncoder | CandidateUserEncoder,
+        scorer: ScoringHead,
+        prior: ContentPrior | None = None,
+        aux_categories: int = 0,
+    ) -> None:
         super().__init__()
         self.news_encoder = news_encoder
         self.user_encoder = user_encoder
         self.scorer = scorer
+        self.prior = prior
+        if prior is not None and news_encoder.text is None:
+            raise ValueError(f"{self.__class__.__name__}: the content prior needs the text modality")
+        # Multi-task: predict the clicked news' category from the user (a regulariser for small data).
+        self.category_head = nn.Linear(news_encoder.dim, aux_categories) if aux_categories else None
+
+    @property
+    def news_dim(self) -> int:
+        """Size of the learned news vector."""
+        return self.news_encoder.dim
+
+    @property
+    def prior_dim(self) -> int:
+        return self.news_encoder.text.in_dim if self.prior is not None else 0
 
     @property
     def dim(self) -> int:
-        return self.news_encoder.dim
+        """Size of the vectors `encode_news` returns."""
+        return self.news_dim + self.prior_dim
 
     def attach(self, features: NewsFeatures) -> None:
-        """Per-news inputs for a news vocabulary (see NewsFeatures); indices refer to it."""
+        """Use these per-news inputs (see NewsFeatures); indices refer to their vocabulary."""
         self.news_encoder.attach(features)
 
+    def encode_unique(self, news: Tensor) -> Tensor:
+        """Vectors of distinct news indices, (U,) -> (U, dim)."""
+        learned = self.news_encoder.encode_unique(news)
+        if self.prior is None:
+            return learned
+        text = self.prior.news(self.news_encoder.text_vectors[news])  # (U, T)
+        return torch.cat([learned.float(), text], dim=-1)
+
     def encode_news(self, news: Tensor) -> Tensor:
-        """(...) news indices -> (..., D) news vectors."""
-        return self.news_encoder(news)
+        """(...) news indices -> (..., dim) news vectors; each distinct news is encoded once."""
+        unique, inverse = torch.unique(news.reshape(-1), return_inverse=True)
+        vectors = self.encode_unique(unique)  # (U, dim)
+        return vectors[inverse].reshape(*news.shape, vectors.shape[-1])
 
     def encode_user(self, history: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
-        """(B, H) clicked news + mask -> (B, D) user vectors."""
-        return self.user_encoder(self.news_encoder(history), mask, users)
+        """(B, H) clicked news + mask -> (B, S) user states."""
+        return self.encode_user_vectors(self.encode_news(history), mask, users)
 
     def encode_user_vectors(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
-        """(B, H, D) clicked news vectors already encoded + mask -> (B, D) user vectors."""
-        return self.user_encoder(clicked, mask, users)
+        """(B, H, dim) clicked news vectors already encoded + mask -> (B, S) user states."""
+        D = self.news_dim
+        state = self.user_encoder(clicked[..., :D], mask, users)
+        if self.prior is None:
+            return state
+        return torch.cat([state.float(), self.prior.user(clicked[..., D:], mask)], dim=-1)
+
+    def user_vectors(self, user: Tensor, news: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The learned user vector each candidate is scored with, (B, K, D), and the candidate
+        attention over the history (B, K, H) where the user encoder has one."""
+        state = user[:, : user.shape[1] - self.prior_dim]
+        return self.user_encoder.for_candidates(state, news[..., : self.news_dim])
 
     def score(self, user: Tensor, news: Tensor) -> Tensor:
-        """(B, D) users and (B, K, D) candidate vectors -> (B, K) logits."""
-        return self.scorer(user, news)
+        """(B, S) user states and (B, K, dim) candidate vectors -> (B, K) float32 logits."""
+        D = self.news_dim
+        learned_user, _ = self.user_vectors(user, news)
+        logits = self.scorer(learned_user, news[..., :D])
+        if self.prior is not None:
+            logits = logits + self.prior(user[:, -self.prior_dim :], news[..., D:])
+        return logits
 
     def forward(
         self, history: Tensor, history_mask: Tensor, candidates: Tensor, users: Tensor | None = None
     ) -> Tensor:
+        return self.forward_with_user(history, history_mask, candidates, users)[0]
+
+    def forward_with_user(
+        self,
+        history: Tensor,
+        history_mask: Tensor,
+        candidates: Tensor,
+        users: Tensor | None = None,
+        *,
+        in_batch: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Logits and the user states (B, S), for losses that also use the user.
+
+        The logits are (B, K), or with ``in_batch`` (B, B*K): every user against every candidate
+        of the batch, row b's own candidates at columns b*K ... b*K+K-1.
+        """
         B, H = history.shape  # batch, history length
         K = candidates.shape[1]  # candidates per row
         # Encode every distinct news of the batch once, history and candidates together.
-        vectors = self.news_encoder(
+        vectors = self.encode_news(
             torch.cat([history.reshape(-1), candidates.reshape(-1)])
-        )  # (B*H + B*K, D)
-        clicked = vectors[: B * H].view(B, H, -1)  # (B, H, D)
-        candidate = vectors[B * H :].view(B, K, -1)  # (B, K, D)
-        user = self.user_encoder(clicked, history_mask, users)  # (B, D)
-        return self.scorer(user, candidate)
+        )  # (B*H + B*K, dim)
+        clicked = vectors[: B * H].view(B, H, -1)  # (B, H, dim)
+        candidate = vectors[B * H :].view(B, K, -1)  # (B, K, dim)
+        user = self.encode_user_vectors(clicked, history_mask, users)  # (B, S)
+        if in_batch:
+            candidate = candidate.reshape(1, B * K, -1).expand(B, B * K, candidate.shape[-1])  # (B, B*K, dim)
+        return self.score(user, candidate), user
+
+    def user_summary(self, user: Tensor) -> Tensor:
+        """(B, S) user states -> (B, D) learned user vectors that do not depend on a candidate."""
+        return self.user_encoder.summary(user[:, : user.shape[1] - self.prior_dim])
+
+    def category_logits(self, user: Tensor) -> Tensor:
+        """(B, S) user states -> (B, categories) logits of the next click's category."""
+        if self.category_head is None:
+            raise RuntimeError("the model has no category head (train with --aux-category W)")
+        return self.category_head(self.user_summary(user).float())
 
     @torch.no_grad()
     def predict_proba(

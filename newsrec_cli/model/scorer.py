@@ -1,4 +1,4 @@
-"""The scoring head: one logit per (user, candidate) pair."""
+"""The scoring head: one bounded logit per (user, candidate) pair."""
 
 from __future__ import annotations
 
@@ -9,31 +9,55 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MAX_LOG_SCALE = math.log(100.0)  # a temperature below 0.01 only saturates the softmax
-LR_SCALE = 10.0  # the log-scale is one number that must move from ~1 to ~10: a 10x learning rate
+MAX_SCALE = 30.0  # |logit| of the head never exceeds this: a softmax over candidates still has a slope
+LR_SCALE = 10.0  # the scale is one number that must move from ~2 to ~10: a 10x learning rate
+
+
+def bounded_scale(raw: Tensor, limit: float = MAX_SCALE) -> Tensor:
+    """A positive scale in (0, limit): ``limit * sigmoid(raw)``.
+
+    A clamp would zero the gradient at the cap and let the scale stick there; the sigmoid keeps
+    a gradient everywhere and can never pass the limit.
+    """
+    return limit * torch.sigmoid(raw)
+
+
+def raw_for(scale: float, limit: float = MAX_SCALE) -> float:
+    """The raw parameter value whose `bounded_scale` is `scale` (0 < scale < limit)."""
+    p = scale / limit
+    return math.log(p / (1.0 - p))
+
+
+def _standardise(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """Zero mean and unit variance over the last axis (LayerNorm without weights)."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
 
 
 class ScoringHead(nn.Module):
-    r"""Dot product or cosine similarity times a learned scale (an inverse temperature).
+    r"""Dot product of normalised vectors or cosine similarity, times a learned, bounded scale.
 
     .. math::
-        \text{dot:}\ s = e^{\tau}\, \frac{u^\top n}{D}, \qquad
-        \text{cosine:}\ s = e^{\tau}\, \frac{u^\top n}{\lVert u\rVert\, \lVert n\rVert}
+        \text{dot:}\ s = c\, \frac{\bar u^\top \bar n}{D}, \qquad
+        \text{cosine:}\ s = c\, \frac{u^\top n}{\lVert u\rVert\, \lVert n\rVert}, \qquad
+        c = c_{\max}\, \sigma(\rho)
 
-    The outputs are logits (no sigmoid): losses work on them and ``predict_proba`` applies the
-    sigmoid. News and user vectors leave LayerNorms with norms near :math:`\sqrt{D}`, so
-    :math:`u^\top n / D` is about their cosine: with :math:`e^\tau` starting at ``init_scale``
-    initial logits stay well inside (-5, 5). The scale is learned (the training loop gives it a
-    larger learning rate, ``LR_SCALE``) and clamped to at most 100.
+    :math:`\bar x` is :math:`x` standardised over its features (a LayerNorm without weights), so
+    :math:`\bar u^\top \bar n / D` is a correlation in [-1, 1] whatever the fusion puts out; the
+    scale :math:`c` is bounded by :math:`c_{\max}` = ``MAX_SCALE``, so every logit lies in
+    :math:`[-c_{\max}, c_{\max}]` during and after training, not only at initialisation. The
+    outputs are logits (no sigmoid). The similarity and the product are computed in float32
+    even under bf16 autocast: bf16 keeps 8 bits of mantissa, and ranking on it ties distinct
+    scores.
 
     Args:
         kind: "dot" or "cosine".
         dim: vector size D.
-        init_scale: initial value of :math:`e^\tau` (default 2 for dot, 3 for cosine).
+        init_scale: initial value of :math:`c` (default 2 for dot, 3 for cosine).
 
     Shapes:
-        - user: (B, D), news: (B, K, D)
-        - output: (B, K) logits
+        - user: (B, D) or (B, K, D) (one user vector per candidate), news: (B, K, D)
+        - output: (B, K) float32 logits
     """
 
     def __init__(self, kind: Literal["dot", "cosine"], dim: int, init_scale: float | None = None) -> None:
@@ -43,24 +67,35 @@ class ScoringHead(nn.Module):
         self.kind = kind
         self.dim = dim
         self.init_scale = init_scale if init_scale is not None else (2.0 if kind == "dot" else 3.0)
-        self.log_scale = nn.Parameter(torch.empty(()))
+        self.raw_scale = nn.Parameter(torch.empty(()))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.constant_(self.log_scale, math.log(self.init_scale))
+        nn.init.constant_(self.raw_scale, raw_for(self.init_scale))
 
     @property
     def scale(self) -> Tensor:
-        return self.log_scale.clamp(max=MAX_LOG_SCALE).exp()
+        return bounded_scale(self.raw_scale)
+
+    @torch.no_grad()
+    def set_scale(self, scale: float) -> None:
+        """Set the scale (0 < scale < MAX_SCALE)."""
+        if not 0 < scale < MAX_SCALE:
+            raise ValueError(f"{self.__class__.__name__}: scale must be in (0, {MAX_SCALE:g}), not {scale!r}")
+        self.raw_scale.fill_(raw_for(scale))
+
+    def similarity(self, user: Tensor, news: Tensor) -> Tensor:
+        """(B, D) or (B, K, D) users, (B, K, D) news -> (B, K) float32 similarity in [-1, 1]."""
+        # Broadcasting rather than shapes read off the tensors: the ONNX export traces this.
+        user = (user if user.dim() == 3 else user.unsqueeze(1)).float()  # (B, 1|K, D)
+        news = news.float()  # (B, K, D)
+        if self.kind == "cosine":
+            return (F.normalize(user, dim=-1) * F.normalize(news, dim=-1)).sum(dim=-1)
+        return (_standardise(user) * _standardise(news)).mean(dim=-1)  # u.n / D of standardised vectors
 
     def forward(self, user: Tensor, news: Tensor) -> Tensor:
-        B, K, D = news.shape  # batch, candidates, dim
-        if self.kind == "cosine":
-            user, news = F.normalize(user, dim=-1), F.normalize(news, dim=-1)
-            sim = torch.einsum("bd,bkd->bk", user, news)  # (B, K)
-        else:
-            sim = torch.einsum("bd,bkd->bk", user, news) / D  # (B, K)
-        return sim * self.scale.to(sim.dtype)
+        with torch.autocast(device_type=user.device.type, enabled=False):
+            return self.similarity(user, news) * self.scale.float()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(kind={self.kind!r}, scale={float(self.scale):.3g})"

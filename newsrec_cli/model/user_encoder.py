@@ -19,7 +19,8 @@ class UserEncoder(nn.Module):
     :math:`X` holds the vectors of the last clicked news, padding masked. A user with no click
     at all gets a learned "empty history" vector :math:`u_\varnothing` instead of 0/0. With
     ``num_users`` set, a user-ID embedding over the training users is added; index 0 (a user
-    not seen in training) adds nothing, so new users are their history alone.
+    not seen in training) adds nothing, so new users are their history alone. The user state is
+    the user vector itself; :meth:`for_candidates` gives it to every candidate.
 
     Args:
         dim: size of news and user vectors.
@@ -29,11 +30,12 @@ class UserEncoder(nn.Module):
 
     Shapes:
         - clicked: (B, H, D), mask: (B, H) bool, users: (B,) or None
-        - output: (B, D)
+        - output: (B, D); for_candidates: (B, D), news (B, K, D) -> (B, K, D)
     """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.2, num_users: int | None = None) -> None:
         super().__init__()
+        self.dim = dim
         self.drop = nn.Dropout(dropout)
         self.attention = MultiHeadSelfAttention(dim, heads, dropout=0.0)
         self.norm = nn.LayerNorm(dim)
@@ -62,3 +64,11 @@ class UserEncoder(nn.Module):
         if self.user_embedding is not None and users is not None:
             user = user + self.user_embedding(users)
         return user
+
+    def summary(self, state: Tensor) -> Tensor:
+        """The candidate-free user vector, (B, D)."""
+        return state
+
+    def for_candidates(self, state: Tensor, news: Tensor) -> tuple[Tensor, None]:
+        B, K, D = news.shape  # batch, candidates, dim
+        return state[:, None, :].expand(B, K, D), None

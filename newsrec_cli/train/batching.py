@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from newsrec_cli.mind import Impressions
 from newsrec_cli.model.inputs import recent_history
-from newsrec_cli.train.samples import ClickSamples, sample_negatives
+from newsrec_cli.train.samples import ClickSamples, sample_hard_negatives, sample_negatives
 
 
 @dataclass
@@ -25,9 +25,21 @@ class EpochPlan:
     negatives: np.ndarray  # int64 [S, K] aligned with the samples (not with `order`)
 
 
-def plan_epoch(samples: ClickSamples, negatives: int, seed: int, epoch: int) -> EpochPlan:
+def plan_epoch(
+    samples: ClickSamples,
+    negatives: int,
+    seed: int,
+    epoch: int,
+    *,
+    hard: int = 0,
+    scores: np.ndarray | None = None,
+) -> EpochPlan:
+    """The epoch's order and negatives; with `hard` > 0 and `scores` (the current model's score
+    of each of `samples.negatives`), that many negatives per click are the highest-scored ones."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(samples))
+    if hard and scores is not None:
+        return EpochPlan(order=order, negatives=sample_hard_negatives(samples, negatives, hard, scores, rng))
     return EpochPlan(order=order, negatives=sample_negatives(samples, negatives, rng))
 
 

@@ -30,13 +30,14 @@ from torch.utils.data import DataLoader
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import Impressions, load_dataset
+from newsrec_cli.model.content_prior import ContentPrior
 from newsrec_cli.model.inference import autocast_for, score_with_model
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
-from newsrec_cli.train.batching import EpochBatches, plan_epoch
-from newsrec_cli.train.losses import loss_fn
+from newsrec_cli.train.batching import EpochBatches, EpochPlan, plan_epoch
+from newsrec_cli.train.losses import batch_loss
 from newsrec_cli.train.run import (
     CONFIG,
     HISTORY,
@@ -57,7 +58,6 @@ from newsrec_cli.train.run import (
 from newsrec_cli.train.samples import click_samples
 from newsrec_cli.train.schedule import Plateau, lr_at
 
-BEST_MIN_DELTA = 1e-4  # a valid AUC must rise by this much to count as better
 TB_EVERY = 50  # steps between TensorBoard loss points
 
 
@@ -91,6 +91,7 @@ class EpochRecord:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["metrics"] = {k: (None if math.isnan(v) else v) for k, v in self.metrics.items()}
+        data["train_loss"] = None if math.isnan(self.train_loss) else self.train_loss  # epoch 0
         return data
 
 
@@ -180,14 +181,15 @@ class _State:
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only: not on embeddings, norms, biases or single vectors.
 
-    The score's temperature gets `LR_SCALE` times the learning rate (key "lr_scale" of its group).
+    The score's scale and the content prior's weight get `LR_SCALE` times the learning rate (key
+    "lr_scale" of their group).
     """
     decay, plain, scale = [], [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
                 continue
-            if isinstance(module, ScoringHead) and name == "log_scale":
+            if isinstance(module, ScoringHead | ContentPrior) and name.startswith("raw_"):
                 scale.append(param)
             elif isinstance(module, nn.Embedding) or param.ndim < 2:
                 plain.append(param)
@@ -216,6 +218,22 @@ def validate(
         bf16=settings.bf16,
     )
     return compute_metrics(scores, imps.labels.astype(np.int64), imps.candidate_offsets)
+
+
+def _negative_scores(
+    model: NewsRecommender, imps: Impressions, settings: TrainSettings, user_rows: np.ndarray | None
+) -> np.ndarray:
+    """The current model's logit of every unclicked candidate of the training impressions, in
+    the order of `click_samples(imps).negatives` (for hard negatives)."""
+    scores = score_with_model(
+        model,
+        imps,
+        history=settings.history,
+        batch_size=settings.eval_batch_size,
+        user_rows=user_rows,
+        bf16=settings.bf16,
+    )
+    return scores[imps.labels == 0]
 
 
 @contextmanager
@@ -358,6 +376,7 @@ def train(
     warmup_steps = int(settings.warmup * total_steps)
     plateau = Plateau()
     state = _State()
+    saved_plan: EpochPlan | None = None  # with hard negatives, the plan depends on the model: kept in last.pt
 
     # -- the run directory
     out.mkdir(parents=True, exist_ok=True)
@@ -394,6 +413,8 @@ def train(
             ) from None
         plateau.load_state_dict(saved["plateau"])
         state = _State(**saved["state"])
+        if "plan" in saved:
+            saved_plan = EpochPlan(saved["plan"]["order"].numpy(), saved["plan"]["negatives"].numpy())
         torch.set_rng_state(saved["rng"]["torch"])
         if device.type == "cuda" and saved["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -443,6 +464,16 @@ def train(
                 "state": asdict(state),
                 "rng": rng,
                 "settings": _settings_dict(settings, data_settings, graph_settings),
+                **(
+                    {
+                        "plan": {
+                            "order": torch.from_numpy(saved_plan.order),
+                            "negatives": torch.from_numpy(saved_plan.negatives),
+                        }
+                    }
+                    if settings.hard_negatives and saved_plan is not None
+                    else {}
+                ),
             },
         )
 
@@ -454,11 +485,60 @@ def train(
     callbacks.on_start(info)
     stop = ""
     lr = settings.lr
+    if saved is None and model.prior is not None:
+        # -- epoch 0: the untrained model ranks as the content baseline; a trained epoch must beat it
+        callbacks.on_validate(0, len(valid_imps))
+        result = validate(model, valid_imps, settings, valid_users)
+        record = EpochRecord(
+            epoch=0,
+            steps=0,
+            global_step=0,
+            train_loss=math.nan,
+            metrics=dict(result.values),
+            valid_impressions=result.impressions,
+            skipped_auc=result.skipped_auc,
+            lr=0.0,
+            seconds=0.0,
+            samples_per_s=0.0,
+            best=True,
+        )
+        auc = result.values.get("auc", math.nan)
+        state.best_auc = auc if math.isfinite(auc) else -math.inf
+        state.best_epoch, state.best_metrics = 0, dict(result.values)
+        checkpoint.save(
+            out / MODEL,
+            {
+                "model": model.state_dict(),
+                "epoch": 0,
+                "global_step": 0,
+                "metrics": record.to_dict()["metrics"],
+                "settings": _settings_dict(settings, data_settings, graph_settings),
+            },
+        )
+        _log_epoch(writer, record)
+        with (out / HISTORY).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record.to_dict()) + "\n")
+        history.append(record)
+        callbacks.on_epoch_end(record)
+        save_last()
     try:
         with _sigint_flag() as interrupted:
             while state.epoch < settings.epochs and not stop:
                 # -- one epoch (or what is left of it): a plan that depends on (seed, epoch) only
-                plan = plan_epoch(samples, settings.negatives, settings.seed, state.epoch)
+                if settings.hard_negatives and saved_plan is not None and state.step_in_epoch > 0:
+                    plan = saved_plan  # resumed mid-epoch: the hard negatives the epoch began with
+                else:
+                    plan = plan_epoch(
+                        samples,
+                        settings.negatives,
+                        settings.seed,
+                        state.epoch,
+                        hard=settings.hard_negatives,
+                        scores=_negative_scores(model, train_imps, settings, train_users)
+                        if settings.hard_negatives
+                        else None,
+                    )
+                saved_plan = plan
                 batches = EpochBatches(
                     train_imps,
                     samples,
@@ -495,10 +575,7 @@ def train(
                     # forward, backward, clip, step
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                     with autocast_for(device, settings.bf16):
-                        logits = model(
-                            batch["history"], batch["history_mask"], batch["candidates"], batch.get("users")
-                        )
-                    loss = loss_fn(settings, logits)
+                        loss = batch_loss(settings, model, batch)
                     loss_value = float(loss.detach())
                     if not math.isfinite(loss_value):
                         raise TrainingDiverged(
@@ -549,7 +626,8 @@ def train(
                 # end is final, so it competes.)
                 selectable = epoch_done or stop == "max_steps"
                 better = selectable and (
-                    state.best_epoch is None or (math.isfinite(auc) and auc > state.best_auc + BEST_MIN_DELTA)
+                    state.best_epoch is None
+                    or (math.isfinite(auc) and auc > state.best_auc + settings.min_delta)
                 )
                 record = EpochRecord(
                     epoch=state.epoch + 1,
@@ -652,5 +730,6 @@ def _read_history(path: Path) -> list[EpochRecord]:
         if line.strip():
             raw = json.loads(line)
             raw["metrics"] = {k: (math.nan if v is None else v) for k, v in raw["metrics"].items()}
+            raw["train_loss"] = math.nan if raw["train_loss"] is None else raw["train_loss"]
             records.append(EpochRecord(**raw))
     return records

@@ -1,4 +1,4 @@
-"""Losses on logits (never on probabilities): listwise softmax, pointwise BCE, focal BCE.
+"""Losses on logits (never on probabilities): listwise softmax, pointwise BCE, focal BCE, InfoNCE.
 
 Every batch row holds the clicked news at column 0 and K unclicked news after it.
 """
@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 
 
@@ -46,10 +47,43 @@ def focal_loss(logits: Tensor, gamma: float) -> Tensor:
     return ((1.0 - p_t) ** gamma * bce).mean()
 
 
-def loss_fn(settings: TrainSettings, logits: Tensor) -> Tensor:
-    """The loss chosen by the settings."""
+def infonce_loss(logits: Tensor, per_row: int, temperature: float = 1.0) -> Tensor:
+    r"""InfoNCE over the batch: each click against its impression's negatives and every other
+    candidate of the batch (other rows' clicks and negatives), at a temperature :math:`t`.
+
+    .. math:: \mathcal{L} = -\log \frac{e^{s_{b,+}/t}}{\sum_{j \in \text{batch}} e^{s_{b,j}/t}}
+
+    ``logits`` is (B, B*K) with row b's own candidates at columns b*K ... b*K+K-1, the click first.
+    """
+    B = logits.shape[0]
+    target = torch.arange(B, device=logits.device) * per_row  # column of each row's click
+    return F.cross_entropy(logits.float() / temperature, target)
+
+
+def loss_fn(settings: TrainSettings, logits: Tensor, per_row: int | None = None) -> Tensor:
+    """The loss chosen by the settings (InfoNCE takes in-batch logits and `per_row` = 1+K)."""
+    if settings.loss == "infonce":
+        if per_row is None or logits.shape[1] == per_row:
+            return listwise_loss(logits / settings.temperature)  # one row: nothing else in the batch
+        return infonce_loss(logits, per_row, settings.temperature)
     if settings.loss == "listwise":
         return listwise_loss(logits)
     if settings.loss == "pointwise":
         return pointwise_loss(logits, settings.pos_weight)
     return focal_loss(logits, settings.gamma)
+
+
+def batch_loss(settings: TrainSettings, model: NewsRecommender, batch: dict[str, Tensor]) -> Tensor:
+    """The training loss of one batch: the ranking loss, plus the auxiliary category loss."""
+    in_batch = settings.loss == "infonce"
+    logits, user = model.forward_with_user(
+        batch["history"], batch["history_mask"], batch["candidates"], batch.get("users"), in_batch=in_batch
+    )
+    loss = loss_fn(settings, logits, per_row=batch["candidates"].shape[1])
+    if settings.aux_category > 0 and model.category_head is not None:
+        clicked = model.news_encoder.category_index[batch["candidates"][:, 0]]  # (B,)
+        known = clicked > 0  # category 0 is "unknown": nothing to predict
+        if bool(known.any()):
+            aux = F.cross_entropy(model.category_logits(user[known]), clicked[known])
+            loss = loss + settings.aux_category * aux
+    return loss

@@ -21,7 +21,9 @@ import torch
 from newsrec_cli import __version__, atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
+from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
 from newsrec_cli.model.category_embedding import CategoryEmbedding
+from newsrec_cli.model.content_prior import ContentPrior
 from newsrec_cli.model.features import NewsFeatures
 from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
@@ -181,7 +183,9 @@ def build_model(
         id_embedding=NewsIdEmbedding(len(context.vocabs.ids), dim, settings.id_dropout)
         if "id" in names
         else None,
-        text=TextProjection(context.text_dim, dim, settings.text_projection, settings.dropout)
+        text=TextProjection(
+            context.text_dim, dim, settings.text_projection, settings.dropout, settings.text_dropout
+        )
         if "text" in names and context.text_dim
         else None,
         graph=graph,
@@ -190,13 +194,25 @@ def build_model(
         else None,
     )
     users = context.vocabs.users
-    user_encoder = UserEncoder(
+    encoder = CandidateUserEncoder if settings.user_encoder == "candidate" else UserEncoder
+    user_encoder = encoder(
         dim,
         settings.heads,
         settings.dropout,
         num_users=len(users) if settings.use_user_id and users else None,
     )
-    model = NewsRecommender(news_encoder, user_encoder, ScoringHead(settings.scoring, dim))
+    prior = (
+        ContentPrior(settings.prior_weight, context.text_dim if settings.prior_adapter else None)
+        if settings.content_prior and news_encoder.text
+        else None
+    )
+    model = NewsRecommender(
+        news_encoder,
+        user_encoder,
+        ScoringHead(settings.scoring, dim),
+        prior=prior,
+        aux_categories=len(context.vocabs.categories) if settings.aux_category > 0 else 0,
+    )
     features = context.features
     if news_encoder.text is not None and features.text is not None:
         present = (
@@ -207,6 +223,8 @@ def build_model(
         rows = features.text[1:][present[1:]]
         if len(rows):
             news_encoder.text.set_center(rows)
+            if prior is not None:
+                prior.set_center(rows)
     model.attach(features)
     return model
 

@@ -73,3 +73,33 @@ def sample_negatives(samples: ClickSamples, k: int, rng: np.random.Generator) ->
 def _has_repeats(pick: np.ndarray) -> np.ndarray:
     ordered = np.sort(pick, axis=1)
     return (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+
+
+def hardest_first(samples: ClickSamples, scores: np.ndarray) -> np.ndarray:
+    """A permutation of `samples.negatives` that sorts each impression's non-clicks by score,
+    highest first (impression segments stay where they are)."""
+    owner = np.repeat(np.arange(len(samples.neg_offsets) - 1), np.diff(samples.neg_offsets))
+    return np.lexsort((-scores, owner))
+
+
+def sample_hard_negatives(
+    samples: ClickSamples, k: int, hard: int, scores: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """K negatives per sample, int64 [S, K]: the `hard` unclicked news of the impression that
+    score highest (`scores` float [N] aligned with `samples.negatives`), then K - hard drawn at
+    random from the impression's other non-clicks (from all of them where none is left).
+    """
+    hard = min(hard, k)
+    order = hardest_first(samples, scores)
+    ranked = ClickSamples(
+        samples.impression, samples.positive, samples.neg_offsets, samples.negatives[order], samples.dropped
+    )
+    start = ranked.neg_offsets[ranked.impression]  # (S,)
+    count = ranked.neg_offsets[ranked.impression + 1] - start  # (S,)
+    top = ranked.negatives[start[:, None] + np.arange(hard)[None, :] % count[:, None]]  # (S, hard)
+    if hard == k:
+        return top
+    rest_start = np.where(count > hard, start + hard, start)
+    rest_count = np.where(count > hard, count - hard, count)
+    pick = (rng.random((len(ranked), k - hard)) * rest_count[:, None]).astype(np.int64)
+    return np.concatenate([top, ranked.negatives[rest_start[:, None] + pick]], axis=1)

@@ -1,0 +1,245 @@
+"""Benchmark of `newsrec serve`: req/s and p50/p95/p99 latency from N concurrent loopback clients.
+
+Builds (once, in --work) a run on the shared `mind_recon_dev` data (51,282 news; hashing text
+vectors, which cost the same as real ones at serving time), exports it (fp32 + int8), then for
+each scenario starts `newsrec serve` as a real uvicorn process and drives it from `--clients`
+concurrent HTTP clients on 127.0.0.1 for `--seconds` (bounded: at most --max-requests each):
+
+- rank 50 candidates, user-state cache miss (every request a new history): torch, onnx, int8
+- rank 50 candidates, cache hit (a few histories repeated): onnx
+- retrieval (no candidates, k=10) over the 51k news: exact search
+- retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
+  with a usearch HNSW index (--ann-threshold below the size)
+
+The clients share the CPU with the server (2 cores here), so figures are conservative.
+
+    python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
+    python benchmarks/bench_serve.py --seconds 3 --clients 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "mind_recon_dev"
+NEWSREC = [sys.executable, "-m", "newsrec_cli"]
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--work", type=Path, default=Path("/tmp/newsrec_bench_serve"), help="Build folder (reused)."
+    )
+    p.add_argument("--data", type=Path, default=SHARED, help="MIND data to train on (mind_recon_dev).")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=5.0, help="Load time per scenario.")
+    p.add_argument("--max-requests", type=int, default=20_000, help="Cap per scenario.")
+    p.add_argument("--big", type=int, default=200_000, help="News in the large retrieval scenario.")
+    p.add_argument("--only", default="", help="Comma-separated scenario names to run (default all).")
+    p.add_argument("--json", action="store_true", help="Print JSON rows instead of a table.")
+    return p.parse_args()
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def build(work: Path, data: Path) -> Path:
+    """Run + export on `data` (skipped when already there)."""
+    export = work / "export"
+    if (export / "export.json").exists():
+        return export
+    work.mkdir(parents=True, exist_ok=True)
+    sh(*NEWSREC, "embed", "news", str(data), "--out", str(work / "store"), "--provider", "hashing")
+    sh(
+        *NEWSREC, "train", str(data), "-e", str(work / "store"), "-o", str(work / "run"),
+        "--epochs", "1", "--threads", "1", "--dim", "64", "--heads", "4", "--device", "cpu",
+    )  # fmt: skip
+    sh(*NEWSREC, "export", str(work / "run"), "--out", str(export), "--quantize", "int8")
+    return export
+
+
+def big_state(work: Path, export: Path, total: int) -> Path:
+    """A served-state folder with synthetic fresh news bringing the table to `total` news."""
+    from newsrec_cli.embed.store import commit, new_meta
+    from newsrec_cli.serve.engine import INGESTED, INGESTED_TEXT
+
+    state = work / f"state_{total}"
+    if (state / INGESTED).exists():
+        return state
+    manifest = json.loads((export / "export.json").read_text())
+    emb = manifest["embeddings"]
+    extra = total - manifest["news"]
+    rng = np.random.default_rng(0)
+    ids = [f"S{i}" for i in range(extra)]
+    vectors = rng.normal(size=(extra, emb["dimension"])).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    state.mkdir(parents=True, exist_ok=True)
+    signature = {"kind": "news", **{k: emb[k] for k in ("provider", "model", "template", "normalized")}}
+    commit(state / INGESTED_TEXT, ids, vectors, new_meta({**signature, "dimension": emb["dimension"]}))
+    cats = ["news", "sports", "finance", "lifestyle"]
+    records = {
+        i: {"news_id": i, "category": cats[n % 4], "title": f"synthetic {i}", "source": "ingested"}
+        for n, i in enumerate(ids)
+    }
+    (state / INGESTED).write_text(json.dumps(records))
+    return state
+
+
+class Server:
+    def __init__(self, export: Path, *args: str) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd = [*NEWSREC, "serve", str(export), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited")
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError("server not ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def drive(url: str, bodies, clients: int, seconds: float, cap: int) -> dict:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        # Warm-up: a few requests outside the measurement.
+        for _ in range(5):
+            await client.post("/v1/recommend", json=next(bodies))
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline and len(latencies) < cap:
+                body = next(bodies)
+                start = time.perf_counter()
+                r = await client.post("/v1/recommend", json=body)
+                latencies.append(time.perf_counter() - start)
+                errors += r.status_code != 200
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(ms),
+        "errors": errors,
+        "req_s": len(ms) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def bodies_rank(ids: list[str], hit: bool, seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    fixed = [rng.sample(ids, 20) for _ in range(8)]
+    while True:
+        history = rng.choice(fixed) if hit else rng.sample(ids, 20)
+        yield {"history": history, "candidates": rng.sample(ids, 50), "k": 10}
+
+
+def bodies_retrieve(ids: list[str], seed: int = 0):  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    while True:
+        yield {"history": rng.sample(ids, 20), "k": 10}
+
+
+def main() -> None:
+    args = parse()
+    console = Console(stderr=True)
+    console.print(f"building run and export in {args.work} (once)")
+    export = build(args.work, args.data)
+    ids = [line.split("\t", 1)[0] for line in (export / "news.tsv").read_text().splitlines()]
+    n = len(ids)
+    big = big_state(args.work, export, args.big)
+    scenarios = [
+        ("rank50 miss torch", ["--backend", "torch"], lambda: bodies_rank(ids, False), n),
+        ("rank50 miss onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, False), n),
+        ("rank50 miss int8", ["--backend", "int8"], lambda: bodies_rank(ids, False), n),
+        ("rank50 hit onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, True), n),
+        (f"retrieve {n // 1000}k exact onnx", ["--backend", "onnx"], lambda: bodies_retrieve(ids), n),
+        (
+            f"retrieve {args.big // 1000}k exact onnx",
+            ["--backend", "onnx", "--state-dir", str(big)],
+            lambda: bodies_retrieve(ids),
+            args.big,
+        ),
+        (
+            f"retrieve {args.big // 1000}k hnsw onnx",
+            ["--backend", "onnx", "--state-dir", str(big), "--ann-threshold", "100000"],
+            lambda: bodies_retrieve(ids),
+            args.big,
+        ),
+    ]
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    rows = []
+    for name, flags, make, size in scenarios:
+        if only and not any(o in name for o in only):
+            continue
+        console.print(f"{name}: starting server")
+        start = time.perf_counter()
+        server = Server(export, *flags)
+        ready = time.perf_counter() - start
+        try:
+            result = asyncio.run(drive(server.url, make(), args.clients, args.seconds, args.max_requests))
+        finally:
+            server.stop()
+        rows.append({"scenario": name, "news": size, "clients": args.clients, "ready_s": ready, **result})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"newsrec serve: {args.clients} concurrent clients, {args.seconds:g}s per scenario")
+    for col in ("scenario", "news", "req/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors", "ready s"):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for r in rows:
+        table.add_row(
+            r["scenario"],
+            f"{r['news']:,}",
+            f"{r['req_s']:.0f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['p95_ms']:.1f}",
+            f"{r['p99_ms']:.1f}",
+            f"{r['requests']:,}",
+            str(r["errors"]),
+            f"{r['ready_s']:.1f}",
+        )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""`newsrec export`, `newsrec serve` and `newsrec recommend`: a trained run, callable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from newsrec_cli.commands.common import JsonOption, console, err_console, handle_errors, print_json
+from newsrec_cli.errors import SettingsError
+
+SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]'"
+
+
+def _need_serve_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise SettingsError(SERVE_EXTRA) from None
+
+
+@handle_errors
+def export_command(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory written by `newsrec train`.", exists=True, file_okay=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder to write.")],
+    quantize: Annotated[
+        str, typer.Option("--quantize", help="none or int8 (onnxruntime dynamic quantisation).")
+    ] = "int8",
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset (13-21).")] = 17,
+    parity_impressions: Annotated[
+        int,
+        typer.Option("--parity-impressions", help="Validation impressions the parity check scores.", min=1),
+    ] = 2000,
+    json_out: JsonOption = False,
+) -> None:
+    """Export a run to ONNX (fp32 and int8), a news-vector table by ID and export.json, with a parity check.
+
+    Example: newsrec export runs/nrms --out exports/nrms --quantize int8
+    """
+    _need_serve_extra()
+    from newsrec_cli.serve.export import export_run
+
+    say = (lambda _m: None) if json_out else (lambda m: err_console.print(m, style="dim", highlight=False))
+    report = export_run(
+        run_dir, out, quantize=quantize, opset=opset, parity_impressions=parity_impressions, say=say
+    )
+    if json_out:
+        print_json(report.to_dict())
+        return
+    table = Table(
+        title=f"export parity: {report.model_version}",
+        caption=f"{report.parity_impressions:,} validation impressions scored by each backend; "
+        "fp32 must match torch within 1e-4, int8 must keep AUC within 0.003 of fp32",
+    )
+    for col in ("backend", "max |Δlogit|", "AUC", "ΔAUC vs fp32", "MRR", "nDCG@10", "s"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for row in report.parity:
+        diff = row.get("max_abs_logit_diff")
+        table.add_row(
+            row["backend"],
+            "—" if diff is None else f"{diff:.2e}",
+            f"{row['auc']:.4f}",
+            f"{row['auc_diff_vs_fp32']:+.4f}" if "auc_diff_vs_fp32" in row else "—",
+            f"{row['mrr']:.4f}",
+            f"{row['ndcg@10']:.4f}",
+            f"{row['seconds']:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"exported {report.news:,} news vectors ({report.dim}-d), opset {report.opset}, "
+        f"quantize {report.quantize} to {report.out} in {report.seconds:.1f}s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@handle_errors
+def serve_command(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Export folder (any backend) or run directory (torch).", exists=True, file_okay=False
+        ),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    backend: Annotated[
+        str, typer.Option("--backend", help="torch, onnx or int8 (onnx and int8 need an export).")
+    ] = "torch",
+    redis_url: Annotated[
+        str | None, typer.Option("--redis-url", help="Cache user states in Redis (else an in-process LRU).")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.", min=1)] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Compute threads per worker.", min=1)] = 1,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="Where ingested news persist (default: SOURCE/served).")
+    ] = None,
+    ann_threshold: Annotated[
+        int | None, typer.Option("--ann-threshold", help="Use a usearch HNSW index from this many news on.")
+    ] = None,
+    cache_ttl: Annotated[
+        int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")
+    ] = 3600,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs.
+
+    Example: newsrec serve exports/nrms --backend onnx --port 8000 --redis-url redis://127.0.0.1:6379/0
+    """
+    _need_serve_extra()
+    import uvicorn
+
+    from newsrec_cli.serve.app import CONFIG_ENV
+    from newsrec_cli.serve.engine import ServeConfig
+    from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD
+
+    if backend not in ("torch", "onnx", "int8"):
+        raise SettingsError(f"--backend {backend!r}: torch, onnx or int8")
+    config = ServeConfig(
+        source=str(source.resolve()),
+        backend=backend,
+        redis_url=redis_url,
+        state_dir=str(state_dir.resolve()) if state_dir else None,
+        threads=threads,
+        ann_threshold=ann_threshold if ann_threshold is not None else DEFAULT_ANN_THRESHOLD,
+        cache_ttl=cache_ttl,
+    )
+    os.environ[CONFIG_ENV] = config.to_json()
+    err_console.print(
+        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs)", highlight=False
+    )
+    uvicorn.run(
+        "newsrec_cli.serve.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+    )
+
+
+@handle_errors
+def recommend_command(
+    source: Annotated[
+        Path, typer.Argument(help="Run directory or export folder.", exists=True, file_okay=False)
+    ],
+    history: Annotated[
+        str, typer.Option("--history", help='Clicked news IDs, oldest first: "N1 N2 ...".')
+    ] = "",
+    candidates: Annotated[
+        str | None, typer.Option("--candidates", help="News IDs to rank (default: retrieve from all news).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many to show.", min=1)] = 10,
+    user: Annotated[
+        str | None, typer.Option("--user", help="User ID (for runs trained with user IDs).")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="torch, onnx or int8.")] = "torch",
+    include_history: Annotated[
+        bool, typer.Option("--include-history", help="Allow news from the history in the result.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")
+    ] = True,
+    json_out: JsonOption = False,
+) -> None:
+    """Rank candidates (or retrieve from all news) for a history, as a table with titles.
+
+    Example: newsrec recommend exports/nrms --history "N55189 N42782" --candidates "N1 N2 N3" -k 10
+    """
+    from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig
+
+    engine = Engine(ServeConfig(source=str(source), backend=backend, threads=1))
+    engine.load()
+    try:
+        result = engine.recommend(
+            history=history.split(),
+            candidates=candidates.split() if candidates is not None else None,
+            k=k,
+            user_id=user,
+            exclude_history=not include_history,
+            strict=strict,
+        )
+    except RequestError as exc:
+        detail = exc.detail
+        if isinstance(detail, dict):
+            detail = f"{detail.get('message')}: {', '.join(detail.get('unknown', []))}"
+        raise SettingsError(f"recommend: {detail}") from None
+    if json_out:
+        print_json(result)
+        return
+    notes = [f"model {result['model_version']} ({result['backend']})", result["mode"]]
+    if result["cold_start"]:
+        notes.append("cold start: no known history")
+    if result["history_truncated"]:
+        notes.append(f"history truncated to the last {result['history_used']}")
+    if result["unknown"]:
+        notes.append(f"skipped unknown: {' '.join(result['unknown'])}")
+    table = Table(title="recommendations", caption="; ".join(notes))
+    for col in ("rank", "news", "score", "category", "title"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for item in result["items"]:
+        rec = engine.get_news(item["news_id"])
+        table.add_row(
+            str(item["rank"]),
+            item["news_id"],
+            f"{item['score']:.4f}",
+            f"{rec.category}/{rec.subcategory}" if rec else "",
+            rec.title if rec else "",
+        )
+    console.print(table)

@@ -1,0 +1,171 @@
+"""Backends that run a trained model for serving: torch (the run itself) or ONNX Runtime.
+
+Both speak numpy and are built only on the public methods of `NewsRecommender` (`encode_news`,
+`encode_user_vectors`, `score`, `attach`), so a model change needs no change here:
+
+- `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector) -> (N, D)
+- `encode_users(clicked (B, H, D), mask (B, H), users (B,))` -> user state (B, ...), cacheable
+- `score(state, candidates (B, K, D))` -> (B, K) logits
+
+The ONNX graphs are exported from small wrapper modules around the same methods (export.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+NEWS_INPUTS = ("id_index", "category", "subcategory", "text", "text_present")
+USER_INPUTS = ("clicked", "mask", "users")
+SCORE_INPUTS = ("user_state", "candidates")
+
+
+@dataclass
+class NewsInputs:
+    """Per-news inputs of the news encoder for N news, as numpy arrays (see model/features.py)."""
+
+    id_index: np.ndarray  # int64 [N]: row of the news-ID table, 0 = unseen
+    category: np.ndarray  # int64 [N]
+    subcategory: np.ndarray  # int64 [N]
+    text: np.ndarray | None = None  # float32 [N, T]
+    text_present: np.ndarray | None = None  # bool [N]
+
+    def __len__(self) -> int:
+        return int(self.id_index.shape[0])
+
+    def rows(self, part: slice) -> NewsInputs:
+        return NewsInputs(
+            self.id_index[part],
+            self.category[part],
+            self.subcategory[part],
+            None if self.text is None else self.text[part],
+            None if self.text_present is None else self.text_present[part],
+        )
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        out = {"id_index": self.id_index, "category": self.category, "subcategory": self.subcategory}
+        if self.text is not None:
+            out["text"] = self.text.astype(np.float32)
+            present = self.text_present if self.text_present is not None else np.ones(len(self), bool)
+            out["text_present"] = present.astype(bool)
+        return out
+
+
+class Backend(Protocol):
+    name: str
+
+    def encode_news(self, inputs: NewsInputs) -> np.ndarray: ...
+
+    def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray: ...
+
+    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+
+CHUNK = 4096  # news per news-encoder call
+
+
+class TorchBackend:
+    """The trained torch model. `encode_news` re-attaches per-news inputs, so it holds a lock."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, threads: int | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self._lock = threading.Lock()
+
+    def _t(self, array: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def encode_news(self, inputs: NewsInputs) -> np.ndarray:
+        from newsrec_cli.model.features import NewsFeatures
+
+        torch = self.torch
+        out = []
+        with self._lock, torch.no_grad():
+            for start in range(0, len(inputs), CHUNK):
+                part = inputs.rows(slice(start, start + CHUNK))
+                d = part.as_dict()
+                self.model.attach(
+                    NewsFeatures(
+                        id_index=self._t(d["id_index"]),
+                        category=self._t(d["category"]),
+                        subcategory=self._t(d["subcategory"]),
+                        text=self._t(d["text"]) if "text" in d else None,
+                        text_present=self._t(d["text_present"]) if "text" in d else None,
+                    )
+                )
+                index = torch.arange(len(part), device=self.device)
+                out.append(self.model.encode_news(index).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            state = self.model.encode_user_vectors(self._t(clicked), self._t(mask), self._t(users))
+        return state.float().cpu().numpy()
+
+    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            logits = self.model.score(self._t(state), self._t(candidates))
+        return logits.float().cpu().numpy()
+
+
+class OnnxBackend:
+    """ONNX Runtime sessions of an export (fp32 or int8 graphs)."""
+
+    def __init__(self, files: dict[str, Path], name: str = "onnx", threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.name = name
+        self.sessions = {
+            part: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            if path is not None
+            else None
+            for part, path in files.items()
+        }
+        self.inputs = {
+            part: {i.name for i in s.get_inputs()} if s is not None else set()
+            for part, s in self.sessions.items()
+        }
+
+    def _run(self, part: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+        session = self.sessions[part]
+        if session is None:
+            raise RuntimeError(f"this export has no {part} graph")
+        wanted = self.inputs[part]
+        return session.run(None, {k: v for k, v in feed.items() if k in wanted})[0]
+
+    def encode_news(self, inputs: NewsInputs) -> np.ndarray:
+        out = [
+            self._run("news", inputs.rows(slice(s, s + CHUNK)).as_dict())
+            for s in range(0, len(inputs), CHUNK)
+        ]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+    def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray:
+        feed = {
+            "clicked": np.ascontiguousarray(clicked, dtype=np.float32),
+            "mask": mask.astype(bool),
+            "users": users.astype(np.int64),
+        }
+        return self._run("user", feed)
+
+    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        feed = {
+            "user_state": np.ascontiguousarray(state, dtype=np.float32),
+            "candidates": np.ascontiguousarray(candidates, dtype=np.float32),
+        }
+        return self._run("score", feed)

@@ -1,0 +1,548 @@
+"""The serving engine: a news table by ID, a backend, a user-state cache and retrieval.
+
+`Engine.load()` reads an export folder (any backend) or a run directory (torch backend), encodes
+or loads the news vectors, re-encodes the news ingested earlier (persisted under `state_dir`) and
+builds the retrieval structure. `recommend` ranks given candidates or retrieves the top k;
+`ingest` adds or updates fresh news. Client mistakes raise `RequestError` with an HTTP status.
+Used by the HTTP app (app.py) and by `newsrec recommend`; knows nothing of HTTP or terminals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from newsrec_cli import atomic
+from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.mind import Vocab
+from newsrec_cli.serve.backends import Backend, NewsInputs
+from newsrec_cli.serve.cache import UserCache
+from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind
+
+log = logging.getLogger("newsrec.serve")
+
+MAX_HISTORY_ITEMS = 1000  # longer histories are refused (413); between H and this, truncated
+MAX_CANDIDATES = 1000  # more candidates are refused (413)
+MAX_K = 1000
+INGESTED = "ingested.json"
+INGESTED_TEXT = "ingested_text"
+STATE_DIR = "served"
+
+
+class RequestError(Exception):
+    """A client mistake: HTTP `status` and a JSON-ready `detail`."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class NewsRecord:
+    news_id: str
+    category: str = ""
+    subcategory: str = ""
+    title: str = ""
+    abstract: str = ""
+    entities: list[dict[str, Any]] = field(default_factory=list)
+    published: str | None = None  # ISO date or datetime, for `since`
+    source: str = "run"  # run: known to the model's run; ingested: added through the API
+
+
+@dataclass
+class ServeConfig:
+    source: str
+    backend: str = "torch"  # torch, onnx or int8
+    redis_url: str | None = None
+    state_dir: str | None = None
+    threads: int = 1
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD
+    cache_ttl: int = 3600
+    cache_size: int = 10_000
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))
+
+
+class NewsTable:
+    """News vectors in a growing matrix, looked up by ID; rows never move (updates overwrite)."""
+
+    def __init__(self, dim: int) -> None:
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.records: list[NewsRecord] = []
+        self.vectors = np.zeros((0, dim), np.float32)
+        self.published = np.zeros(0, "datetime64[s]")
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def upsert(self, records: list[NewsRecord], vectors: np.ndarray) -> np.ndarray:
+        with self.lock:
+            rows = []
+            for rec in records:
+                row = self.index.get(rec.news_id)
+                if row is None:
+                    row = len(self.ids)
+                    self.index[rec.news_id] = row
+                    self.ids.append(rec.news_id)
+                    self.records.append(rec)
+                else:
+                    self.records[row] = rec
+                rows.append(row)
+            count = len(self.ids)
+            if count > len(self.vectors):  # grow by doubling: readers keep a consistent old view
+                grown = np.zeros((max(count, 2 * len(self.vectors)), self.vectors.shape[1]), np.float32)
+                grown[: len(self.vectors)] = self.vectors
+                dates = np.full(len(grown), np.datetime64("NaT"), "datetime64[s]")
+                dates[: len(self.published)] = self.published
+                self.vectors, self.published = grown, dates
+            idx = np.asarray(rows, dtype=np.int64)
+            self.vectors[idx] = vectors
+            self.published[idx] = [_date(r.published) for r in records]
+            return idx
+
+    def view(self) -> tuple[np.ndarray, int]:
+        with self.lock:
+            return self.vectors, len(self.ids)
+
+
+def _date(text: str | None) -> np.datetime64:
+    if not text:
+        return np.datetime64("NaT")
+    try:
+        return np.datetime64(datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None), "s")
+    except ValueError:
+        return np.datetime64("NaT")
+
+
+def _history_hash(user_row: int, rows: list[int] | np.ndarray) -> str:
+    return hashlib.sha1(json.dumps([int(user_row), [int(r) for r in rows]]).encode()).hexdigest()
+
+
+class Engine:
+    def __init__(self, config: ServeConfig, on_cache: Any = None) -> None:
+        self.config = config
+        self.source = Path(config.source)
+        self.ready = False
+        self.error: str | None = None
+        self.on_cache = on_cache
+        self.cache = UserCache(
+            config.redis_url, ttl=config.cache_ttl, lru_size=config.cache_size, on_result=on_cache
+        )
+        self.backend: Backend | None = None
+        self.table: NewsTable | None = None
+        self.retriever: Retriever | None = None
+        self.version = ""
+        self.history = 50
+        self.embeddings: dict[str, Any] | None = None
+        self.vocabs: dict[str, Vocab | None] = {}
+        self._provider: Any = None
+        self._ingest_lock = threading.Lock()
+        self.state_dir = Path(config.state_dir) if config.state_dir else self.source / STATE_DIR
+        self.text_inputs = False
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        from newsrec_cli.serve.export import MANIFEST
+
+        backend = self.config.backend
+        if backend not in ("torch", "onnx", "int8"):
+            raise SettingsError(f"--backend {backend!r}: torch, onnx or int8")
+        if (self.source / MANIFEST).is_file():
+            self._load_export(backend)
+        elif (self.source / "config.json").is_file():
+            if backend != "torch":
+                raise SettingsError(
+                    f"--backend {backend} needs an export: newsrec export {self.source} --out EXPORT_DIR"
+                )
+            self._load_run()
+        else:
+            raise InputError(
+                "neither a run directory (config.json) nor an export (export.json)", path=self.source
+            )
+        self._build_retriever()
+        self._load_ingested()
+        self.ready = True
+
+    def _load_export(self, backend: str) -> None:
+        from newsrec_cli.embed.store import EmbeddingStore
+        from newsrec_cli.mind.news import read_news
+        from newsrec_cli.serve.backends import OnnxBackend, TorchBackend
+        from newsrec_cli.serve.export import NEWS_TSV, TABLE, TABLE_INT8, graph_files, read_manifest
+
+        manifest = read_manifest(self.source)
+        if backend == "int8" and not manifest.get("graphs", {}).get("int8"):
+            raise SettingsError(
+                "--backend int8: this export has no int8 graphs (export with --quantize int8)"
+            )
+        self.version = manifest["model_version"]
+        self.history = int(manifest["history"])
+        self.embeddings = manifest.get("embeddings")
+        self.text_inputs = manifest.get("shapes", {}).get("text_vector") is not None
+        self.vocabs = {
+            "ids": Vocab.load(self.source / "vocab_news_ids.txt"),
+            "categories": Vocab.load(self.source / "vocab_categories.txt"),
+            "subcategories": Vocab.load(self.source / "vocab_subcategories.txt"),
+            "users": Vocab.load(self.source / "vocab_users.txt") if manifest.get("use_user_id") else None,
+        }
+        if backend == "torch":
+            from newsrec_cli.train.run import load_run
+
+            self.backend = TorchBackend(
+                load_run(manifest["run_dir"], device="cpu").model, self.config.threads
+            )
+        else:
+            self.backend = OnnxBackend(
+                graph_files(self.source, backend == "int8"), backend, self.config.threads
+            )
+        store = EmbeddingStore.open(self.source / (TABLE_INT8 if backend == "int8" else TABLE))
+        news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
+        records = [_record_of(news, id_) for id_ in store.ids]
+        self.table = NewsTable(store.dim)
+        self.table.upsert(records, np.asarray(store.vectors, np.float32))
+
+    def _load_run(self) -> None:
+        from newsrec_cli.serve.backends import TorchBackend
+        from newsrec_cli.serve.export import model_version, run_news_inputs
+        from newsrec_cli.train.run import load_run
+
+        run = load_run(self.source, device="cpu")
+        if run.model.news_encoder.graph is not None:
+            raise SettingsError("serve: runs with the graph modality cannot be served yet")
+        self.version = model_version(self.source)
+        self.history = run.settings.history
+        self.text_inputs = run.model.news_encoder.text is not None
+        if run._store is not None:
+            meta = run._store.meta
+            self.embeddings = {
+                k: meta.get(k) for k in ("provider", "model", "dimension", "template", "normalized")
+            }
+        self.vocabs = {
+            "ids": run.vocabs.ids,
+            "categories": run.vocabs.categories,
+            "subcategories": run.vocabs.subcategories,
+            "users": run.vocabs.users if run.settings.use_user_id else None,
+        }
+        self.backend = TorchBackend(run.model, self.config.threads)
+        ids, inputs, servable = run_news_inputs(run)
+        keep = np.flatnonzero(servable)
+        vectors = self.backend.encode_news(inputs.rows(keep))
+        news = _run_news(run)
+        self.table = NewsTable(vectors.shape[1])
+        self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
+
+    def _build_retriever(self) -> None:
+        assert self.table is not None and self.backend is not None
+        vectors, n = self.table.view()
+        state = self._user_state([], 0)
+        sample = vectors[: min(n, 256)]
+        kind = probe_kind(self.backend, state, sample)
+        self.retriever = Retriever(kind, vectors.shape[1], self.config.ann_threshold)
+        self.retriever.rebuild(vectors[:n])
+
+    # ------------------------------------------------------------------ users
+
+    def cache_key(self, user_row: int, rows: list[int] | np.ndarray) -> str:
+        return f"newsrec:{self.version}:{self.config.backend}:{_history_hash(user_row, rows)}"
+
+    def _user_state(self, rows: list[int], user_row: int) -> np.ndarray:
+        assert self.table is not None and self.backend is not None
+        vectors, _ = self.table.view()
+        dim = vectors.shape[1]
+        if rows:
+            clicked = vectors[np.asarray(rows)][None]
+            mask = np.ones((1, len(rows)), bool)
+        else:  # cold start: one masked slot; the user encoder gives its "empty history" state
+            clicked = np.zeros((1, 1, dim), np.float32)
+            mask = np.zeros((1, 1), bool)
+        return self.backend.encode_users(clicked, mask, np.asarray([user_row], np.int64))
+
+    def user_state(self, rows: list[int], user_row: int) -> tuple[np.ndarray, bool]:
+        key = self.cache_key(user_row, rows)
+        state = self.cache.get(key)
+        if state is not None:
+            return state, True
+        state = self._user_state(rows, user_row)
+        self.cache.set(key, state)
+        return state, False
+
+    # ------------------------------------------------------------------ recommend
+
+    def recommend(
+        self,
+        *,
+        history: list[str],
+        candidates: list[str] | None = None,
+        k: int = 10,
+        user_id: str | None = None,
+        exclude_history: bool = True,
+        strict: bool = True,
+        since: date | datetime | None = None,
+    ) -> dict[str, Any]:
+        if not self.ready or self.table is None or self.backend is None or self.retriever is None:
+            raise RequestError(503, "not ready: the model and index are still loading")
+        if not 1 <= k <= MAX_K:
+            raise RequestError(422, f"k must be between 1 and {MAX_K}")
+        if len(history) > MAX_HISTORY_ITEMS:
+            raise RequestError(
+                413, f"history has {len(history)} news; at most {MAX_HISTORY_ITEMS} are accepted"
+            )
+        if candidates is not None and len(candidates) > MAX_CANDIDATES:
+            raise RequestError(
+                413,
+                f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request (retrieve without candidates)",
+            )
+        if candidates is not None and not candidates:
+            raise RequestError(422, "candidates is empty: give news IDs to rank, or omit it to retrieve")
+        index = self.table.index
+        unknown = list(dict.fromkeys(i for i in [*history, *(candidates or [])] if i not in index))
+        if unknown and strict:
+            raise RequestError(
+                422, {"message": "unknown news IDs (pass strict=false to skip them)", "unknown": unknown}
+            )
+        rows = [index[i] for i in history if i in index]
+        truncated = max(0, len(rows) - self.history)
+        used = rows[truncated:]  # the most recent H clicks, as in training
+        users = self.vocabs.get("users")
+        user_row = users.get(user_id) if users is not None and user_id else 0
+        state, cached = self.user_state(used, user_row)
+        vectors, n = self.table.view()
+        seen = set(rows) if exclude_history else set()
+        if candidates is not None:
+            mode = "rank"
+            wanted = [index[c] for c in dict.fromkeys(candidates) if c in index]
+            picked = np.asarray([r for r in wanted if r not in seen], dtype=np.int64)
+            excluded = len(wanted) - len(picked)
+        else:
+            mode = "retrieve"
+            allowed = None
+            if seen or since is not None:
+                allowed = np.ones(n, bool)
+                if seen:
+                    allowed[np.fromiter(seen, np.int64)] = False
+                if since is not None:
+                    allowed &= self.table.published[:n] >= np.datetime64(since, "s")
+            picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
+            excluded = len(seen)
+        items: list[dict[str, Any]] = []
+        if len(picked):
+            scores = self.backend.score(state, vectors[picked][None])[0]
+            order = np.argsort(-scores, kind="stable")[:k]
+            ids = self.table.ids
+            items = [
+                {"news_id": ids[picked[j]], "score": float(scores[j]), "rank": r}
+                for r, j in enumerate(order, start=1)
+            ]
+        return {
+            "model_version": self.version,
+            "backend": self.config.backend,
+            "mode": mode,
+            "retrieval": self.retriever.method if mode == "retrieve" else None,
+            "cold_start": not used,
+            "items": items,
+            "unknown": unknown,
+            "history_used": len(used),
+            "history_truncated": truncated,
+            "excluded": excluded,
+            "cached_user": cached,
+        }
+
+    # ------------------------------------------------------------------ news
+
+    def get_news(self, news_id: str) -> NewsRecord | None:
+        if self.table is None:
+            return None
+        row = self.table.index.get(news_id)
+        return None if row is None else self.table.records[row]
+
+    def _provider_for(self) -> Any:
+        if self._provider is None:
+            from newsrec_cli.embed.providers import make_provider
+            from newsrec_cli.settings import EmbedSettings
+
+            meta = self.embeddings or {}
+            if not meta.get("provider"):
+                raise RequestError(409, "this model's embedding provider is unknown; cannot embed fresh news")
+            settings = EmbedSettings(
+                provider=meta["provider"],
+                model=meta.get("model"),
+                template=meta.get("template") or EmbedSettings().template,
+                normalize=bool(meta.get("normalized", True)),
+                dimensions=meta.get("dimension") if meta["provider"] != "local" else None,
+            )
+            self._provider = make_provider(settings)
+        return self._provider
+
+    def text_vectors(self, records: list[NewsRecord]) -> np.ndarray:
+        """Text vectors of fresh news with the run's provider, template and normalisation."""
+        from newsrec_cli.embed.text import news_texts
+        from newsrec_cli.mind.news import NewsTable as MindNews
+
+        meta = self.embeddings or {}
+        table = MindNews()
+        for r in records:
+            table.append((r.news_id, r.category, r.subcategory, r.title, r.abstract, ""), _entities(r), [])
+        texts = news_texts(table, meta.get("template") or "{title}").texts
+        vectors = np.asarray(self._provider_for().embed(texts), np.float32)
+        if meta.get("dimension") and vectors.shape[1] != meta["dimension"]:
+            raise RequestError(500, "the embedding provider returned vectors of another size")
+        if meta.get("normalized"):
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def _inputs(self, records: list[NewsRecord], text: np.ndarray | None) -> NewsInputs:
+        ids, cats, subs = self.vocabs["ids"], self.vocabs["categories"], self.vocabs["subcategories"]
+        assert ids is not None and cats is not None and subs is not None
+        return NewsInputs(
+            # A news the run trained on keeps its ID vector; a fresh one gets the unseen bucket.
+            id_index=np.asarray([ids.get(r.news_id) for r in records], np.int64),
+            category=np.asarray([cats.get(r.category) for r in records], np.int64),
+            subcategory=np.asarray([subs.get(r.subcategory) for r in records], np.int64),
+            text=text,
+            text_present=None if text is None else np.ones(len(records), bool),
+        )
+
+    def ingest(self, records: list[NewsRecord]) -> list[dict[str, Any]]:
+        """Add or update news: text vectors, model vectors, table, index, then persist."""
+        if not self.ready or self.table is None or self.backend is None or self.retriever is None:
+            raise RequestError(503, "not ready: the model and index are still loading")
+        with self._ingest_lock:
+            records = list({r.news_id: r for r in records}.values())  # the last of a duplicated ID wins
+            for r in records:
+                r.source = "ingested"
+            text = self.text_vectors(records) if self.text_inputs else None
+            status = ["updated" if r.news_id in self.table.index else "added" for r in records]
+            self._persist(records, text)
+            self._encode_and_add(records, text)
+        return [{"news_id": r.news_id, "status": s} for r, s in zip(records, status, strict=True)]
+
+    def _encode_and_add(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
+        assert self.table is not None and self.backend is not None and self.retriever is not None
+        vectors = self.backend.encode_news(self._inputs(records, text))
+        rows = self.table.upsert(records, vectors)
+        self.retriever.update(rows, vectors, len(self.table))
+
+    def _persist(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
+        """ingested.json (records by ID) and the text vectors (an embedding store), both atomic."""
+        from newsrec_cli.embed.store import EmbeddingStore, commit, is_store, new_meta
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        saved = self._read_ingested()
+        for r in records:
+            saved[r.news_id] = asdict(r)
+        if text is not None:
+            path = self.state_dir / INGESTED_TEXT
+            old_ids: list[str] = []
+            old = np.zeros((0, text.shape[1]), np.float32)
+            if is_store(path):
+                store = EmbeddingStore.open(path)
+                old_ids, old = list(store.ids), np.asarray(store.vectors, np.float32)
+            merged = {id_: old[i] for i, id_ in enumerate(old_ids)}
+            merged.update({r.news_id: text[i] for i, r in enumerate(records)})
+            ids = list(merged)
+            signature = {
+                "kind": "news",
+                **{
+                    k: (self.embeddings or {}).get(k) for k in ("provider", "model", "template", "normalized")
+                },
+                "dimension": int(text.shape[1]),
+            }
+            commit(path, ids, np.stack([merged[i] for i in ids]).astype(np.float32), new_meta(signature))
+        atomic.write_text(self.state_dir / INGESTED, json.dumps(saved, indent=1) + "\n")
+
+    def _read_ingested(self) -> dict[str, Any]:
+        path = self.state_dir / INGESTED
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"not valid JSON ({exc})", path=path) from None
+        if not isinstance(data, dict):
+            raise InputError("expected an object of news by ID", path=path)
+        return data
+
+    def _load_ingested(self) -> None:
+        """Re-encode the news ingested earlier with this model (their text vectors are kept)."""
+        from newsrec_cli.embed.store import EmbeddingStore, is_store
+
+        saved = self._read_ingested()
+        if not saved:
+            return
+        try:
+            records = [NewsRecord(**value) for value in saved.values()]
+        except TypeError as exc:
+            raise InputError(
+                f"a saved news record is malformed ({exc})", path=self.state_dir / INGESTED
+            ) from None
+        text = None
+        if self.text_inputs:
+            path = self.state_dir / INGESTED_TEXT
+            store = EmbeddingStore.open(path) if is_store(path) else None
+            if store is None:
+                raise InputError("ingested news without their text vectors", path=path)
+            text, missing = store.lookup([r.news_id for r in records])
+            if missing:
+                keep = [i for i, r in enumerate(records) if r.news_id not in set(missing)]
+                records, text = [records[i] for i in keep], text[keep]
+        start = time.perf_counter()
+        self._encode_and_add(records, text)
+        log.info("re-encoded %d ingested news in %.2fs", len(records), time.perf_counter() - start)
+
+
+def _entities(record: NewsRecord) -> list[Any]:
+    from newsrec_cli.mind.entities import Entity
+
+    out = []
+    for e in record.entities:
+        label = str(e.get("label") or e.get("Label") or "")
+        wikidata = str(e.get("wikidata_id") or e.get("WikidataId") or "")
+        if label:
+            out.append(Entity(wikidata, label, str(e.get("type") or e.get("Type") or ""), 1.0, (), ()))
+    return out
+
+
+def _record_of(news: Any, news_id: str) -> NewsRecord:
+    row = news.index.get(news_id)
+    if row is None:
+        return NewsRecord(news_id=news_id)
+    return NewsRecord(
+        news_id=news_id,
+        category=news.category[row],
+        subcategory=news.subcategory[row],
+        title=news.title[row],
+        abstract=news.abstract[row],
+        entities=[
+            {"label": e.label, "wikidata_id": e.wikidata_id, "type": e.type} for e in news.entities_of(row)
+        ],
+    )
+
+
+def _run_news(run: Any) -> Any:
+    """The run's dataset news (titles etc.), or the run's own table when the data moved."""
+    from newsrec_cli.errors import NewsrecError
+    from newsrec_cli.mind import load_dataset
+    from newsrec_cli.train.run import NEWS_TABLE, load_news_table
+
+    data = run.config.get("data", {}).get("path")
+    try:
+        return load_dataset(data, behaviors=False, on_bad_lines="skip", bad_entities="collect").news
+    except (NewsrecError, OSError, TypeError):
+        return load_news_table(run.run_dir / NEWS_TABLE)[1]

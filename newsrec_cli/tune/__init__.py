@@ -1,0 +1,1 @@
+"""Hyper-parameter search over `train()` with Optuna (`newsrec tune`)."""

@@ -1,0 +1,421 @@
+"""export / serve / recommend, end to end with real components: ONNX Runtime, uvicorn, redis-server.
+
+One tiny run is trained on synthetic data and exported once (module fixtures); servers run as
+real subprocesses on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
+
+from serve_helpers import Redis, Server  # noqa: E402
+from train_helpers import hashing_store, synth  # noqa: E402
+
+from newsrec_cli.cli import app  # noqa: E402
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+TRAIN = ["--dim", "32", "--heads", "2", "--history", "10", "--batch-size", "32", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, run): a tiny model with text, IDs, categories and user IDs, trained one epoch."""
+    root = tmp_path_factory.mktemp("serve")
+    data = synth(root, news=300, users=300)
+    store = hashing_store(data, root / "store")
+    run = root / "run"
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "-e",
+            str(store),
+            "-o",
+            str(run),
+            *TRAIN,
+            "--epochs",
+            "2",
+            "--use-user-id",
+            "--seed",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return data, run
+
+
+@pytest.fixture(scope="module")
+def exported(trained: tuple[Path, Path]) -> tuple[Path, dict]:
+    _, run = trained
+    out = run.parent / "export"
+    result = runner.invoke(app, ["export", str(run), "--out", str(out), "--quantize", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def _valid(run: Path, count: int = 100):  # type: ignore[no-untyped-def]
+    from newsrec_cli.model.inference import score_impressions
+    from newsrec_cli.serve.export import validation_impressions
+    from newsrec_cli.train.run import load_run
+
+    loaded = load_run(run, device="cpu")
+    dataset, valid = validation_impressions(loaded, count)
+    return loaded, dataset, valid, score_impressions(loaded, dataset, valid)
+
+
+# ----------------------------------------------------------------------------- the model contract
+
+
+def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
+    """forward(h, m, c) == score(encode_user_vectors(encode_news(h), m, users), encode_news(c)):
+    what export and serve are built on; a model change that breaks it fails here."""
+    from newsrec_cli.model.inputs import recent_history
+
+    _, run = trained
+    loaded, _, valid, _ = _valid(run, 40)
+    model = loaded.model
+    rows = np.arange(len(valid))
+    hist, mask = recent_history(valid, rows, loaded.settings.history)
+    counts = valid.candidate_counts[rows]
+    K = int(counts.min())
+    cands = np.stack([valid.candidates_of(i)[:K] for i in rows]).astype(np.int64)
+    users = torch.from_numpy(loaded.user_rows(valid))
+    h, m, c = torch.from_numpy(hist), torch.from_numpy(mask), torch.from_numpy(cands)
+    with torch.no_grad():
+        direct = model(h, m, c, users)
+        composed = model.score(
+            model.encode_user_vectors(model.encode_news(h), m, users), model.encode_news(c)
+        )
+    assert direct.shape == (len(rows), K)
+    torch.testing.assert_close(direct, composed, rtol=1e-5, atol=1e-5)
+    assert direct.std() > 0  # a constant model would pass trivially
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def test_export_manifest_table_and_parity(trained: tuple[Path, Path], exported: tuple[Path, dict]) -> None:
+    from newsrec_cli.embed.store import EmbeddingStore
+    from newsrec_cli.serve.backends import OnnxBackend
+    from newsrec_cli.serve.export import graph_files, run_news_inputs, sha256
+    from newsrec_cli.train.run import load_run
+
+    _, run = trained
+    out, report = exported
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["config_sha256"] == sha256(run / "config.json")
+    assert manifest["opset"] == 17 and manifest["onnxruntime"]
+    # the learned 32-d vector, then the content prior's unit text vector
+    assert manifest["shapes"]["news_vector"] == [None, load_run(run, "cpu").model.dim]
+    for name, digest in manifest["checksums"].items():
+        assert sha256(out / name) == digest, name
+    rows = {r["backend"]: r for r in report["parity"]}
+    assert rows["onnx fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert abs(rows["onnx int8"]["auc_diff_vs_fp32"]) <= 0.003
+    assert rows["onnx int8"]["max_abs_logit_diff"] > 0  # int8 really is another model
+
+    # The table is keyed by ID: look up in shuffled order against the torch model.
+    loaded = load_run(run, device="cpu")
+    ids, inputs, _ = run_news_inputs(loaded)
+    store = EmbeddingStore.open(out / "news_vectors")
+    assert sorted(store.ids) == sorted(ids)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(ids), 50, replace=False)
+    table, missing = store.lookup([ids[i] for i in pick])
+    assert not missing
+    with torch.no_grad():
+        expected = loaded.model.encode_news(torch.from_numpy(pick + 1)).numpy()  # run vocab: row 0 = pad
+    np.testing.assert_allclose(table, expected, atol=1e-5)
+    # The ONNX news encoder from per-news inputs gives the same vectors.
+    onnx = OnnxBackend(graph_files(out, False))
+    np.testing.assert_allclose(onnx.encode_news(inputs.rows(pick)), expected, atol=1e-4)
+
+
+def test_export_bad_input_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0
+    assert "config.json" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["serve", str(tmp_path), "--backend", "gpu"])
+    assert result.exit_code != 0 and "torch, onnx or int8" in result.output
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Redis:
+    server = Redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def torch_server(
+    exported: tuple[Path, dict], redis_server: Redis, tmp_path_factory: pytest.TempPathFactory
+) -> Server:
+    out, _ = exported
+    state = tmp_path_factory.mktemp("state")
+    server = Server(
+        out,
+        "--backend",
+        "torch",
+        "--redis-url",
+        redis_server.url,
+        "--state-dir",
+        str(state),
+        log=state.parent / "torch_server.log",
+    )
+    yield server
+    server.stop()
+
+
+def _http_order(server: Server, loaded, valid, i: int) -> tuple[list[str], list[float]]:  # type: ignore[no-untyped-def]
+    ids = valid.news_vocab.ids
+    users = valid.user_vocab.ids
+    body = {
+        "user_id": users[valid.users[i]],
+        "history": [ids[j] for j in valid.history_of(i)],
+        "candidates": [ids[j] for j in valid.candidates_of(i)],
+        "k": len(valid.candidates_of(i)),
+        "exclude_history": False,
+    }
+    r = server.post("/v1/recommend", body)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    return [it["news_id"] for it in items], [it["score"] for it in items]
+
+
+def _check_against_evaluate(server: Server, run: Path, tolerance: float) -> int:
+    loaded, _, valid, logits = _valid(run, 100)
+    assert len(valid) == 100
+    ids = valid.news_vocab.ids
+    checked = 0
+    for i in range(len(valid)):
+        cands = valid.candidates_of(i)
+        if len(set(cands.tolist())) != len(cands):
+            continue  # a repeated candidate has one place in a ranking
+        scores = logits[valid.candidate_offsets[i] : valid.candidate_offsets[i + 1]]
+        expected = [ids[cands[j]] for j in np.argsort(-scores, kind="stable")]
+        got, got_scores = _http_order(server, loaded, valid, i)
+        np.testing.assert_allclose(sorted(got_scores, reverse=True), np.sort(scores)[::-1], atol=tolerance)
+        assert got == expected, f"impression {i}"
+        checked += 1
+    return checked
+
+
+def test_http_ranking_equals_evaluate_torch(trained: tuple[Path, Path], torch_server: Server) -> None:
+    assert _check_against_evaluate(torch_server, trained[1], 1e-5) >= 95
+
+
+def test_http_ranking_equals_evaluate_onnx(
+    trained: tuple[Path, Path], exported: tuple[Path, dict], tmp_path: Path
+) -> None:
+    server = Server(
+        exported[0], "--backend", "onnx", "--state-dir", str(tmp_path / "st"), log=tmp_path / "onnx.log"
+    )
+    try:
+        assert _check_against_evaluate(server, trained[1], 1e-4) >= 95
+        r = server.post("/v1/recommend", {"history": [], "k": 3})
+        assert r.json()["backend"] == "onnx" and r.json()["cold_start"] is True
+    finally:
+        server.stop()
+
+
+def test_http_bad_input_is_4xx(torch_server: Server, exported: tuple[Path, dict]) -> None:
+    known = [line.split("\t")[0] for line in (exported[0] / "news.tsv").read_text().splitlines()]
+    r = torch_server.post(
+        "/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": [known[1], "NOPE2"]}
+    )
+    assert r.status_code == 422 and r.json()["detail"]["unknown"] == ["NOPE1", "NOPE2"]
+    r = torch_server.post(
+        "/v1/recommend",
+        {"history": [known[0], "NOPE1"], "candidates": [known[1], known[2], "NOPE2"], "strict": False},
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["unknown"] == ["NOPE1", "NOPE2"] and [i["news_id"] for i in body["items"]] != []
+    assert {i["news_id"] for i in body["items"]} == {known[1], known[2]}
+    r = torch_server.post("/v1/recommend", {"history": [], "candidates": known[:5], "k": 5})
+    assert r.status_code == 200 and r.json()["cold_start"] is True and len(r.json()["items"]) == 5
+    r = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": known[:1] * 1001})
+    assert r.status_code == 413
+    r = torch_server.post("/v1/recommend", {"history": known[:1] * 1001})
+    assert r.status_code == 413
+    r = torch_server.post("/v1/recommend", {"history": known[:25], "k": 5})
+    assert r.status_code == 200 and r.json()["history_truncated"] == 15 and r.json()["history_used"] == 10
+    for k in (0, 1001, -1):
+        assert torch_server.post("/v1/recommend", {"history": known[:2], "k": k}).status_code == 422
+    assert torch_server.post("/v1/recommend", {"history": known[:2], "candidates": []}).status_code == 422
+    assert torch_server.get("/v1/news/NOPE").status_code == 404
+    # exclude_history: a candidate in the history is dropped and counted.
+    r = torch_server.post("/v1/recommend", {"history": known[:2], "candidates": known[:4]})
+    assert {i["news_id"] for i in r.json()["items"]} == set(known[2:4]) and r.json()["excluded"] == 2
+
+
+def test_ingest_retrieve_update_and_restart(torch_server: Server, exported: tuple[Path, dict]) -> None:
+    known = [line.split("\t")[0] for line in (exported[0] / "news.tsv").read_text().splitlines()]
+    before = torch_server.get("/readyz").json()["news"]
+    fresh = {
+        "news_id": "FRESH1",
+        "title": "Stunning horse wins the derby again",
+        "abstract": "A fresh story.",
+        "category": "sports",
+        "subcategory": "horseracing",
+        "entities": [{"label": "Kentucky Derby", "wikidata_id": "Q1"}],
+        "published": "2031-05-01T10:00:00",
+    }
+    r = torch_server.post("/v1/news", {"news": [fresh]})
+    assert r.status_code == 200 and r.json()["results"] == [{"news_id": "FRESH1", "status": "added"}]
+    assert r.json()["news_count"] == before + 1
+    got = torch_server.get("/v1/news/FRESH1").json()
+    assert got["title"] == fresh["title"] and got["source"] == "ingested"
+    # Retrieval over every news finds it; only it is newer than 2031.
+    r = torch_server.post("/v1/recommend", {"history": known[:3], "k": 1000})
+    assert "FRESH1" in [i["news_id"] for i in r.json()["items"]] and r.json()["mode"] == "retrieve"
+    r = torch_server.post("/v1/recommend", {"history": known[:3], "k": 5, "since": "2031-01-01"})
+    assert [i["news_id"] for i in r.json()["items"]] == ["FRESH1"]
+    # An update keeps one copy and changes the vector (new category and text).
+    score1 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
+    r = torch_server.post(
+        "/v1/news", {"news": [{**fresh, "title": "Markets fall sharply", "category": "finance"}]}
+    )
+    assert r.json()["results"][0]["status"] == "updated" and r.json()["news_count"] == before + 1
+    score2 = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
+    assert score1["score"] != score2["score"]
+    # A restart keeps it.
+    torch_server.restart()
+    assert torch_server.get("/readyz").json()["news"] == before + 1
+    assert torch_server.get("/v1/news/FRESH1").json()["title"] == "Markets fall sharply"
+    again = torch_server.post("/v1/recommend", {"history": known[:3], "candidates": ["FRESH1"]}).json()[
+        "items"
+    ][0]
+    assert again["score"] == pytest.approx(score2["score"], abs=1e-5)
+
+
+def test_redis_cache_hits_and_outage(
+    torch_server: Server, redis_server: Redis, exported: tuple[Path, dict]
+) -> None:
+    import redis
+
+    known = [line.split("\t")[0] for line in (exported[0] / "news.tsv").read_text().splitlines()]
+    body = {"history": known[5:9], "candidates": known[20:30], "k": 10}
+    first = torch_server.post("/v1/recommend", body).json()
+    second = torch_server.post("/v1/recommend", body).json()
+    assert first["cached_user"] is False and second["cached_user"] is True
+    assert second["items"] == first["items"]
+    client = redis.Redis.from_url(redis_server.url)
+    keys = client.keys("newsrec:*")
+    assert any(first["model_version"].encode() in k for k in keys)
+    assert 0 < client.ttl(keys[0]) <= 3600
+    metrics = torch_server.get("/metrics").text
+    assert 'newsrec_user_cache_total{result="hit"}' in metrics
+    # Redis dies mid-run: every request still succeeds, and the outage is logged once.
+    redis_server.stop()
+    for i in range(12):
+        r = torch_server.post("/v1/recommend", {"history": known[i : i + 3], "k": 3})
+        assert r.status_code == 200, r.text
+    r = torch_server.post("/v1/recommend", body)
+    assert r.status_code == 200 and r.json()["items"] == first["items"]
+    time.sleep(0.2)
+    assert torch_server.log_path.read_text().count("redis unavailable") == 1
+
+
+def test_metrics_and_docs(torch_server: Server) -> None:
+    torch_server.post("/v1/recommend", {"history": [], "k": 2})
+    text = torch_server.get("/metrics").text
+    for name in (
+        'newsrec_requests_total{method="POST",route="/v1/recommend",status="200"}',
+        'newsrec_request_seconds_bucket{le="0.05",route="/v1/recommend"}',
+        "newsrec_index_size",
+        "newsrec_model_info{",
+    ):
+        assert name in text, name
+    assert torch_server.get("/healthz").json() == {"status": "ok"}
+    assert torch_server.get("/docs").status_code == 200
+    schema = torch_server.get("/openapi.json").json()
+    assert "/v1/recommend" in schema["paths"] and "/v1/news" in schema["paths"]
+
+
+# ----------------------------------------------------------------------------- recommend command
+
+
+def test_recommend_command_matches_http(torch_server: Server, exported: tuple[Path, dict]) -> None:
+    out = exported[0]
+    known = [line.split("\t")[0] for line in (out / "news.tsv").read_text().splitlines()]
+    body = {"history": known[40:44], "candidates": known[50:60], "k": 5}
+    http = torch_server.post("/v1/recommend", body).json()
+    args = [
+        "recommend",
+        str(out),
+        "--history",
+        " ".join(body["history"]),
+        "--candidates",
+        " ".join(body["candidates"]),
+        "-k",
+        "5",
+    ]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [i["news_id"] for i in json.loads(result.stdout)["items"]] == [i["news_id"] for i in http["items"]]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and http["items"][0]["news_id"] in table.stdout and "rank" in table.stdout
+    bad = runner.invoke(app, ["recommend", str(out), "--history", "NOPE"])
+    assert bad.exit_code != 0 and "NOPE" in bad.output and "Traceback" not in bad.output
+
+
+# ----------------------------------------------------------------------------- fuzzing (runs last)
+
+
+FUZZ_EXAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def api_schema(torch_server: Server):  # type: ignore[no-untyped-def]
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{torch_server.url}/openapi.json")
+
+
+def test_fuzzed_requests_never_500(api_schema) -> None:  # type: ignore[no-untyped-def]
+    """Property-based requests generated from the OpenAPI schema by schemathesis, bounded to
+    FUZZ_EXAMPLES per operation: none may answer 5xx."""
+    from hypothesis import HealthCheck, given, settings
+
+    calls: list[int] = []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def check(case) -> None:  # type: ignore[no-untyped-def]
+            response = case.call(timeout=30)
+            calls.append(response.status_code)
+            assert response.status_code < 500, (
+                f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"
+            )
+
+        check()
+    assert len(calls) >= 50 and any(400 <= c < 500 for c in calls) and any(c == 200 for c in calls)

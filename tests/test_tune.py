@@ -1,0 +1,325 @@
+"""`newsrec tune` on small synthetic data: a study, a failed trial, pruning, kill -9 and resume,
+best.toml retrained to the same figure, the final test taken once, `tune show`, space errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from train_helpers import hashing_store, synth
+from typer.testing import CliRunner
+
+from newsrec_cli.cli import app
+from newsrec_cli.tune.study import _alive
+
+runner = CliRunner()
+BASE = """
+[train]
+dim = 16
+heads = 2
+history = 10
+batch_size = 32
+threads = 1
+epochs = 3
+"""
+SPACE = """
+[tune.space]
+lr = { low = 1e-4, high = 1e-2, log = true }
+dropout = { low = 0.0, high = 0.4 }
+fusion = { choices = ["concat", "gate"] }
+"""
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(dataset with train/ valid/ and a labelled test/ copy of valid/, hashing store, base config)."""
+    root = tmp_path_factory.mktemp("tune")
+    data = synth(root)
+    shutil.copytree(data / "valid", data / "test")
+    store = hashing_store(data, root / "store")
+    config = root / "base.toml"
+    config.write_text(BASE + SPACE, encoding="utf-8")
+    return data, store, config
+
+
+def tune(*args: object) -> dict:
+    result = runner.invoke(app, ["tune", *(str(a) for a in args), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    out = tmp_path / "study"
+    report = tune(data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test")
+    assert report["trials_counted"] == 4 and report["counts"] == {"complete": 4}
+    trials = {t["number"]: t for t in report["trials"]}
+    # trial 0 trains the defaults of the searched settings (attention fusion lies outside the space)
+    assert trials[0]["defaults"] and trials[0]["params"] == {
+        "lr": 0.001,
+        "dropout": 0.2,
+        "fusion": "attention",
+    }
+    assert report["defaults"]["number"] == 0
+    best = report["best"]
+    assert best["auc"] == max(t["auc"] for t in report["trials"])
+    for trial in report["trials"]:
+        history = (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
+        assert len(history) == trial["epochs"] == 3
+        assert (out / trial["run_dir"] / "model.pt").is_file()
+    assert "optimistic" in report["note"]
+
+    # best.toml is a --config of `newsrec train`, and retrains to the same validation AUC (same seed)
+    best_toml = out / "best.toml"
+    text = best_toml.read_text()
+    assert "[train]" in text and "\nthreads =" not in text and f"validation AUC {best['auc']:.4f}" in text
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "-e",
+            str(store),
+            "--config",
+            str(best_toml),
+            "--threads",
+            "1",
+            "-o",
+            str(tmp_path / "re"),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    retrained = json.loads(result.stdout)
+    assert retrained["best_metrics"]["auc"] == pytest.approx(best["auc"], abs=1e-9)
+
+    # the final test ran once, on the best trial; a rerun shows the stored figures, not a second look
+    final = report["final_test"]
+    assert final["trial"] == best["number"] and final["repeated"] is False
+    assert 0.0 < final["test"]["values"]["auc"] < 1.0
+    again = tune(data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test")
+    assert again["final_test"]["repeated"] is True
+    assert again["final_test"]["test"] == final["test"] and again["trials_counted"] == 4
+
+    # tune show: the same table, the defaults' row beside the best, and PNG charts
+    shown = runner.invoke(app, ["tune", "show", str(out), "--plot", str(tmp_path / "plots")])
+    assert shown.exit_code == 0, shown.output
+    assert "0 defaults" in shown.stdout and f"{best['auc']:.4f}" in shown.stdout
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "history.png",
+        "importance.png",
+        "parallel.png",
+    ]
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    space = tmp_path / "space.toml"
+    # dim 16 with 3 heads is refused when the model is built: a trial-time failure, not a space error
+    space.write_text(
+        "[tune.space]\nheads = { choices = [2, 3] }\nlr = { low = 1e-3, high = 1e-2, log = true }\n"
+    )
+    report = tune(
+        data, "-e", store, "--out", tmp_path / "s", "--trials", 4, "--config", config, "--space", space
+    )
+    failed = [t for t in report["trials"] if t["state"] == "failed"]
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    assert failed and complete and len(failed) + len(complete) == report["trials_counted"] == 4
+    assert all(t["params"]["heads"] == 3 and "divisible" in t["error"] for t in failed)
+    assert all(t["params"]["heads"] == 2 for t in complete)
+
+
+def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    space = tmp_path / "space.toml"
+    space.write_text(
+        "[tune.space]\nlr = { low = 1e-4, high = 1e-2, log = true }\n"
+        "use_text = { choices = [true, false] }\nuse_category = { choices = [true, false] }\n"
+        "id_dropout = { low = 0.0, high = 1.0 }\n"
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=url, study_name="newsrec", direction="maximize")
+    good = {"lr": 5e-3, "use_text": True, "use_category": True, "id_dropout": 0.5}
+    study.enqueue_trial(good)
+    study.enqueue_trial({**good, "lr": 3e-3})
+    # IDs only, always replaced by "unseen" in training: the model cannot learn to tell news apart
+    study.enqueue_trial({"lr": 5e-3, "use_text": False, "use_category": False, "id_dropout": 1.0})
+    report = tune(
+        data, "-e", store, "--out", tmp_path / "s", "--trials", 3, "--config", config, "--space", space,
+        "--storage", url, "--no-defaults", "--pruner", "median",
+    )  # fmt: skip
+    trials = {t["number"]: t for t in report["trials"]}
+    assert trials[0]["state"] == trials[1]["state"] == "complete"
+    assert trials[0]["epochs"] == 3 and trials[0]["auc"] > 0.55
+    bad = trials[2]
+    assert bad["state"] == "pruned" and bad["epochs"] == 1 < 3 and bad["auc"] < 0.5 < trials[1]["auc"]
+    assert bad["stopped"] == "pruned after epoch 1"
+    assert len((tmp_path / "s" / bad["run_dir"] / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    slow = tmp_path / "slow.toml"
+    # small batches: epochs of about a second, time to kill the workers mid-trial
+    slow.write_text(config.read_text().replace("batch_size = 32", "batch_size = 4"))
+    out = tmp_path / "s"
+    args = [
+        data,
+        "-e",
+        store,
+        "--out",
+        out,
+        "--trials",
+        4,
+        "--config",
+        slow,
+        "--n-jobs",
+        2,
+        "--pruner",
+        "none",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsrec_cli", "tune", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # kill -9 the command (worker 0) once both workers have validated an epoch
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            runs = sorted((out / "trials").glob("*/history.jsonl")) if (out / "trials").is_dir() else []
+            if len([r for r in runs if r.read_text().strip()]) >= 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the workers never got past a first epoch")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    url = f"sqlite:///{(out / 'study.db').resolve()}"
+    study = optuna.load_study(study_name="newsrec", storage=url)
+    # the orphaned worker process notices that its parent is gone, records its trial as failed
+    # and queued again, and exits; the killed command's own trial stays RUNNING until the rerun
+    children = {
+        t.user_attrs["pid"] for t in study.get_trials() if t.user_attrs.get("pid", process.pid) != process.pid
+    }
+    stop = time.monotonic() + 30
+    while any(_alive(pid, None) for pid in children) and time.monotonic() < stop:
+        time.sleep(0.1)
+    assert not any(_alive(pid, None) for pid in children)
+    before = study.get_trials()
+    running = [t.number for t in before if t.state.name == "RUNNING"]
+    assert running and all(t.user_attrs["pid"] == process.pid for t in before if t.number in running)
+    stopped = [t.number for t in before if t.state.name == "FAIL" and t.user_attrs.get("retried")]
+    assert all(t.user_attrs["pid"] != process.pid for t in before if t.number in stopped)
+    killed = {t.number: t for t in before if t.number in running + stopped}
+
+    report = tune(*args)  # the same command, again
+    trials = {t["number"]: t for t in report["trials"]}
+    requeued = [t for t in report["trials"] if t["retried"]]
+    assert sorted(t["number"] for t in requeued) == sorted(killed)
+    assert all(t["state"] == "failed" for t in requeued)
+    for number in killed:
+        retry = [t for t in report["trials"] if t["retry_of"] == number]
+        assert len(retry) == 1 and retry[0]["state"] == "complete"
+        assert (
+            retry[0]["params"] == trials[number]["params"]
+            and retry[0]["defaults"] == trials[number]["defaults"]
+        )
+    finished = [t for t in report["trials"] if t["state"] == "complete"]
+    assert len(finished) == report["trials_counted"] == 4
+    assert len(report["trials"]) == 4 + len(killed)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("learning_rate = { low = 1e-4, high = 1e-2 }", "learning_rate: not a train setting; allowed: "),
+        ("fusion = { low = 1, high = 2 }", "fusion: not a numeric setting"),
+        ('fusion = { choices = ["concat", "sum"] }', "fusion = 'sum'"),
+        ("threads = { low = 1, high = 4 }", "threads: not searchable"),
+        ("dropout = { low = 0.5, high = 0.1 }", "dropout: low (0.5) must be below high (0.1)"),
+    ],
+)
+def test_a_bad_space_is_one_line_naming_the_file_line_and_key(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path, entry: str, message: str
+) -> None:
+    data, store, config = synthetic
+    space = tmp_path / "space.toml"
+    space.write_text(f"# a space\n[tune.space]\nlr = {{ low = 1e-4, high = 1e-2, log = true }}\n{entry}\n")
+    result = runner.invoke(
+        app, ["tune", str(data), "-e", str(store), "-o", str(tmp_path / "s"), "--space", str(space)]
+    )
+    assert result.exit_code == 2
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert f"{space}:4: [tune.space] {message}" in lines[0].replace("\n", "")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_rerun_with_another_space_is_refused(synthetic: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    data, store, config = synthetic
+    out = tmp_path / "s"
+    tune(data, "-e", store, "--out", out, "--trials", 1, "--config", config)
+    space = tmp_path / "space.toml"
+    space.write_text("[tune.space]\nlr = { low = 1e-4, high = 1e-1, log = true }\n")
+    result = runner.invoke(
+        app,
+        ["tune", str(data), "-e", str(store), "-o", str(out), "--config", str(config), "--space", str(space)],
+    )
+    assert result.exit_code == 2 and "space differs from the study's" in result.output
+
+
+def test_the_default_space_checks_out_and_is_printed() -> None:
+    result = runner.invoke(app, ["tune", "space"])
+    assert result.exit_code == 0 and "[tune.space]" in result.stdout
+    from newsrec_cli.tune.space import load_space
+
+    assert {"lr", "dim", "dropout", "negatives", "fusion", "loss"} <= set(load_space(None).names)
+
+
+def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(
+    synthetic: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    data, store, config = synthetic
+    slow = tmp_path / "slow.toml"
+    slow.write_text(
+        config.read_text().replace("batch_size = 32", "batch_size = 2").replace("epochs = 3", "epochs = 50")
+    )
+    args = [
+        "tune",
+        str(data),
+        "-e",
+        str(store),
+        "-o",
+        str(tmp_path / "s"),
+        "--config",
+        str(slow),
+        "--trials",
+        "5",
+    ]
+    result = runner.invoke(app, [*args, "--time-budget", "2", "--json"])
+    assert result.exit_code == 1 and "no trial completed" in result.output
+    shown = runner.invoke(app, ["tune", "show", str(tmp_path / "s"), "--json"])
+    report = json.loads(shown.stdout)
+    assert report["trials_counted"] == 1 and report["best"] is None
+    (trial,) = report["trials"]
+    assert trial["state"] == "pruned" and trial["stopped"] == "the study's --time-budget ran out"
+    assert 1 <= trial["epochs"] < 50
