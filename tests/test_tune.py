@@ -74,7 +74,8 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     assert best["auc"] == max(t["auc"] for t in report["trials"])
     for trial in report["trials"]:
         history = (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
-        assert len(history) == trial["epochs"] == 3
+        # epoch 0 (the untrained model, the content prior) + the trained epochs (early stopping may cut)
+        assert len(history) == trial["epochs"] + 1 and 1 <= trial["epochs"] <= 3
         assert (out / trial["run_dir"] / "model.pt").is_file()
     assert "optimistic" in report["note"]
 
@@ -135,9 +136,10 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
     )
     failed = [t for t in report["trials"] if t["state"] == "failed"]
     complete = [t for t in report["trials"] if t["state"] == "complete"]
-    assert failed and complete and len(failed) + len(complete) == report["trials_counted"] == 4
+    pruned = [t for t in report["trials"] if t["state"] == "pruned"]
+    assert failed and complete and len(failed) + len(complete) + len(pruned) == report["trials_counted"] == 4
     assert all(t["params"]["heads"] == 3 and "divisible" in t["error"] for t in failed)
-    assert all(t["params"]["heads"] == 2 for t in complete)
+    assert all(t["params"]["heads"] == 2 for t in complete + pruned)
 
 
 def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
@@ -165,7 +167,7 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     assert trials[0]["state"] == trials[1]["state"] == "complete"
     assert trials[0]["epochs"] == 3 and trials[0]["auc"] > 0.55
     bad = trials[2]
-    assert bad["state"] == "pruned" and bad["epochs"] == 1 < 3 and bad["auc"] < 0.5 < trials[1]["auc"]
+    assert bad["state"] == "pruned" and bad["epochs"] == 1 < 3 and bad["auc"] < trials[1]["auc"] - 0.05
     assert bad["stopped"] == "pruned after epoch 1"
     assert len((tmp_path / "s" / bad["run_dir"] / "history.jsonl").read_text().splitlines()) == 1
 
