@@ -11,6 +11,7 @@ stops the run after committing what was finished, so a rerun only does the rest.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -280,10 +281,13 @@ def _commit(
     store = None if plan.replace else open_existing(plan.store_path)
     chunk_ids, chunk_vectors, chunk_hashes = log.load_with_hashes()
     if chunk_vectors is None:
+        log.clear()
         if store is None:
+            # nothing was embedded (e.g. the first request failed): leave no empty chunks/ or store folder
+            with contextlib.suppress(OSError):
+                plan.store_path.rmdir()  # only when empty: never a folder that holds anything else
             return {}
-        log.clear()  # nothing new: the store stays as it is
-        return store.meta
+        return store.meta  # nothing new: the store stays as it is
     latest = {id_: i for i, id_ in enumerate(chunk_ids)}  # an ID embedded twice: the later holds
     if store is not None:
         ids = list(store.ids)
