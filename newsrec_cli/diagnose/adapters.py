@@ -43,6 +43,9 @@ class UnnormalisedCosineHead(ScoringHead):
         sim = torch.einsum("bkd,bkd->bk", user, news.float())  # (B, K), no L2 normalisation
         return sim * self.scale.float()
 
+    def pairwise(self, user: Tensor, news: Tensor) -> Tensor:
+        return (user.float() @ news.float().T) * self.scale.float()  # (B, N), no L2 normalisation
+
 
 def head_name(head: ScoringHead) -> str:
     """The head as the reports name it: "dot", "cosine" or "cosine without L2 normalisation"."""
