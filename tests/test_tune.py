@@ -73,8 +73,12 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     best = report["best"]
     assert best["auc"] == max(t["auc"] for t in report["trials"])
     for trial in report["trials"]:
-        history = (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
-        assert len(history) == trial["epochs"] == 3
+        history = [
+            json.loads(line) for line in (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
+        ]
+        trained = [r for r in history if r["epoch"] > 0]  # epoch 0: the untrained model (content prior)
+        assert len(trained) == trial["epochs"] and 1 <= trial["epochs"] <= 3
+        assert trial["auc"] == pytest.approx(max(r["metrics"]["auc"] for r in history), abs=1e-12)
         assert (out / trial["run_dir"] / "model.pt").is_file()
     assert "optimistic" in report["note"]
 
@@ -131,8 +135,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
         "[tune.space]\nheads = { choices = [2, 3] }\nlr = { low = 1e-3, high = 1e-2, log = true }\n"
     )
     report = tune(
-        data, "-e", store, "--out", tmp_path / "s", "--trials", 4, "--config", config, "--space", space
-    )
+        data, "-e", store, "--out", tmp_path / "s", "--trials", 4, "--config", config, "--space", space,
+        "--pruner", "none",
+    )  # fmt: skip
     failed = [t for t in report["trials"] if t["state"] == "failed"]
     complete = [t for t in report["trials"] if t["state"] == "complete"]
     assert failed and complete and len(failed) + len(complete) == report["trials_counted"] == 4
@@ -163,11 +168,13 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     )  # fmt: skip
     trials = {t["number"]: t for t in report["trials"]}
     assert trials[0]["state"] == trials[1]["state"] == "complete"
-    assert trials[0]["epochs"] == 3 and trials[0]["auc"] > 0.55
+    assert trials[0]["epochs"] >= 2 and trials[1]["epochs"] >= 2
     bad = trials[2]
-    assert bad["state"] == "pruned" and bad["epochs"] == 1 < 3 and bad["auc"] < 0.5 < trials[1]["auc"]
+    assert bad["state"] == "pruned" and bad["epochs"] == 1 < 3
+    assert bad["auc"] < min(trials[0]["auc"], trials[1]["auc"]) - 0.05
     assert bad["stopped"] == "pruned after epoch 1"
-    assert len((tmp_path / "s" / bad["run_dir"] / "history.jsonl").read_text().splitlines()) == 1
+    history = (tmp_path / "s" / bad["run_dir"] / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1]  # no text, no content prior: no epoch 0
 
 
 def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(
@@ -292,7 +299,9 @@ def test_the_default_space_checks_out_and_is_printed() -> None:
     assert result.exit_code == 0 and "[tune.space]" in result.stdout
     from newsrec_cli.tune.space import load_space
 
-    assert {"lr", "dim", "dropout", "negatives", "fusion", "loss"} <= set(load_space(None).names)
+    assert {"lr", "dim", "dropout", "negatives", "fusion", "user_encoder", "loss"} <= set(
+        load_space(None).names
+    )
 
 
 def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(

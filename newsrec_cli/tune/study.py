@@ -375,7 +375,9 @@ class _TrialCallbacks:
         if not math.isfinite(auc):
             return
         self.trial.report(auc, record.epoch)
-        if self.prunable and not record.partial and self.trial.should_prune():
+        # Epoch 0 is the untrained model (the content prior alone), about the same in every trial:
+        # comparing there would prune at random. Decisions start after the first trained epoch.
+        if self.prunable and record.epoch > 0 and not record.partial and self.trial.should_prune():
             raise TrialPruned
 
 
@@ -392,7 +394,7 @@ def _epoch_attrs(trial: Any, records: list[Any], started: float) -> None:
         key=lambda r: r.metrics["auc"],
         default=None,
     )
-    trial.set_user_attr("epochs", len(records))
+    trial.set_user_attr("epochs", sum(1 for r in records if r.epoch > 0))  # trained epochs, not epoch 0
     trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
     if best is not None:
         trial.set_user_attr("best_epoch", best.epoch)
