@@ -225,6 +225,12 @@ class TrainSettings(StageSettings):
     scoring: Literal["dot", "cosine"] = Field(
         "dot", description="Score head: scaled dot product or cosine, times a learned temperature."
     )
+    score_scale: float | None = Field(
+        None,
+        gt=0,
+        lt=30,
+        description="Initial scale of the learned score (default: 2 for dot, 3 for cosine; learned after).",
+    )
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the encoders (NRMS: 0.2).")
     # loss
     loss: Literal["listwise", "pointwise", "focal", "infonce"] = Field(

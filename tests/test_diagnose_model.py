@@ -290,3 +290,15 @@ def test_reproduces_the_original_failure_as_a_subprocess(synth, tmp_path: Path) 
     assert report["verdict"] == "FAIL"
     sat = next(c for c in report["checks"] if c["name"] == "sigmoid saturation")
     assert sat["value"]["high"] > 0.99
+
+
+def test_gradients_show_the_candidate_attention_of_a_candidate_aware_model(synth) -> None:
+    report = check_gradients(_fresh(synth, dim=32, heads=4, user_encoder="candidate"), steps=2, seed=0)
+    attention = _checks(report)["candidate attention"]
+    table = {row[0]: row[1] for row in next(t for t in report.tables if t.title.startswith("Candidate")).rows}
+    assert table["candidates with 2+ clicks"] > 0
+    # a candidate's weights sum to 1 over its clicks, so the largest is at least the uniform one
+    assert table["mean largest weight"] >= table["mean uniform weight (1 / clicks)"] - 1e-6
+    assert 0.0 < attention.value["entropy_ratio"] <= 1.0 + 1e-6
+    nrms = check_gradients(_fresh(synth, dim=32, heads=4), steps=1, seed=0)
+    assert "candidate attention" not in _checks(nrms)  # NRMS pools once per user: nothing to show

@@ -36,7 +36,12 @@ def _row(report: dict, name: str) -> dict:
 
 def test_baselines_without_a_run(mind: Path, store: Path) -> None:
     report = _json(["--data", str(mind), "--baselines", "--embeddings", str(store), "--metrics", "auc,mrr"])
-    assert [row["name"] for row in report["rows"]] == ["random", "popularity", "content (store)"]
+    assert [row["name"] for row in report["rows"]] == [
+        "random",
+        "popularity",
+        "content (store)",
+        "content centred (store)",
+    ]
     assert _row(report, "popularity")["values"] == pytest.approx(POPULARITY)
     assert _row(report, "content")["values"] == pytest.approx(CONTENT)
     assert report["impressions"] == 3 and report["candidates"] == 8
@@ -182,7 +187,7 @@ def test_model_and_baselines_in_one_table(trained: tuple[Path, Path, Path]) -> N
     assert all(name in header for name in ("auc", "ndcg@5", "ndcg@10", "counted", "AUC skip"))
     rows = [line.split("│")[1].strip() for line in lines if line.startswith("│")]
     # The content row uses the store the run names, with no --embeddings.
-    assert rows == ["model run", "random", "popularity", "content (store)"]
+    assert rows == ["model run", "random", "popularity", "content (store)", "content centred (store)"]
     assert (run / "metrics.json").is_file()
 
 

@@ -11,6 +11,7 @@ from train_helpers import need_shared
 
 from newsrec_cli.mind import Vocab
 from newsrec_cli.model.attention import AdditiveAttention
+from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
 from newsrec_cli.model.features import NewsFeatures
 from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
@@ -266,3 +267,24 @@ def test_initial_logits_are_well_inside_minus_five_five_on_real_vectors(scoring:
     # (weight 5 x a centred cosine) and the learned head (scale 2 x a correlation) stay below it.
     assert logits.abs().max() < 4.6, float(logits.abs().max())
     assert logits.std() > 1e-3  # not collapsed to one value either
+
+
+def test_candidate_attention_starts_uniform_ignores_padding_and_matches_the_packed_state() -> None:
+    torch.manual_seed(0)
+    encoder = CandidateUserEncoder(8, 2, dropout=0.0).eval()
+    clicked = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    state = encoder(clicked, mask)
+    news = torch.randn(2, 3, 8)
+    users, weights = encoder.for_candidates(state, news)
+    assert users.shape == (2, 3, 8) and weights.shape == (2, 3, 4)
+    torch.testing.assert_close(weights[0, :, :3], torch.full((3, 3), 1 / 3))  # W_q = 0: uniform
+    assert weights[0, :, 3].abs().sum() == 0  # padding gets nothing
+    torch.testing.assert_close(users[1], encoder.empty.detach().expand(3, 8))  # empty history
+    history, unpacked_mask, _ = encoder.unpack(state)
+    assert history.shape == (2, 4, 8) and unpacked_mask[0].tolist() == [True, True, True, False]
+    with torch.no_grad():
+        encoder.query.weight.copy_(torch.eye(8) * 5)
+        encoder.key.weight.copy_(torch.eye(8))
+    _, peaked = encoder.for_candidates(state, news)
+    assert float(peaked[0].max(dim=-1).values.mean()) > 1 / 3 + 0.05  # learned: no longer uniform

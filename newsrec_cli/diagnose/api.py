@@ -12,7 +12,12 @@ import numpy as np
 from newsrec_cli.diagnose.cosine import diagnose_cosine, similarities
 from newsrec_cli.diagnose.data import DataInputs, diagnose_data
 from newsrec_cli.diagnose.forward import run_model
-from newsrec_cli.diagnose.gradients import chance_loss, diagnose_gradients, train_steps
+from newsrec_cli.diagnose.gradients import (
+    candidate_attention,
+    chance_loss,
+    diagnose_gradients,
+    train_steps,
+)
 from newsrec_cli.diagnose.plots import cosine_plots, logit_plots, require_matplotlib
 from newsrec_cli.diagnose.report import Report
 from newsrec_cli.diagnose.saturation import diagnose_saturation
@@ -102,6 +107,12 @@ def check_gradients(subject: Subject, steps: int, seed: int) -> Report:
         user_rows=subject.train_user_rows,
     )
     report = diagnose_gradients(norms, losses, weights, chance=chance_loss(subject.settings))
+    attention = candidate_attention(
+        subject.model, subject.settings, subject.train, seed=seed, user_rows=subject.train_user_rows
+    )
+    if attention is not None:
+        report.tables.append(attention[0])
+        report.checks.append(attention[1])
     s = subject.settings
     report.notes.insert(
         0,

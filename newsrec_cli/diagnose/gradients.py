@@ -22,7 +22,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train.batching import EpochBatches, plan_epoch
 from newsrec_cli.train.loop import param_groups
-from newsrec_cli.train.losses import loss_fn
+from newsrec_cli.train.losses import batch_loss
 from newsrec_cli.train.samples import click_samples
 
 VANISHING = 1e-7
@@ -82,8 +82,7 @@ def train_steps(
     for step in range(steps):
         batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
         optimizer.zero_grad(set_to_none=True)
-        logits = model(batch["history"], batch["history_mask"], batch["candidates"], batch.get("users"))
-        loss = loss_fn(settings, logits)
+        loss = batch_loss(settings, model, batch)  # the trainer's loss, auxiliary terms included
         loss.backward()
         norms.append(gradient_norms(model))
         losses.append(float(loss.detach()))
@@ -99,6 +98,8 @@ def chance_loss(settings: TrainSettings) -> float:
     k = settings.negatives
     if settings.loss == "listwise":
         return math.log(1 + k)
+    if settings.loss == "infonce":
+        return math.log(settings.batch_size * (1 + k))  # every candidate of the batch competes
     if settings.loss == "pointwise":
         weight = settings.pos_weight or 1.0
         return math.log(2) * (weight + k) / (1 + k)
@@ -247,3 +248,53 @@ def _fusion_check(fusion: dict[str, float]) -> Check:
             "check the inputs of these modalities (coverage in newsrec diagnose data) or turn them off",
         )
     return Check("fusion weights", Status.OK, fusion, f"mean weight per modality: {text}")
+
+
+@torch.no_grad()
+def candidate_attention(
+    model: NewsRecommender,
+    settings: TrainSettings,
+    imps: Impressions,
+    *,
+    seed: int,
+    user_rows: np.ndarray | None = None,
+) -> tuple[Table, Check] | None:
+    """How a candidate-aware user encoder spreads each candidate's attention over the clicks, on
+    one training batch: the largest weight and the entropy against uniform (None for NRMS)."""
+    samples = click_samples(imps)
+    if len(samples) == 0:
+        return None
+    plan = plan_epoch(samples, settings.negatives, seed, 0)
+    batch = EpochBatches(
+        imps, samples, plan, batch_size=settings.batch_size, history=settings.history, user_rows=user_rows
+    )[0]
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    model.eval()
+    user = model.encode_user(batch["history"], batch["history_mask"], batch.get("users"))
+    _, weights = model.user_vectors(user, model.encode_news(batch["candidates"]))
+    if weights is None:
+        return None
+    mask = batch["history_mask"][:, None, :].expand_as(weights)  # (B, K, H)
+    clicks = mask.sum(dim=-1).float()  # (B, K)
+    usable = clicks > 1  # with one click there is nothing to choose
+    if not bool(usable.any()):
+        return None
+    w = weights.float().clamp_min(1e-12)
+    entropy = -(w * w.log() * mask).sum(dim=-1) / clicks.log().clamp_min(1e-12)  # 1 = uniform
+    top = weights.float().max(dim=-1).values
+    table = Table("Candidate attention over the clicks (one batch)", ["statistic", "value"])
+    table.add("candidates with 2+ clicks", int(usable.sum()))
+    table.add("mean largest weight", float(top[usable].mean()))
+    table.add("mean uniform weight (1 / clicks)", float((1 / clicks[usable]).mean()))
+    table.add("mean entropy / uniform entropy", float(entropy[usable].mean()))
+    spread = float(entropy[usable].mean())
+    check = Check(
+        "candidate attention",
+        Status.OK,
+        {"largest": float(top[usable].mean()), "entropy_ratio": spread},
+        f"each candidate puts on average {float(top[usable].mean()):.0%} of its attention on one click "
+        f"(uniform would be {float((1 / clicks[usable]).mean()):.0%}); entropy {spread:.2f} of uniform",
+        "",
+    )
+    return table, check

@@ -88,7 +88,7 @@ class EvaluationReport:
 
 
 def select_split(
-    dataset: MindDataset, split: str, data_settings: DataSettings
+    dataset: MindDataset, split: str, data_settings: DataSettings, *, from_run: bool = False
 ) -> tuple[Impressions | None, Impressions, str]:
     """(training impressions or None, impressions to score, a sentence on where they come from).
 
@@ -97,12 +97,11 @@ def select_split(
     labelled or not.
     """
     if split == "valid" and "valid" in dataset.splits:
-        chose = data_settings.split == "auto" and data_settings.valid_days is None
-        note = f"valid: {dataset.folders['valid']}" + (
-            " (the split that chose the epoch: its figures are optimistic)"
-            if chose
-            else " (not used to choose the epoch: the run selected on a split inside train/)"
-        )
+        note = f"validation: the dataset's own valid folder ({dataset.folders['valid']})"
+        if from_run and data_settings.split == "auto" and data_settings.valid_days is None:
+            note += ", the split that chose the epoch: its figures are optimistic"
+        elif from_run:
+            note += ", not used to choose the epoch (the run chose it on a split inside train/)"
         return dataset.splits.get("train"), dataset.splits["valid"], note
     if split == "valid":
         train, valid, note = dataset.train_valid(
@@ -151,7 +150,7 @@ def evaluate(
 
     say(f"reading {data}")
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
-    train, target, note = select_split(dataset, settings.split, data_settings)
+    train, target, note = select_split(dataset, settings.split, data_settings, from_run=model is not None)
     report = EvaluationReport(
         data=str(data),
         split=settings.split,

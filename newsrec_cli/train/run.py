@@ -199,7 +199,7 @@ def build_model(
     model = NewsRecommender(
         news_encoder,
         user_encoder,
-        ScoringHead(settings.scoring, dim),
+        ScoringHead(settings.scoring, dim, settings.score_scale),
         prior=prior,
         aux_categories=len(context.vocabs.categories) if settings.aux_category > 0 else 0,
     )
