@@ -75,8 +75,10 @@ def dataset_path(name: str, work: Path) -> Path:
 
 
 def store_for(name: str, data: Path, stores: Path) -> Path:
+    """The cached store of the dataset; made (all-MiniLM-L6-v2, the embed defaults) when absent."""
     store = stores / name
-    newsrec("embed", "news", str(data), "--out", str(store))  # incremental: reuses what is there
+    if not (store / "meta.json").exists():
+        newsrec("embed", "news", str(data), "--out", str(store))
     return store
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from newsrec_cli.plural import agree, counted
+
 
 class NewsrecError(Exception):
     """Base of every error a user is meant to read. `str(err)` is the one-line message."""
@@ -52,6 +54,6 @@ class MissingVectorsError(NewsrecError):
         first = ", ".join(missing[:5])
         more = "" if len(missing) <= 5 else ", ..."
         super().__init__(
-            f"{store}: {len(missing)} of {total} IDs have no vector (first: {first}{more}); "
+            f"{store}: {len(missing):,} of {counted(total, 'ID')} {agree(len(missing), 'has', 'have')} no vector (first: {first}{more}); "
             "embed them (newsrec embed) or pass --missing learned"
         )

@@ -23,7 +23,7 @@ def ablation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list
     store = hashing_store(data, root / "store")
     args = [
         "ablate", str(data), "-e", str(store), "-o", str(root / "out"), "--seeds", "2",
-        "--epochs", "1", "--threads", "1", "--vary", "loss=infonce", "--json", "--plot", str(root / "bars.png"),
+        "--epochs", "1", "--threads", "1", "--vary", "loss=listwise", "--json", "--plot", str(root / "bars.png"),
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -34,7 +34,7 @@ def test_table_has_every_variant_and_baseline_with_real_numbers(ablation) -> Non
     root, report, _ = ablation
     rows = {r["name"]: r for r in report["rows"]}
     assert list(rows) == [
-        "full", "without id", "without category", "without content prior", "text only", "loss=infonce",
+        "full", "without id", "without category", "without content prior", "text only", "loss=listwise",
         "content (centred)", "content", "popularity", "random",
     ]  # fmt: skip
     assert report["split"] == "valid" and "optimistic" in report["split_note"]  # no test/, no --valid-days
@@ -76,9 +76,9 @@ def test_paired_bootstrap_interval_covers_a_known_shift() -> None:
 def test_variants_follow_the_settings_and_reject_unknown_keys() -> None:
     names = [v.name for v in ablation_variants(TrainSettings(use_id=False), has_graph=True)]
     assert names == ["full", "without graph", "without category", "without content prior", "text only"]
-    vary = parse_vary(["user_encoder=candidate,nrms", "loss=infonce"])
+    vary = parse_vary(["user_encoder=candidate,nrms", "loss=listwise,infonce"])
     names = [v.name for v in ablation_variants(TrainSettings(), has_graph=False, vary=vary)]
-    assert names[-2:] == ["user_encoder=candidate", "loss=infonce"]  # nrms is the full row already
+    assert names[-2:] == ["user_encoder=candidate", "loss=listwise"]  # nrms, infonce: the full row
     with pytest.raises(SettingsError, match="not a train setting"):
         ablation_variants(TrainSettings(), has_graph=False, vary={"colour": ["red"]})
     with pytest.raises(SettingsError, match="loss=sideways"):

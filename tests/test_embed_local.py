@@ -42,6 +42,7 @@ def test_minilm_puts_paraphrases_closer_than_unrelated_news(tmp_path: Path) -> N
     ]
     data = write_news(tmp_path / "d", rows)
     args = ["embed", str(data), "--out", str(tmp_path / "s"), "--template", "{title}", "--device", "auto"]
+    args += ["--backend", "torch"]  # sentence-transformers itself (the default on CPU is ONNX int8)
     result = CliRunner().invoke(app, [*args, "--json"], env={"HF_HUB_OFFLINE": "1"})
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["embedded"] == 6

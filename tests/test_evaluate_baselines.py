@@ -64,7 +64,7 @@ def test_content_is_cosine_to_the_mean_history(dataset, tmp_path: Path) -> None:
 
 def test_content_refuses_missing_vectors(dataset, tmp_path: Path) -> None:
     store = EmbeddingStore.open(make_store(tmp_path / "store", skip=("N6",)))
-    with pytest.raises(MissingVectorsError, match="1 of 6 IDs have no vector .first: N6"):
+    with pytest.raises(MissingVectorsError, match="1 of 6 IDs has no vector .first: N6"):
         baselines.content_scores(store, dataset.splits["valid"], dataset.news_vocab)
 
 

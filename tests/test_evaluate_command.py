@@ -137,7 +137,7 @@ def test_missing_vectors_are_an_error_not_a_zero(mind: Path, tmp_path: Path) -> 
     store = make_store(tmp_path / "partial", skip=("N5",))
     result = runner.invoke(app, ["evaluate", "--data", str(mind), "--baselines", "--embeddings", str(store)])
     assert result.exit_code == 1
-    assert "1 of 6 IDs have no vector (first: N5)" in result.stderr
+    assert "1 of 6 IDs has no vector (first: N5)" in result.stderr
 
 
 def test_single_folder_uses_the_configured_split(tmp_path: Path) -> None:

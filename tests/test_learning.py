@@ -51,3 +51,23 @@ def test_the_check_fails_when_learning_is_switched_off(data, tmp_path: Path) -> 
     frozen = TrainSettings(threads=1, epochs=1, lr=1e-12)
     result = train(folder, tmp_path / "run", store=store, settings=frozen)
     assert not _learns(result, content)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention", "gate"])
+def test_trained_runs_stay_out_of_saturation(data, tmp_path: Path, fusion: str) -> None:
+    """The bound holds after training, not only at initialisation: every logit is within the
+    learned scale plus the prior's weight (each bounded below 30), and the sigmoid keeps its slope."""
+    from newsrec_cli.diagnose.api import check_saturation
+    from newsrec_cli.diagnose.report import Status
+    from newsrec_cli.diagnose.subject import from_run
+
+    folder, store, _ = data
+    settings = TrainSettings(threads=1, epochs=2, fusion=fusion, lr=3e-3)  # a high rate pushes the scale
+    train(folder, tmp_path / "run", store=store, settings=settings)
+    subject = from_run(tmp_path / "run", data=None, sample=300, seed=0, device="cpu")
+    report, _ = check_saturation(subject)
+    assert all(c.status == Status.OK for c in report.checks), [(c.name, c.status) for c in report.checks]
+    model = subject.model
+    bound = float(model.scorer.scale) + float(model.prior.weight)
+    logits = report.values["logits"]
+    assert -bound <= logits["min"] and logits["max"] <= bound

@@ -138,7 +138,7 @@ def test_bad_news_line(tmp_path: Path, case: str, mutate, message: str) -> None:
     assert table.ids == ["N1", "N3"]
     report = table.reports[0]
     assert len(report.skipped) == 1 and report.skipped[0].line == 2
-    assert "1 bad lines skipped" in report.summary() and f"{path}:2" in report.summary()
+    assert "1 bad line skipped" in report.summary() and f"{path}:2" in report.summary()
 
 
 def test_duplicate_news_id(tmp_path: Path) -> None:
@@ -212,5 +212,7 @@ def test_bad_vec(tmp_path: Path, line: str, message: str) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "news.tsv"
     path.write_bytes(b"N1\tc\ts\t\xff\xfe title\ta\tu\t[]\t[]\n")
-    with pytest.raises(InputError, match=r"news.tsv: not UTF-8 text"):
+    with pytest.raises(
+        InputError, match=r"news.tsv:1: not UTF-8 text \(invalid start byte at byte 8 of the line\)"
+    ):
         read_news(path)

@@ -162,8 +162,11 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     study.enqueue_trial({**good, "lr": 3e-3})
     # IDs only, always replaced by "unseen" in training: the model cannot learn to tell news apart
     study.enqueue_trial({"lr": 5e-3, "use_text": False, "use_category": False, "id_dropout": 1.0})
+    # patience 3: the good trials run all three epochs even when epoch 0 (the content prior) stays best
+    patient = tmp_path / "patient.toml"
+    patient.write_text(config.read_text().replace("epochs = 3", "epochs = 3\npatience = 3"))
     report = tune(
-        data, "-e", store, "--out", tmp_path / "s", "--trials", 3, "--config", config, "--space", space,
+        data, "-e", store, "--out", tmp_path / "s", "--trials", 3, "--config", patient, "--space", space,
         "--storage", url, "--no-defaults", "--pruner", "median",
     )  # fmt: skip
     trials = {t["number"]: t for t in report["trials"]}

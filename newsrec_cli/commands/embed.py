@@ -86,6 +86,20 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1.")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Texts per batch (local, hashing).")]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="Local model runtime: torch, onnx (ONNX Runtime, CPU) or auto (onnx on CPU, torch on CUDA).",
+    ),
+]
+Int8Option = Annotated[
+    bool | None,
+    typer.Option(
+        "--int8/--no-int8", help="ONNX backend: dynamic int8 quantisation (--no-int8: the torch vectors)."
+    ),
+]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads of the local model.")]
 DimensionsOption = Annotated[
     int | None, typer.Option("--dimensions", help="Output size (OpenAI text-embedding-3 models; hashing).")
 ]
@@ -121,6 +135,9 @@ def news(
         typer.Option(help="Text per news over {title} {abstract} {category} {subcategory} {entities}."),
     ] = None,
     device: DeviceOption = None,
+    backend: BackendOption = None,
+    int8: Int8Option = None,
+    threads: ThreadsOption = None,
     batch_size: BatchOption = None,
     dimensions: DimensionsOption = None,
     base_url: BaseUrlOption = None,
@@ -143,6 +160,9 @@ def news(
         model=model,
         template=template,
         device=device,
+        backend=backend,
+        int8=int8,
+        threads=threads,
         batch_size=batch_size,
         dimensions=dimensions,
         base_url=base_url,
@@ -176,6 +196,9 @@ def entities(
     provider: ProviderOption = None,
     model: ModelOption = None,
     device: DeviceOption = None,
+    backend: BackendOption = None,
+    int8: Int8Option = None,
+    threads: ThreadsOption = None,
     batch_size: BatchOption = None,
     dimensions: DimensionsOption = None,
     base_url: BaseUrlOption = None,
@@ -197,6 +220,9 @@ def entities(
         provider=provider,
         model=model,
         device=device,
+        backend=backend,
+        int8=int8,
+        threads=threads,
         batch_size=batch_size,
         dimensions=dimensions,
         base_url=base_url,

@@ -16,6 +16,7 @@ from newsrec_cli.diagnose.vectors import vector_checks
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.graph.graph import NewsGraph
 from newsrec_cli.mind import Impressions, MindDataset
+from newsrec_cli.plural import agree, counted
 
 ACCURACY_WARNING_RATE = 0.2  # below this click rate, "never clicked" already looks like a good accuracy
 ENTITY_COVERAGE_WARN = 0.5  # fewer news with entities than this: the graph modality sees little
@@ -82,7 +83,7 @@ def read_checks(ds: MindDataset) -> list[Check]:
                 "malformed lines",
                 Status.FAIL,
                 len(skipped),
-                f"{len(skipped)} lines cannot be read (first: {first})",
+                f"{counted(len(skipped), 'line')} cannot be read (first: {first})",
                 'fix these lines, or set data.on_bad_lines = "skip" to leave them out everywhere',
             )
         )
@@ -93,13 +94,13 @@ def read_checks(ds: MindDataset) -> list[Check]:
                 "entity JSON",
                 Status.WARN,
                 len(bad_entities),
-                f"{len(bad_entities)} entity columns do not parse (first: {first})",
+                f"{counted(len(bad_entities), 'entity column')} {agree(len(bad_entities), 'does', 'do')} not parse (first: {first})",
                 "those news get no entities (graph building collects them; other readers stop)",
             )
         )
     if not checks:
         lines = sum(r.lines for r in ds.reports)
-        checks.append(Check("malformed lines", Status.OK, 0, f"all {lines} lines read"))
+        checks.append(Check("malformed lines", Status.OK, 0, f"all {counted(lines, 'line')} read"))
     return checks
 
 
@@ -189,7 +190,7 @@ def duplicate_checks(ds: MindDataset) -> tuple[list[Check], Table]:
                 "duplicate news IDs",
                 Status.FAIL,
                 len(dup_rows),
-                f"{len(dup_rows)} news.tsv rows repeat an ID "
+                f"{counted(len(dup_rows), 'news.tsv row')} {agree(len(dup_rows), 'repeats', 'repeat')} an ID "
                 f"(first: {'; '.join(str(b) for b in dup_rows[:FIRST_FEW])})",
                 "keep one row per news ID; readers stop at the second one",
             )
@@ -201,7 +202,7 @@ def duplicate_checks(ds: MindDataset) -> tuple[list[Check], Table]:
             "repeated candidates",
             Status.WARN if total_cand else Status.OK,
             total_cand,
-            f"{total_cand} candidates repeat a news already listed in the same impression",
+            f"{counted(total_cand, 'candidate')} {agree(total_cand, 'repeats', 'repeat')} a news already listed in the same impression",
             "deduplicate impressions: a repeated candidate counts twice in AUC and nDCG"
             if total_cand
             else "",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from newsrec_cli.plural import counted
+
 Number = int | float
 Cell = str | int | float | None
 
@@ -90,7 +92,7 @@ class Report:
         """Messages of the checks at the verdict's status (all checks' names when everything is OK)."""
         worst = self.status
         if worst == Status.OK:
-            return [f"{len(self.checks)} checks passed"]
+            return [f"{counted(len(self.checks), 'check')} passed"]
         return [f"{c.name}: {c.message}" for c in self.checks if c.status == worst]
 
     @property

@@ -15,6 +15,7 @@ from newsrec_cli.diagnose.report import Check, Status, Table
 from newsrec_cli.diagnose.stats import non_finite_rows, row_norms, share
 from newsrec_cli.embed.store import IDS, META, VECTORS, EmbeddingStore, read_ids, read_meta
 from newsrec_cli.errors import InputError
+from newsrec_cli.plural import agree, counted
 
 NORMALIZED_TOLERANCE = 1e-3  # |norm - 1| allowed for a store whose meta says "normalized"
 
@@ -85,7 +86,7 @@ def _matrix_checks(
                 f"{name}: finite",
                 Status.FAIL,
                 value,
-                f"{bad} of {rows} vectors contain NaN or Inf ({share(bad, rows):.2%})",
+                f"{bad:,} of {counted(rows, 'vector')} {agree(bad, 'contains', 'contain')} NaN or Inf ({share(bad, rows):.2%})",
                 "re-create these vectors (for a store: delete it and rerun `newsrec embed`)",
             )
         )
@@ -95,12 +96,14 @@ def _matrix_checks(
                 f"{name}: zero vectors",
                 Status.WARN,
                 value,
-                f"{zero} of {rows} vectors are all zeros: a missing vector passed off as a real one",
+                f"{zero:,} of {counted(rows, 'vector')} {agree(zero, 'is', 'are')} all zeros: a missing vector passed off as a real one",
                 "re-embed these IDs; a zero vector scores as 'no information' without saying so",
             )
         )
     else:
-        checks.append(Check(f"{name}: finite", Status.OK, value, f"{rows} vectors, all finite and non-zero"))
+        checks.append(
+            Check(f"{name}: finite", Status.OK, value, f"{counted(rows, 'vector')}, all finite and non-zero")
+        )
     if normalized and norms.size and float(np.abs(norms - 1.0).max()) > NORMALIZED_TOLERANCE:
         worst = float(norms[np.argmax(np.abs(norms - 1.0))])
         checks.append(

@@ -11,6 +11,7 @@ stops the run after committing what was finished, so a rerun only does the rest.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -255,6 +256,10 @@ def _commit(
         vectors = np.concatenate([np.asarray(store.vectors), chunk_vectors[np.asarray(new)]])
         meta = {**store.meta}
     elif chunk_vectors is None:
+        # nothing was embedded (e.g. the first request failed): leave no empty chunks/ or store folder
+        log.clear()
+        with contextlib.suppress(OSError):
+            plan.store_path.rmdir()  # only when empty: never a folder that holds anything else
         return {}
     else:
         ids, vectors = chunk_ids, chunk_vectors

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.plural import agree, counted
 
 DEFAULT_METRICS: tuple[str, ...] = ("auc", "mrr", "ndcg@5", "ndcg@10")
 ECE_BINS = 15  # the usual choice in the calibration literature (Guo et al., 2017)
@@ -175,7 +176,9 @@ def compute_metrics(
     offsets = check_offsets(offsets, len(scores))
     bad = ~np.isfinite(scores)
     if bad.any():
-        raise InputError(f"{int(bad.sum())} of {len(scores)} scores are NaN or infinite")
+        raise InputError(
+            f"{int(bad.sum()):,} of {counted(len(scores), 'score')} {agree(int(bad.sum()), 'is', 'are')} NaN or infinite"
+        )
     if labels.size and not np.isin(labels, (0, 1)).all():
         raise InputError("labels must be 0 or 1 (an unlabeled test set has no metrics)")
     y = labels.astype(np.float64)

@@ -31,6 +31,7 @@ from newsrec_cli.graph.graph import (
 )
 from newsrec_cli.mind import Entity, NewsTable, load_dataset
 from newsrec_cli.mind.report import FIRST_FEW
+from newsrec_cli.plural import counted
 from newsrec_cli.settings import GraphSettings
 
 COLUMNS = {"title": "TitleEntities", "abstract": "AbstractEntities"}
@@ -65,11 +66,11 @@ class BuildReport:
             if bad["count"]:
                 first = ", ".join(bad["first"])
                 lines.append(
-                    f"{bad['count']} news with unparsable {column} JSON kept without those entities "
+                    f"{bad['count']:,} news with unparsable {column} JSON kept without those entities "
                     f"(first: {first})"
                 )
         if self.skipped_lines:
-            lines.append(f"{self.skipped_lines} malformed news lines skipped")
+            lines.append(f"{counted(self.skipped_lines, 'malformed news line')} skipped")
         return lines
 
     def to_dict(self) -> dict[str, Any]:

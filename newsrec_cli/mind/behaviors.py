@@ -149,7 +149,7 @@ def read_behaviors(
     parts: list[Impressions] = []
     line_numbers: list[np.ndarray] = []
     chunk: list[tuple[int, list[str]]] = []
-    for number, line in iter_rows(path):
+    for number, line in iter_rows(path, on_bad_lines, report):
         report.lines += 1
         chunk.append((number, line.split("\t")))
         if len(chunk) >= chunk_lines:

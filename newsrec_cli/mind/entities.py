@@ -26,7 +26,9 @@ def parse_entities(text: str) -> list[Entity]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"entity JSON does not parse ({exc.msg} at char {exc.pos})") from None
+        # json's own message may end in "at" already ("Unterminated string starting at")
+        where = "char" if exc.msg.endswith(" at") else "at char"
+        raise ValueError(f"entity JSON does not parse ({exc.msg} {where} {exc.pos})") from None
     if not isinstance(items, list):
         raise ValueError("entity JSON must be a list of objects")
     entities = []

@@ -93,7 +93,7 @@ def read_news(
     path = Path(path)
     table = NewsTable()
     report = ReadReport(path=str(path), bad_entities={"TitleEntities": [], "AbstractEntities": []})
-    for number, line in iter_rows(path):
+    for number, line in iter_rows(path, on_bad_lines, report):
         report.lines += 1
         row = line.split("\t")
         problem = _check_row(row, table.index)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from newsrec_cli.plural import counted
+
 FIRST_FEW = 5
 
 
@@ -36,9 +38,9 @@ class ReadReport:
         parts = []
         if self.skipped:
             first = "; ".join(str(b) for b in self.skipped[:FIRST_FEW])
-            parts.append(f"{len(self.skipped)} bad lines skipped in {self.path} (first: {first})")
+            parts.append(f"{counted(len(self.skipped), 'bad line')} skipped in {self.path} (first: {first})")
         for column, bad in self.bad_entities.items():
             if bad:
                 lines = ", ".join(str(b.line) for b in bad[:FIRST_FEW])
-                parts.append(f"{len(bad)} unparsable {column} in {self.path} (lines {lines})")
+                parts.append(f"{len(bad):,} unparsable {column} in {self.path} (lines {lines})")
         return "; ".join(parts)

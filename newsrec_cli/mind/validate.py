@@ -20,6 +20,7 @@ from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.report import FIRST_FEW, BadLine, ReadReport
 from newsrec_cli.mind.vec import read_vec
 from newsrec_cli.mind.vocab import Vocab
+from newsrec_cli.plural import counted
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -91,13 +92,25 @@ def _layout(folders: dict[str, Path]) -> Check:
     return Check("dataset layout", "-", "OK", f"splits: {names}")
 
 
+# the singular of each `what` below, for "1 malformed row"
+SINGULAR = {
+    "malformed rows": "malformed row",
+    "repeated news IDs": "repeated news ID",
+    "unparsable entity columns": "unparsable entity column",
+    "bad impression IDs": "bad impression ID",
+    "empty user IDs": "empty user ID",
+    "unparsable times": "unparsable time",
+    "impressions without candidates": "impression without candidates",
+    "bad candidate tokens": "bad candidate token",
+}
+
+
 def _from_bad_lines(name: str, split: str, bad: list[BadLine], what: str) -> Check:
     if not bad:
         return Check(name, split, "OK", f"no {what}")
     first = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:FIRST_FEW])
-    return Check(
-        name, split, "FAIL", f"{len(bad)} {what} ({Path(bad[0].path).name}; first: {first})", len(bad)
-    )
+    count = counted(len(bad), SINGULAR.get(what, what), what)
+    return Check(name, split, "FAIL", f"{count} ({Path(bad[0].path).name}; first: {first})", len(bad))
 
 
 def _is_duplicate(bad: BadLine) -> bool:
@@ -124,7 +137,7 @@ def _news_rows(s: _Split) -> list[Check]:
             "titles present",
             s.name,
             "WARN" if empty_titles else "OK",
-            f"{empty_titles} news with an empty title" if empty_titles else f"{len(s.news):,} news",
+            f"{empty_titles:,} news with an empty title" if empty_titles else f"{len(s.news):,} news",
             empty_titles,
         ),
     ]
@@ -235,7 +248,7 @@ def _duplicate_candidates(s: _Split) -> list[Check]:
             "candidates unique per impression",
             s.name,
             "WARN" if n else "OK",
-            f"{n:,} repeated candidates" if n else "no repeats",
+            counted(n, "repeated candidate") if n else "no repeats",
             n,
         )
     ]

@@ -386,6 +386,8 @@ class Engine:
                 template=meta.get("template") or EmbedSettings().template,
                 normalize=bool(meta.get("normalized", True)),
                 dimensions=meta.get("dimension") if meta["provider"] != "local" else None,
+                # float vectors unless the store's model name says int8 (it then ends "(onnx int8)")
+                int8=False,
             )
             self._provider = make_provider(settings)
         return self._provider

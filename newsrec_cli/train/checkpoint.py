@@ -6,6 +6,7 @@ the settings the run was trained with, so it describes itself.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
         raise InputError("checkpoint not found", path=path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad or unsafe file
+    except pickle.UnpicklingError:
+        # torch's own message goes on to suggest weights_only=False, i.e. running the file's code
+        raise InputError(
+            "refused: the file holds code or objects that are not tensors or plain values "
+            "(tampered with, or not written by newsrec); it was not loaded",
+            path=path,
+        ) from None
+    except Exception as exc:  # torch raises many types for a bad file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"not a readable checkpoint ({reason})", path=path) from None
     if not isinstance(payload, dict) or "model" not in payload:

@@ -47,25 +47,38 @@ def focal_loss(logits: Tensor, gamma: float) -> Tensor:
     return ((1.0 - p_t) ** gamma * bce).mean()
 
 
-def infonce_loss(logits: Tensor, per_row: int, temperature: float = 1.0) -> Tensor:
+def infonce_loss(
+    logits: Tensor, per_row: int, temperature: float = 1.0, candidates: Tensor | None = None
+) -> Tensor:
     r"""InfoNCE over the batch: each click against its impression's negatives and every other
     candidate of the batch (other rows' clicks and negatives), at a temperature :math:`t`.
 
     .. math:: \mathcal{L} = -\log \frac{e^{s_{b,+}/t}}{\sum_{j \in \text{batch}} e^{s_{b,j}/t}}
 
     ``logits`` is (B, B*K) with row b's own candidates at columns b*K ... b*K+K-1, the click first.
+    With ``candidates`` (B, K news indices), other copies of row b's clicked news in the batch are
+    left out of its softmax: the same news cannot be its own negative.
     """
     B = logits.shape[0]
     target = torch.arange(B, device=logits.device) * per_row  # column of each row's click
-    return F.cross_entropy(logits.float() / temperature, target)
+    scores = logits.float() / temperature
+    if candidates is not None:
+        flat = candidates.reshape(1, -1)  # (1, B*K)
+        copies = flat == candidates[:, :1]  # (B, B*K): columns holding row b's clicked news
+        copies[torch.arange(B, device=logits.device), target] = False
+        scores = scores.masked_fill(copies, float("-inf"))
+    return F.cross_entropy(scores, target)
 
 
-def loss_fn(settings: TrainSettings, logits: Tensor, per_row: int | None = None) -> Tensor:
-    """The loss chosen by the settings (InfoNCE takes in-batch logits and `per_row` = 1+K)."""
+def loss_fn(
+    settings: TrainSettings, logits: Tensor, per_row: int | None = None, candidates: Tensor | None = None
+) -> Tensor:
+    """The loss chosen by the settings (InfoNCE takes in-batch logits, `per_row` = 1+K and the
+    batch's candidate news)."""
     if settings.loss == "infonce":
         if per_row is None or logits.shape[1] == per_row:
             return listwise_loss(logits / settings.temperature)  # one row: nothing else in the batch
-        return infonce_loss(logits, per_row, settings.temperature)
+        return infonce_loss(logits, per_row, settings.temperature, candidates)
     if settings.loss == "listwise":
         return listwise_loss(logits)
     if settings.loss == "pointwise":
@@ -79,7 +92,7 @@ def batch_loss(settings: TrainSettings, model: NewsRecommender, batch: dict[str,
     logits, user = model.forward_with_user(
         batch["history"], batch["history_mask"], batch["candidates"], batch.get("users"), in_batch=in_batch
     )
-    loss = loss_fn(settings, logits, per_row=batch["candidates"].shape[1])
+    loss = loss_fn(settings, logits, per_row=batch["candidates"].shape[1], candidates=batch["candidates"])
     if settings.aux_category > 0 and model.category_head is not None:
         clicked = model.news_encoder.category_index[batch["candidates"][:, 0]]  # (B,)
         known = clicked > 0  # category 0 is "unknown": nothing to predict

@@ -1,15 +1,20 @@
 """OpenAI embeddings, or any OpenAI-compatible server (vLLM, Ollama, LiteLLM) via `base_url`.
 
-Requests go through the official SDK, whose own retry loop handles 408/409/429/5xx and timeouts
-with exponential backoff (0.5 s doubling to 8 s, with jitter, honouring Retry-After) up to
-`max_retries` times. A request that still fails raises ProviderError; the run keeps every batch
-before it. The API key comes from OPENAI_API_KEY and is scrubbed from every message we emit.
+Requests go through the official SDK. 408/409/429/5xx answers, timeouts and dropped connections
+are retried with exponential backoff (0.5 s doubling to 8 s, with jitter, honouring Retry-After)
+up to `max_retries` times; a server that refuses the connection or a host name that does not
+resolve fails at once (nothing listens there: waiting will not help). A request that still fails
+raises ProviderError; the run keeps every batch before it. The API key comes from OPENAI_API_KEY
+and is scrubbed from every message we emit.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +32,8 @@ KNOWN_DIMENSIONS = {
 }
 NO_DIMENSIONS = {"text-embedding-ada-002"}  # the API rejects `dimensions` for it
 KEY_VARIABLE = "OPENAI_API_KEY"
+RETRY_STATUS = (408, 409, 429)  # and every 5xx
+BACKOFF_START, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 8.0, 60.0
 
 
 def describe(model: str | None, dimensions: int | None) -> ProviderSpec:
@@ -74,7 +81,8 @@ class OpenAIProvider:
                     f"{KEY_VARIABLE} is not set (needed for the OpenAI API; --dry-run needs none)"
                 )
             key = "unused"  # compatible servers (Ollama, vLLM) usually ask for no key, the SDK wants one
-        self._client = OpenAI(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout)
+        # our own retry loop (see `embed`): the SDK's would also retry a refused connection
+        self._client = OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
         self._dimension = self.spec.dimension
 
     @property
@@ -93,23 +101,40 @@ class OpenAIProvider:
         if self.dimensions is not None:
             request["dimensions"] = self.dimensions
         where = self.base_url or "the OpenAI API"
-        tries = f"{self.max_retries + 1} tries"
-        try:
-            response = self._client.embeddings.create(**request)
-        except openai.APIStatusError as exc:
-            # The SDK retried 408, 409, 429 and 5xx; other codes (401, 400, ...) fail at once.
-            status = exc.status_code
-            after = f" after {tries}" if status in (408, 409, 429) or status >= 500 else ""
-            reason = _short(re.sub(r"^Error code: \d+ - ", "", exc.message))
-            raise self._error(f"{where} answered HTTP {status}{after}: {reason}") from None
-        except openai.APITimeoutError:
-            raise self._error(f"{where} timed out after {tries}") from None
-        except openai.APIConnectionError as exc:
-            raise self._error(
-                f"cannot reach {where} after {tries}: {_short(str(exc.__cause__ or exc))}"
-            ) from None
-        except (openai.APIError, ValueError) as exc:  # unparsable body, "No embedding data received"
-            raise self._error(f"malformed response from {where}: {_short(str(exc))}") from None
+        attempts = self.max_retries + 1
+        tries = f"{attempts} tries"
+        for attempt in range(attempts):
+            retry = attempt + 1 < attempts
+            try:
+                response = self._client.embeddings.create(**request)
+                break
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                transient = status in RETRY_STATUS or status >= 500
+                if transient and retry:
+                    time.sleep(_backoff(attempt, exc.response.headers.get("retry-after")))
+                    continue
+                after = f" after {tries}" if transient else ""
+                reason = _short(re.sub(r"^Error code: \d+ - ", "", exc.message))
+                raise self._error(f"{where} answered HTTP {status}{after}: {reason}") from None
+            except openai.APITimeoutError:
+                if retry:
+                    time.sleep(_backoff(attempt))
+                    continue
+                raise self._error(f"{where} timed out after {tries}") from None
+            except openai.APIConnectionError as exc:
+                cause = _root_cause(exc)
+                if isinstance(cause, ConnectionRefusedError | socket.gaierror):
+                    raise self._error(
+                        f"cannot reach {where}: {_short(str(cause))} (not retried: nothing answers there; "
+                        "check --base-url and that the server runs)"
+                    ) from None
+                if retry:
+                    time.sleep(_backoff(attempt))
+                    continue
+                raise self._error(f"cannot reach {where} after {tries}: {_short(str(cause))}") from None
+            except (openai.APIError, ValueError) as exc:  # unparsable body, "No embedding data received"
+                raise self._error(f"malformed response from {where}: {_short(str(exc))}") from None
         vectors = self._parse(response, len(texts), where)
         if self._dimension is None:
             self._dimension = vectors.shape[1]
@@ -157,3 +182,24 @@ class OpenAIProvider:
 def _short(text: str, limit: int = 200) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _backoff(attempt: int, retry_after: str | None = None) -> float:
+    """Seconds before retry `attempt + 1`: the server's Retry-After when sane, else exponential."""
+    if retry_after:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            seconds = -1.0
+        if 0 <= seconds <= RETRY_AFTER_MAX:
+            return seconds
+    return min(BACKOFF_START * 2**attempt, BACKOFF_MAX) * random.uniform(0.75, 1.0)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (the OS error under the SDK's and httpx's wrappers)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
