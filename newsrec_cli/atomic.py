@@ -1,6 +1,8 @@
 """Atomic file writes: write a temporary file beside the target, flush it to disk, rename.
 
-A reader (or a rerun after kill -9) sees the old file or the new one, never half of one.
+A reader (or a rerun after kill -9) sees the old file or the new one, never half of one. The
+file gets the mode a plain `open(path, "w")` would give (0666 less the umask): mkstemp makes
+its temporary files 0600, which would hide a shared run folder from the rest of the group.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,27 @@ from typing import Any
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it and set it back
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a new regular file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -27,6 +51,7 @@ def atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), file_mode())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check newsrec_cli tests benchmarks examples
 .venv/bin/ruff format --check --quiet newsrec_cli tests benchmarks examples
-.venv/bin/python -m pytest "$@"
+# -rs: list every skipped test with its reason (most need ../shared/data, see the README).
+.venv/bin/python -m pytest -rs "$@"

@@ -90,7 +90,10 @@ def test_prediction_file_scores_like_the_ranking_it_holds(mind: Path, tmp_path: 
     ("text", "message"),
     [
         ("10 [1,2,3]\n11 [2,3,1]\n", "1 of 3 impressions"),
-        ("10 [1,2,3]\n11 [2,3,1]\n12 [2,1]\n13 [1]\n", "prediction.txt:4: impression 13 is not in"),
+        (
+            "10 [1,2,3]\n11 [2,3,1]\n12 [2,1]\n13 [1]\n",
+            "prediction.txt:4: impression 13 is not among the 3 impressions scored (valid: all of",
+        ),
         ("10 [1,2,3]\n11 [2,3]\n12 [2,1]\n", "prediction.txt:2: impression 11 has 2 ranks but 3 candidates"),
         (
             "10 [1,2,2]\n11 [2,3,1]\n12 [2,1]\n",

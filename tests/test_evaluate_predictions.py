@@ -74,7 +74,7 @@ def test_lines_in_any_order_and_with_spaces_are_read(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("100 [1,2,3]\n", r"p\.txt: 1 of 2 impressions of behaviors\.tsv have no line \(first: 101\)"),
-        ("100 [1,2,3]\n101 [1,2]\n999 [1]\n", r"p\.txt:3: impression 999 is not in behaviors\.tsv"),
+        ("100 [1,2,3]\n101 [1,2]\n999 [1]\n", r"p\.txt:3: impression 999 is not among behaviors\.tsv"),
         ("100 [1,2]\n101 [1,2]\n", r"p\.txt:1: impression 100 has 2 ranks but 3 candidates"),
         ("100 [1,2,3]\n101 [1,1]\n", r"p\.txt:2: ranks of impression 101 are not a permutation of 1\.\.2"),
         ("100 [1,2,4]\n101 [1,2]\n", r"p\.txt:1: ranks of impression 100 are not a permutation of 1\.\.3"),

@@ -329,6 +329,13 @@ def info(
     if norms["zero_rows"]:
         table.add_row("zero rows", f"[red]{norms['zero_rows']}[/]")
     table.add_row("updated", str(summary["updated"]))
+    known = summary["fingerprinted"]
+    table.add_row(
+        "text fingerprints",
+        "none (store made before newsrec recorded them)"
+        if known is None
+        else f"{known:,} of {summary['count']:,} rows",
+    )
     if summary["source"]:
         table.add_row("imported from", str(summary["source"].get("vectors")))
     console.print(table)
@@ -393,6 +400,7 @@ def _dry_run(settings: EmbedSettings, plan: EmbedPlan, json_out: bool) -> None:
         "to_embed": len(todo),
         "reused": plan.reused,
         "resumed": plan.resumed,
+        "changed": {"count": len(plan.changed), "first": plan.changed[:10]},
         "fallbacks": len(plan.fallback_ids),
     }
     if settings.provider == "openai":
@@ -410,6 +418,7 @@ def _dry_run(settings: EmbedSettings, plan: EmbedPlan, json_out: bool) -> None:
     table.add_row("news texts", f"{result['texts']:,}")
     table.add_row("to embed", f"{result['to_embed']:,}")
     table.add_row("already in store / resumed", f"{plan.reused:,} / {plan.resumed:,}")
+    table.add_row("in store, text changed (embedded again)", f"{len(plan.changed):,}")
     table.add_row("empty texts (fallback)", f"{len(plan.fallback_ids):,}")
     if "tokens" in result:
         bound = "" if result["tokens_exact"] else " (upper bound, tiktoken encoding unavailable offline)"
@@ -431,6 +440,9 @@ def _show_report(report: EmbedReport, split_ids: dict[str, list[str]], json_out:
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     table.add_row("embedded now", f"{report.embedded:,}")
+    if report.changed:
+        first = ", ".join(report.changed[:3]) + (", ..." if len(report.changed) > 3 else "")
+        table.add_row("of which text changed", f"{len(report.changed):,} ({first})")
     table.add_row("reused from the store", f"{report.reused:,}")
     table.add_row("resumed (interrupted run)", f"{report.resumed:,}")
     table.add_row("failed", f"[red]{report.failed:,}[/]" if report.failed else "0")
@@ -439,6 +451,12 @@ def _show_report(report: EmbedReport, split_ids: dict[str, list[str]], json_out:
     rate = report.embedded / report.seconds if report.seconds > 0 else 0.0
     table.add_row("time", f"{report.seconds:,.1f} s ({rate:,.0f} texts/s)")
     console.print(table)
+    if report.unverified:
+        err_console.print(
+            f"[yellow]note:[/] {report.unverified:,} vectors were reused by ID alone: the store holds no "
+            "fingerprint of their text (made before newsrec recorded them, or imported); embed into a "
+            "new store to check every text"
+        )
     if covered:
         console.print(_coverage_table(covered))
 

@@ -48,6 +48,9 @@ def train_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Delete the run files in --out and start over.")
+    ] = False,
     # model
     use_id: Annotated[
         bool | None, _opt("News-ID embedding (fresh news: unseen vector).", "--use-id/--no-use-id")
@@ -151,6 +154,8 @@ def train_command(
     With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
 
     Continue an interrupted run: newsrec train --resume --out runs/nrms
+
+    Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite
     """
     from newsrec_cli.train.loop import train
 
@@ -217,6 +222,7 @@ def train_command(
             data_settings=data_settings,
             graph_settings=graph_settings,
             resume=resume,
+            overwrite=overwrite,
             callbacks=view,
         )
     finally:
@@ -261,6 +267,13 @@ class _Progress:
             f"({info.threads} threads); {info.steps_per_epoch:,} steps per epoch{resumed}",
             highlight=False,
         )
+        if info.unverified_texts:
+            err_console.print(
+                f"[yellow]note:[/] {info.unverified_texts:,} text vectors could not be checked against "
+                "the news texts: the store has no fingerprints (made before newsrec recorded them, or "
+                "imported); a new `newsrec embed` store has them",
+                highlight=False,
+            )
 
     def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
         if self.quiet:
@@ -341,6 +354,14 @@ def _render(result: Any) -> None:
     if any(r.partial for r in result.history):
         console.print("* part of an epoch, validated when training stopped", style="dim")
     best = result.best_metrics
+    if result.best_epoch is None:
+        console.print(
+            f"no full epoch yet: {result.run_dir / 'model.pt'} holds the partial one until the first full "
+            f"epoch replaces it; stopped: {STOPS.get(result.stopped, result.stopped)}; {result.seconds:.0f} s",
+            highlight=False,
+        )
+        console.print(f"{result.info.validation}", style="dim", highlight=False)
+        return
     console.print(
         f"best epoch: {result.best_epoch} (valid AUC {_fmt(best.get('auc'))}, nDCG@10 {_fmt(best.get('ndcg@10'))}) "
         f"saved as {result.run_dir / 'model.pt'}; stopped: {STOPS.get(result.stopped, result.stopped)}; "

@@ -62,32 +62,50 @@ class ChunkLog:
 
     def load(self) -> tuple[list[str], np.ndarray | None]:
         """The IDs and vectors of every finished chunk, in the order they were written."""
+        ids, vectors, _ = self.load_with_hashes()
+        return ids, vectors
+
+    def load_with_hashes(self) -> tuple[list[str], np.ndarray | None, list[str]]:
+        """IDs, vectors and text fingerprints ("" for chunks written before them) of every chunk.
+
+        An ID can appear twice (its text changed and it was embedded again): the later one holds.
+        """
         ids: list[str] = []
+        hashes: list[str] = []
         parts: list[np.ndarray] = []
         for path in self.files():
             try:
                 with np.load(path, allow_pickle=False) as chunk:
                     chunk_ids = [str(i) for i in chunk["ids"]]
                     vectors = np.asarray(chunk["vectors"], dtype=np.float32)
+                    chunk_hashes = (
+                        [str(h) for h in chunk["hashes"]]
+                        if "hashes" in chunk.files
+                        else [""] * len(chunk_ids)
+                    )
             except (ValueError, OSError, KeyError) as exc:
                 raise InputError(f"unreadable chunk ({exc}); rerun with --force", path=path) from None
-            if vectors.ndim != 2 or vectors.shape[0] != len(chunk_ids):
+            if vectors.ndim != 2 or vectors.shape[0] != len(chunk_ids) or len(chunk_hashes) != len(chunk_ids):
                 raise InputError("chunk with mismatched IDs and vectors; rerun with --force", path=path)
             if parts and vectors.shape[1] != parts[0].shape[1]:
                 raise InputError("chunks of different dimensions; rerun with --force", path=path)
             ids.extend(chunk_ids)
+            hashes.extend(chunk_hashes)
             parts.append(vectors)
         if not parts:
-            return [], None
-        return ids, np.concatenate(parts)
+            return [], None, []
+        return ids, np.concatenate(parts), hashes
 
-    def append(self, ids: Sequence[str], vectors: np.ndarray) -> Path:
-        """Save one finished batch; numbered after the last chunk on disk."""
+    def append(self, ids: Sequence[str], vectors: np.ndarray, hashes: Sequence[str] | None = None) -> Path:
+        """Save one finished batch (and the fingerprints of its texts); numbered after the last chunk."""
         if self._next is None:
             existing = self.files()
             self._next = int(existing[-1].stem) + 1 if existing else 0
         path = self.folder / f"{self._next:05d}.npz"
-        atomic.write_npz(path, ids=np.asarray(list(ids), dtype=str), vectors=vectors.astype(np.float32))
+        arrays = {"ids": np.asarray(list(ids), dtype=str), "vectors": vectors.astype(np.float32)}
+        if hashes is not None:
+            arrays["hashes"] = np.asarray(list(hashes), dtype=str)
+        atomic.write_npz(path, **arrays)
         self._next += 1
         return path
 

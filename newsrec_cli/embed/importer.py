@@ -94,6 +94,8 @@ def import_vectors(
         all_vectors = np.concatenate([np.asarray(store.vectors), vectors[np.asarray(new, dtype=np.int64)]])
         meta = {**store.meta, "source": source}
         present = len(ids) - len(new)
+        # The texts of imported vectors are unknown: no fingerprint ("") for the new rows.
+        hashes = None if store.hashes is None else store.hashes + [""] * len(new)
     elif store is not None and not force:
         diffs = "; ".join(signature_mismatch(store.meta, signature))
         raise SettingsError(
@@ -103,8 +105,9 @@ def import_vectors(
         all_ids, all_vectors, present = ids, vectors, 0
         meta = new_meta(signature, semantic=provider != "hashing", source=source)
         new = list(range(len(ids)))
+        hashes = [""] * len(ids)
     ChunkLog(store_path).clear()
-    commit(store_path, all_ids, all_vectors, meta)
+    commit(store_path, all_ids, all_vectors, meta, hashes)
     return ImportReport(
         store_path=store_path,
         imported=len(new),

@@ -79,5 +79,7 @@ def describe_store(store: EmbeddingStore) -> dict[str, Any]:
         "created": meta.get("created"),
         "updated": meta.get("updated"),
         "source": meta.get("source"),
+        # Rows whose text fingerprint is known; None: a store made before fingerprints.
+        "fingerprinted": None if store.hashes is None else sum(1 for h in store.hashes if h),
         "norms": norm_stats(store.vectors),
     }

@@ -30,6 +30,7 @@ from newsrec_cli.embed.store import (
     is_store,
     new_meta,
     signature_mismatch,
+    text_hash,
 )
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 
@@ -48,6 +49,9 @@ class EmbedPlan:
     reused: int
     resumed: int
     replace: bool  # --force over a store made with other settings: its rows are dropped
+    hashes: list[str] = field(default_factory=list)  # fingerprint of each text (store.text_hash)
+    changed: list[str] = field(default_factory=list)  # in the store, but made from another text
+    unverified: int = 0  # reused by ID alone: the store has no fingerprint for them
 
     @property
     def todo_texts(self) -> list[str]:
@@ -70,10 +74,13 @@ class EmbedReport:
     seconds: float
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)  # embedded again: their text had changed
+    unverified: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "meta"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("meta", "changed")}
         data["store_path"] = str(self.store_path)
+        data["changed"] = {"count": len(self.changed), "first": self.changed[:10]}
         return data
 
 
@@ -127,8 +134,11 @@ def plan_run(
     if not ids:
         raise InputError("nothing to embed (no news found)")
     signature = make_signature(spec, kind=kind, template=template, normalize=normalize)
+    hashes = [text_hash(text) for text in texts]
     store = open_existing(store_path)
     known: set[str] = set()
+    changed: list[str] = []
+    unverified = 0
     replace = False
     if store is not None:
         diffs = signature_mismatch(store.meta, signature)
@@ -139,7 +149,16 @@ def plan_run(
             )
         replace = bool(diffs)
         if not replace:
-            known = set(store.ids)
+            # Reuse a vector only when it was made from the same text (the fingerprints match).
+            for id_, digest in zip(ids, hashes, strict=True):
+                have = store.hash_of(id_) if store.has(id_) else None
+                if have is None:
+                    continue
+                if have == "" or have == digest:
+                    known.add(id_)
+                    unverified += have == ""
+                else:
+                    changed.append(id_)
             signature["dimension"] = store.dim
     log = ChunkLog(store_path)
     resumed: set[str] = set()
@@ -151,7 +170,14 @@ def plan_run(
                 "Rerun it with those settings, or pass --force to discard them"
             )
         if not diffs:
-            resumed = set(log.load()[0]) - known
+            chunk_ids, _, chunk_hashes = log.load_with_hashes()
+            latest = dict(zip(chunk_ids, chunk_hashes, strict=True))  # a later chunk holds
+            wanted = dict(zip(ids, hashes, strict=True))
+            resumed = {
+                id_
+                for id_, digest in latest.items()
+                if id_ not in known and (digest == "" or digest == wanted.get(id_, digest))
+            }
     todo = [i for i, id_ in enumerate(ids) if id_ not in known and id_ not in resumed]
     asked = set(ids)
     return EmbedPlan(
@@ -165,6 +191,9 @@ def plan_run(
         reused=len(known & asked),
         resumed=len(resumed & asked),
         replace=replace,
+        hashes=hashes,
+        changed=changed,
+        unverified=unverified,
     )
 
 
@@ -189,6 +218,7 @@ def execute(
     log.start(signature)
     todo_ids = [plan.ids[i] for i in plan.todo]
     todo_texts = plan.todo_texts
+    todo_hashes = [plan.hashes[i] for i in plan.todo] if plan.hashes else [""] * len(todo_ids)
     embedded, error = 0, None
     dimension = signature["dimension"]
     if dimension is None:  # a model that reports no size: the chunks of the interrupted run tell
@@ -200,7 +230,7 @@ def execute(
             vectors = provider.embed([todo_texts[i] for i in batch])
             vectors = _checked(vectors, batch_ids, dimension, normalize=bool(signature["normalized"]))
             dimension = vectors.shape[1]
-            log.append(batch_ids, vectors)
+            log.append(batch_ids, vectors, [todo_hashes[i] for i in batch])
             embedded += len(batch_ids)
             if on_progress is not None:
                 on_progress(len(batch_ids))
@@ -220,6 +250,8 @@ def execute(
         seconds=time.perf_counter() - started,
         error=error,
         meta=meta,
+        changed=list(plan.changed),
+        unverified=plan.unverified,
     )
     if error is not None:
         saved = f"the {embedded} vectors embedded before it are saved" if embedded else "nothing new saved"
@@ -244,31 +276,44 @@ def _checked(vectors: np.ndarray, ids: list[str], dimension: int | None, *, norm
 def _commit(
     plan: EmbedPlan, log: ChunkLog, signature: dict[str, Any], extra: dict[str, Any]
 ) -> dict[str, Any]:
-    """Fold the chunks into the store (old rows first, then new rows in the order embedded)."""
+    """Fold the chunks into the store: old rows first (re-embedded ones replaced in place), then
+    new rows in the order embedded; each row keeps the fingerprint of the text it was made from."""
     store = None if plan.replace else open_existing(plan.store_path)
-    chunk_ids, chunk_vectors = log.load()
-    if store is not None:
-        new = [i for i, id_ in enumerate(chunk_ids) if not store.has(id_)]
-        if not new:
-            log.clear()
-            return store.meta
-        ids = store.ids + [chunk_ids[i] for i in new]
-        vectors = np.concatenate([np.asarray(store.vectors), chunk_vectors[np.asarray(new)]])
-        meta = {**store.meta}
-    elif chunk_vectors is None:
-        # nothing was embedded (e.g. the first request failed): leave no empty chunks/ or store folder
+    chunk_ids, chunk_vectors, chunk_hashes = log.load_with_hashes()
+    if chunk_vectors is None:
         log.clear()
-        with contextlib.suppress(OSError):
-            plan.store_path.rmdir()  # only when empty: never a folder that holds anything else
-        return {}
+        if store is None:
+            # nothing was embedded (e.g. the first request failed): leave no empty chunks/ or store folder
+            with contextlib.suppress(OSError):
+                plan.store_path.rmdir()  # only when empty: never a folder that holds anything else
+            return {}
+        return store.meta  # nothing new: the store stays as it is
+    latest = {id_: i for i, id_ in enumerate(chunk_ids)}  # an ID embedded twice: the later holds
+    if store is not None:
+        ids = list(store.ids)
+        vectors = np.array(store.vectors, dtype=np.float32)  # a copy: rows may be replaced
+        hashes = list(store.hashes) if store.hashes is not None else [""] * len(ids)
+        new = []
+        for id_, i in latest.items():
+            row = store.row_of(id_)
+            if row is None:
+                new.append(i)
+            else:
+                vectors[row], hashes[row] = chunk_vectors[i], chunk_hashes[i]
+        ids += [chunk_ids[i] for i in new]
+        vectors = np.concatenate([vectors, chunk_vectors[np.asarray(new, dtype=np.int64)]])
+        hashes += [chunk_hashes[i] for i in new]
+        meta = {**store.meta}
     else:
-        ids, vectors = chunk_ids, chunk_vectors
+        rows = np.asarray(list(latest.values()), dtype=np.int64)
+        ids = list(latest)
+        vectors, hashes = chunk_vectors[rows], [chunk_hashes[i] for i in rows]
         meta = new_meta(signature, semantic=plan.semantic)
     embedded = set(chunk_ids)
     meta["fallback_texts"] = int(meta.get("fallback_texts", 0)) + sum(
         1 for i in plan.fallback_ids if i in embedded
     )
     meta.update(extra)
-    commit(plan.store_path, ids, vectors, meta)
+    commit(plan.store_path, ids, vectors, meta, hashes)
     log.clear()
     return {**meta, "count": len(ids), "dimension": int(vectors.shape[1])}

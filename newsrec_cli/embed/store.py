@@ -1,8 +1,14 @@
-"""The embedding store: a folder of `vectors.npy` float32 [N, D], `ids.txt` and `meta.json`.
+"""The embedding store: a folder of `vectors.npy` float32 [N, D], `ids.txt` and `meta.json`,
+and `text_hashes.txt`.
 
 Row i of `vectors.npy` is the vector of the ID on line i of `ids.txt`; callers look vectors up by
 ID only (`lookup`), never by row. The same class serves news stores (keyed by news ID) and entity
 stores (keyed by WikidataId, meta "kind": "entities").
+
+Line i of `text_hashes.txt` is the fingerprint of the exact text row i was made from (`text_hash`:
+the first 16 hex digits of its SHA-256), or empty when that text is unknown (imported vectors).
+A news ID alone does not say which text a vector stands for: two datasets can give one ID two
+texts. Stores written before fingerprints have no such file; they load, unchecked.
 
 A new version of the store is written into `.staging/` and a `COMMIT` marker is written last;
 only then are the three files moved into place. A writer killed half-way through the moves
@@ -11,10 +17,12 @@ finishes them on its next run (`finish_commit`), and readers refuse a store in t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,7 @@ from newsrec_cli.errors import InputError
 VECTORS = "vectors.npy"
 IDS = "ids.txt"
 META = "meta.json"
+HASHES = "text_hashes.txt"
 STAGING = ".staging"
 COMMIT = "COMMIT"
 FORMAT = "newsrec-embedding-store"
@@ -39,11 +48,19 @@ SIGNATURE_FIELDS = ("kind", "provider", "model", "dimension", "template", "norma
 class EmbeddingStore:
     """Read access to a store; see the module docstring for the layout."""
 
-    def __init__(self, path: Path, ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        ids: list[str],
+        vectors: np.ndarray,
+        meta: dict[str, Any],
+        hashes: list[str] | None = None,
+    ) -> None:
         self.path = path
         self.ids = ids
         self.vectors = vectors
         self.meta = meta
+        self.hashes = hashes  # text fingerprint per row ("" unknown); None: a store from before them
         self.dim = int(vectors.shape[1])
         self._index = {id_: row for row, id_ in enumerate(ids)}
 
@@ -74,7 +91,8 @@ class EmbeddingStore:
                 path=path / META,
                 field="count",
             )
-        return cls(path, ids, vectors, meta)
+        hashes = read_hashes(path / HASHES, rows=len(ids)) if (path / HASHES).is_file() else None
+        return cls(path, ids, vectors, meta, hashes)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -87,6 +105,11 @@ class EmbeddingStore:
 
     def row_of(self, id_: str) -> int | None:
         return self._index.get(id_)
+
+    def hash_of(self, id_: str) -> str:
+        """The fingerprint of the text `id_`'s vector was made from; "" when unknown or absent."""
+        row = self._index.get(id_)
+        return "" if row is None or self.hashes is None else self.hashes[row]
 
     def lookup(self, ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Vectors of `ids` as float32 [len(ids), dim] and the IDs the store lacks.
@@ -151,6 +174,52 @@ def read_ids(path: Path) -> list[str]:
     return ids
 
 
+def text_hash(text: str) -> str:
+    """The fingerprint of one embedded text (16 hex digits of SHA-256 of its UTF-8 bytes)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def read_hashes(path: Path, *, rows: int) -> list[str]:
+    """One fingerprint (16 hex digits) or an empty line per row of the store."""
+    try:
+        lines = path.read_text(encoding="ascii").split("\n")
+    except UnicodeDecodeError:
+        raise InputError("not ASCII text", path=path) from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) != rows:
+        raise InputError(f"{len(lines)} fingerprints for {rows} IDs", path=path)
+    for number, value in enumerate(lines, start=1):
+        if value and (len(value) != 16 or any(c not in "0123456789abcdef" for c in value)):
+            raise InputError(f"bad text fingerprint {value[:40]!r}", path=path, line=number)
+    return lines
+
+
+@dataclass
+class TextCheck:
+    """How the texts a store's vectors were made from compare with the texts of a dataset."""
+
+    checked: int  # news whose store fingerprint could be compared
+    changed: list[str]  # news whose text differs from the one embedded
+    unverified: int  # news in the store with no fingerprint (old store, imported vectors)
+
+
+def compare_texts(store: EmbeddingStore, ids: Sequence[str], texts: Sequence[str]) -> TextCheck:
+    """Compare the fingerprints of `texts` (of `ids`) with the store's; IDs it lacks are skipped."""
+    changed, checked, unverified = [], 0, 0
+    for id_, text in zip(ids, texts, strict=True):
+        if not store.has(id_):
+            continue
+        have = store.hash_of(id_)
+        if not have:
+            unverified += 1
+            continue
+        checked += 1
+        if have != text_hash(text):
+            changed.append(id_)
+    return TextCheck(checked=checked, changed=changed, unverified=unverified)
+
+
 def check_matrix(vectors: np.ndarray, path: Path, *, rows: int, dim: int | None) -> None:
     """A store matrix is float32 [rows, dim], finite."""
     if vectors.ndim != 2:
@@ -196,16 +265,32 @@ def new_meta(signature: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"format": FORMAT, "version": FORMAT_VERSION, **signature, "created": created, **extra}
 
 
-def commit(path: Path, ids: list[str], vectors: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write a new version of the store at `path`, atomically as a whole (see module docstring)."""
+def commit(
+    path: Path,
+    ids: list[str],
+    vectors: np.ndarray,
+    meta: dict[str, Any],
+    hashes: Sequence[str] | None = None,
+) -> None:
+    """Write a new version of the store at `path`, atomically as a whole (see module docstring).
+
+    `hashes`: the text fingerprint of each row ("" unknown); None writes no text_hashes.txt.
+    """
     if len(ids) != vectors.shape[0] or len(set(ids)) != len(ids):
         raise ValueError("commit needs one unique ID per vector row")
+    if hashes is not None and len(hashes) != len(ids):
+        raise ValueError("commit needs one text fingerprint per vector row")
     meta = {**meta, "count": len(ids), "dimension": int(vectors.shape[1]), "updated": now()}
+    meta.pop("text_hashes", None)
+    if hashes is not None:
+        meta["text_hashes"] = f"{HASHES}: SHA-256 (first 16 hex digits) of the text of each row"
     staging = path / STAGING
     shutil.rmtree(staging, ignore_errors=True)
     atomic.write_npy(staging / VECTORS, np.ascontiguousarray(vectors, dtype=np.float32))
     atomic.write_text(staging / IDS, "".join(id_ + "\n" for id_ in ids))
     atomic.write_json(staging / META, meta)
+    if hashes is not None:
+        atomic.write_text(staging / HASHES, "".join(h + "\n" for h in hashes))
     atomic.write_text(staging / COMMIT, "ready\n")
     finish_commit(path)
 
@@ -224,6 +309,11 @@ def finish_commit(path: Path) -> bool:
     for name in (VECTORS, IDS, META):
         if (staging / name).exists():
             os.replace(staging / name, path / name)
+    if (staging / HASHES).exists():
+        os.replace(staging / HASHES, path / HASHES)
+    elif "text_hashes" not in read_meta(path / META):
+        # A version without fingerprints: stale ones of the previous version must not stay.
+        (path / HASHES).unlink(missing_ok=True)
     (staging / COMMIT).unlink()
     shutil.rmtree(staging, ignore_errors=True)
     return True

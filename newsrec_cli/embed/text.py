@@ -12,8 +12,10 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from newsrec_cli.errors import SettingsError
+from newsrec_cli.embed.store import EmbeddingStore, TextCheck, compare_texts
+from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.entities import Entity
 from newsrec_cli.mind.news import NewsTable
 
@@ -72,17 +74,59 @@ def news_texts(table: NewsTable, template: str) -> NewsTexts:
     used = template_fields(template)
     texts, fallback_ids = [], []
     for row, news_id in enumerate(table.ids):
-        values = {
-            "title": table.title[row].strip(),
-            "abstract": table.abstract[row].strip(),
-            "category": table.category[row].strip(),
-            "subcategory": table.subcategory[row].strip(),
-            "entities": entity_labels(table.entities_of(row)) if "entities" in used else "",
-        }
-        if any(values[name] for name in used):
-            texts.append(render(template, values))
-            continue
-        fallback_ids.append(news_id)
-        category = f"{values['category']} {values['subcategory']}".strip()
-        texts.append(values["title"] or category or news_id)
+        text, fallback = _text_of(table, row, template, used)
+        texts.append(text)
+        if fallback:
+            fallback_ids.append(news_id)
     return NewsTexts(ids=list(table.ids), texts=texts, fallback_ids=fallback_ids)
+
+
+def texts_of(table: NewsTable, template: str, ids: Sequence[str]) -> list[str]:
+    """The texts `news_texts` gives the news `ids` (each must be in `table`), fallbacks included."""
+    used = template_fields(template)
+    return [_text_of(table, table.index[id_], template, used)[0] for id_ in ids]
+
+
+def _text_of(table: NewsTable, row: int, template: str, used: list[str]) -> tuple[str, bool]:
+    """The text of one row, and whether it is a fallback (every field of the template empty)."""
+    values = {
+        "title": table.title[row].strip(),
+        "abstract": table.abstract[row].strip(),
+        "category": table.category[row].strip(),
+        "subcategory": table.subcategory[row].strip(),
+        "entities": entity_labels(table.entities_of(row)) if "entities" in used else "",
+    }
+    if any(values[name] for name in used):
+        return render(template, values), False
+    category = f"{values['category']} {values['subcategory']}".strip()
+    return values["title"] or category or table.ids[row], True
+
+
+def check_store_texts(
+    store: EmbeddingStore, news: NewsTable, news_ids: Sequence[str], *, data: Path | str
+) -> TextCheck:
+    """Check that the store's vectors of `news_ids` were made from the texts `news` gives them.
+
+    The store records a fingerprint of each embedded text; a news ID whose text in `data` differs
+    (another dataset reusing the ID, an edited news.tsv) is an InputError with the count and the
+    first IDs. Returns the TextCheck; news the store holds no fingerprint for (a store made before
+    fingerprints, imported vectors) are counted as unverified.
+    """
+    ids = [id_ for id_ in news_ids if id_ in news.index and store.has(id_)]
+    template = store.meta.get("template")
+    if store.hashes is None or not isinstance(template, str):
+        return TextCheck(checked=0, changed=[], unverified=len(ids))
+    try:
+        template_fields(template)
+    except SettingsError:  # an imported store's free-text template: nothing to render
+        return TextCheck(checked=0, changed=[], unverified=len(ids))
+    check = compare_texts(store, ids, texts_of(news, template, ids))
+    if check.changed:
+        first = ", ".join(check.changed[:5]) + (", ..." if len(check.changed) > 5 else "")
+        raise InputError(
+            f"{len(check.changed):,} of {check.checked:,} news have another text in {data} than the one "
+            f"their vector was made from (first: {first}); embed them again: "
+            f"newsrec embed {data} --out {store.path} (vectors of unchanged texts are kept)",
+            path=store.path,
+        )
+    return check

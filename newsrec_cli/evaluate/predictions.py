@@ -116,23 +116,30 @@ def _clip(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[:width] + "..."
 
 
-def align_ranks(path: Path, predictions: dict[int, PredictionLine], impressions: Impressions) -> np.ndarray:
+def align_ranks(
+    path: Path, predictions: dict[int, PredictionLine], impressions: Impressions, *, scope: str | None = None
+) -> np.ndarray:
     """Flat int64 ranks aligned with `impressions.candidates`, after checking the file covers them.
+
+    `scope` says which impressions these are (e.g. "the held-out part of ..."), for the errors.
 
     Errors (one line each, naming file and line): an impression the split lacks, one the file
     lacks, a wrong number of ranks, ranks that are not a permutation of 1..n.
     """
     wanted = {int(imp): i for i, imp in enumerate(impressions.impression_ids)}
+    where = (
+        f"the {len(impressions):,} impressions scored ({scope})"
+        if scope
+        else impressions.source or "the split"
+    )
     for imp, pred in predictions.items():
         if imp not in wanted:
-            raise InputError(
-                f"impression {imp} is not in {impressions.source or 'the split'}", path=path, line=pred.line
-            )
+            raise InputError(f"impression {imp} is not among {where}", path=path, line=pred.line)
     missing = [int(imp) for imp in impressions.impression_ids if int(imp) not in predictions]
     if missing:
         first = ", ".join(str(m) for m in missing[:5])
         raise InputError(
-            f"{len(missing)} of {len(impressions)} impressions of {impressions.source or 'the split'} "
+            f"{len(missing)} of {len(impressions)} impressions of {scope or impressions.source or 'the split'} "
             f"have no line (first: {first})",
             path=path,
         )

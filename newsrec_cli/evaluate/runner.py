@@ -5,6 +5,7 @@ The command layer calls `evaluate(...)` and renders the report; notebooks can ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli import atomic
-from newsrec_cli.embed.store import EmbeddingStore
+from newsrec_cli.embed.store import EmbeddingStore, TextCheck
+from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.evaluate import baselines
 from newsrec_cli.evaluate.breakdown import Groups, category_groups, history_groups, metrics_by_group
@@ -28,7 +30,7 @@ from newsrec_cli.evaluate.predictions import (
     write_predictions,
 )
 from newsrec_cli.mind.behaviors import Impressions
-from newsrec_cli.mind.dataset import MindDataset, load_dataset
+from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
 METRICS_FILE = "metrics.json"
@@ -94,7 +96,7 @@ def select_split(
 
     valid: the dataset's valid/ folder, else the split the training used (by time or impression,
     from the run's settings); the note says whether it chose the epoch. test: the test/ folder,
-    labelled or not.
+    labelled or not. A dataset without training impressions still has its valid/ folder scored.
     """
     if split == "valid" and "valid" in dataset.splits:
         note = f"validation: the dataset's own valid folder ({dataset.folders['valid']})"
@@ -104,6 +106,12 @@ def select_split(
             note += ", not used to choose the epoch (the run chose it on a split inside train/)"
         return dataset.splits.get("train"), dataset.splits["valid"], note
     if split == "valid":
+        if "train" not in dataset.splits and SINGLE not in dataset.splits:
+            raise InputError(
+                f"no valid/ (or dev/) folder with behaviors.tsv (found: {', '.join(dataset.folders)}); "
+                "use --split test",
+                path=dataset.root,
+            )
         train, valid, note = dataset.train_valid(
             split=data_settings.split,
             valid_days=data_settings.valid_days,
@@ -115,6 +123,26 @@ def select_split(
         raise InputError("no test/ folder with behaviors.tsv (use --split valid)", path=dataset.root)
     train = dataset.splits.get("train")
     return train, dataset.splits["test"], f"test: {dataset.folders['test']}"
+
+
+def file_split(dataset: MindDataset, split: str) -> tuple[Impressions | None, Impressions, str]:
+    """The impressions a prediction file is scored against when no run chooses them.
+
+    A single MIND folder: all of its behaviors.tsv. A parent: the folder of `split` (valid/ or
+    dev/, test/), whole. Scoring a file needs labelled behaviors only, never training data.
+    """
+    if SINGLE in dataset.splits:
+        imps = dataset.splits[SINGLE]
+        return None, imps, f"all {len(imps):,} impressions of {dataset.folders[SINGLE] / 'behaviors.tsv'}"
+    if split not in dataset.splits:
+        wanted = "valid/ (or dev/)" if split == "valid" else f"{split}/"
+        raise InputError(
+            f"no {wanted} folder with behaviors.tsv to score the file against "
+            f"(found: {', '.join(dataset.folders)}); name one with --split",
+            path=dataset.root,
+        )
+    imps = dataset.splits[split]
+    return dataset.splits.get("train"), imps, f"{split}: all of {dataset.folders[split] / 'behaviors.tsv'}"
 
 
 def evaluate(
@@ -150,7 +178,10 @@ def evaluate(
 
     say(f"reading {data}")
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
-    train, target, note = select_split(dataset, settings.split, data_settings, from_run=model is not None)
+    if model is None and predictions is not None:
+        train, target, note = file_split(dataset, settings.split)
+    else:
+        train, target, note = select_split(dataset, settings.split, data_settings, from_run=model is not None)
     report = EvaluationReport(
         data=str(data),
         split=settings.split,
@@ -190,6 +221,7 @@ def evaluate(
         start = time.perf_counter()
         logits = model.score(dataset, target, batch_size=settings.batch_size)
         add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start)
+        _say_unverified(say, model.run.text_check)
         if settings.write_predictions:
             folder = out_dir or run_dir
             assert folder is not None  # run_dir is set whenever predictions are written
@@ -198,7 +230,7 @@ def evaluate(
 
     if predictions is not None and target.labeled:
         start = time.perf_counter()
-        ranks = align_ranks(predictions, read_predictions(predictions), target)
+        ranks = align_ranks(predictions, read_predictions(predictions), target, scope=note)
         add(f"file {predictions.name}", "file", scores_from_ranks(ranks), time.perf_counter() - start)
 
     if settings.baselines and target.labeled:  # unlabeled: only the model's file is of use
@@ -209,9 +241,31 @@ def evaluate(
     folder = out_dir or run_dir
     if folder is not None and target.labeled:
         path = folder / METRICS_FILE
+        if out_dir is None and model is not None:
+            path = folder / metrics_file_name(model.run.config, data, settings.split)
         atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
         report.written.append(str(path))
     return report
+
+
+def metrics_file_name(run_config: dict[str, Any], data: Path, split: str) -> str:
+    """metrics.json for the run's own data and validation split; for any other data or split a
+    name of its own (metrics-<folder>-<split>-<hash of the path>.json), so evaluating a run on
+    other data never overwrites the metrics of its own."""
+    own = run_config.get("data", {}).get("path")
+    resolved = data.resolve()
+    if split == "valid" and own and Path(own) == resolved:
+        return METRICS_FILE
+    digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:8]
+    return f"metrics-{resolved.name or 'data'}-{split}-{digest}.json"
+
+
+def _say_unverified(say: Say, check: TextCheck | None) -> None:
+    if check is not None and check.unverified:
+        say(
+            f"note: {check.unverified:,} text vectors could not be checked against the news texts "
+            "(a store without fingerprints: made before newsrec recorded them, or imported)"
+        )
 
 
 def _groups(by: str, target: Impressions, dataset: MindDataset) -> Groups | None:
@@ -244,6 +298,9 @@ def _add_baselines(
         return
     start = time.perf_counter()
     store = EmbeddingStore.open(store_path)
+    used_rows = np.unique(np.concatenate([target.candidates, target.history]).astype(np.int64))
+    used = [dataset.news_vocab.ids[i] for i in used_rows[used_rows > 0]]
+    _say_unverified(say, check_store_texts(store, dataset.news, used, data=dataset.root))
     scores = baselines.content_scores(store, target, dataset.news_vocab)
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)
     # The model's content prior starts from this one: the row shows what training adds to it.

@@ -2,7 +2,8 @@
 
 A download goes to `DEST/.downloads/NAME.part`; if it is interrupted, the next run asks the server
 for the rest (HTTP Range) and appends. A finished archive is checked (its size against the server's
-and the published one, then every member's CRC with `zipfile.testzip`) before it is unpacked into
+Content-Length, and against the published size when it comes from the official host, not from a
+`--base-url` mirror; then every member's CRC with `zipfile.testzip`) before it is unpacked into
 `DEST/train`, `DEST/valid` (MIND calls it dev) and `DEST/test`.
 
 Microsoft publishes no checksums for these archives; the sizes below are the Content-Length the

@@ -1,6 +1,6 @@
 """`newsrec export`: a trained run as ONNX graphs, a news-vector table by ID and a manifest.
 
-Layout of an export folder (DESIGN.md, "Export"):
+Layout of an export folder (see "Serving" in the README):
 
     news_encoder.onnx    per-news inputs (ID row, category, subcategory, text vector) -> (N, D)
     user_encoder.onnx    clicked (B, H, D), mask (B, H), users (B,) -> user state (B, ...)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, MissingVectorsError, SettingsError
 from newsrec_cli.mind import Impressions, NewsTable, Vocab
 from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
@@ -26,6 +27,7 @@ __all__ = [
     "build_vocabularies",
     "check_coverage",
     "check_modalities",
+    "check_store_texts",  # re-exported: run.py checks the store it opens here
     "needed_news",  # re-exported: callers of this module use it beside news_features
     "news_features",
     "open_store",

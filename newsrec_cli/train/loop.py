@@ -46,6 +46,7 @@ from newsrec_cli.train.run import (
     NEWS_TABLE,
     TENSORBOARD,
     build_model,
+    clear_run,
     prepare_context,
     read_config,
     resolve_device,
@@ -115,6 +116,7 @@ class TrainInfo:
     missing_text: list[str] = field(default_factory=list)
     resumed_at: tuple[int, int] | None = None  # (epoch, step in epoch), 1-based epoch
     threads: int = 1
+    unverified_texts: int = 0  # news whose store vector has no text fingerprint to check
 
 
 @dataclass
@@ -285,12 +287,15 @@ def train(
     data_settings: DataSettings | None = None,
     graph_settings: GraphSettings | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: TrainCallbacks | None = None,
 ) -> TrainResult:
     """Train a recommender on a MIND dataset and write the run directory `out`.
 
     With `resume`, the settings, data, store and graph come from `out`'s config.json (only the
-    time budget and hardware settings given here apply) and training continues from last.pt.
+    time budget and hardware settings given here apply) and training continues from last.pt, or
+    from step 0 when the run was stopped before its first last.pt. `overwrite` deletes the run
+    files already in `out` and starts over.
     """
     out = Path(out)
     callbacks = callbacks or TrainCallbacks()
@@ -299,15 +304,24 @@ def train(
     graph_settings = graph_settings or GraphSettings()
     saved: dict[str, Any] | None = None
     trained_dim: int | None = None  # on resume, the store must keep the dimension the run used
+    if resume and overwrite:
+        raise SettingsError("train: --resume continues the run in --out, --overwrite deletes it; choose one")
     if resume:
         config, settings, data_settings, graph_settings = _resume_settings(out, settings)
-        saved = checkpoint.load(out / LAST)
+        # A run killed before its first last.pt has only config.json: it restarts from step 0.
+        saved = checkpoint.load(out / LAST) if (out / LAST).exists() else None
         data = Path(data) if data else Path(config["data"]["path"])
         store = store or config["embeddings"]["path"]
         graph = graph or config["graph"]["path"]
         trained_dim = config["embeddings"].get("dim")
+    elif overwrite:
+        clear_run(out)
     elif (out / CONFIG).exists() or (out / LAST).exists():
-        raise InputError("already holds a run: continue it with --resume, or choose another --out", path=out)
+        raise InputError(
+            "already holds a run: continue it with --resume, start over with --overwrite, "
+            "or choose another --out",
+            path=out,
+        )
     if data is None:
         raise SettingsError("train: a dataset folder is needed")
     data = Path(data)
@@ -421,8 +435,9 @@ def train(
         total_steps=total_steps,
         epochs=settings.epochs,
         missing_text=lacking,
-        resumed_at=(state.epoch + 1, state.step_in_epoch) if saved is not None else None,
+        resumed_at=(state.epoch + 1, state.step_in_epoch) if resume else None,
         threads=torch.get_num_threads(),
+        unverified_texts=context.text_check.unverified if context.text_check is not None else 0,
     )
     history = _read_history(out / HISTORY)
     if state.finished:
@@ -606,8 +621,13 @@ def train(
                 callbacks.on_validate(state.epoch + 1, len(valid_imps))
                 result = validate(model, valid_imps, settings, valid_users)
                 auc = result.values.get("auc", math.nan)
-                better = state.best_epoch is None or (
-                    math.isfinite(auc) and auc > state.best_auc + settings.min_delta
+                # Part of an epoch cut by --time-budget is shown, never chosen: the next full epoch
+                # would be compared with it, and an uninterrupted run never sees it. (A --max-steps
+                # end is final, so it competes.)
+                selectable = epoch_done or stop == "max_steps"
+                better = selectable and (
+                    state.best_epoch is None
+                    or (math.isfinite(auc) and auc > state.best_auc + settings.min_delta)
                 )
                 record = EpochRecord(
                     epoch=state.epoch + 1,
@@ -635,6 +655,20 @@ def train(
                             "global_step": state.global_step,
                             "metrics": record.to_dict()["metrics"],
                             "settings": _settings_dict(settings, data_settings, graph_settings),
+                        },
+                    )
+                elif state.best_epoch is None:
+                    # No full epoch yet: a provisional model.pt so the run can be evaluated; the
+                    # first full epoch replaces it whatever its score.
+                    checkpoint.save(
+                        out / MODEL,
+                        {
+                            "model": model.state_dict(),
+                            "epoch": record.epoch,
+                            "global_step": state.global_step,
+                            "metrics": record.to_dict()["metrics"],
+                            "settings": _settings_dict(settings, data_settings, graph_settings),
+                            "partial": True,
                         },
                     )
                 if epoch_done:

@@ -1,6 +1,6 @@
 """A run directory: building a fresh model, writing config.json, loading a trained run back.
 
-Layout (see DESIGN.md): config.json (every effective setting, the data, store and graph paths),
+Layout (see "The pipeline and its files" in the README): config.json (every effective setting, the data, store and graph paths),
 vocab_*.txt / vocab_news.tsv, model.pt (best weights), last.pt (resume state), history.jsonl,
 tensorboard/. `load_run` needs nothing but this folder and the store and graph it names.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from newsrec_cli import __version__
+from newsrec_cli import __version__, atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
@@ -36,10 +37,12 @@ from newsrec_cli.plural import agree, counted
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.context import (
+    VOCAB_FILES,
     Vocabularies,
     build_vocabularies,
     check_coverage,
     check_modalities,
+    check_store_texts,
     needed_news,
     news_features,
     open_store,
@@ -63,6 +66,7 @@ class DataContext:
     features: NewsFeatures
     text_dim: int | None = None
     graph: Any = None  # newsrec_cli.graph.NewsGraph or None
+    text_check: Any = None  # newsrec_cli.embed.store.TextCheck of the store against the dataset
 
 
 def prepare_context(
@@ -80,7 +84,7 @@ def prepare_context(
     --init` both build their model from this, so a checked configuration is the trained one.
     """
     vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
-    text, lacking, text_dim = None, [], None
+    text, lacking, text_dim, text_check = None, [], None, None
     if settings.use_text:
         if store is None:
             raise SettingsError(
@@ -98,6 +102,9 @@ def prepare_context(
                 field="History/Impressions",
             )
         opened = open_store(store)
+        text_check = check_store_texts(
+            opened, dataset.news, [dataset.news_vocab.ids[i] for i in needed], data=dataset.root
+        )
         text, lacking = text_vectors(
             opened,
             dataset.news_vocab.ids,
@@ -118,7 +125,10 @@ def prepare_context(
         text=text,
         graph_index=news_graph.news_index if news_graph is not None else None,
     )
-    return DataContext(vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph), lacking
+    context = DataContext(
+        vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph, text_check=text_check
+    )
+    return context, lacking
 
 
 def resolve_device(device: str) -> torch.device:
@@ -247,6 +257,40 @@ def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
     return Vocab(table.ids), table
 
 
+def clear_run(run_dir: Path) -> list[Path]:
+    """Delete the files a run (and `evaluate` on it) writes in `run_dir`; other files stay.
+
+    Returns what was deleted. For `newsrec train --overwrite`.
+    """
+    if not run_dir.is_dir():
+        return []
+    names = {
+        CONFIG,
+        MODEL,
+        LAST,
+        HISTORY,
+        NEWS_TABLE,
+        *VOCAB_FILES.values(),
+        "prediction.txt",
+        "prediction.zip",
+    }
+    removed = []
+    for path in sorted(run_dir.iterdir()):
+        if path.name == TENSORBOARD and path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file() and (
+            path.name in names
+            or (path.name.startswith("metrics") and path.suffix == ".json")
+            or path.name.startswith(atomic.TMP_PREFIX)
+            or path.name.endswith(".tmp")
+        ):
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
@@ -350,6 +394,7 @@ class LoadedRun:
     _graph_index: dict[str, int] | None = None
     _attached: Vocab | None = None  # the news vocabulary the model is attached to
     _attached_size: int = 0
+    text_check: Any = None  # TextCheck of the store against the last dataset attached
 
     @property
     def text_dim(self) -> int | None:
@@ -360,6 +405,11 @@ class LoadedRun:
         vectors (MissingVectorsError otherwise, unless the run allows missing ones)."""
         must = needed_news(*needed) if needed else np.zeros(0, dtype=np.int64)
         vocab = dataset.news_vocab
+        if self._store is not None and len(must):
+            # The store's vectors must stand for the texts this dataset gives those news.
+            self.text_check = check_store_texts(
+                self._store, dataset.news, [vocab.ids[i] for i in must], data=dataset.root
+            )
         if self._attached is not vocab or self._attached_size != len(vocab):
             text = None
             if self.model.news_encoder.text is not None:
