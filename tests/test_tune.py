@@ -316,8 +316,11 @@ def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(
 ) -> None:
     data, store, config = synthetic
     slow = tmp_path / "slow.toml"
+    # 50 epochs of about half a second with no early stopping: far beyond the 2-second budget
     slow.write_text(
-        config.read_text().replace("batch_size = 32", "batch_size = 2").replace("epochs = 3", "epochs = 50")
+        config.read_text()
+        .replace("batch_size = 32", "batch_size = 2")
+        .replace("epochs = 3", "epochs = 50\npatience = 50")
     )
     args = [
         "tune",
