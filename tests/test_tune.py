@@ -20,6 +20,8 @@ from newsrec_cli.cli import app
 from newsrec_cli.tune.study import _alive
 
 runner = CliRunner()
+# The pruner is tested on its own; elsewhere a pruned trial would make the counts depend on luck.
+NO_PRUNING = ("--pruner", "none")
 BASE = """
 [train]
 dim = 16
@@ -60,7 +62,9 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
 ) -> None:
     data, store, config = synthetic
     out = tmp_path / "study"
-    report = tune(data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test")
+    report = tune(
+        data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test", *NO_PRUNING
+    )
     assert report["trials_counted"] == 4 and report["counts"] == {"complete": 4}
     trials = {t["number"]: t for t in report["trials"]}
     # trial 0 trains the defaults of the searched settings (attention fusion lies outside the space)
@@ -110,7 +114,9 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     final = report["final_test"]
     assert final["trial"] == best["number"] and final["repeated"] is False
     assert 0.0 < final["test"]["values"]["auc"] < 1.0
-    again = tune(data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test")
+    again = tune(
+        data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test", *NO_PRUNING
+    )
     assert again["final_test"]["repeated"] is True
     assert again["final_test"]["test"] == final["test"] and again["trials_counted"] == 4
 
