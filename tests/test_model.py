@@ -288,3 +288,21 @@ def test_candidate_attention_starts_uniform_ignores_padding_and_matches_the_pack
         encoder.key.weight.copy_(torch.eye(8))
     _, peaked = encoder.for_candidates(state, news)
     assert float(peaked[0].max(dim=-1).values.mean()) > 1 / 3 + 0.05  # learned: no longer uniform
+
+
+@pytest.mark.parametrize("encoder", ["nrms", "candidate"])
+@pytest.mark.parametrize("scoring", ["dot", "cosine"])
+def test_in_batch_logits_equal_scoring_each_pair(encoder: str, scoring: str) -> None:
+    """InfoNCE's (B, B*K) logits come from one matrix product; they equal `score` of every pair."""
+    torch.manual_seed(0)
+    settings = TrainSettings(dim=16, heads=2, user_encoder=encoder, scoring=scoring)
+    model = build_model(settings, GraphSettings(), tiny_context()).eval()
+    history, mask, candidates = batch(20)
+    logits, user = model.forward_with_user(history, mask, candidates, in_batch=True)
+    B, K = candidates.shape
+    vectors = model.encode_news(candidates.reshape(-1))  # (B*K, dim)
+    expected = model.score(user, vectors.unsqueeze(0).expand(B, B * K, vectors.shape[-1]))
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logits.view(B, B, K)[torch.arange(B), torch.arange(B)], model(history, mask, candidates)
+    )

@@ -19,7 +19,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
 from serve_helpers import Redis, Server  # noqa: E402
-from train_helpers import hashing_store, synth  # noqa: E402
+from train_helpers import graph, hashing_store, synth  # noqa: E402
 
 from newsrec_cli.cli import app  # noqa: E402
 
@@ -198,9 +198,9 @@ def _http_order(server: Server, loaded, valid, i: int) -> tuple[list[str], list[
     return [it["news_id"] for it in items], [it["score"] for it in items]
 
 
-def _check_against_evaluate(server: Server, run: Path, tolerance: float) -> int:
-    loaded, _, valid, logits = _valid(run, 100)
-    assert len(valid) == 100
+def _check_against_evaluate(server: Server, run: Path, tolerance: float, count: int = 100) -> int:
+    loaded, _, valid, logits = _valid(run, count)
+    assert len(valid) == count
     ids = valid.news_vocab.ids
     checked = 0
     for i in range(len(valid)):
@@ -351,6 +351,113 @@ def test_metrics_and_docs(torch_server: Server) -> None:
     assert torch_server.get("/docs").status_code == 200
     schema = torch_server.get("/openapi.json").json()
     assert "/v1/recommend" in schema["paths"] and "/v1/news" in schema["paths"]
+
+
+# ----------------------------------------------------------------------------- a run with a graph
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """(run, export, export report): a tiny run with the graph modality, as quickstart trains."""
+    root = tmp_path_factory.mktemp("serve_graph")
+    data = synth(root, news=150, users=80)
+    store = hashing_store(data, root / "store")
+    run = root / "run"
+    args = ["train", str(data), "-e", str(store), "--graph", str(graph(data, root / "graph"))]
+    result = runner.invoke(app, [*args, "-o", str(run), *TRAIN, "--epochs", "1", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    out = root / "export"
+    result = runner.invoke(app, ["export", str(run), "--out", str(out), "--quantize", "none", "--json"])
+    assert result.exit_code == 0, result.output
+    return run, out, json.loads(result.stdout)
+
+
+def test_graph_run_export_news_vectors(graph_run: tuple[Path, Path, dict]) -> None:
+    """The exported news encoder takes each news' precomputed GNN vector: on the graph it gives
+    the torch model's vector, off the graph (graph_present False) the learned "no graph" one."""
+    from newsrec_cli.model.features import NewsFeatures
+    from newsrec_cli.model.inference import graph_cached
+    from newsrec_cli.serve.backends import OnnxBackend
+    from newsrec_cli.serve.engine import Engine, NewsRecord, ServeConfig
+    from newsrec_cli.serve.export import graph_files, run_news_inputs
+    from newsrec_cli.train.run import load_run
+
+    run, out, report = graph_run
+    manifest = json.loads((out / "export.json").read_text())
+    assert {"graph_vector", "graph_present"} <= set(manifest["inputs"]["news"])
+    rows = {r["backend"]: r for r in report["parity"]}
+    assert rows["onnx fp32"]["max_abs_logit_diff"] <= 1e-4
+    loaded = load_run(run, device="cpu")
+    model = loaded.model
+    assert model.news_encoder.graph is not None
+    _, inputs, _ = run_news_inputs(loaded)
+    pick = np.flatnonzero(inputs.graph_present)[:30]
+    assert len(pick) == 30
+    onnx = OnnxBackend(graph_files(out, False))
+    with torch.no_grad(), graph_cached(model):  # the GNN once, as evaluate runs it
+        on_graph = model.encode_news(torch.from_numpy(pick + 1)).numpy()  # run vocab: row 0 = pad
+        enc = model.news_encoder
+        off = torch.full_like(enc.graph_node, -1)
+        model.attach(
+            NewsFeatures(
+                enc.id_index,
+                enc.category_index,
+                enc.subcategory_index,
+                enc.text_vectors,
+                enc.text_present,
+                off,
+            )
+        )
+        off_graph = model.encode_news(torch.from_numpy(pick + 1)).numpy()
+    assert np.abs(on_graph - off_graph).max() > 1e-3  # the graph vector really counts
+    np.testing.assert_allclose(onnx.encode_news(inputs.rows(pick)), on_graph, atol=1e-4)
+    # The serving engine gives a fresh news no graph vector, and a re-sent run news its own.
+    engine = Engine(ServeConfig(str(out), backend="onnx"))
+    engine.load()
+    ids = engine.table.ids
+    on_ids = [i for i in ids if i in engine.graph_vectors]
+    assert len(on_ids) == int(inputs.graph_present.sum())
+    got = engine._graph_inputs([NewsRecord(on_ids[0]), NewsRecord("FRESH")])
+    assert got["graph_present"].tolist() == [True, False] and not got["graph_vector"][1].any()
+    row = ids.index(on_ids[0])
+    np.testing.assert_array_equal(got["graph_vector"][0], inputs.graph_vector[row])
+    fresh = inputs.rows(pick)
+    fresh.graph_present = np.zeros(len(pick), bool)
+    fresh.graph_vector = np.zeros_like(fresh.graph_vector)
+    np.testing.assert_allclose(onnx.encode_news(fresh), off_graph, atol=1e-4)
+
+
+def test_graph_run_http_ranking_and_fresh_news(graph_run: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """Both backends serve the graph run with evaluate's ranking; a fresh news (not in the graph)
+    is ingested and ranked, with the same score from torch and from ONNX."""
+    run, out, _ = graph_run
+    fresh = {
+        "news_id": "FRESHG",
+        "title": "Stunning horse wins the derby again",
+        "category": "sports",
+        "subcategory": "horseracing",
+    }
+    known = [line.split("\t")[0] for line in (out / "news.tsv").read_text().splitlines()]
+    body = {"history": known[:4], "candidates": ["FRESHG", *known[10:15]], "k": 6}
+    scores = []
+    for source, backend in ((run, "torch"), (out, "onnx")):
+        state = tmp_path / f"state_{backend}"
+        server = Server(
+            source, "--backend", backend, "--state-dir", str(state), log=tmp_path / f"{backend}.log"
+        )
+        try:
+            assert _check_against_evaluate(server, run, 1e-4, count=30) >= 28
+            r = server.post("/v1/news", {"news": [fresh]})
+            assert r.status_code == 200 and r.json()["results"][0]["status"] == "added"
+            r = server.post("/v1/recommend", body)
+            assert r.status_code == 200, r.text
+            items = {i["news_id"]: i["score"] for i in r.json()["items"]}
+            assert set(items) == set(body["candidates"])
+            scores.append(items)
+        finally:
+            server.stop()
+    for news_id, score in scores[0].items():
+        assert scores[1][news_id] == pytest.approx(score, abs=1e-4), news_id
 
 
 # ----------------------------------------------------------------------------- recommend command

@@ -76,5 +76,10 @@ class ContentPrior(nn.Module):
             user = (user if user.dim() == 3 else user.unsqueeze(1)).float()  # (B, 1|K, T)
             return (user * news.float()).sum(dim=-1) * self.weight.float()
 
+    def pairwise(self, user: Tensor, news: Tensor) -> Tensor:
+        """Every user against every news: (B, T), (N, T) unit vectors -> (B, N) float32 logits."""
+        with torch.autocast(device_type=news.device.type, enabled=False):
+            return (user.float() @ news.float().T) * self.weight.float()
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(weight={float(self.weight):.3g})"

@@ -36,9 +36,13 @@ class GraphModality(nn.Module):
         nn.init.normal_(self.missing, std=0.02)
 
     @torch.no_grad()
-    def cache(self) -> None:
-        """For inference: run the GNN once over the whole graph (`encoder.all_news()`) and reuse it."""
-        self._cache = self.encoder.all_news()
+    def cache(self, vectors: Tensor | None = None) -> None:
+        """For inference: run the GNN once over the whole graph (`encoder.all_news()`) and reuse it.
+
+        `vectors` (num_nodes, D) replaces the GNN run with node vectors computed earlier (an
+        export feeds them as a per-news input, the GNN having run once at export time).
+        """
+        self._cache = self.encoder.all_news() if vectors is None else vectors
 
     def clear_cache(self) -> None:
         self._cache = None

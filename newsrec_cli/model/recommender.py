@@ -145,8 +145,22 @@ class NewsRecommender(nn.Module):
         candidate = vectors[B * H :].view(B, K, -1)  # (B, K, dim)
         user = self.encode_user_vectors(clicked, history_mask, users)  # (B, S)
         if in_batch:
-            candidate = candidate.reshape(1, B * K, -1).expand(B, B * K, candidate.shape[-1])  # (B, B*K, dim)
+            return self.score_pairwise(user, candidate.reshape(B * K, -1)), user  # (B, B*K)
         return self.score(user, candidate), user
+
+    def score_pairwise(self, user: Tensor, news: Tensor) -> Tensor:
+        """Every user against every news: (B, S) user states, (N, dim) news vectors -> (B, N) logits,
+        equal to `score` of each pair. A user encoder without candidate attention gives one user
+        vector for all candidates, so this is a matrix product, not B copies of the news."""
+        if isinstance(self.user_encoder, CandidateUserEncoder):
+            B, N = user.shape[0], news.shape[0]
+            return self.score(user, news.unsqueeze(0).expand(B, N, news.shape[-1]))
+        D = self.news_dim
+        learned = user[:, : user.shape[1] - self.prior_dim]
+        logits = self.scorer.pairwise(learned, news[:, :D])
+        if self.prior is not None:
+            logits = logits + self.prior.pairwise(user[:, -self.prior_dim :], news[:, D:])
+        return logits
 
     def user_summary(self, user: Tensor) -> Tensor:
         """(B, S) user states -> (B, D) learned user vectors that do not depend on a candidate."""

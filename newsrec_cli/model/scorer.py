@@ -97,5 +97,16 @@ class ScoringHead(nn.Module):
         with torch.autocast(device_type=user.device.type, enabled=False):
             return self.similarity(user, news) * self.scale.float()
 
+    def pairwise(self, user: Tensor, news: Tensor) -> Tensor:
+        """Every user against every news: (B, D), (N, D) -> (B, N) float32 logits, one matrix product
+        (what `forward` gives for each pair, without B copies of the news)."""
+        with torch.autocast(device_type=user.device.type, enabled=False):
+            user, news = user.float(), news.float()
+            if self.kind == "cosine":
+                sim = F.normalize(user, dim=-1) @ F.normalize(news, dim=-1).T
+            else:
+                sim = _standardise(user) @ _standardise(news).T / user.shape[-1]
+            return sim * self.scale.float()
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(kind={self.kind!r}, scale={float(self.scale):.3g})"

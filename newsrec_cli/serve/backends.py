@@ -3,7 +3,8 @@
 Both speak numpy and are built only on the public methods of `NewsRecommender` (`encode_news`,
 `encode_user_vectors`, `score`, `attach`), so a model change needs no change here:
 
-- `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector) -> (N, D)
+- `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector, graph
+  vector) -> (N, D)
 - `encode_users(clicked (B, H, D), mask (B, H), users (B,))` -> user state (B, ...), cacheable
 - `score(state, candidates (B, K, D))` -> (B, K) logits
 
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-NEWS_INPUTS = ("id_index", "category", "subcategory", "text", "text_present")
+NEWS_INPUTS = ("id_index", "category", "subcategory", "text", "text_present", "graph_vector", "graph_present")
 USER_INPUTS = ("clicked", "mask", "users")
 SCORE_INPUTS = ("user_state", "candidates")
 
@@ -33,6 +34,10 @@ class NewsInputs:
     subcategory: np.ndarray  # int64 [N]
     text: np.ndarray | None = None  # float32 [N, T]
     text_present: np.ndarray | None = None  # bool [N]
+    # The GNN output of each news' graph node, computed once at export (the graph is fixed after
+    # training); graph_present False = off the graph, the model's learned "no graph" vector.
+    graph_vector: np.ndarray | None = None  # float32 [N, D]
+    graph_present: np.ndarray | None = None  # bool [N]
 
     def __len__(self) -> int:
         return int(self.id_index.shape[0])
@@ -44,6 +49,8 @@ class NewsInputs:
             self.subcategory[part],
             None if self.text is None else self.text[part],
             None if self.text_present is None else self.text_present[part],
+            None if self.graph_vector is None else self.graph_vector[part],
+            None if self.graph_present is None else self.graph_present[part],
         )
 
     def as_dict(self) -> dict[str, np.ndarray]:
@@ -52,7 +59,46 @@ class NewsInputs:
             out["text"] = self.text.astype(np.float32)
             present = self.text_present if self.text_present is not None else np.ones(len(self), bool)
             out["text_present"] = present.astype(bool)
+        if self.graph_vector is not None:
+            out["graph_vector"] = self.graph_vector.astype(np.float32)
+            present = self.graph_present if self.graph_present is not None else np.ones(len(self), bool)
+            out["graph_present"] = present.astype(bool)
         return out
+
+
+def encode_news_with(model: Any, feed: dict[str, Any]) -> Any:
+    """News vectors (N, D) of per-news input tensors named as in NEWS_INPUTS, through `attach` and
+    `encode_news` only. Shared by the torch backend and the traced ONNX news encoder so both run
+    the same code: graph vectors stand in for the GNN (`GraphModality.cache(vectors)`), news i
+    being node i, or no node (-1) when off the graph."""
+    import torch
+
+    from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
+
+    n = feed["id_index"].shape[0]
+    index = torch.arange(n, device=feed["id_index"].device)
+    graph = model.news_encoder.graph
+    nodes = None
+    if graph is not None:
+        if "graph_vector" not in feed:
+            raise ValueError("the model has a graph modality but the inputs have no graph vectors")
+        nodes = torch.where(feed["graph_present"], index, torch.full_like(index, NO_GRAPH_NODE))
+        graph.cache(feed["graph_vector"])
+    try:
+        model.attach(
+            NewsFeatures(
+                feed["id_index"],
+                feed["category"],
+                feed["subcategory"],
+                feed.get("text"),
+                feed.get("text_present"),
+                nodes,
+            )
+        )
+        return model.encode_news(index)
+    finally:
+        if graph is not None:
+            graph.clear_cache()
 
 
 class Backend(Protocol):
@@ -87,25 +133,13 @@ class TorchBackend:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def encode_news(self, inputs: NewsInputs) -> np.ndarray:
-        from newsrec_cli.model.features import NewsFeatures
-
         torch = self.torch
         out = []
         with self._lock, torch.no_grad():
             for start in range(0, len(inputs), CHUNK):
                 part = inputs.rows(slice(start, start + CHUNK))
-                d = part.as_dict()
-                self.model.attach(
-                    NewsFeatures(
-                        id_index=self._t(d["id_index"]),
-                        category=self._t(d["category"]),
-                        subcategory=self._t(d["subcategory"]),
-                        text=self._t(d["text"]) if "text" in d else None,
-                        text_present=self._t(d["text_present"]) if "text" in d else None,
-                    )
-                )
-                index = torch.arange(len(part), device=self.device)
-                out.append(self.model.encode_news(index).float().cpu().numpy())
+                feed = {k: self._t(v) for k, v in part.as_dict().items()}
+                out.append(encode_news_with(self.model, feed).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray:

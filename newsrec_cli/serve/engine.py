@@ -156,6 +156,8 @@ class Engine:
         self._ingest_lock = threading.Lock()
         self.state_dir = Path(config.state_dir) if config.state_dir else self.source / STATE_DIR
         self.text_inputs = False
+        self.graph_dim: int | None = None  # size of the graph_vector input, None without a graph
+        self.graph_vectors: dict[str, np.ndarray] = {}  # GNN vector of each run news on the graph
 
     # ------------------------------------------------------------------ loading
 
@@ -196,6 +198,14 @@ class Engine:
         self.history = int(manifest["history"])
         self.embeddings = manifest.get("embeddings")
         self.text_inputs = manifest.get("shapes", {}).get("text_vector") is not None
+        graph_shape = manifest.get("shapes", {}).get("graph_vector")
+        self.graph_dim = int(graph_shape[1]) if graph_shape else None
+        if self.graph_dim is not None:
+            from newsrec_cli.serve.export import GRAPH_TABLE
+
+            graph_store = EmbeddingStore.open(self.source / GRAPH_TABLE)
+            matrix = np.asarray(graph_store.vectors, np.float32)
+            self.graph_vectors = {id_: matrix[i] for i, id_ in enumerate(graph_store.ids)}
         self.vocabs = {
             "ids": Vocab.load(self.source / "vocab_news_ids.txt"),
             "categories": Vocab.load(self.source / "vocab_categories.txt"),
@@ -224,11 +234,10 @@ class Engine:
         from newsrec_cli.train.run import load_run
 
         run = load_run(self.source, device="cpu")
-        if run.model.news_encoder.graph is not None:
-            raise SettingsError("serve: runs with the graph modality cannot be served yet")
         self.version = model_version(self.source)
         self.history = run.settings.history
         self.text_inputs = run.model.news_encoder.text is not None
+        self.graph_dim = run.model.dim if run.model.news_encoder.graph is not None else None
         if run._store is not None:
             meta = run._store.meta
             self.embeddings = {
@@ -244,6 +253,10 @@ class Engine:
         ids, inputs, servable = run_news_inputs(run)
         keep = np.flatnonzero(servable)
         vectors = self.backend.encode_news(inputs.rows(keep))
+        if inputs.graph_vector is not None and inputs.graph_present is not None:
+            self.graph_vectors = {
+                ids[i]: inputs.graph_vector[i] for i in np.flatnonzero(inputs.graph_present)
+            }
         news = _run_news(run)
         self.table = NewsTable(vectors.shape[1])
         self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
@@ -419,7 +432,21 @@ class Engine:
             subcategory=np.asarray([subs.get(r.subcategory) for r in records], np.int64),
             text=text,
             text_present=None if text is None else np.ones(len(records), bool),
+            **self._graph_inputs(records),
         )
+
+    def _graph_inputs(self, records: list[NewsRecord]) -> dict[str, np.ndarray]:
+        """Fresh news are not nodes of the run's graph: the model's learned "no graph" vector
+        (graph_present False); a run news re-sent keeps its GNN vector, as in torch."""
+        if self.graph_dim is None:
+            return {}
+        vector = np.zeros((len(records), self.graph_dim), np.float32)
+        present = np.zeros(len(records), bool)
+        for i, r in enumerate(records):
+            known = self.graph_vectors.get(r.news_id)
+            if known is not None:
+                vector[i], present[i] = known, True
+        return {"graph_vector": vector, "graph_present": present}
 
     def ingest(self, records: list[NewsRecord]) -> list[dict[str, Any]]:
         """Add or update news: text vectors, model vectors, table, index, then persist."""

@@ -2,12 +2,14 @@
 
 Layout of an export folder (see "Serving" in the README):
 
-    news_encoder.onnx    per-news inputs (ID row, category, subcategory, text vector) -> (N, D)
+    news_encoder.onnx    per-news inputs (ID row, category, subcategory, text vector, graph
+                         vector) -> (N, D)
     user_encoder.onnx    clicked (B, H, D), mask (B, H), users (B,) -> user state (B, ...)
     scorer.onnx          user state (B, ...), candidates (B, K, D) -> (B, K) logits
     *.int8.onnx          the same after onnxruntime dynamic int8 quantisation (--quantize int8)
     news_vectors/        embedding store (by news ID) of every servable news' model vector
     news_vectors_int8/   the same computed by the int8 news encoder
+    graph_vectors/       graph runs: the GNN vector of each news on the graph, by news ID
     news.tsv             the news' MIND rows (titles, categories, entities) for display
     vocab_*.txt          the run's vocabularies (fresh news map onto them)
     export.json          config hash, shapes, opset, onnxruntime version, checksums, parity
@@ -15,6 +17,12 @@ Layout of an export folder (see "Serving" in the README):
 The graphs are traced from wrappers that call only `attach`/`encode_news`, `encode_user_vectors`
 and `score`, so a change inside the model needs no change here. Parity is checked on the
 validation split before the manifest is written; a failed check leaves no manifest and raises.
+
+A run with the graph modality: the graph is fixed once training is over, so the GNN runs once
+here (as evaluate's `graph_cached` does) and its vector for each news becomes a per-news input
+(`graph_vector`, `graph_present`) of the news encoder; the news-vector table is computed from it.
+A news off the graph (e.g. fresh news ingested while serving) has graph_present False and gets the
+model's learned "no graph" vector, as in torch.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ MANIFEST = "export.json"
 GRAPHS = {"news": "news_encoder.onnx", "user": "user_encoder.onnx", "score": "scorer.onnx"}
 TABLE = "news_vectors"
 TABLE_INT8 = "news_vectors_int8"
+GRAPH_TABLE = "graph_vectors"  # the GNN vector of each exported news on the graph (graph runs)
 NEWS_TSV = "news.tsv"
 VOCABS = ("vocab_news_ids.txt", "vocab_categories.txt", "vocab_subcategories.txt", "vocab_users.txt")
 FP32_TOLERANCE = 1e-4  # max |logit difference| of the fp32 graphs against torch
@@ -108,21 +117,44 @@ def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
         text, _ = text_vectors(
             run._store, news_vocab.ids, np.zeros(0, np.int64), missing="learned", expected_dim=run.text_dim
         )
-    features = news_features(news_vocab, news_table, run.vocabs, text=text)
-    inputs = inputs_from_features(features).rows(slice(1, None))
+    features = news_features(news_vocab, news_table, run.vocabs, text=text, graph_index=run._graph_index)
+    inputs = inputs_from_features(features, graph_table(run)).rows(slice(1, None))
     servable = np.ones(len(inputs), dtype=bool)
     if inputs.text_present is not None and run.settings.missing != "learned":
         servable = inputs.text_present.copy()
     return news_vocab.ids[1:], inputs, servable
 
 
-def inputs_from_features(features: Any) -> NewsInputs:
+def graph_table(run: Any) -> np.ndarray | None:
+    """The GNN vector of every news node, float32 [nodes, D], run once; None without a graph."""
+    import torch
+
+    graph = run.model.news_encoder.graph
+    if graph is None:
+        return None
+    graph.eval()
+    with torch.no_grad():
+        return graph.encoder.all_news().float().cpu().numpy()
+
+
+def inputs_from_features(features: Any, graph_vectors: np.ndarray | None = None) -> NewsInputs:
+    """`graph_vectors` (graph_table) turns the features' graph nodes into per-news graph vectors."""
+    graph_vector = graph_present = None
+    if graph_vectors is not None:
+        if features.graph_node is None:
+            raise ValueError("the model has a graph modality but the features have no graph nodes")
+        nodes = features.graph_node.numpy()
+        graph_present = nodes >= 0
+        graph_vector = np.zeros((len(nodes), graph_vectors.shape[1]), np.float32)
+        graph_vector[graph_present] = graph_vectors[nodes[graph_present]]
     return NewsInputs(
         id_index=features.id_index.numpy(),
         category=features.category.numpy(),
         subcategory=features.subcategory.numpy(),
         text=None if features.text is None else features.text.numpy(),
         text_present=None if features.text_present is None else features.text_present.numpy(),
+        graph_vector=graph_vector,
+        graph_present=graph_present,
     )
 
 
@@ -140,7 +172,10 @@ def dataset_news_inputs(run: Any, dataset: Any, imps: Any) -> NewsInputs:
             missing=run.settings.missing,
             expected_dim=run.text_dim,
         )
-    return inputs_from_features(news_features(dataset.news_vocab, dataset.news, run.vocabs, text=text))
+    features = news_features(
+        dataset.news_vocab, dataset.news, run.vocabs, text=text, graph_index=run._graph_index
+    )
+    return inputs_from_features(features, graph_table(run))
 
 
 def backend_scores(
@@ -175,23 +210,22 @@ def backend_scores(
 
 
 def _wrappers(model: Any) -> dict[str, Any]:
-    import torch
     from torch import nn
 
-    from newsrec_cli.model.features import NewsFeatures
+    from newsrec_cli.serve.backends import encode_news_with
 
     with_text = model.news_encoder.text is not None
 
     class NewsGraph(nn.Module):
         """Per-news inputs -> news vectors: attach the inputs as the vocabulary, encode all rows."""
 
-        def __init__(self) -> None:
+        def __init__(self, names: list[str]) -> None:
             super().__init__()
             self.model = model
+            self.names = names
 
-        def forward(self, id_index, category, subcategory, text=None, text_present=None):  # type: ignore[no-untyped-def]
-            self.model.attach(NewsFeatures(id_index, category, subcategory, text, text_present))
-            return self.model.encode_news(torch.arange(id_index.shape[0]))
+        def forward(self, *args):  # type: ignore[no-untyped-def]
+            return encode_news_with(self.model, dict(zip(self.names, args, strict=True)))
 
     class UserGraph(nn.Module):
         def __init__(self) -> None:
@@ -209,7 +243,7 @@ def _wrappers(model: Any) -> dict[str, Any]:
         def forward(self, user_state, candidates):  # type: ignore[no-untyped-def]
             return self.model.score(user_state, candidates)
 
-    return {"news": NewsGraph(), "user": UserGraph(), "score": ScoreGraph(), "with_text": with_text}
+    return {"news": NewsGraph, "user": UserGraph(), "score": ScoreGraph(), "with_text": with_text}
 
 
 def _register_symbolics(opset: int) -> None:
@@ -231,8 +265,18 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
     _register_symbolics(opset)
     wrappers = _wrappers(model)
     sample = inputs.rows(slice(0, min(5, len(inputs))))
-    news_args = [torch.from_numpy(v) for v in sample.as_dict().values()]
-    news_names = list(NEWS_INPUTS[: len(news_args)])
+    if inputs.graph_present is not None:
+        # Trace with news both on and off the graph, so neither branch is folded away.
+        on, off = np.flatnonzero(inputs.graph_present), np.flatnonzero(~inputs.graph_present)
+        pick = np.concatenate([on[:3], off[:2]]) if len(on) else np.arange(min(5, len(inputs)))
+        sample = inputs.rows(pick)
+        if not len(off):
+            sample.graph_present = sample.graph_present.copy()
+            sample.graph_present[-1] = False
+    feed = sample.as_dict()
+    news_names = [n for n in NEWS_INPUTS if n in feed]
+    news_args = [torch.from_numpy(feed[n]) for n in news_names]
+    wrappers["news"] = wrappers["news"](news_names)
     with torch.no_grad():
         dim = int(wrappers["news"](*news_args).shape[-1])
     B, H, K = 2, 3, 4  # sizes > 1 so nothing is traced as a broadcast constant
@@ -286,6 +330,7 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
         "dim": dim,
         "user_state": [None, *state.shape[1:]],
         "text_dim": None if inputs.text is None else int(inputs.text.shape[1]),
+        "graph_dim": None if inputs.graph_vector is None else int(inputs.graph_vector.shape[1]),
     }
 
 
@@ -321,11 +366,13 @@ def graph_files(folder: Path, int8: bool) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- the export
 
 
-def _write_table(path: Path, ids: list[str], vectors: np.ndarray, version: str, run_dir: Path) -> None:
+def _write_table(
+    path: Path, ids: list[str], vectors: np.ndarray, version: str, run_dir: Path, kind: str = "model-news"
+) -> None:
     from newsrec_cli.embed.store import commit, new_meta
 
     signature = {
-        "kind": "model-news",
+        "kind": kind,
         "provider": "newsrec-model",
         "model": version,
         "dimension": int(vectors.shape[1]),
@@ -432,10 +479,6 @@ def export_run(
     started = time.perf_counter()
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu")
-    if run.model.news_encoder.graph is not None:
-        raise SettingsError(
-            "export: runs with the graph modality cannot be exported yet (train with --no-use-graph)"
-        )
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -454,6 +497,12 @@ def export_run(
     if int8_names:
         int8 = OnnxBackend(graph_files(out, True), "int8")
         _write_table(out / TABLE_INT8, served_ids, int8.encode_news(inputs.rows(keep)), version, run_dir)
+    if inputs.graph_vector is not None:
+        # So that a run news re-sent through POST /v1/news keeps its graph vector.
+        on = keep[inputs.graph_present[keep]]
+        _write_table(
+            out / GRAPH_TABLE, [ids[i] for i in on], inputs.graph_vector[on], version, run_dir, "model-graph"
+        )
     _write_news_tsv(out / NEWS_TSV, run, served_ids)
     for name in VOCABS:
         if (run_dir / name).is_file():
@@ -523,6 +572,7 @@ def export_run(
             "news_vector": [None, shapes["dim"]],
             "user_state": shapes["user_state"],
             "text_vector": [None, shapes["text_dim"]] if shapes["text_dim"] else None,
+            "graph_vector": [None, shapes["graph_dim"]] if shapes["graph_dim"] else None,
             "history": history,
         },
         "news": len(served_ids),
