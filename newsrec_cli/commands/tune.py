@@ -294,7 +294,8 @@ def render(report: Any, top: int) -> None:
         ("seconds", "right"),
         ("settings", "left"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        # fold: a long setting wraps onto the next line rather than ending in an ellipsis
+        table.add_column(name, justify=justify, overflow="fold" if name == "settings" else "ellipsis")  # type: ignore[arg-type]
     for row in shown:
         label = f"{row.number}" + (" defaults" if row.defaults else "")
         style = "bold green" if report.best is not None and row.number == report.best.number else None

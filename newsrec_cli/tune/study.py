@@ -40,14 +40,8 @@ TRIALS = "trials"
 LOCK = ".tune.lock"
 DEFAULT_STUDY = "newsrec"
 PRUNERS = ("median", "hyperband", "none")
-# Changing these on a rerun is fine: they say how long and how wide to search, not what.
-RERUN_FREE = ("trials", "n_jobs", "time_budget")
 # Train settings a resumed study may change: where and how fast trials run, not what they train.
 HARDWARE = frozenset({"device", "workers", "threads", "eval_batch_size"})
-
-
-class TrialPruned(Exception):
-    """Raised from the epoch callback when the pruner stops a trial (never leaves this module)."""
 
 
 @dataclass
@@ -348,39 +342,6 @@ def counted(trials: list[Any]) -> int:
 # ----------------------------------------------------------------------------- one trial
 
 
-class _TrialCallbacks:
-    """Train callbacks of one trial: report each epoch's validation AUC, prune, stop with the parent."""
-
-    def __init__(self, trial: Any, prunable: bool, parent_pid: int | None, events: TuneEvents) -> None:
-        self.trial = trial
-        self.prunable = prunable
-        self.parent_pid = parent_pid
-        self.events = events
-        self.records: list[Any] = []
-
-    def on_start(self, info: Any) -> None: ...
-
-    def on_epoch_start(self, epoch: int, steps: int, done: int) -> None: ...
-
-    def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
-        # A worker process whose parent died (kill -9) stops: it is re-parented, getppid changes.
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
-
-    def on_validate(self, epoch: int, impressions: int) -> None: ...
-
-    def on_epoch_end(self, record: Any) -> None:
-        self.records.append(record)
-        self.events.on_epoch_end(self.trial.number, record)
-        auc = record.metrics.get("auc", math.nan)
-        if not math.isfinite(auc):
-            return
-        self.trial.report(auc, record.epoch)
-        # Epoch 0 is the untrained model (the content prior), the same for every trial: no
-        # ground for pruning yet.
-        if self.prunable and not record.partial and record.epoch > 0 and self.trial.should_prune():
-            raise TrialPruned
-
-
 def _trial_settings(setup: TuneSetup, params: dict[str, Any]) -> TrainSettings:
     try:
         return TrainSettings(**{**setup.train, **params})
@@ -394,7 +355,7 @@ def _epoch_attrs(trial: Any, records: list[Any], started: float) -> None:
         key=lambda r: r.metrics["auc"],
         default=None,
     )
-    trial.set_user_attr("epochs", sum(1 for r in records if r.epoch > 0))  # epoch 0 trains nothing
+    trial.set_user_attr("epochs", sum(1 for r in records if r.epoch > 0))  # trained epochs, not epoch 0
     trial.set_user_attr("seconds", round(time.monotonic() - started, 2))
     if best is not None:
         trial.set_user_attr("best_epoch", best.epoch)
@@ -406,13 +367,14 @@ def run_trial(setup: TuneSetup, study: Any, trial: Any, events: TuneEvents, pare
     from optuna.trial import TrialState
 
     from newsrec_cli.train.loop import TrainingInterrupted, train
+    from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
 
     assert setup.space is not None
     started = time.monotonic()
     defaults = bool(trial.user_attrs.get("defaults"))
     run_dir = setup.out / TRIALS / f"{trial.number:03d}"
     trial.set_user_attr("run_dir", f"{TRIALS}/{run_dir.name}")
-    callbacks = _TrialCallbacks(trial, prunable=not defaults, parent_pid=parent_pid, events=events)
+    callbacks = TrialCallbacks(trial, prunable=not defaults, parent_pid=parent_pid, events=events)
     try:
         if defaults:
             base = TrainSettings(**setup.train)
