@@ -68,6 +68,6 @@ def test_trained_runs_stay_out_of_saturation(data, tmp_path: Path, fusion: str) 
     report, _ = check_saturation(subject)
     assert all(c.status == Status.OK for c in report.checks), [(c.name, c.status) for c in report.checks]
     model = subject.model
-    bound = float(model.scorer.scale) + float(model.prior.weight)
+    bound = float(model.scorer.scale.detach()) + float(model.prior.weight.detach())
     logits = report.values["logits"]
     assert -bound <= logits["min"] and logits["max"] <= bound

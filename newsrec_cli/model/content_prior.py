@@ -82,4 +82,4 @@ class ContentPrior(nn.Module):
             return (user.float() @ news.float().T) * self.weight.float()
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(weight={float(self.weight):.3g})"
+        return f"{self.__class__.__name__}(weight={float(self.weight.detach()):.3g})"

@@ -109,4 +109,4 @@ class ScoringHead(nn.Module):
             return sim * self.scale.float()
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}(kind={self.kind!r}, scale={float(self.scale):.3g})"
+        return f"{self.__class__.__name__}(kind={self.kind!r}, scale={float(self.scale.detach()):.3g})"
