@@ -113,7 +113,7 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     # the final test ran once, on the best trial; a rerun shows the stored figures, not a second look
     final = report["final_test"]
     assert final["trial"] == best["number"] and final["repeated"] is False
-    assert 0.0 < final["test"]["values"]["auc"] < 1.0
+    assert final["test"]["values"]["auc"] > 0.6  # a trained model on data it can learn (random: 0.5)
     again = tune(
         data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test", *NO_PRUNING
     )

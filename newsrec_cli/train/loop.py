@@ -477,6 +477,20 @@ def train(
             },
         )
 
+    def save_model(record: EpochRecord, partial: bool = False) -> None:
+        """model.pt: the weights of the epoch `record` describes (the best so far, or provisional)."""
+        checkpoint.save(
+            out / MODEL,
+            {
+                "model": model.state_dict(),
+                "epoch": record.epoch,
+                "global_step": record.global_step,
+                "metrics": record.to_dict()["metrics"],
+                "settings": _settings_dict(settings, data_settings, graph_settings),
+                **({"partial": True} if partial else {}),
+            },
+        )
+
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(
@@ -505,16 +519,7 @@ def train(
         auc = result.values.get("auc", math.nan)
         state.best_auc = auc if math.isfinite(auc) else -math.inf
         state.best_epoch, state.best_metrics = 0, dict(result.values)
-        checkpoint.save(
-            out / MODEL,
-            {
-                "model": model.state_dict(),
-                "epoch": 0,
-                "global_step": 0,
-                "metrics": record.to_dict()["metrics"],
-                "settings": _settings_dict(settings, data_settings, graph_settings),
-            },
-        )
+        save_model(record)
         _log_epoch(writer, record)
         with (out / HISTORY).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record.to_dict()) + "\n")
@@ -647,30 +652,11 @@ def train(
                     state.best_auc = auc if math.isfinite(auc) else -math.inf
                     state.best_epoch = record.epoch
                     state.best_metrics = dict(result.values)
-                    checkpoint.save(
-                        out / MODEL,
-                        {
-                            "model": model.state_dict(),
-                            "epoch": record.epoch,
-                            "global_step": state.global_step,
-                            "metrics": record.to_dict()["metrics"],
-                            "settings": _settings_dict(settings, data_settings, graph_settings),
-                        },
-                    )
+                    save_model(record)
                 elif state.best_epoch is None:
                     # No full epoch yet: a provisional model.pt so the run can be evaluated; the
                     # first full epoch replaces it whatever its score.
-                    checkpoint.save(
-                        out / MODEL,
-                        {
-                            "model": model.state_dict(),
-                            "epoch": record.epoch,
-                            "global_step": state.global_step,
-                            "metrics": record.to_dict()["metrics"],
-                            "settings": _settings_dict(settings, data_settings, graph_settings),
-                            "partial": True,
-                        },
-                    )
+                    save_model(record, partial=True)
                 if epoch_done:
                     state.bad_epochs = 0 if better else state.bad_epochs + 1
                     if settings.schedule == "plateau" and math.isfinite(auc):
