@@ -526,3 +526,34 @@ def test_fuzzed_requests_never_500(api_schema) -> None:  # type: ignore[no-untyp
 
         check()
     assert len(calls) >= 50 and any(400 <= c < 500 for c in calls) and any(c == 200 for c in calls)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_retrieval_of_the_default_model_is_an_inner_product_equal_to_scoring_every_news(
+    trained: tuple[Path, Path], exported: tuple[Path, dict], backend: str, tmp_path: Path
+) -> None:
+    """The content prior's score is keys(n)·query(u): the probe finds that form, and exact search
+    over the keys (and the HNSW index over them) returns the model's own top k."""
+    from newsrec_cli.serve.engine import Engine, ServeConfig
+    from newsrec_cli.serve.index import Retriever
+
+    _, run = trained
+    out, _ = exported
+    source = str(run if backend == "torch" else out)
+    engine = Engine(ServeConfig(source=source, backend=backend, state_dir=str(tmp_path / "state")))
+    engine.load()
+    assert engine.retriever.kind == "split" and engine.retriever.method == "exact"
+    vectors, n = engine.table.view()
+    history = list(engine.table.ids[:8])
+    state, _ = engine.user_state([engine.table.index[i] for i in history], 0)
+    model_scores = engine.backend.score(state, vectors[None, :n])[0]
+    found = engine.retriever.search(engine.backend, state, vectors[:n], 10, None)
+    best = np.sort(model_scores)[::-1][:10]
+    np.testing.assert_allclose(np.sort(model_scores[found])[::-1], best, rtol=1e-4, atol=1e-4)
+    keys_scores = engine.retriever.keys[:n] @ engine.retriever.form.query(state)
+    np.testing.assert_allclose(keys_scores, model_scores, rtol=1e-4, atol=1e-4)
+    # the HNSW index over the same keys (threshold below the size) finds (nearly) the same top 10
+    ann = Retriever(engine.retriever.kind, vectors.shape[1], ann_threshold=1, form=engine.retriever.form)
+    ann.rebuild(vectors[:n])
+    approx = ann.search(engine.backend, state, vectors[:n], 10, None)
+    assert ann.method == "usearch-hnsw" and len(set(approx) & set(found)) >= 8

@@ -26,7 +26,7 @@ from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
 from newsrec_cli.serve.backends import Backend, NewsInputs
 from newsrec_cli.serve.cache import UserCache
-from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind
+from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind, probe_split
 
 log = logging.getLogger("newsrec.serve")
 
@@ -264,10 +264,12 @@ class Engine:
     def _build_retriever(self) -> None:
         assert self.table is not None and self.backend is not None
         vectors, n = self.table.view()
-        state = self._user_state([], 0)
+        # A real history: a cold-start state has an empty text part, which would hide the prior.
+        state = self._user_state(list(range(min(n, 5))), 0)
         sample = vectors[: min(n, 256)]
         kind = probe_kind(self.backend, state, sample)
-        self.retriever = Retriever(kind, vectors.shape[1], self.config.ann_threshold)
+        form = probe_split(self.backend, state, sample) if kind == "generic" else None
+        self.retriever = Retriever(kind, vectors.shape[1], self.config.ann_threshold, form)
         self.retriever.rebuild(vectors[:n])
 
     # ------------------------------------------------------------------ users
