@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
+from newsrec_cli.model.user_encoder import init_user_tables
 
 
 class CandidateUserEncoder(nn.Module):
@@ -50,11 +51,7 @@ class CandidateUserEncoder(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.query.weight)
         nn.init.normal_(self.key.weight, std=0.02)
-        nn.init.normal_(self.empty, std=0.02)
-        if self.user_embedding is not None:
-            nn.init.normal_(self.user_embedding.weight, std=0.02)
-            with torch.no_grad():
-                self.user_embedding.weight[0].zero_()
+        init_user_tables(self.empty, self.user_embedding)
 
     def forward(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
         B, H, D = clicked.shape  # batch, history, dim

@@ -9,6 +9,15 @@ from newsrec_cli.model.attention import AdditiveAttention
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
 
 
+def init_user_tables(empty: nn.Parameter, user_embedding: nn.Embedding | None) -> None:
+    """The "empty history" vector and the user-ID table start small; row 0 (unknown user) adds nothing."""
+    nn.init.normal_(empty, std=0.02)
+    if user_embedding is not None:
+        nn.init.normal_(user_embedding.weight, std=0.02)
+        with torch.no_grad():
+            user_embedding.weight[0].zero_()
+
+
 class UserEncoder(nn.Module):
     r"""NRMS user encoder: self-attention over the clicked news, then additive attention pooling.
 
@@ -45,11 +54,7 @@ class UserEncoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.empty, std=0.02)
-        if self.user_embedding is not None:
-            nn.init.normal_(self.user_embedding.weight, std=0.02)
-            with torch.no_grad():
-                self.user_embedding.weight[0].zero_()
+        init_user_tables(self.empty, self.user_embedding)
 
     def forward(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
         B, H, D = clicked.shape  # batch, history, dim
