@@ -23,9 +23,17 @@ from typing import Any
 import torch
 
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.train import distributed
 from newsrec_cli.train.records import EpochRecord, TrainCallbacks, TrainInfo, TrainResult
-from newsrec_cli.train.run import resolve_device
-from newsrec_cli.train.setup import build_parts, load_training_data, open_run, param_groups
+from newsrec_cli.train.setup import (
+    ModelParts,
+    RunRequest,
+    TrainingData,
+    build_parts,
+    load_training_data,
+    open_run,
+    param_groups,
+)
 from newsrec_cli.train.trainer import TB_EVERY, Trainer, TrainingDiverged, TrainingInterrupted
 from newsrec_cli.train.validation import validate
 
@@ -62,34 +70,80 @@ def train(
     time budget and hardware settings given here apply) and training continues from last.pt, or
     from step 0 when the run was stopped before its first last.pt. `overwrite` deletes the run
     files already in `out` and starts over.
+
+    Started by torchrun (or `newsrec train --nproc N`), every process calls this with the same
+    arguments and trains its share of each batch under DistributedDataParallel; rank 0 writes
+    the run directory and calls `callbacks` (see `distributed.py`).
     """
-    callbacks = callbacks or TrainCallbacks()
-    # -- which run: new, resumed (settings and paths from config.json) or started over
-    run = open_run(
-        data,
-        out,
-        store=store,
-        graph=graph,
-        settings=settings or TrainSettings(),
-        data_settings=data_settings or DataSettings(),
-        graph_settings=graph_settings or GraphSettings(),
-        resume=resume,
-        overwrite=overwrite,
-    )
-    # -- hardware and seeds
-    if run.settings.threads:
-        torch.set_num_threads(run.settings.threads)
-    device = resolve_device(run.settings.device)
-    torch.manual_seed(run.settings.seed)
-    # -- data, then the model and its optimizer
-    training_data = load_training_data(run)
-    parts = build_parts(run, training_data, device)
-    trainer = Trainer(run, training_data, parts, device, callbacks)
+    settings = settings or TrainSettings()
+    # -- processes: one, or this rank of a run started by torchrun (RANK, WORLD_SIZE in the env)
+    ranks, device = distributed.start(settings.device)
+    try:
+        return _train(
+            data,
+            out,
+            ranks,
+            device,
+            store=store,
+            graph=graph,
+            settings=settings,
+            data_settings=data_settings or DataSettings(),
+            graph_settings=graph_settings or GraphSettings(),
+            resume=resume,
+            overwrite=overwrite,
+            # rank 0 alone shows progress
+            callbacks=(callbacks or TrainCallbacks()) if ranks.main else TrainCallbacks(),
+        )
+    finally:
+        ranks.close()
+
+
+def _train(
+    data: str | Path | None,
+    out: str | Path,
+    ranks: distributed.Ranks,
+    device: torch.device,
+    *,
+    store: str | Path | None,
+    graph: str | Path | None,
+    settings: TrainSettings,
+    data_settings: DataSettings,
+    graph_settings: GraphSettings,
+    resume: bool,
+    overwrite: bool,
+    callbacks: TrainCallbacks,
+) -> TrainResult:
+    def set_up() -> tuple[RunRequest, TrainingData, ModelParts]:
+        # -- which run: new, resumed (settings and paths from config.json) or started over
+        run = open_run(
+            data,
+            out,
+            store=store,
+            graph=graph,
+            settings=settings,
+            data_settings=data_settings,
+            graph_settings=graph_settings,
+            resume=resume,
+            overwrite=overwrite,
+            main=ranks.main,
+        )
+        # -- threads and seeds
+        if run.settings.threads:
+            torch.set_num_threads(run.settings.threads)
+        torch.manual_seed(run.settings.seed)
+        # -- data, then the model and its optimizer
+        training_data = load_training_data(run)
+        return run, training_data, build_parts(run, training_data, device)
+
+    # Every rank sets up; if one fails, all stop (rank 0 says why) instead of waiting for it.
+    run, training_data, parts = ranks.agree(set_up)
+    trainer = Trainer(run, training_data, parts, device, callbacks, ranks)
     # -- the run directory: new files, or the state last.pt left
     trainer.open_run_dir()
     if trainer.state.finished:
         return trainer.result("already_finished")
 
+    trainer.start_ddp()
     trainer.open_writer()
     try:
         callbacks.on_start(trainer.info)

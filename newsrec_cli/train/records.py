@@ -56,6 +56,7 @@ class TrainInfo:
     resumed_at: tuple[int, int] | None = None  # (epoch, step in epoch), 1-based epoch
     threads: int = 1
     unverified_texts: int = 0  # news whose store vector has no text fingerprint to check
+    processes: int = 1  # ranks of a distributed run (each takes its share of every batch)
 
 
 @dataclass

@@ -89,8 +89,13 @@ def open_run(
     graph_settings: GraphSettings,
     resume: bool,
     overwrite: bool,
+    main: bool = True,
 ) -> RunRequest:
-    """The run to train; with `resume`, its stored settings and paths and its last.pt."""
+    """The run to train; with `resume`, its stored settings and paths and its last.pt.
+
+    Only the `main` process (rank 0 of a distributed run) clears the folder (`overwrite`) and
+    checks that it holds no other run: the others would see rank 0's files as they appear.
+    """
     out = Path(out)
     saved: dict[str, Any] | None = None
     trained_dim: int | None = None
@@ -104,6 +109,8 @@ def open_run(
         store = store or config["embeddings"]["path"]
         graph = graph or config["graph"]["path"]
         trained_dim = config["embeddings"].get("dim")
+    elif not main:
+        pass
     elif overwrite:
         clear_run(out)
     elif (out / CONFIG).exists() or (out / LAST).exists():

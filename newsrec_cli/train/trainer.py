@@ -4,26 +4,34 @@
 - an epoch: its seeded plan, then steps (learning rate, forward, backward, clip, step)
 - after the steps: validation, the best model.pt, early stopping, last.pt, history.jsonl
 
-`train()` in `loop.py` calls them in order.
+`train()` in `loop.py` calls them in order. In a distributed run (`distributed.py`) every rank
+runs the same phases: the steps go through DistributedDataParallel on the rank's share of each
+batch, validation is sharded, the stop rules are agreed, and rank 0 alone writes and reports.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.model.inference import autocast_for
+from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.batching import EpochBatches, EpochPlan, plan_epoch
+from newsrec_cli.train.distributed import FAULT_EXIT_CODE, BatchShard, Ranks, fault_step, rank_seed
 from newsrec_cli.train.losses import batch_loss
 from newsrec_cli.train.records import (
     EpochRecord,
@@ -80,6 +88,46 @@ class EpochSteps:
     tick: float  # time.monotonic() when the pass began
 
 
+class StepLoss(nn.Module):
+    """The training loss as a module's forward: DistributedDataParallel hooks `forward`."""
+
+    def __init__(self, settings: Any, model: nn.Module) -> None:
+        super().__init__()
+        self.settings = settings
+        self.model = model
+        self.shard: BatchShard | None = None  # this rank's part of the step's batch, set per step
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batch_loss(self.settings, self.model, batch, self.shard)
+
+
+def wrap_ddp(settings: Any, model: NewsRecommender, device: torch.device) -> DistributedDataParallel:
+    """DDP over the loss module.
+
+    - find_unused_parameters only where a parameter can sit out a step: with a graph (the GNN's
+      last layer into entity nodes never reaches a news vector) or the auxiliary category loss
+      (a batch without a known category); elsewhere every parameter is used in every step.
+    - buffers are neither synchronised at the start nor broadcast each step: they are the
+      per-news inputs and the content prior's centre, built from the same files on every rank
+      and never trained (broadcasting the text-vector table each step would dominate the step).
+    """
+    module = StepLoss(settings, model)
+    buffers = [name for name, _ in module.named_buffers()]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, buffers)
+    unused = model.news_encoder.graph is not None or (
+        settings.aux_category > 0 and model.category_head is not None
+    )
+    with warnings.catch_warnings():
+        # torch 2.13 renames broadcast_buffers; the new name alone would still sync at the start.
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+        return DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+            find_unused_parameters=unused,
+        )
+
+
 class Trainer:
     """One training run from its first step (or where last.pt left it) to its stop."""
 
@@ -90,8 +138,10 @@ class Trainer:
         parts: ModelParts,
         device: torch.device,
         callbacks: TrainCallbacks,
+        ranks: Ranks | None = None,
     ) -> None:
         self.run, self.data, self.parts, self.device, self.callbacks = run, data, parts, device, callbacks
+        self.ranks = ranks or Ranks()
         self.settings = settings = run.settings
         self.model, self.optimizer = parts.model, parts.optimizer
         self.steps_per_epoch = -(-len(data.samples) // settings.batch_size)
@@ -106,16 +156,22 @@ class Trainer:
         self.history: list[EpochRecord] = []
         self.writer: Any = None
         self.info: TrainInfo | None = None  # set when the run directory is open
+        self.ddp: DistributedDataParallel | None = None  # set by start_ddp in a distributed run
+        self.fault_at = fault_step(self.ranks.rank) if self.ranks.distributed else None
 
     # -- the run directory --------------------------------------------------------------------
 
     def open_run_dir(self) -> None:
         """A new run writes its vocabularies, news table, config.json and an empty history; a
         resumed one restores weights, optimizer, counters and RNG from last.pt."""
-        run, out = self.run, self.run.out
-        out.mkdir(parents=True, exist_ok=True)
+        run, out, ranks = self.run, self.run.out, self.ranks
+        if ranks.main:
+            out.mkdir(parents=True, exist_ok=True)
         if run.saved is None:
-            self._write_new_run()
+            if ranks.main:
+                self._write_new_run()
+            if ranks.distributed:
+                torch.manual_seed(rank_seed(self.settings.seed, ranks.rank))  # each rank its own dropout
         else:
             self.state, self.plan = restore_last(
                 run.saved,
@@ -125,7 +181,10 @@ class Trainer:
                 plateau=self.plateau,
                 device=self.device,
             )
-        self.history = read_history(out / HISTORY)
+            if ranks.distributed:
+                self._restore_rank_rng(run.saved["rng"])
+        if ranks.main:
+            self.history = read_history(out / HISTORY)
         self.info = self.describe()  # before the first step: where it resumed
 
     def _write_new_run(self) -> None:
@@ -157,6 +216,22 @@ class Trainer:
         )
         (run.out / HISTORY).write_text("", encoding="utf-8")
 
+    def _restore_rank_rng(self, rng: dict[str, Any]) -> None:
+        """The rank's own RNG from last.pt when it was saved by as many processes; else a fresh
+        seed from (seed, rank, step): the same plan and weights, other dropout draws."""
+        states = rng.get("ranks")
+        if states is not None and len(states) == self.ranks.world:
+            mine = states[self.ranks.rank]
+            torch.set_rng_state(mine["torch"])
+            if self.device.type == "cuda" and mine.get("cuda") is not None:
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        else:
+            torch.manual_seed(rank_seed(self.settings.seed, self.ranks.rank, self.state.global_step))
+
+    def start_ddp(self) -> None:
+        if self.ranks.distributed:
+            self.ddp = wrap_ddp(self.settings, self.model, self.device)
+
     def describe(self) -> TrainInfo:
         """What the run is about to do, for `callbacks.on_start`."""
         data, parts, state = self.data, self.parts, self.state
@@ -180,6 +255,7 @@ class Trainer:
             resumed_at=(state.epoch + 1, state.step_in_epoch) if self.run.resume else None,
             threads=torch.get_num_threads(),
             unverified_texts=check.unverified if check is not None else 0,
+            processes=self.ranks.world,
         )
 
     def result(self, stopped: str) -> TrainResult:
@@ -201,6 +277,15 @@ class Trainer:
         return settings_dict(self.settings, self.run.data_settings, self.run.graph_settings)
 
     def save_last(self) -> None:
+        """last.pt, by rank 0; in a distributed run every rank calls it (its RNG state is kept)."""
+        rng = rng_states(self.device)
+        if self.ranks.distributed:
+            mine = {"torch": torch.get_rng_state()}
+            if self.device.type == "cuda":
+                mine["cuda"] = torch.cuda.get_rng_state(self.device)
+            rng["ranks"] = self.ranks.gather_objects(mine)
+        if not self.ranks.main:
+            return
         checkpoint.save(
             self.run.out / LAST,
             last_payload(
@@ -208,16 +293,21 @@ class Trainer:
                 optimizer=self.optimizer,
                 plateau=self.plateau,
                 state=self.state,
-                rng=rng_states(self.device),
+                rng=rng,
                 settings=self._settings(),
                 plan=self.plan if self.settings.hard_negatives else None,
             ),
         )
 
     def save_model(self, record: EpochRecord, partial: bool = False) -> None:
-        checkpoint.save(self.run.out / MODEL, model_payload(self.model, record, self._settings(), partial))
+        if self.ranks.main:
+            checkpoint.save(
+                self.run.out / MODEL, model_payload(self.model, record, self._settings(), partial)
+            )
 
     def open_writer(self) -> None:
+        if not self.ranks.main:
+            return
         from torch.utils.tensorboard import SummaryWriter
 
         # A resumed run drops the points written after its last.pt (they are trained again).
@@ -229,7 +319,9 @@ class Trainer:
             self.writer.close()
 
     def report(self, record: EpochRecord) -> None:
-        """An epoch's record to TensorBoard, history.jsonl and the callbacks."""
+        """An epoch's record to TensorBoard, history.jsonl and the callbacks (rank 0)."""
+        if not self.ranks.main:
+            return
         log_epoch(self.writer, record)
         append_history(self.run.out / HISTORY, record)
         self.history.append(record)
@@ -240,7 +332,7 @@ class Trainer:
     def validate_untrained(self) -> None:
         """The untrained model ranks as the content baseline; a trained epoch must beat it."""
         self.callbacks.on_validate(0, len(self.data.valid))
-        result = validate(self.model, self.data.valid, self.settings, self.parts.valid_users)
+        result = validate(self.model, self.data.valid, self.settings, self.parts.valid_users, self.ranks)
         record = EpochRecord(
             epoch=0,
             steps=0,
@@ -270,7 +362,9 @@ class Trainer:
             return self.plan  # resumed mid-epoch: the hard negatives the epoch began with
         scores = None
         if settings.hard_negatives:
-            scores = negative_scores(self.model, self.data.train, settings, self.parts.train_users)
+            scores = negative_scores(
+                self.model, self.data.train, settings, self.parts.train_users, self.ranks
+            )
         return plan_epoch(
             self.data.samples,
             settings.negatives,
@@ -291,6 +385,8 @@ class Trainer:
             batch_size=settings.batch_size,
             history=settings.history,
             user_rows=self.parts.train_users,
+            rank=self.ranks.rank,
+            world=self.ranks.world,
         )
         loader = DataLoader(
             batches,
@@ -311,7 +407,7 @@ class Trainer:
             state.loss_count += rows
             seen += rows
             elapsed = time.monotonic() - tick
-            if state.global_step % TB_EVERY == 0:
+            if self.writer is not None and state.global_step % TB_EVERY == 0:
                 self.writer.add_scalar("train/loss", loss_value, state.global_step)
                 self.writer.add_scalar("train/lr", self.lr, state.global_step)
             if self.callbacks.on_step(
@@ -342,29 +438,58 @@ class Trainer:
             group["lr"] = self.lr * group.get("lr_scale", 1.0)
         # forward, backward, clip, step
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with autocast_for(self.device, settings.bf16):
-            loss = batch_loss(settings, self.model, batch)
-        loss_value = float(loss.detach())
+        if self.ddp is None:
+            with autocast_for(self.device, settings.bf16):
+                loss = batch_loss(settings, self.model, batch)
+            loss_value, rows = float(loss.detach()), batch["candidates"].shape[0]
+        else:
+            loss, loss_value, rows = self._ddp_forward(batch)
         if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"the loss became {loss_value} at step {state.global_step + 1}; lower --lr or --clip"
+            raise self.ranks.fail(
+                TrainingDiverged(
+                    f"the loss became {loss_value} at step {state.global_step + 1}; lower --lr or --clip"
+                )
             )
-        loss.backward()
+        loss.backward()  # DDP: the gradients are averaged over the ranks here
         nn.utils.clip_grad_norm_(self.model.parameters(), settings.clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, batch["candidates"].shape[0]
+        return loss_value, rows
+
+    def _ddp_forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float, int]:
+        """This rank's share of the step: its scaled loss, the global batch's loss and rows."""
+        assert self.ddp is not None
+        state, ranks = self.state, self.ranks
+        if self.fault_at is not None and state.global_step + 1 == self.fault_at:
+            # Test fault injection (distributed.FAULT_ENV): leave as a killed worker would.
+            sys.stderr.flush()
+            os._exit(FAULT_EXIT_CODE)
+        start = state.step_in_epoch * self.settings.batch_size
+        shard = ranks.batch_shard(min(self.settings.batch_size, len(self.data.samples) - start))
+        self.ddp.module.shard = shard
+        with autocast_for(self.device, self.settings.bf16):
+            loss = self.ddp(batch)
+        # The ranks' scaled losses sum to world x the global batch's loss (see BatchShard).
+        loss_value = ranks.sum([float(loss.detach())])[0] / ranks.world
+        return loss, loss_value, shard.total
 
     def stop_after_step(self, interrupted: threading.Event) -> str:
-        """The stop rule that ends training after this step, if any."""
+        """The stop rule that ends training after this step, if any; in a distributed run the
+        ranks agree (Ctrl-C on any rank stops all, the time budget is rank 0's clock)."""
         settings = self.settings
+        rules = ("", "time_budget", "max_steps", "interrupted")  # later ones win
+        rule = 0
         if interrupted.is_set():
-            return "interrupted"
-        if settings.max_steps and self.state.global_step >= settings.max_steps:
-            return "max_steps"
-        if settings.time_budget and time.monotonic() - self.run.started >= settings.time_budget:
-            return "time_budget"
-        return ""
+            rule = 3
+        elif settings.max_steps and self.state.global_step >= settings.max_steps:
+            rule = 2
+        elif (
+            self.ranks.main
+            and settings.time_budget
+            and time.monotonic() - self.run.started >= settings.time_budget
+        ):
+            rule = 1
+        return rules[self.ranks.max(rule)]
 
     # -- after the steps: validation, the best model, early stopping, checkpoints ---------------
 
@@ -375,14 +500,16 @@ class Trainer:
         stop = steps.stop
         if stop == "interrupted":
             self.save_last()
-            raise TrainingInterrupted(
-                f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}: saved {out / LAST}; "
-                f"continue with: newsrec train --resume --out {out}"
+            raise self.ranks.fail(
+                TrainingInterrupted(
+                    f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}: saved {out / LAST}; "
+                    f"continue with: newsrec train --resume --out {out}"
+                )
             )
         epoch_done = state.step_in_epoch >= steps.steps
 
         self.callbacks.on_validate(state.epoch + 1, len(self.data.valid))
-        result = validate(self.model, self.data.valid, settings, self.parts.valid_users)
+        result = validate(self.model, self.data.valid, settings, self.parts.valid_users, self.ranks)
         auc = result.values.get("auc", math.nan)
         # Part of an epoch cut by --time-budget is shown, never chosen: the next full epoch
         # would be compared with it, and an uninterrupted run never sees it. (A --max-steps
@@ -427,9 +554,11 @@ class Trainer:
         state.stop_reason = stop or ("epochs" if state.epoch >= settings.epochs else "")
         state.finished = state.stop_reason in ("epochs", "early_stopping", "max_steps")
         self.save_last()
-        if interrupted.is_set():
-            raise TrainingInterrupted(
-                f"interrupted after validating epoch {record.epoch}: saved {out / LAST}; "
-                f"continue with: newsrec train --resume --out {out}"
+        if self.ranks.max(int(interrupted.is_set())):
+            raise self.ranks.fail(
+                TrainingInterrupted(
+                    f"interrupted after validating epoch {record.epoch}: saved {out / LAST}; "
+                    f"continue with: newsrec train --resume --out {out}"
+                )
             )
         return stop
