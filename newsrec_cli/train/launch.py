@@ -42,6 +42,7 @@ class WorkerReported(NewsrecError):
 def launch(nproc: int, request: dict[str, Any], *, out: Path, threads: int | None = None) -> None:
     """Run `nproc` training workers on this machine and wait for them (see the module doc)."""
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     with tempfile.TemporaryDirectory(prefix="newsrec-launch-") as folder:
@@ -62,6 +63,11 @@ def launch(nproc: int, request: dict[str, Any], *, out: Path, threads: int | Non
                 torchrun.run(args)
             except ChildFailedError as exc:
                 raise _failure(exc, nproc, out) from None
+            except SignalException as exc:
+                # Ctrl-C (or SIGTERM): the launcher passed it on; rank 0 saved last.pt at the step
+                # all ranks stopped on and said so, unless it was killed first.
+                code = 130 if exc.sigval == signal.SIGINT else 128 + int(exc.sigval)
+                raise WorkerReported(code) from None
 
 
 def _failure(exc: Any, nproc: int, out: Path) -> NewsrecError:

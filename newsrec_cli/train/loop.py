@@ -150,7 +150,7 @@ def _train(
         if run.saved is None and parts.model.prior is not None:
             trainer.validate_untrained()  # epoch 0: the content baseline to beat
         stop = ""
-        with _sigint_flag() as interrupted:
+        with _sigint_flag(patient=ranks.distributed) as interrupted:
             while trainer.state.epoch < run.settings.epochs and not stop:
                 steps = trainer.train_epoch(interrupted)  # until the epoch ends or a stop rule
                 stop = trainer.end_epoch(steps, interrupted)  # validate, choose, checkpoints
@@ -160,8 +160,13 @@ def _train(
 
 
 @contextmanager
-def _sigint_flag() -> Iterator[threading.Event]:
-    """First Ctrl-C asks the loop to stop after the current step; a second one aborts at once."""
+def _sigint_flag(patient: bool = False) -> Iterator[threading.Event]:
+    """First Ctrl-C asks the loop to stop after the current step; a second one aborts at once.
+
+    `patient` (a distributed rank): every Ctrl-C only asks. A rank gets SIGINT twice, from the
+    terminal and from the launcher that forwards it, and all ranks must reach the same step to
+    save last.pt; the launcher kills what has not ended 30 s later.
+    """
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -169,7 +174,7 @@ def _sigint_flag() -> Iterator[threading.Event]:
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: Any) -> None:
-        if flag.is_set():
+        if flag.is_set() and not patient:
             raise KeyboardInterrupt
         flag.set()
 
