@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
 from newsrec_cli.evaluate.metrics import compute_metrics
+from newsrec_cli.mind import load_dataset
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train import train
 from newsrec_cli.train.batching import EpochBatches, plan_epoch
@@ -49,9 +50,9 @@ FLAGS = [
 # Weights of the 2-process run against one process: float32 sums in another order (the gradient
 # all-reduce adds two half-batch gradients; each rank's matmuls see half the rows) differ in the
 # last bits at every step, AdamW's division by sqrt(v) magnifies that on coordinates whose
-# gradient is near 0, and it compounds over the run's steps. Measured: at most 6e-5 on weights of
-# magnitude up to 3 after 28 steps. A different batch convention (each rank a full batch, or
-# per-rank in-batch negatives) moves the weights by 1e-2 and more (checked below).
+# gradient is near 0, and it compounds over the run's steps. Measured: at most 2e-5 here (18
+# steps) and 6e-5 after 28 steps, on weights of magnitude up to 3. Another batch convention (each
+# rank a full batch, i.e. one process with half the batch) moves them by 3e-2 (checked below).
 WEIGHT_ATOL = 1e-3
 runner = CliRunner()
 
@@ -85,11 +86,18 @@ def history(run: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("ddp")
-    data = synth(root)
+    data = synth(root, users=120)
     store = hashing_store(data, root / "store")
-    single = train(data, root / "single", store=store, settings=TrainSettings(**SETTINGS))
+    # A batch size that leaves one row in the epoch's last batch, so that rank 1 gets a stand-in
+    # row there (257 clicks: 32; should the generator change, any such size, else 32).
+    clicks = len(click_samples(load_dataset(data).splits["train"]))
+    batch = next((b for b in range(32, 64) if clicks % b == 1), 32)
+    settings = TrainSettings(**{**SETTINGS, "batch_size": batch})
+    single = train(data, root / "single", store=store, settings=settings)
+    assert single.info.clicks == clicks
+    flags = [*FLAGS, "--batch-size", str(batch)]
     ddp = run_cli(
-        "train", str(data), "-e", str(store), "--out", str(root / "ddp"), *FLAGS, "--nproc", "2", "--json"
+        "train", str(data), "-e", str(store), "--out", str(root / "ddp"), *flags, "--nproc", "2", "--json"
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     return {
@@ -97,6 +105,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "data": data,
         "store": store,
         "single": single,
+        "settings": settings,
+        "flags": flags,
         "ddp": json.loads(ddp.stdout),
         "stderr": ddp.stderr,
     }
@@ -115,7 +125,7 @@ def test_two_processes_reach_the_weights_of_one_process(runs: dict[str, Any]) ->
         runs["data"],
         root / "half",
         store=runs["store"],
-        settings=TrainSettings(**{**SETTINGS, "batch_size": 16}),
+        settings=runs["settings"].model_copy(update={"batch_size": runs["settings"].batch_size // 2}),
     )
     assert half.history
     assert max_difference(root / "single", root / "half") > 20 * WEIGHT_ATOL
@@ -141,7 +151,7 @@ def test_a_dead_rank_ends_the_job_and_resume_finishes_the_run(runs: dict[str, An
     steps = runs["single"].info.steps_per_epoch
     started = time.monotonic()
     killed = run_cli(
-        "train", str(data), "-e", str(store), "--out", str(out), *FLAGS, "--nproc", "2",
+        "train", str(data), "-e", str(store), "--out", str(out), *runs["flags"], "--nproc", "2",
         env={FAULT_ENV: f"1:{steps + 2}"},  # rank 1 leaves hard in epoch 2, after last.pt of epoch 1
     )  # fmt: skip
     assert time.monotonic() - started < 120  # ended, did not hang
@@ -163,8 +173,6 @@ def test_a_dead_rank_ends_the_job_and_resume_finishes_the_run(runs: dict[str, An
 
 
 def test_each_rank_takes_a_contiguous_share_of_the_global_batch(tmp_path: Path) -> None:
-    from newsrec_cli.mind import load_dataset
-
     data = synth(tmp_path)
     imps = load_dataset(data).splits["train"]
     samples = click_samples(imps)
