@@ -300,6 +300,12 @@ def start(device_setting: str) -> tuple[Ranks, torch.device]:
     device = resolve_device(device_setting)
     if device.type == "cuda":
         # One GPU per process: the local rank picks it (cuda:1 etc. given by hand is overridden).
+        gpus = torch.cuda.device_count()
+        if local >= gpus:
+            raise SettingsError(
+                f"train: local rank {local} needs cuda:{local}, this machine has {gpus} GPU(s): "
+                f"start at most {gpus} processes per node, or train with --device cpu"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
