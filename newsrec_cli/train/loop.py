@@ -143,17 +143,19 @@ def _train(
     if trainer.state.finished:
         return trainer.result("already_finished")
 
-    trainer.start_ddp()
     trainer.open_writer()
     try:
-        callbacks.on_start(trainer.info)
-        if run.saved is None and parts.model.prior is not None:
-            trainer.validate_untrained()  # epoch 0: the content baseline to beat
-        stop = ""
-        with _sigint_flag(patient=ranks.distributed) as interrupted:
-            while trainer.state.epoch < run.settings.epochs and not stop:
-                steps = trainer.train_epoch(interrupted)  # until the epoch ends or a stop rule
-                stop = trainer.end_epoch(steps, interrupted)  # validate, choose, checkpoints
+        # DDP's own all-reduce (in backward) fails like newsrec's collectives when a peer dies.
+        with distributed.collective(ranks):
+            trainer.start_ddp()
+            callbacks.on_start(trainer.info)
+            if run.saved is None and parts.model.prior is not None:
+                trainer.validate_untrained()  # epoch 0: the content baseline to beat
+            stop = ""
+            with _sigint_flag(patient=ranks.distributed) as interrupted:
+                while trainer.state.epoch < run.settings.epochs and not stop:
+                    steps = trainer.train_epoch(interrupted)  # until the epoch ends or a stop rule
+                    stop = trainer.end_epoch(steps, interrupted)  # validate, choose, checkpoints
     finally:
         trainer.close_writer()
     return trainer.result(trainer.state.stop_reason or "epochs")
