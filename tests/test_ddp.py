@@ -219,3 +219,19 @@ def test_nproc_under_torchrun_is_refused(tmp_path: Path) -> None:
         env={"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
     )
     assert result.exit_code == 2 and "started by torchrun already" in result.output
+
+
+def test_torchrun_called_directly_runs_the_plain_command(runs: dict[str, Any]) -> None:
+    out = runs["root"] / "torchrun"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "newsrec_cli", "train", str(runs["data"]), "-e", str(runs["store"]), "--out", str(out),
+            *runs["flags"], "--max-steps", "3", "--json",
+        ],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)  # rank 0 alone printed: one JSON document
+    assert report["info"]["processes"] == 2 and report["stopped"] == "max_steps"
+    assert [r["global_step"] for r in history(out)] == [0, 3]
