@@ -332,11 +332,8 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
     ax.barh(y, diffs, xerr=[low, high], color=colors, capsize=3, gid="ablation-bars")
     ax.set_yticks(y, [r["name"] for r in rows])
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(
-        f"Δ{metric.upper()} vs the full model on {result.get('split', '?')} "
-        f"({result.get('impressions', 0):,} impressions), 95% bootstrap interval"
-    )
-    ax.set_title("Ablation")
+    ax.set_xlabel(f"Δ{metric.upper()} vs the full model, paired bootstrap 95% interval")
+    ax.set_title(f"Ablation on {result.get('split', '?')} ({result.get('impressions', 0):,} impressions)")
     return _svg(plt, fig)
 
 
