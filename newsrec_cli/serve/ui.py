@@ -73,23 +73,23 @@ class UserData:
 
         dataset = load_dataset(path, on_bad_lines="skip", bad_entities="collect")
         data = cls(path=str(path), dataset=dataset)
-        shown = np.full(len(dataset.news_vocab), np.datetime64("NaT"), "datetime64[s]")
+        never = np.iinfo(np.int64).max
+        shown = np.full(len(dataset.news_vocab), never, np.int64)  # first time shown, epoch seconds
         entries: list[tuple[np.datetime64, str, str, int]] = []
         for split, imps in dataset.splits.items():
             names = imps.user_vocab.ids
             for i in range(len(imps)):
                 entries.append((imps.times[i], names[imps.users[i]], split, i))
             if len(imps.candidates):
-                times = imps.times[imps.candidate_impression]
-                order = np.argsort(times, kind="stable")[::-1]  # the earliest time written last wins
-                current = shown[imps.candidates[order]]
-                earliest = np.where(np.isnat(current), times[order], np.minimum(current, times[order]))
-                shown[imps.candidates[order]] = earliest
+                times = imps.times[imps.candidate_impression].astype("datetime64[s]").astype(np.int64)
+                np.minimum.at(shown, imps.candidates, times)
         entries.sort(key=lambda e: (e[0], e[1]))
         for _, user, split, i in entries:
             data.by_user.setdefault(user, []).append((split, i))
         ids = dataset.news_vocab.ids
-        data.first_shown = {ids[i]: str(shown[i])[:10] for i in np.flatnonzero(~np.isnat(shown))}
+        data.first_shown = {
+            ids[i]: str(np.datetime64(int(shown[i]), "s"))[:10] for i in np.flatnonzero(shown != never)
+        }
         data.with_history = sorted(
             u for u, imps in data.by_user.items() if any(len(data._imps(s).history_of(i)) for s, i in imps)
         )

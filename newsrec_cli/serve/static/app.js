@@ -317,12 +317,18 @@ async function recommend(event) {
     document.body.dataset.resultsAt = String(performance.now());
     if (result.items.length && !(state.info && state.info.explain_error)) {
       const history = state.history.filter((id) => !result.unknown.includes(id));
-      const why = await api("/v1/explain", { history, items: ids, user_id: body.user_id || null });
-      await fetchCards(why.items.flatMap((x) => x.contributors.map((c) => c.news_id)));
-      $("explain-note").textContent =
-        `Bars: ${why.weights} for each news (${why.modalities.join(", ")}). Clicks: ${why.attention}, and the cosine of the text vectors.`;
-      const byId = new Map(why.items.map((x) => [x.news_id, x]));
-      for (const li of list.children) renderExplanation(li, byId.get(li.dataset.newsId), why);
+      try {
+        const why = await api("/v1/explain", { history, items: ids, user_id: body.user_id || null });
+        await fetchCards(why.items.flatMap((x) => x.contributors.map((c) => c.news_id)));
+        $("explain-note").textContent =
+          `Bars: ${why.weights} for each news (${why.modalities.join(", ")}). Clicks: ${why.attention}, and the cosine of the text vectors.`;
+        const byId = new Map(why.items.map((x) => [x.news_id, x]));
+        for (const li of list.children) renderExplanation(li, byId.get(li.dataset.newsId), why);
+      } catch (e) {
+        // The ranking stands; say visibly why there are no reasons (e.g. ingested news).
+        if (!(e instanceof ApiError)) throw e;
+        $("explain-note").textContent = `Reasons unavailable: ${e.message}`;
+      }
     }
     document.body.dataset.explainedAt = String(performance.now());
   });
