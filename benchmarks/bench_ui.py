@@ -14,6 +14,7 @@ this script share the machine's CPU.
 
     python benchmarks/bench_ui.py                  # ~1 minute after the one-time build
     python benchmarks/bench_ui.py --users 20 --screenshots docs/
+    python benchmarks/bench_ui.py --backend onnx   # ranking by ONNX Runtime, reasons by torch
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def parse() -> argparse.Namespace:
         help="Text vectors of every news (built with hashing if absent).",
     )
     p.add_argument("--run", type=Path, default=None, help="An existing run to serve instead of building one.")
+    p.add_argument(
+        "--backend", default="torch", help="torch (the run) or onnx (an export of it, built once)."
+    )
     p.add_argument("--users", type=int, default=10, help="Page loads, one new user each.")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--screenshots", type=Path, default=None, help="Save the two views' screenshots here.")
@@ -85,11 +89,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run: Path, data: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(source: Path, backend: str, data: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [*NEWSREC, "serve", str(run), "--data", str(data), "--port", str(port)],
+        [*NEWSREC, "serve", str(source), "--backend", backend, "--data", str(data), "--port", str(port)],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -145,8 +149,13 @@ def screenshot(browser, path: Path) -> None:  # type: ignore[no-untyped-def]
 def main() -> None:
     args = parse()
     args.work.mkdir(parents=True, exist_ok=True)
-    run = build(args)
-    proc, url = start_server(run, args.data, args.work / "serve.log")
+    source = build(args)
+    if args.backend != "torch":
+        export = args.work / "export"
+        if not (export / "export.json").is_file():
+            sh(*NEWSREC, "export", str(source), "--out", str(export), "--quantize", "int8")
+        source = export
+    proc, url = start_server(source, args.backend, args.data, args.work / "serve.log")
     browser = chromium()
     rows = []
     try:
