@@ -247,6 +247,22 @@ def test_concat_fusion_has_no_item_weights() -> None:
     assert gate.item_weights().shape == (5, 3)
 
 
+def test_page_files_ship_in_the_package() -> None:
+    """pyproject's package-data covers every file of the page, so a non-editable install serves it."""
+    import fnmatch
+    import tomllib
+
+    from newsrec_cli.serve.ui import STATIC
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = sorted(p.relative_to(STATIC.parent).as_posix() for p in STATIC.rglob("*") if p.is_file())
+    assert {"static/index.html", "static/app.js", "static/style.css"} <= set(files)
+    for name in files:
+        assert any(fnmatch.fnmatch(name, pat) for pat in patterns["newsrec_cli.serve"]), name
+    html = (STATIC / "index.html").read_text()
+    assert "http://" not in html and "https://" not in html  # no CDN: nothing leaves the server
+
+
 def test_run_routes_read_the_run(server: Server, ui_run: Path) -> None:
     body = server.get("/v1/run").json()
     lines = [json.loads(x) for x in (ui_run / "history.jsonl").read_text().splitlines()]
