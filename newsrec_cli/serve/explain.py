@@ -147,11 +147,7 @@ class Explainer:
                         "text_similarity": None if similarity is None else float(similarity[k, h]),
                     }
                 )
-            key = {
-                "candidate attention": "attention",
-                "text similarity": "text_similarity",
-                "history attention": "attention",
-            }[ranked_by]
+            key = "text_similarity" if ranked_by == "text similarity" else "attention"
             contributors.sort(key=lambda c: -(c[key] if c[key] is not None else 0.0))
             record = engine.get_news(news_id) or NewsRecord(news_id=news_id)
             out.append(
