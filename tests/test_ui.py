@@ -417,6 +417,41 @@ def test_page_at_360_px_and_by_keyboard(browser, server: Server) -> None:  # typ
     wait.until(lambda b: len(_results(b)) == 10)  # a cold-start user: the model's empty-history ranking
 
 
+CONTRAST_JS = """
+const lum = (c) => { const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map((v) => {
+  v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const alpha = (c) => { const p = c.match(/[\\d.]+/g); return p.length > 3 ? +p[3] : 1; };
+const worst = [];
+for (const node of document.querySelectorAll('body *:not(svg *):not(script):not(style)')) {
+  if (!node.offsetParent && node.tagName !== 'BODY') continue;
+  const text = [...node.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent.trim()).join('');
+  if (!text) continue;
+  const style = getComputedStyle(node);
+  let bg = node, color = 'rgb(255, 255, 255)';
+  while (bg) { const c = getComputedStyle(bg).backgroundColor; if (alpha(c) > 0.5) { color = c; break; } bg = bg.parentElement; }
+  const [a, b] = [lum(style.color), lum(color)].sort((x, y) => y - x);
+  const ratio = (a + 0.05) / (b + 0.05);
+  if (ratio < 4.5) worst.push(`${node.tagName}.${node.className} "${text.slice(0, 30)}" ${ratio.toFixed(2)}`);
+}
+return worst;
+"""
+
+
+def test_text_contrast_is_at_least_4_5(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """WCAG AA: every visible text of both views against its own background, >= 4.5:1."""
+    user = _user_with_history(server)
+    wait = _open(browser, f"{server.url}/ui/?user={user['user_id']}&k=3&go=1")
+    wait.until(lambda b: b.execute_script("return !!document.body.dataset.explainedAt"))
+    browser.execute_script(
+        "document.getElementById('error').hidden = false; document.getElementById('error').textContent = 'x';"
+    )
+    assert browser.execute_script(CONTRAST_JS) == []
+    wait = _open(browser, f"{server.url}/ui/#run")
+    wait.until(lambda b: b.execute_script("return !!document.querySelector('#metrics-table')"))
+    assert browser.execute_script(CONTRAST_JS) == []
+
+
 def test_unknown_id_and_bad_k_show_the_api_reason(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
