@@ -235,6 +235,30 @@ def test_explain_candidate_attention_and_gates(ui_data: tuple[Path, Path], tmp_p
         assert [c["attention"] for c in x["contributors"]] == sorted(got.values(), reverse=True)
 
 
+def test_explain_ingested_news_as_served(ui_run: Path, tmp_path: Path) -> None:
+    """A news added through the API is explained from its record and kept text vector: its
+    fusion weights sum to 1 and its score equals the service's ranking score."""
+    from newsrec_cli.serve.engine import Engine, NewsRecord, ServeConfig
+    from newsrec_cli.serve.explain import Explainer
+
+    engine = Engine(ServeConfig(source=str(ui_run), state_dir=str(tmp_path / "state")))
+    engine.load()
+    fresh = NewsRecord(
+        news_id="FRESH1", category="sports", subcategory="football", title="A fresh match report"
+    )
+    engine.ingest([fresh])
+    history = [*engine.table.ids[:4], "FRESH1"]
+    items = ["FRESH1", engine.table.ids[20]]
+    ranked = engine.recommend(history=history[:4], candidates=items, k=2)
+    why = Explainer(engine).explain(history[:4], items)
+    scores = {i["news_id"]: i["score"] for i in ranked["items"]}
+    for x in why["items"]:
+        assert x["score"] == pytest.approx(scores[x["news_id"]], abs=1e-5)
+        assert sum(x["modality_weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    as_click = Explainer(engine).explain(history, [engine.table.ids[20]], top=5)
+    assert "FRESH1" in {c["news_id"] for c in as_click["items"][0]["contributors"]}
+
+
 def test_concat_fusion_has_no_item_weights() -> None:
     from newsrec_cli.model.fusion import build_fusion
 

@@ -11,7 +11,8 @@ For a history and the recommended news, `Explainer.explain` returns, per recomme
   (candidate attention, else text similarity, else the NRMS attention);
 - the entities and categories it shares with the clicked news.
 
-The ONNX graphs do not expose these intermediate values, so explanations always run the torch
+News ingested through the API are explained from their records and kept text vectors, encoded as
+the service encodes them. The ONNX graphs do not expose these intermediate values, so explanations always run the torch
 model of the run (the served one when the backend is torch; loaded once beside ONNX otherwise).
 The ranking path of the service does not go through here and stays as fast as before.
 """
@@ -54,11 +55,6 @@ class Explainer:
             self.model = self.run.model.eval()
             ids, self.inputs, _ = run_news_inputs(self.run)
             self.rows = {id_: i for i, id_ in enumerate(ids)}
-            text = self.inputs.text
-            self.unit_text = None
-            if text is not None:
-                norms = np.linalg.norm(text, axis=1, keepdims=True)
-                self.unit_text = (text / np.maximum(norms, 1e-12)).astype(np.float32)
             encoder = self.model.user_encoder
             self.attention_kind = (
                 "candidate attention"
@@ -78,6 +74,56 @@ class Explainer:
             "scoring": self.run.settings.scoring,
         }
 
+    def _inputs_of(self, ids: list[str]) -> Any:
+        """News-encoder inputs of `ids` in order: the run's news from the run's inputs, news
+        ingested through the API from their records and persisted text vectors (as served)."""
+        from newsrec_cli.embed.store import EmbeddingStore, is_store
+        from newsrec_cli.serve.backends import NewsInputs
+        from newsrec_cli.serve.engine import INGESTED_TEXT
+
+        engine = self.engine
+        fresh = [i for i in dict.fromkeys(ids) if i not in self.rows]
+        records = [engine.get_news(i) for i in fresh]
+        unknown = [i for i, r in zip(fresh, records, strict=True) if r is None]
+        if unknown:
+            raise RequestError(422, {"message": "unknown news IDs", "unknown": unknown})
+        run_rows = np.asarray([self.rows[i] for i in ids if i in self.rows], np.int64)
+        known = self.inputs.rows(run_rows)
+        if not fresh:
+            return known
+        text = None
+        if engine.text_inputs:
+            path = engine.state_dir / INGESTED_TEXT
+            store = EmbeddingStore.open(path) if is_store(path) else None
+            text, missing = store.lookup(fresh) if store is not None else (None, fresh)
+            if missing:
+                raise RequestError(409, {"message": "no text vector kept for these news", "unknown": missing})
+        added = engine._inputs([r for r in records if r is not None], text)
+        # Gather both parts back into the order of `ids`.
+        place = {i: len(run_rows) + j for j, i in enumerate(fresh)}
+        order, seen = [], 0
+        for i in ids:
+            if i in self.rows:
+                order.append(seen)
+                seen += 1
+            else:
+                order.append(place[i])
+        both = NewsInputs(
+            *(
+                _concat([getattr(known, f), getattr(added, f)])
+                for f in (
+                    "id_index",
+                    "category",
+                    "subcategory",
+                    "text",
+                    "text_present",
+                    "graph_vector",
+                    "graph_present",
+                )
+            )
+        )
+        return both.rows(np.asarray(order, np.int64))
+
     def explain(
         self, history: list[str], items: list[str], user_id: str | None = None, top: int = TOP_CONTRIBUTORS
     ) -> dict[str, Any]:
@@ -88,28 +134,16 @@ class Explainer:
         if not self.ready:
             self.load()
         engine = self.engine
-        unknown = [i for i in dict.fromkeys([*history, *items]) if i not in self.rows]
-        if unknown:
-            raise RequestError(
-                422,
-                {
-                    "message": "news unknown to the model's run (ingested news are not explained)",
-                    "unknown": unknown,
-                },
-            )
         if not items:
             raise RequestError(422, "items is empty: give the recommended news IDs to explain")
         used = history[max(0, len(history) - engine.history) :]  # the most recent clicks, as served
         H, K = len(used), len(items)
-        rows = np.asarray([self.rows[i] for i in [*used, *items]], np.int64)
+        inputs = self._inputs_of([*used, *items])
         users = engine.vocabs.get("users")
         user_row = users.get(user_id) if users is not None and user_id else 0
         model = self.model
         with self.lock, torch.no_grad():
-            feed = {
-                k: torch.from_numpy(np.ascontiguousarray(v))
-                for k, v in self.inputs.rows(rows).as_dict().items()
-            }
+            feed = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.as_dict().items()}
             vectors = encode_news_with(model, feed).float()  # (H+K, dim), fusion in the same order
             fusion = model.news_encoder.fusion.item_weights()
             fusion = None if fusion is None else fusion.cpu().numpy()
@@ -127,8 +161,9 @@ class Explainer:
                 weights = model.user_encoder.history_weights(clicked[..., : model.news_dim], mask)
                 attention = np.broadcast_to(weights[0].float().numpy(), (K, H))
         similarity = None
-        if self.unit_text is not None and H:
-            similarity = self.unit_text[rows[H:]] @ self.unit_text[rows[:H]].T  # (K, H)
+        if inputs.text is not None and H:
+            unit = inputs.text / np.maximum(np.linalg.norm(inputs.text, axis=1, keepdims=True), 1e-12)
+            similarity = unit[H:] @ unit[:H].T  # (K, H) cosine of the raw text vectors
         if per_candidate is not None and H:
             ranked_by = "candidate attention"
         elif similarity is not None:
@@ -173,6 +208,10 @@ class Explainer:
             "history_used": H,
             "items": out,
         }
+
+
+def _concat(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
 
 
 def _entity_keys(record: NewsRecord) -> dict[str, tuple[str, str]]:
