@@ -32,11 +32,13 @@ from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import Impressions, load_dataset
 from newsrec_cli.model.content_prior import ContentPrior
 from newsrec_cli.model.inference import autocast_for, score_with_model
+from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.batching import EpochBatches, EpochPlan, plan_epoch
+from newsrec_cli.train.finetune import refresh
 from newsrec_cli.train.losses import batch_loss
 from newsrec_cli.train.run import (
     CONFIG,
@@ -117,6 +119,10 @@ class TrainInfo:
     resumed_at: tuple[int, int] | None = None  # (epoch, step in epoch), 1-based epoch
     threads: int = 1
     unverified_texts: int = 0  # news whose store vector has no text fingerprint to check
+    finetune_text: int = 0  # text layers fine-tuned (--finetune-text), 0 = frozen store vectors
+    cached_tokens: int = 0  # tokens of the news texts the fine-tuned layers run over
+    cached_news: int = 0
+    step_tokens: int = 0  # at most this many tokens go through the fine-tuned layers per step
 
 
 @dataclass
@@ -178,16 +184,23 @@ class _State:
     stop_reason: str = ""
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only: not on embeddings, norms, biases or single vectors.
 
     The score's scale and the content prior's weight get `LR_SCALE` times the learning rate (key
-    "lr_scale" of their group).
+    "lr_scale" of their group); the fine-tuned text layers (`--finetune-text`) get
+    `text_lr_scale` times it (--finetune-lr / --lr: a pretrained transformer wants a far smaller
+    step than freshly initialised layers).
     """
-    decay, plain, scale = [], [], []
+    tower = getattr(getattr(model, "news_encoder", None), "tower", None)
+    text_params = {id(p) for p in tower.parameters()} if tower is not None else set()
+    decay, plain, scale, text_decay, text_plain = [], [], [], [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
+                continue
+            if id(param) in text_params:
+                (text_decay if param.ndim >= 2 else text_plain).append(param)
                 continue
             if isinstance(module, ScoringHead | ContentPrior) and name.startswith("raw_"):
                 scale.append(param)
@@ -198,6 +211,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if scale:
         groups.append({"params": scale, "weight_decay": 0.0, "lr_scale": LR_SCALE})
+    if text_decay or text_plain:
+        groups.append({"params": text_decay, "weight_decay": weight_decay, "lr_scale": text_lr_scale})
+        groups.append({"params": text_plain, "weight_decay": 0.0, "lr_scale": text_lr_scale})
     return groups
 
 
@@ -209,6 +225,7 @@ def validate(
     user_rows: np.ndarray | None = None,
 ) -> Any:
     """Official MIND metrics (per impression, averaged) of the model on labelled impressions."""
+    refresh(model)  # a fine-tuned text tower: every news vector from its current layers, once
     scores = score_with_model(
         model,
         imps,
@@ -225,6 +242,7 @@ def _negative_scores(
 ) -> np.ndarray:
     """The current model's logit of every unclicked candidate of the training impressions, in
     the order of `click_samples(imps).negatives` (for hard negatives)."""
+    refresh(model)
     scores = score_with_model(
         model,
         imps,
@@ -361,10 +379,25 @@ def train(
     torch.manual_seed(settings.seed)
     model = build_model(settings, graph_settings, context).to(device)
     model.attach(features)
+    cached_tokens = cached_news = 0
+    if model.news_encoder.tower is not None:
+        # Tokenise once and run the frozen text layers once per news; a step runs only the last K.
+        from newsrec_cli.train.finetune import cache_texts, store_template
+
+        cached_tokens = cache_texts(
+            model,
+            dataset.news,
+            dataset.news_vocab.ids,
+            needed_news(train_imps, valid_imps),
+            store_template(context.text_meta or {}),
+        )
+        cached_news = len(model.news_encoder.tower.cached_news)
     # fused: one kernel over all parameters; the for-loop version costs ~100 ms a step on CPU at
     # MIND-small scale (the news-ID table alone holds millions of weights).
     optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.lr, fused=device.type in ("cpu", "cuda")
+        param_groups(model, settings.weight_decay, settings.finetune_lr / settings.lr),
+        lr=settings.lr,
+        fused=device.type in ("cpu", "cuda"),
     )
     train_users = _user_rows(settings, vocabs, train_imps)
     valid_users = _user_rows(settings, vocabs, valid_imps)
@@ -438,6 +471,13 @@ def train(
         resumed_at=(state.epoch + 1, state.step_in_epoch) if resume else None,
         threads=torch.get_num_threads(),
         unverified_texts=context.text_check.unverified if context.text_check is not None else 0,
+        finetune_text=settings.finetune_text if model.news_encoder.tower is not None else 0,
+        cached_tokens=cached_tokens,
+        cached_news=cached_news,
+        step_tokens=settings.batch_size
+        * (settings.history + 1 + settings.negatives)
+        * cached_tokens
+        // max(cached_news, 1),
     )
     history = _read_history(out / HISTORY)
     if state.finished:
