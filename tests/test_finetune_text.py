@@ -156,6 +156,11 @@ def test_a_run_trains_saves_loads_evaluates_and_refuses_export(
     best = [h for h in history if h["best"]][-1]["metrics"]
     assert metrics["rows"][0]["values"]["auc"] == pytest.approx(best["auc"], abs=1e-6)
 
+    # diagnose trains a few steps through the fine-tuned layers too (they get a gradient)
+    diagnosed = runner.invoke(app, ["diagnose", "gradients", str(run), "--device", "cpu"])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    assert "modules without gradient" not in diagnosed.output
+
     exported = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "export")])
     assert exported.exit_code != 0
     errors = [line for line in exported.stderr.splitlines() if line.startswith("error")]
