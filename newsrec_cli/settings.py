@@ -227,6 +227,15 @@ class TrainSettings(StageSettings):
     prior_adapter: bool = Field(
         False, description="Learn a weight per text feature inside the content prior (starts at 1)."
     )
+    finetune_text: int = Field(
+        0,
+        ge=0,
+        description="Fine-tune the last K transformer layers of the local text model end to end "
+        "(0: the store's frozen vectors). Needs a local-model store; slow without a GPU.",
+    )
+    finetune_lr: float = Field(
+        2e-5, gt=0, description="Peak learning rate of the fine-tuned text layers (--finetune-text)."
+    )
     user_encoder: Literal["nrms", "candidate"] = Field(
         "nrms",
         description="NRMS (self-attention + pooling) or candidate-aware (the candidate attends over the clicks).",

@@ -92,7 +92,7 @@ def test_each_distinct_news_is_encoded_once() -> None:
     model = build_model(TrainSettings(dim=16, heads=2), GraphSettings(), tiny_context())
     seen: list[int] = []
     original = model.news_encoder.encode_unique
-    model.news_encoder.encode_unique = lambda news: (seen.append(len(news)), original(news))[1]  # type: ignore[method-assign]
+    model.news_encoder.encode_unique = lambda news, *text: (seen.append(len(news)), original(news, *text))[1]  # type: ignore[method-assign]
     history, mask, candidates = batch(20)
     model(history, mask, candidates)
     assert seen == [len(torch.unique(torch.cat([history.reshape(-1), candidates.reshape(-1)])))]

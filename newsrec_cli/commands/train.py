@@ -91,6 +91,16 @@ def train_command(
     user_encoder: Annotated[
         str | None, _opt("nrms (default) or candidate (candidate-aware attention).", "--user-encoder")
     ] = None,
+    finetune_text: Annotated[
+        int | None,
+        _opt(
+            "Fine-tune the last K layers of the local text model end to end (0: frozen store vectors; slow without a GPU).",
+            "--finetune-text",
+        ),
+    ] = None,
+    finetune_lr: Annotated[
+        float | None, _opt("Peak learning rate of the fine-tuned text layers (2e-5).", "--finetune-lr")
+    ] = None,
     # loss
     loss: Annotated[str | None, _opt("listwise (default), pointwise, focal or infonce.", "--loss")] = None,
     temperature: Annotated[float | None, _opt("InfoNCE temperature.", "--temperature")] = None,
@@ -168,6 +178,8 @@ def train_command(
 
     Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite
 
+    Fine-tune the last 2 layers of the local text model (a GPU, or small data): newsrec train data/mind -e stores/minilm-torch --finetune-text 2 --out runs/ft
+
     Two processes on this machine (DDP): newsrec train data/mind -e stores/minilm --out runs/ddp --nproc 2; on a cluster, per node: torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m newsrec_cli train data/mind -e stores/minilm --out runs/ddp. --resume works with the same or another number of processes.
     """
     settings = settings_from(
@@ -191,6 +203,8 @@ def train_command(
         content_prior=content_prior,
         prior_weight=prior_weight,
         user_encoder=user_encoder,
+        finetune_text=finetune_text,
+        finetune_lr=finetune_lr,
         loss=loss,
         temperature=temperature,
         hard_negatives=hard_negatives,
@@ -361,6 +375,19 @@ class _Progress:
             f"({info.threads} threads{_processes(info)}); {info.steps_per_epoch:,} steps per epoch{resumed}",
             highlight=False,
         )
+        if info.finetune_text:
+            slow = (
+                ""
+                if info.device.startswith("cuda")
+                else "; [yellow]on CPU this is slow[/]: each step runs those layers forward and backward over "
+                f"up to {info.step_tokens:,} tokens (the texts of its batch's news), about 3x the cost of "
+                "embedding them; use a GPU, or small data"
+            )
+            err_console.print(
+                f"text: fine-tuning the last {info.finetune_text} layers of the local model on the texts of "
+                f"{info.cached_news:,} news ({info.cached_tokens:,} tokens){slow}",
+                highlight=False,
+            )
         if info.unverified_texts:
             err_console.print(
                 f"[yellow]note:[/] {info.unverified_texts:,} text vectors could not be checked against "

@@ -73,7 +73,9 @@ def train_steps(
         imps, samples, plan, batch_size=settings.batch_size, history=settings.history, user_rows=user_rows
     )
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(param_groups(model, settings.weight_decay), lr=settings.lr)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, settings.weight_decay, settings.finetune_lr / settings.lr), lr=settings.lr
+    )
     for group in optimizer.param_groups:  # as the trainer does: the score's scale learns faster
         group["lr"] = settings.lr * group.get("lr_scale", 1.0)
     torch.manual_seed(seed)

@@ -23,6 +23,7 @@ from newsrec_cli.diagnose.forward import sample_impressions
 from newsrec_cli.diagnose.saturation import Scoring
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
+from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train.run import build_model, load_run, prepare_context, resolve_device
@@ -80,7 +81,9 @@ def from_init(
     model.to(resolve_device(settings.device))
     model.attach(features)  # buffers follow the device
     users = context.vocabs.users if model.user_encoder.user_embedding is not None else None
-    return _subject(model, settings, dataset, train, valid, sample, seed, "fresh model", users)
+    subject = _subject(model, settings, dataset, train, valid, sample, seed, "fresh model", users)
+    _cache_text(subject, context.text_meta)
+    return subject
 
 
 def from_run(run_dir: Path, *, data: Path | None, sample: int, seed: int, device: str = "auto") -> Subject:
@@ -94,9 +97,22 @@ def from_run(run_dir: Path, *, data: Path | None, sample: int, seed: int, device
     train, valid, _ = dataset.train_valid(ds.split, ds.valid_days, ds.valid_fraction, ds.seed)
     subject = _subject(run.model, run.settings, dataset, train, valid, sample, seed, f"run {run_dir}", None)
     run.attach_dataset(dataset, subject.valid, subject.train)
+    _cache_text(subject, run._store.meta if run._store is not None else None)
     subject.valid_user_rows = run.user_rows(subject.valid)
     subject.train_user_rows = run.user_rows(subject.train)
     return subject
+
+
+def _cache_text(subject: Subject, meta: dict | None) -> None:
+    """A fine-tuned text tower (--finetune-text) runs in training steps only over cached news:
+    cache the sampled impressions' news, so the gradient check reaches its layers."""
+    if subject.model.news_encoder.tower is None:
+        return
+    from newsrec_cli.train.finetune import cache_texts, store_template
+
+    news = needed_news(subject.train, subject.valid)
+    ids = subject.dataset.news_vocab.ids
+    cache_texts(subject.model, subject.dataset.news, ids, news, store_template(meta or {}))
 
 
 def _user_rows(users: Vocab, imps: Impressions) -> np.ndarray:

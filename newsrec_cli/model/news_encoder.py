@@ -11,6 +11,7 @@ from newsrec_cli.model.fusion import _Fusion
 from newsrec_cli.model.graph_modality import GraphModality
 from newsrec_cli.model.id_embedding import NewsIdEmbedding
 from newsrec_cli.model.text_projection import TextProjection
+from newsrec_cli.model.text_tower import TextTower
 
 
 class NewsEncoder(nn.Module):
@@ -27,6 +28,11 @@ class NewsEncoder(nn.Module):
     ``--missing learned``, checked where the features are built) gets a learned vector instead of
     a silent zero. Each distinct news of a call is encoded once and gathered back.
 
+    With a :class:`TextTower` (``--finetune-text K``), training computes the text vector of each
+    news of the batch through the tower's learned layers (with gradients); in eval mode the
+    ``text_vectors`` buffer is used, which the training loop and ``LoadedRun`` fill from the tower
+    (:meth:`refresh_text`), so inference costs no transformer forward per call.
+
     Shapes:
         - news: (...) int64 news indices of the attached vocabulary
         - output: (..., D)
@@ -41,6 +47,7 @@ class NewsEncoder(nn.Module):
         text: TextProjection | None = None,
         graph: GraphModality | None = None,
         category: CategoryEmbedding | None = None,
+        tower: TextTower | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -49,6 +56,9 @@ class NewsEncoder(nn.Module):
         self.graph = graph
         self.category = category
         self.fusion = fusion
+        if tower is not None and text is None:
+            raise ValueError(f"{self.__class__.__name__}: a text tower needs the text modality")
+        self.tower = tower
         self.text_missing = nn.Parameter(torch.randn(dim) * 0.02) if text is not None else None
         expected = self.modalities
         if fusion.names != expected:
@@ -86,7 +96,10 @@ class NewsEncoder(nn.Module):
         self.id_index = f.id_index
         self.category_index = f.category
         self.subcategory_index = f.subcategory
-        self.text_vectors = f.text
+        # A tower writes its vectors into this buffer (refresh_text): never into the caller's features.
+        self.text_vectors = f.text.clone() if self.tower is not None and f.text is not None else f.text
+        if self.tower is not None and self.tower.slot is not None and len(self.tower.slot) != len(f):
+            self.tower.clear()  # another news vocabulary: the cached indices mean other news
         self.text_present = f.text_present
         self.graph_node = f.graph_node
 
@@ -101,13 +114,37 @@ class NewsEncoder(nn.Module):
         vectors = self.encode_unique(unique)  # (U, D)
         return vectors[inverse].reshape(*news.shape, self.dim)
 
-    def encode_unique(self, news: Tensor) -> Tensor:
-        """Vectors of distinct news indices, (U,) -> (U, D)."""
+    def raw_text(self, news: Tensor) -> Tensor | None:
+        """The text vectors (U, T) of distinct news: from the tower while training, else the buffer."""
+        if self.text is None:
+            return None
+        if self.tower is None or not self.training or self.tower.slot is None:
+            return self.text_vectors[news]
+        cached = self.tower.slot[news] >= 0  # news without text (missing) keep their zero row
+        if bool(cached.all()):
+            return self.tower(news)
+        out = self.text_vectors[news].float().clone()
+        where = torch.nonzero(cached).flatten()
+        return out.index_put((where,), self.tower(news[where]))
+
+    @torch.no_grad()
+    def refresh_text(self, news: Tensor | None = None) -> None:
+        """Write the tower's current vectors of its cached news (or of `news`) into the buffer."""
+        if self.tower is None or self.tower.slot is None or self.text_vectors is None:
+            return
+        news = self.tower.cached_news if news is None else news
+        news = news.to(self.text_vectors.device)
+        self.text_vectors[news] = self.tower.encode_cached(news).to(self.text_vectors.dtype)
+
+    def encode_unique(self, news: Tensor, text: Tensor | None = None) -> Tensor:
+        """Vectors of distinct news indices, (U,) -> (U, D); `text`: their raw text vectors if
+        already computed (raw_text)."""
         parts: list[Tensor] = []
         if self.id_embedding is not None:
             parts.append(self.id_embedding(self.id_index[news]))
         if self.text is not None:
-            text = self.text(self.text_vectors[news])  # (U, D)
+            raw = self.raw_text(news) if text is None else text
+            text = self.text(raw)  # (U, D)
             if self.text_missing is not None and self.text_present is not None:
                 present = self.text_present[news][:, None]
                 text = torch.where(present, text, self.text_missing.to(text.dtype))

@@ -79,10 +79,11 @@ class NewsRecommender(nn.Module):
 
     def encode_unique(self, news: Tensor) -> Tensor:
         """Vectors of distinct news indices, (U,) -> (U, dim)."""
-        learned = self.news_encoder.encode_unique(news)
+        raw = self.news_encoder.raw_text(news)  # (U, T) once: a fine-tuned tower runs here
+        learned = self.news_encoder.encode_unique(news, raw)
         if self.prior is None:
             return learned
-        text = self.prior.news(self.news_encoder.text_vectors[news])  # (U, T)
+        text = self.prior.news(raw)  # (U, T)
         return torch.cat([learned.float(), text], dim=-1)
 
     def encode_news(self, news: Tensor) -> Tensor:

@@ -235,10 +235,11 @@ class Engine:
 
     def _load_run(self) -> None:
         from newsrec_cli.serve.backends import TorchBackend
-        from newsrec_cli.serve.export import model_version, run_news_inputs
+        from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
         from newsrec_cli.train.run import load_run
 
         run = load_run(self.source, device="cpu")
+        refuse_finetuned(run, "serve")
         self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)
         self.history = run.settings.history

@@ -103,6 +103,17 @@ def model_version(run_dir: Path) -> str:
 # ----------------------------------------------------------------------------- per-news inputs
 
 
+def refuse_finetuned(run: Any, what: str) -> None:
+    """A --finetune-text run cannot be served: serving embeds fresh news with the store's
+    (frozen) model, not the run's fine-tuned layers, so its news vectors would be another model's."""
+    if getattr(run, "finetuned", False):
+        raise SettingsError(
+            f"{what}: this run fine-tuned its text model (--finetune-text {run.settings.finetune_text}); "
+            "serving embeds fresh news with the store's frozen model, so it cannot serve this run; "
+            "evaluate it with newsrec evaluate, or serve a run trained without --finetune-text",
+        )
+
+
 def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
     """(news IDs, their encoder inputs, servable mask) for every news the run knows (no padding row).
 
@@ -479,6 +490,7 @@ def export_run(
     started = time.perf_counter()
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu")
+    refuse_finetuned(run, "export")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)

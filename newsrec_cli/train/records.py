@@ -56,6 +56,10 @@ class TrainInfo:
     resumed_at: tuple[int, int] | None = None  # (epoch, step in epoch), 1-based epoch
     threads: int = 1
     unverified_texts: int = 0  # news whose store vector has no text fingerprint to check
+    finetune_text: int = 0  # text layers fine-tuned (--finetune-text), 0 = frozen store vectors
+    cached_tokens: int = 0  # tokens of the news texts the fine-tuned layers run over
+    cached_news: int = 0
+    step_tokens: int = 0  # at most this many tokens go through the fine-tuned layers per step
     processes: int = 1  # ranks of a distributed run (each takes its share of every batch)
 
 

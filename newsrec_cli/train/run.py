@@ -67,6 +67,7 @@ class DataContext:
     text_dim: int | None = None
     graph: Any = None  # newsrec_cli.graph.NewsGraph or None
     text_check: Any = None  # newsrec_cli.embed.store.TextCheck of the store against the dataset
+    text_meta: dict[str, Any] | None = None  # the store's meta.json (provider, model, template)
 
 
 def prepare_context(
@@ -84,7 +85,7 @@ def prepare_context(
     --init` both build their model from this, so a checked configuration is the trained one.
     """
     vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
-    text, lacking, text_dim, text_check = None, [], None, None
+    text, lacking, text_dim, text_check, text_meta = None, [], None, None, None
     if settings.use_text:
         if store is None:
             raise SettingsError(
@@ -113,6 +114,13 @@ def prepare_context(
             expected_dim=trained_dim,
         )
         text_dim = opened.dim
+        text_meta = dict(opened.meta)
+        if settings.finetune_text and text_check.unverified:
+            raise InputError(
+                f"--finetune-text reads each news' text again, but {counted(text_check.unverified, 'vector')} of "
+                "the store cannot be checked against its text (no fingerprint); embed it again with newsrec embed",
+                path=opened.path,
+            )
     news_graph = None
     if graph is not None and settings.use_graph:
         from newsrec_cli.graph import load_graph  # torch_geometric loads only when a graph is used
@@ -126,7 +134,12 @@ def prepare_context(
         graph_index=news_graph.news_index if news_graph is not None else None,
     )
     context = DataContext(
-        vocabs=vocabs, features=features, text_dim=text_dim, graph=news_graph, text_check=text_check
+        vocabs=vocabs,
+        features=features,
+        text_dim=text_dim,
+        graph=news_graph,
+        text_check=text_check,
+        text_meta=text_meta,
     )
     return context, lacking
 
@@ -173,6 +186,18 @@ def build_model(
         raise SettingsError("train.use_text is on but no embedding store was given (--embeddings STORE)")
     names = modalities(settings, has_graph=context.graph is not None)
     dim = settings.dim
+    tower = None
+    if settings.finetune_text and "text" in names:
+        from newsrec_cli.train.finetune import build_tower
+
+        tower = build_tower(settings.finetune_text, context.text_meta or {})
+        if tower.dim != context.text_dim:
+            raise SettingsError(
+                f"train.finetune_text: the text model gives {tower.dim}-d vectors, the store holds "
+                f"{context.text_dim}-d ones"
+            )
+    elif settings.finetune_text:
+        raise SettingsError("train.finetune_text needs the text modality (--use-text and --embeddings)")
     graph = None
     if "graph" in names:
         from newsrec_cli.graph import build_graph_encoder
@@ -193,6 +218,7 @@ def build_model(
         category=CategoryEmbedding(len(context.vocabs.categories), len(context.vocabs.subcategories), dim)
         if "category" in names
         else None,
+        tower=tower,
     )
     users = context.vocabs.users
     encoder = CandidateUserEncoder if settings.user_encoder == "candidate" else UserEncoder
@@ -395,6 +421,15 @@ class LoadedRun:
     _attached: Vocab | None = None  # the news vocabulary the model is attached to
     _attached_size: int = 0
     text_check: Any = None  # TextCheck of the store against the last dataset attached
+    _finetuned: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64)
+    )  # rows the tower encoded
+
+    @property
+    def finetuned(self) -> bool:
+        """Whether the run fine-tuned its text model (--finetune-text): its news vectors need the
+        news texts, so only `attach_dataset` gives them."""
+        return self.model.news_encoder.tower is not None
 
     @property
     def text_dim(self) -> int | None:
@@ -420,6 +455,14 @@ class LoadedRun:
                 news_features(vocab, dataset.news, self.vocabs, text=text, graph_index=self._graph_index)
             )
             self._attached, self._attached_size = vocab, len(vocab)
+            self._finetuned = np.zeros(0, dtype=np.int64)
+        if self.model.news_encoder.tower is not None and len(must):
+            # The store's vectors stand in until then; the run's own layers encode what is scored.
+            from newsrec_cli.train.finetune import encode_dataset_news, store_template
+
+            todo = np.setdiff1d(must, self._finetuned)
+            encode_dataset_news(self.model, dataset.news, vocab.ids, todo, store_template(self._store.meta))
+            self._finetuned = np.union1d(self._finetuned, todo)
         elif self.model.news_encoder.text_present is not None:
             present = self.model.news_encoder.text_present.cpu().numpy()
             check_coverage(
@@ -484,7 +527,11 @@ def load_run(
         graph_index = news_graph.news_index
     features = news_features(news_vocab, news_table, vocabs, text=text, graph_index=graph_index)
     context = DataContext(
-        vocabs=vocabs, features=features, text_dim=text.matrix.shape[1] if text else None, graph=news_graph
+        vocabs=vocabs,
+        features=features,
+        text_dim=text.matrix.shape[1] if text else None,
+        graph=news_graph,
+        text_meta=dict(opened_store.meta) if opened_store is not None else None,
     )
     if "graph" not in modal:
         train_settings = train_settings.model_copy(update={"use_graph": False})

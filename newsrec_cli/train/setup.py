@@ -18,6 +18,7 @@ from torch import nn
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.model.content_prior import ContentPrior
+from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
@@ -76,6 +77,8 @@ class ModelParts:
     optimizer: torch.optim.Optimizer
     train_users: np.ndarray | None  # user-ID row of each training impression
     valid_users: np.ndarray | None
+    cached_tokens: int = 0  # tokens of the news texts the fine-tuned text layers run over
+    cached_news: int = 0
 
 
 def open_run(
@@ -185,10 +188,25 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
     torch.manual_seed(settings.seed)
     model = build_model(settings, run.graph_settings, context).to(device)
     model.attach(context.features)
+    cached_tokens = cached_news = 0
+    if model.news_encoder.tower is not None:
+        # Tokenise once and run the frozen text layers once per news; a step runs only the last K.
+        from newsrec_cli.train.finetune import cache_texts, store_template
+
+        cached_tokens = cache_texts(
+            model,
+            data.dataset.news,
+            data.dataset.news_vocab.ids,
+            needed_news(data.train, data.valid),
+            store_template(context.text_meta or {}),
+        )
+        cached_news = len(model.news_encoder.tower.cached_news)
     # fused: one kernel over all parameters; the for-loop version costs ~100 ms a step on CPU at
     # MIND-small scale (the news-ID table alone holds millions of weights).
     optimizer = torch.optim.AdamW(
-        param_groups(model, settings.weight_decay), lr=settings.lr, fused=device.type in ("cpu", "cuda")
+        param_groups(model, settings.weight_decay, settings.finetune_lr / settings.lr),
+        lr=settings.lr,
+        fused=device.type in ("cpu", "cuda"),
     )
     return ModelParts(
         context=context,
@@ -197,19 +215,28 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
         optimizer=optimizer,
         train_users=user_rows(settings, context.vocabs, data.train),
         valid_users=user_rows(settings, context.vocabs, data.valid),
+        cached_tokens=cached_tokens,
+        cached_news=cached_news,
     )
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only: not on embeddings, norms, biases or single vectors.
 
     The score's scale and the content prior's weight get `LR_SCALE` times the learning rate (key
-    "lr_scale" of their group).
+    "lr_scale" of their group); the fine-tuned text layers (`--finetune-text`) get
+    `text_lr_scale` times it (--finetune-lr / --lr: a pretrained transformer wants a far smaller
+    step than freshly initialised layers).
     """
-    decay, plain, scale = [], [], []
+    tower = getattr(getattr(model, "news_encoder", None), "tower", None)
+    text_params = {id(p) for p in tower.parameters()} if tower is not None else set()
+    decay, plain, scale, text_decay, text_plain = [], [], [], [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
+                continue
+            if id(param) in text_params:
+                (text_decay if param.ndim >= 2 else text_plain).append(param)
                 continue
             if isinstance(module, ScoringHead | ContentPrior) and name.startswith("raw_"):
                 scale.append(param)
@@ -220,6 +247,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if scale:
         groups.append({"params": scale, "weight_decay": 0.0, "lr_scale": LR_SCALE})
+    if text_decay or text_plain:
+        groups.append({"params": text_decay, "weight_decay": weight_decay, "lr_scale": text_lr_scale})
+        groups.append({"params": text_plain, "weight_decay": 0.0, "lr_scale": text_lr_scale})
     return groups
 
 

@@ -256,6 +256,13 @@ class Trainer:
             threads=torch.get_num_threads(),
             unverified_texts=check.unverified if check is not None else 0,
             processes=self.ranks.world,
+            finetune_text=self.settings.finetune_text if self.model.news_encoder.tower is not None else 0,
+            cached_tokens=parts.cached_tokens,
+            cached_news=parts.cached_news,
+            step_tokens=self.settings.batch_size
+            * (self.settings.history + 1 + self.settings.negatives)
+            * parts.cached_tokens
+            // max(parts.cached_news, 1),
         )
 
     def result(self, stopped: str) -> TrainResult:

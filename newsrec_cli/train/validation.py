@@ -14,6 +14,7 @@ from newsrec_cli.model.inference import score_with_model
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train.distributed import Ranks, combine_metrics
+from newsrec_cli.train.finetune import refresh
 
 
 @torch.no_grad()
@@ -62,6 +63,7 @@ def negative_scores(
 def _scores(
     model: NewsRecommender, imps: Impressions, settings: TrainSettings, user_rows: np.ndarray | None
 ) -> np.ndarray:
+    refresh(model)  # a fine-tuned text tower: every news vector from its current layers, once
     return score_with_model(
         model,
         imps,
