@@ -6,6 +6,7 @@ chunk's IDs are factorised in C (pandas) and only the distinct tokens are parsed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -138,14 +139,18 @@ def read_behaviors(
     on_bad_lines: Literal["error", "skip"] = "error",
     chunk_lines: int = 50_000,
     report: ReadReport | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Impressions:
     """Read one behaviors.tsv, labelled (`N1-1 N2-0`) or unlabeled test (`N1 N2`).
 
     New news and user IDs are added to the vocabularies. A malformed line raises InputError
     naming file, line and field; with on_bad_lines="skip" it is left out and listed in `report`.
+    `progress(bytes read, file size)` is called after each chunk of lines.
     """
     path = Path(path)
     report = report if report is not None else ReadReport(path=str(path))
+    size = path.stat().st_size if progress is not None and path.is_file() else 0
+    done = 0
     parts: list[Impressions] = []
     line_numbers: list[np.ndarray] = []
     chunk: list[tuple[int, list[str]]] = []
@@ -156,6 +161,10 @@ def read_behaviors(
             part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
             parts.append(part)
             line_numbers.append(numbers)
+            if progress is not None:
+                # characters, not bytes, but MIND's behaviors are ASCII: close enough for a bar
+                done += sum(len(row) for _, fields in chunk for row in fields) + 5 * len(chunk)
+                progress(min(done, size), size)
             chunk = []
     if chunk or not parts:
         part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
@@ -163,6 +172,8 @@ def read_behaviors(
         line_numbers.append(numbers)
     imps = Impressions.concat(parts) if len(parts) > 1 else parts[0]
     imps.source = str(path)
+    if progress is not None:
+        progress(size, size)
     return _check_unique_ids(imps, np.concatenate(line_numbers), path, on_bad_lines, report)
 
 
