@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 NEWS_CHUNK = 8192  # distinct news encoded per forward
 SCORE_CHUNK = 262_144  # candidates scored per forward
+IMPRESSION_CHUNK = 65_536  # impressions whose user states are held at once
 
 
 def autocast_for(device: torch.device, bf16: bool = True) -> AbstractContextManager:
@@ -74,29 +75,34 @@ def score_with_model(
                 chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
                 table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
 
-            # 2. Every impression's user state once (its size depends on the user encoder).
-            users: torch.Tensor | None = None
-            for start in range(0, len(imps), batch_size):
-                rows = np.arange(start, min(start + batch_size, len(imps)))
-                hist, mask = recent_history(imps, rows, history)
-                clicked = table[torch.from_numpy(compact[hist]).to(device)]  # (B, H, D)
-                ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
-                state = model.encode_user_vectors(clicked, torch.from_numpy(mask).to(device), ids).float()
-                if users is None:
-                    users = torch.zeros(len(imps), state.shape[1], device=device)
-                users[start : start + len(rows)] = state
-            if users is None:
-                return np.zeros(0, dtype=np.float32)
-
-            # 3. Scores: one (user, news) pair per candidate.
-            imp_of = torch.from_numpy(imps.candidate_impression).to(device)
-            cand = torch.from_numpy(compact[imps.candidates.astype(np.int64)]).to(device)
+            # 2-3. Per chunk of impressions: each user state once, then one (user, news) pair
+            # per candidate. Chunks hold whole batches, so user states are computed exactly as
+            # without chunking, and memory stays one chunk's states, not one per impression.
             scores = np.empty(len(imps.candidates), dtype=np.float32)
-            chunk = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
-            for start in range(0, len(cand), chunk):
-                part = slice(start, start + chunk)
-                logits = model.score(users[imp_of[part]], table[cand[part]][:, None, :])  # (n, 1)
-                scores[part] = logits[:, 0].float().cpu().numpy()
+            per_chunk = max(1, IMPRESSION_CHUNK // batch_size) * batch_size
+            offsets = imps.candidate_offsets
+            for lo in range(0, len(imps), per_chunk):
+                hi = min(lo + per_chunk, len(imps))
+                users: torch.Tensor | None = None
+                for start in range(lo, hi, batch_size):
+                    rows = np.arange(start, min(start + batch_size, hi))
+                    hist, mask = recent_history(imps, rows, history)
+                    clicked = table[torch.from_numpy(compact[hist]).to(device)]  # (B, H, D)
+                    ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
+                    state = model.encode_user_vectors(clicked, torch.from_numpy(mask).to(device), ids).float()
+                    if users is None:
+                        users = torch.zeros(hi - lo, state.shape[1], device=device)
+                    users[start - lo : start - lo + len(rows)] = state
+                assert users is not None  # the chunk has at least one impression
+                a, b = int(offsets[lo]), int(offsets[hi])
+                counts = torch.from_numpy(np.diff(offsets[lo : hi + 1])).to(device)
+                imp_of = torch.repeat_interleave(torch.arange(hi - lo, device=device), counts)
+                cand = torch.from_numpy(compact[np.asarray(imps.candidates[a:b], dtype=np.int64)]).to(device)
+                step = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
+                for start in range(0, b - a, step):
+                    part = slice(start, start + step)
+                    logits = model.score(users[imp_of[part]], table[cand[part]][:, None, :])  # (n, 1)
+                    scores[a + start : a + min(start + step, b - a)] = logits[:, 0].float().cpu().numpy()
     finally:
         model.train(was_training)
     return scores
