@@ -18,7 +18,7 @@ import numpy as np
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.metrics import impression_chunks, ranks_from_scores
-from newsrec_cli.mind.behaviors import Impressions, _gather_segments
+from newsrec_cli.mind.behaviors import Impressions, gather_segments
 
 PREDICTION_FILE = "prediction.txt"
 PREDICTION_ZIP = "prediction.zip"
@@ -364,7 +364,7 @@ def align_ranks(
             path=path,
             line=int(predictions.lines[row[i]]),
         )
-    _, take = _gather_segments(predictions.offsets, row)
+    _, take = gather_segments(predictions.offsets, row)
     ranks = predictions.ranks[take]
     _check_permutations(path, predictions.lines[row], impressions, ranks)
     return ranks

@@ -76,8 +76,8 @@ class Impressions:
     def subset(self, keep: np.ndarray) -> Impressions:
         """The impressions selected by a boolean mask or an index array, in that order."""
         idx = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep, dtype=np.int64)
-        h_off, h_take = _gather_segments(self.history_offsets, idx)
-        c_off, c_take = _gather_segments(self.candidate_offsets, idx)
+        h_off, h_take = gather_segments(self.history_offsets, idx)
+        c_off, c_take = gather_segments(self.candidate_offsets, idx)
         return Impressions(
             impression_ids=self.impression_ids[idx],
             users=self.users[idx],
@@ -111,7 +111,7 @@ class Impressions:
         )
 
 
-def _gather_segments(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gather_segments(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """New offsets and the flat positions that take segments `idx` of an offsets array."""
     starts = offsets[idx]
     lengths = offsets[idx + 1] - starts
