@@ -62,6 +62,12 @@ class StateGroups:
     members: np.ndarray  # int64 [I]
 
 
+def hash_multipliers(history: int) -> np.ndarray:
+    """Odd 64-bit multipliers, uint64 [2, history + 1]: one per slot and hash (fixed seed)."""
+    rng = np.random.default_rng(0x5EED)
+    return rng.integers(1, 2**63, size=(2, history + 1), dtype=np.uint64) | np.uint64(1)
+
+
 def same_user_state(imps: Impressions, history: int, user_rows: np.ndarray | None = None) -> StateGroups:
     """Group impressions whose user state is the same: equal last `history` clicks and user row.
 
@@ -71,9 +77,7 @@ def same_user_state(imps: Impressions, history: int, user_rows: np.ndarray | Non
     """
     n = len(imps)
     keys = np.empty((n, 2), dtype=np.uint64)
-    mult = np.random.default_rng(0x5EED).integers(
-        1, 2**63, size=(2, history + 1), dtype=np.uint64
-    ) | np.uint64(1)
+    mult = hash_multipliers(history)
     step = max(1, HASH_CHUNK // max(history, 1))
     with np.errstate(over="ignore"):
         for lo in range(0, n, step):
@@ -99,8 +103,12 @@ def same_user_state(imps: Impressions, history: int, user_rows: np.ndarray | Non
             same &= user_rows[a] == user_rows[b]
         differs[lo : lo + len(a)] = ~same
     if differs.any():
-        starts |= differs
-        group_of = np.cumsum(starts) - 1
+        # members equal to their representative stay in its group; the others, moved behind it
+        # (a stable sort keeps the representative first), become groups of one
+        regroup = np.lexsort((differs, group_of))
+        order, differs, group_of = order[regroup], differs[regroup], group_of[regroup]
+        starts = np.ones(n, dtype=bool)
+        starts[1:] = (group_of[1:] != group_of[:-1]) | differs[1:]
     offsets = np.concatenate([np.flatnonzero(starts), [n]]).astype(np.int64)
     return StateGroups(representatives=order[offsets[:-1]], offsets=offsets, members=order)
 
