@@ -111,6 +111,26 @@ class Impressions:
         )
 
 
+DISTINCT_CHUNK = 1 << 22
+
+
+def distinct_news(*parts: Impressions) -> np.ndarray:
+    """Distinct news indices (> 0) that the impressions' candidates and histories use, int64, sorted.
+
+    Marked in a boolean table a slice at a time: no concatenated or sorted copy of the (possibly
+    memory-mapped; MIND-large: ~170M entries) index arrays.
+    """
+    arrays = [a for imps in parts for a in (imps.candidates, imps.history) if len(a)]
+    if not arrays:
+        return np.zeros(0, dtype=np.int64)
+    seen = np.zeros(max(int(a.max()) for a in arrays) + 1, dtype=bool)
+    for a in arrays:
+        for start in range(0, len(a), DISTINCT_CHUNK):
+            seen[a[start : start + DISTINCT_CHUNK]] = True
+    seen[0] = False
+    return np.flatnonzero(seen).astype(np.int64)
+
+
 def gather_segments(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """New offsets and the flat positions that take segments `idx` of an offsets array."""
     starts = offsets[idx]
