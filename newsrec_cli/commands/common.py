@@ -60,6 +60,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except NewsrecError as exc:
+            if getattr(exc, "quiet", False):  # another process (rank 0 of a distributed run) says why
+                raise typer.Exit(exc.exit_code) from None
             raise fail(str(exc), exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: what was finished is saved; rerun the same command to resume")

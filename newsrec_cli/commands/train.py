@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,6 +143,16 @@ def train_command(
         ),
     ] = None,
     graph_encoder: Annotated[str | None, _opt("GNN of --graph: sage or gat.", "--graph-encoder")] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            min=1,
+            show_default=False,
+            help="Train with N processes (DistributedDataParallel) started by torch.distributed.run; "
+            "the global batch stays --batch-size. Under torchrun, leave it out.",
+        ),
+    ] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -156,9 +167,9 @@ def train_command(
     Continue an interrupted run: newsrec train --resume --out runs/nrms
 
     Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite
-    """
-    from newsrec_cli.train.loop import train
 
+    Two processes on this machine (DDP): newsrec train data/mind -e stores/minilm --out runs/ddp --nproc 2; on a cluster, per node: torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 -m newsrec_cli train data/mind -e stores/minilm --out runs/ddp. --resume works with the same or another number of processes.
+    """
     settings = settings_from(
         TrainSettings,
         config,
@@ -210,24 +221,107 @@ def train_command(
         raise typer.BadParameter(
             "give the dataset folder DATA (only --resume can do without it)", param_hint="DATA"
         )
+    request = TrainRequest(
+        data=data,
+        out=out,
+        embeddings=embeddings,
+        graph=graph,
+        resume=resume,
+        overwrite=overwrite,
+        settings=settings,
+        data_settings=data_settings,
+        graph_settings=graph_settings,
+        json_out=json_out,
+    )
+    if nproc is not None and nproc > 1:
+        from newsrec_cli.train.distributed import launched_world
+        from newsrec_cli.train.launch import launch
 
-    view = _Progress(quiet=json_out)
+        if launched_world() is not None:
+            raise typer.BadParameter(
+                "this process was started by torchrun already: leave --nproc out", param_hint="--nproc"
+            )
+        launch(nproc, request.to_json(), out=out, threads=settings.threads)
+        return
+    run_request(request)
+
+
+@dataclass
+class TrainRequest:
+    """What `newsrec train` was asked to do, with its settings resolved: what each worker of
+    `--nproc` receives (as JSON), so that every rank trains with exactly these values."""
+
+    data: Path | None
+    out: Path
+    embeddings: Path | None
+    graph: Path | None
+    resume: bool
+    overwrite: bool
+    settings: TrainSettings
+    data_settings: DataSettings
+    graph_settings: GraphSettings
+    json_out: bool
+
+    def to_json(self) -> dict[str, Any]:
+        paths = {k: None if v is None else str(Path(v).resolve()) for k, v in self._paths().items()}
+        return {
+            **paths,
+            "resume": self.resume,
+            "overwrite": self.overwrite,
+            "settings": self.settings.model_dump(mode="json"),
+            "data_settings": self.data_settings.model_dump(mode="json"),
+            "graph_settings": self.graph_settings.model_dump(mode="json"),
+            "json_out": self.json_out,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainRequest:
+        def path(key: str) -> Path | None:
+            return None if raw[key] is None else Path(raw[key])
+
+        return cls(
+            data=path("data"),
+            out=Path(raw["out"]),
+            embeddings=path("embeddings"),
+            graph=path("graph"),
+            resume=bool(raw["resume"]),
+            overwrite=bool(raw["overwrite"]),
+            settings=TrainSettings.model_validate(raw["settings"]),
+            data_settings=DataSettings.model_validate(raw["data_settings"]),
+            graph_settings=GraphSettings.model_validate(raw["graph_settings"]),
+            json_out=bool(raw["json_out"]),
+        )
+
+    def _paths(self) -> dict[str, Path | None]:
+        return {"data": self.data, "out": self.out, "embeddings": self.embeddings, "graph": self.graph}
+
+
+def run_request(request: TrainRequest) -> None:
+    """Train as asked, in this process (or as one rank under torchrun: rank 0 alone renders)."""
+    from newsrec_cli.train.distributed import launched_world
+    from newsrec_cli.train.loop import train
+
+    launched = launched_world()
+    main = launched is None or launched[0] == 0
+    view = _Progress(quiet=request.json_out or not main)
     try:
         result = train(
-            data,
-            out,
-            store=embeddings,
-            graph=graph,
-            settings=settings,
-            data_settings=data_settings,
-            graph_settings=graph_settings,
-            resume=resume,
-            overwrite=overwrite,
+            request.data,
+            request.out,
+            store=request.embeddings,
+            graph=request.graph,
+            settings=request.settings,
+            data_settings=request.data_settings,
+            graph_settings=request.graph_settings,
+            resume=request.resume,
+            overwrite=request.overwrite,
             callbacks=view,
         )
     finally:
         view.close()
-    if json_out:
+    if not main:
+        return
+    if request.json_out:
         print_json(result.to_dict())
         return
     _render(result)
@@ -264,7 +358,7 @@ class _Progress:
         err_console.print(
             f"model: {' + '.join(info.modalities)}, {info.parameters:,} parameters, "
             f"{info.news_with_id:,} of {info.news:,} news with an ID vector{missing}; device {info.device} "
-            f"({info.threads} threads); {info.steps_per_epoch:,} steps per epoch{resumed}",
+            f"({info.threads} threads{_processes(info)}); {info.steps_per_epoch:,} steps per epoch{resumed}",
             highlight=False,
         )
         if info.unverified_texts:
@@ -314,6 +408,11 @@ class _Progress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+def _processes(info: Any) -> str:
+    processes = getattr(info, "processes", 1)
+    return f" per process, {processes} processes" if processes > 1 else ""
 
 
 def _fmt(value: float | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -129,11 +131,14 @@ class NewsRecommender(nn.Module):
         users: Tensor | None = None,
         *,
         in_batch: bool = False,
+        gather: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Logits and the user states (B, S), for losses that also use the user.
 
         The logits are (B, K), or with ``in_batch`` (B, B*K): every user against every candidate
-        of the batch, row b's own candidates at columns b*K ... b*K+K-1.
+        of the batch, row b's own candidates at columns b*K ... b*K+K-1. In distributed training
+        ``gather`` maps this process's candidate vectors (B, K, dim) to the whole batch's
+        (B_all, K, dim), with gradient, and the logits are (B, B_all*K).
         """
         B, H = history.shape  # batch, history length
         K = candidates.shape[1]  # candidates per row
@@ -145,7 +150,9 @@ class NewsRecommender(nn.Module):
         candidate = vectors[B * H :].view(B, K, -1)  # (B, K, dim)
         user = self.encode_user_vectors(clicked, history_mask, users)  # (B, S)
         if in_batch:
-            return self.score_pairwise(user, candidate.reshape(B * K, -1)), user  # (B, B*K)
+            if gather is not None:
+                candidate = gather(candidate)  # (B_all, K, dim): every process's candidates
+            return self.score_pairwise(user, candidate.reshape(-1, candidate.shape[-1])), user  # (B, B*K)
         return self.score(user, candidate), user
 
     def score_pairwise(self, user: Tensor, news: Tensor) -> Tensor:

@@ -49,6 +49,8 @@ class EpochBatches(Dataset):
     - history (B, H) int64 and history_mask (B, H) bool: the last H clicks before the impression
     - candidates (B, 1+K) int64: the clicked news first, then K unclicked news
     - users (B,) int64: rows of the user-ID table (0 = unknown), present when `user_rows` is given
+
+    With `world` > 1 each item is rank `rank`'s share of the step's global batch.
     """
 
     def __init__(
@@ -60,8 +62,11 @@ class EpochBatches(Dataset):
         batch_size: int,
         history: int,
         user_rows: np.ndarray | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.imps = imps
+        self.rank, self.world = rank, world  # distributed: this rank's share of every batch
         self.samples = samples
         self.plan = plan
         self.batch_size = batch_size
@@ -73,6 +78,12 @@ class EpochBatches(Dataset):
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         rows = self.plan.order[step * self.batch_size : (step + 1) * self.batch_size]  # (B,)
+        if self.world > 1:
+            # Contiguous shares in rank order, so gathering them gives back the global batch.
+            # A rank left without rows (a last batch smaller than the world) takes the batch's
+            # first row as a stand-in whose loss counts 0 (see distributed.BatchShard).
+            rows = np.array_split(rows, self.world)[self.rank]
+            rows = rows if len(rows) else self.plan.order[step * self.batch_size : step * self.batch_size + 1]
         impression = self.samples.impression[rows]
         history, mask = recent_history(self.imps, impression, self.history)
         candidates = np.concatenate([self.samples.positive[rows, None], self.plan.negatives[rows]], axis=1)
