@@ -377,15 +377,21 @@ def _check_permutations(path: Path, lines: np.ndarray, impressions: Impressions,
     """
     counts = impressions.candidate_counts
     offsets = np.asarray(impressions.candidate_offsets)
-    segment = impressions.candidate_impression
-    in_range = (ranks >= 1) & (ranks <= counts[segment])
-    # Slot offsets[i] + r - 1 is hit once per impression exactly when ranks are a permutation.
-    slot = np.where(in_range, offsets[segment] + ranks - 1, 0)
-    hits = np.bincount(slot[in_range], minlength=len(ranks))
     bad = np.zeros(len(impressions), dtype=bool)
-    bad[segment[~in_range]] = True
-    if len(ranks):
-        bad |= np.logical_or.reduceat(hits != 1, offsets[:-1].clip(max=len(ranks) - 1)) & (counts > 0)
+    for lo, hi in impression_chunks(offsets, CHUNK_CANDIDATES):
+        a, b = int(offsets[lo]), int(offsets[hi])
+        part, local = ranks[a:b], offsets[lo : hi + 1] - a
+        segment = np.repeat(np.arange(hi - lo), counts[lo:hi])
+        in_range = (part >= 1) & (part <= counts[lo:hi][segment])
+        # Slot local[i] + r - 1 is hit once per impression exactly when ranks are a permutation.
+        slot = np.where(in_range, local[segment] + part - 1, 0)
+        hits = np.bincount(slot[in_range], minlength=len(part))
+        chunk_bad = np.zeros(hi - lo, dtype=bool)
+        chunk_bad[segment[~in_range]] = True
+        if len(part):
+            starts = local[:-1].clip(max=len(part) - 1)
+            chunk_bad |= np.logical_or.reduceat(hits != 1, starts) & (counts[lo:hi] > 0)
+        bad[lo:hi] = chunk_bad
     if bad.any():
         i = int(np.argmax(bad))
         imp = int(impressions.impression_ids[i])
