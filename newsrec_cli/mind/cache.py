@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ FOLDER = ".newsrec-cache"
 ENV = "NEWSREC_CACHE"
 META = "meta.json"
 SAMPLE = 1 << 20  # bytes hashed at each end of the file
+STALE_SECONDS = 24 * 3600  # a temporary folder this old is no parse in progress
 ARRAYS = (
     "impression_ids",
     "users",
@@ -202,6 +204,10 @@ def _write(
 ) -> None:
     """Arrays, ID lists and meta.json into a temporary folder, then one rename into place."""
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(TMP_PREFIX + "*"):  # left by a kill -9 (Ctrl-C cleans up after itself)
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=root))
     try:
         for name in ARRAYS:
