@@ -17,3 +17,5 @@ rm -rf "$D/run"
 newsrec train "$D/data" --embeddings "$D/embeddings" --graph "$D/graph" --out "$D/run"
 newsrec evaluate "$D/run" --data "$D/data" --baselines --metrics auc,mrr,ndcg
 newsrec diagnose saturation "$D/run"
+set +x
+echo "The web page on this run: .venv/bin/newsrec serve $D/run --data $D/data   (then open http://127.0.0.1:8000/ui/)"

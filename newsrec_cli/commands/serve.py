@@ -108,10 +108,32 @@ def serve_command(
         int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")
     ] = 3600,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    ui: Annotated[
+        bool,
+        typer.Option(
+            "--ui/--no-ui", help="Serve the web page at /ui (recommendations, reasons, run charts)."
+        ),
+    ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="MIND dataset whose users the page offers (history, impressions).", exists=True
+        ),
+    ] = None,
+    ablation: Annotated[
+        Path | None,
+        typer.Option(
+            "--ablation",
+            help="ablation.json for the page's run view (default: found in or above the run directory).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs.
+    """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs, the web page at /ui.
 
     Example: newsrec serve exports/nrms --backend onnx --port 8000 --redis-url redis://127.0.0.1:6379/0
+    Example: newsrec serve demo/run --data demo/data   (then open http://127.0.0.1:8000/ui/)
     """
     _need_serve_extra()
     import uvicorn
@@ -130,10 +152,14 @@ def serve_command(
         threads=threads,
         ann_threshold=ann_threshold if ann_threshold is not None else DEFAULT_ANN_THRESHOLD,
         cache_ttl=cache_ttl,
+        ui=ui,
+        data=str(data.resolve()) if data else None,
+        ablation=str(ablation.resolve()) if ablation else None,
     )
     os.environ[CONFIG_ENV] = config.to_json()
+    page = f", page at http://{host}:{port}/ui/" if ui else ""
     err_console.print(
-        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs)", highlight=False
+        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})", highlight=False
     )
     uvicorn.run(
         "newsrec_cli.serve.app:app_from_env",

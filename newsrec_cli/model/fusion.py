@@ -1,7 +1,9 @@
 """Fusion of the modality vectors of a news item (ID, text, graph, category) into one vector.
 
 Three small modules with one interface: ``forward(v: (N, M, D)) -> (N, D)`` and ``weights()``,
-the mean weight per modality over the last forward (None where the fusion has no weights).
+the mean weight per modality over the last forward (None where the fusion has no weights);
+``item_weights()`` keeps the weight of each news item of that forward (N, M), which the web
+page shows per recommended news.
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ class _Fusion(nn.Module):
         self.names = list(names)
         self.dim = dim
         self._last: Tensor | None = None
+        self._items: Tensor | None = None
 
     def _remember(self, weights: Tensor) -> None:
-        self._last = weights.detach().float().mean(dim=0)  # (M,)
+        self._items = weights.detach().float()  # (N, M)
+        self._last = self._items.mean(dim=0)  # (M,)
+
+    def item_weights(self) -> Tensor | None:
+        """Weight of each modality for each news item of the last forward, (N, M); None without."""
+        return self._items
 
     def weights(self) -> dict[str, float] | None:
         if self._last is None:
@@ -58,6 +66,9 @@ class ConcatFusion(_Fusion):
         return self.mlp(v.reshape(N, M * D))
 
     def weights(self) -> dict[str, float] | None:
+        return None
+
+    def item_weights(self) -> Tensor | None:
         return None
 
 

@@ -70,6 +70,16 @@ class UserEncoder(nn.Module):
             user = user + self.user_embedding(users)
         return user
 
+    def history_weights(self, clicked: Tensor, mask: Tensor) -> Tensor:
+        """The additive-attention weight of each clicked news in the user vector, (B, H); rows
+        without a click get zeros (their user is the "empty history" vector)."""
+        empty = ~mask.any(dim=1)
+        safe_mask = mask.clone()
+        safe_mask[:, 0] |= empty
+        h = self.norm(clicked + self.attention(clicked, safe_mask))  # as forward, in eval mode
+        _, weights = self.pool(h, safe_mask)  # (B, H)
+        return torch.where(empty[:, None], torch.zeros_like(weights), weights)
+
     def summary(self, state: Tensor) -> Tensor:
         """The candidate-free user vector, (B, D)."""
         return state

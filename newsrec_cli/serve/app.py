@@ -1,4 +1,5 @@
-"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /healthz, /readyz, /metrics.
+"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /healthz, /readyz, /metrics, and the
+web page at /ui with the routes it uses (ui.py).
 
 The engine loads in a background thread at start-up, so /healthz answers at once and /readyz
 turns 200 when the model and index are loaded. Every client mistake is a 4xx with the reason;
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from newsrec_cli import __version__
 from newsrec_cli.serve.engine import MAX_K, Engine, NewsRecord, RequestError, ServeConfig
+from newsrec_cli.serve.ui import UiState, add_ui
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
@@ -153,11 +155,16 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
         docs_url="/docs",
     )
     app.state.engine = engine
+    ui = UiState(engine, config.data, config.ablation, preload=config.ui)
+    app.state.ui = ui
+    loaded = threading.Event()  # the engine and the page's data (dataset, explainer) are loaded
 
     def load() -> None:
         try:
             start = time.perf_counter()
             engine.load()
+            ui.load()
+            loaded.set()
             metrics.model.labels(engine.version, config.backend).set(1)
             metrics.ready.set(1)
             log.warning(
@@ -204,7 +211,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
 
     @app.get("/readyz", responses={503: {"description": "still loading, or loading failed"}})
     def readyz() -> JSONResponse:
-        if engine.ready:
+        if engine.ready and loaded.is_set():
             return JSONResponse(
                 {"status": "ready", "model_version": engine.version, "news": len(engine.table or [])}
             )
@@ -261,6 +268,7 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
             raise RequestError(404, f"unknown news ID {news_id!r}")
         return record.__dict__
 
+    add_ui(app, engine, ui, page=config.ui)
     return app
 
 

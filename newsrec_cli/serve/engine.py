@@ -69,6 +69,9 @@ class ServeConfig:
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     cache_ttl: int = 3600
     cache_size: int = 10_000
+    ui: bool = True  # the web page at /ui
+    data: str | None = None  # a MIND dataset whose users the page offers
+    ablation: str | None = None  # ablation.json shown in the page's run view
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -158,6 +161,8 @@ class Engine:
         self.text_inputs = False
         self.graph_dim: int | None = None  # size of the graph_vector input, None without a graph
         self.graph_vectors: dict[str, np.ndarray] = {}  # GNN vector of each run news on the graph
+        self.run: Any = None  # the loaded torch run (run directory or torch backend), for explanations
+        self.run_dir: Path | None = None  # the run the model comes from (export.json names it)
 
     # ------------------------------------------------------------------ loading
 
@@ -195,6 +200,7 @@ class Engine:
                 "--backend int8: this export has no int8 graphs (export with --quantize int8)"
             )
         self.version = manifest["model_version"]
+        self.run_dir = Path(manifest["run_dir"]) if manifest.get("run_dir") else None
         self.history = int(manifest["history"])
         self.embeddings = manifest.get("embeddings")
         self.text_inputs = manifest.get("shapes", {}).get("text_vector") is not None
@@ -215,9 +221,8 @@ class Engine:
         if backend == "torch":
             from newsrec_cli.train.run import load_run
 
-            self.backend = TorchBackend(
-                load_run(manifest["run_dir"], device="cpu").model, self.config.threads
-            )
+            self.run = load_run(manifest["run_dir"], device="cpu")
+            self.backend = TorchBackend(self.run.model, self.config.threads)
         else:
             self.backend = OnnxBackend(
                 graph_files(self.source, backend == "int8"), backend, self.config.threads
@@ -234,6 +239,7 @@ class Engine:
         from newsrec_cli.train.run import load_run
 
         run = load_run(self.source, device="cpu")
+        self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)
         self.history = run.settings.history
         self.text_inputs = run.model.news_encoder.text is not None
