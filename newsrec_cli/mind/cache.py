@@ -40,7 +40,7 @@ from typing import Literal
 
 import numpy as np
 
-from newsrec_cli.atomic import TMP_PREFIX
+from newsrec_cli.atomic import TMP_PREFIX, current_umask
 from newsrec_cli.mind.behaviors import Impressions, read_behaviors
 from newsrec_cli.mind.report import BadLine, ReadReport
 from newsrec_cli.mind.vocab import Vocab
@@ -215,7 +215,7 @@ def _write(
         (tmp / "extra_news.txt").write_text("".join(f"{i}\n" for i in extra_news), encoding="utf-8")
         (tmp / "users.txt").write_text("".join(f"{u}\n" for u in users), encoding="utf-8")
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700
         for old in root.glob(f"{folder.name.rsplit('-', 1)[0]}-*"):
             if old != folder and not old.name.startswith(TMP_PREFIX):
                 shutil.rmtree(old, ignore_errors=True)  # the cache of an older version of the file
@@ -227,12 +227,6 @@ def _write(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    from newsrec_cli.atomic import current_umask
-
-    return current_umask()
 
 
 def _ids(path: Path) -> list[str]:
