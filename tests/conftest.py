@@ -15,3 +15,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "mind_tiny" / "news.tsv").exists():
         pytest.skip(f"real MIND fixtures not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _behaviors_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Parse-once caches of the tests go to a temporary folder, never beside ../shared/data."""
+    import os
+
+    from newsrec_cli.mind.cache import ENV
+
+    if ENV not in os.environ:
+        os.environ[ENV] = str(tmp_path_factory.mktemp("behaviors-cache"))

@@ -10,9 +10,11 @@ import pytest
 from evaluate_helpers import make_impressions
 
 from newsrec_cli.errors import InputError
-from newsrec_cli.evaluate.metrics import compute_metrics
+from newsrec_cli.evaluate import predictions as predictions_module
+from newsrec_cli.evaluate.metrics import compute_metrics, ranks_from_scores
 from newsrec_cli.evaluate.predictions import (
     align_ranks,
+    format_predictions,
     read_predictions,
     scores_from_ranks,
     write_predictions,
@@ -117,3 +119,63 @@ def test_a_zip_must_hold_one_text_file(tmp_path: Path) -> None:
         read_predictions(path)
     with pytest.raises(InputError, match="not found"):
         read_predictions(tmp_path / "nope.txt")
+
+
+def _reference_text(ids: np.ndarray, offsets: np.ndarray, ranks: np.ndarray) -> str:
+    """The file as a plain loop writes it (MIND's own code does the same)."""
+    return "".join(
+        f"{int(imp)} [{','.join(str(r) for r in ranks[offsets[i] : offsets[i + 1]])}]\n"
+        for i, imp in enumerate(ids)
+    )
+
+
+def test_vectorised_writer_and_reader_match_a_plain_loop(tmp_path: Path, monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 300, size=500)
+    counts[:3] = (0, 1, 10)  # an empty impression, one candidate, a two-digit rank
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    ranks = np.concatenate([rng.permutation(c) + 1 for c in counts]).astype(np.int64)
+    ids = rng.choice(10**12, size=500, replace=False).astype(np.int64)
+    ids[:2] = (0, 9)
+    text = format_predictions(ids, offsets, ranks)
+    assert text == _reference_text(ids, offsets, ranks)
+    # read back in small chunks (lines never cut), with CRLF endings and a BOM, equal to the line reader
+    monkeypatch.setattr(predictions_module, "READ_CHUNK", 4096)
+    for variant in (text, "\ufeff" + text.replace("\n", "\r\n"), text + "\n\n"):
+        path = tmp_path / "p.txt"
+        path.write_bytes(variant.encode("utf-8"))
+        fast = read_predictions(path)
+        slow = predictions_module._parse_lines(path, variant.lstrip("\ufeff"))
+        for field in ("impression_ids", "lines", "offsets", "ranks"):
+            np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        np.testing.assert_array_equal(fast.ranks, ranks)
+    assert predictions_module._parse_canonical(text.encode()) is not None
+    assert predictions_module._parse_canonical(b"1 [1, 2]\n") is None  # lenient forms: the line reader
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1 [1,,2]\n",
+        "1 [,1]\n",
+        "1 [1,]\n",
+        " 1 [1]\n",
+        "1  [1]\n",
+        "1 [1] \n",
+        "1 [1]]\n",
+        "1,2 [1]\n",
+        "1 [1\r]\n",
+    ],
+)
+def test_the_canonical_reader_hands_odd_lines_to_the_line_reader(text: str) -> None:
+    assert predictions_module._parse_canonical(text.encode()) is None
+
+
+def test_large_file_streams_through_chunks(tmp_path: Path) -> None:
+    """50,000 impressions: written and read back without a loop per line, same ranks."""
+    imps = make_impressions(list(np.random.default_rng(0).integers(1, 60, size=50_000)))
+    scores = np.random.default_rng(1).standard_normal(len(imps.candidates))
+    txt, zipped = write_predictions(tmp_path, imps, scores)
+    for path in (txt, zipped):
+        ranks = align_ranks(path, read_predictions(path), imps)
+        np.testing.assert_array_equal(ranks, ranks_from_scores(scores, imps.candidate_offsets))

@@ -11,11 +11,12 @@ from scipy import sparse
 
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import MissingVectorsError
-from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.vocab import Vocab
 
 TIE_BREAK = 0.5  # popularity noise stays below one click, so it only orders news with equal counts
 CHUNK = 8192  # candidates per step of the content baseline: two CHUNK x dim buffers stay in cache
+USER_CHUNK = 65_536  # impressions whose user vectors are held at once
 
 
 def random_scores(impressions: Impressions, seed: int = 0) -> np.ndarray:
@@ -65,7 +66,9 @@ def content_scores(
     by the metrics' tie rule.
     """
     vocab = news_vocab or impressions.news_vocab
-    used = np.unique(np.concatenate([impressions.candidates, impressions.history]))
+    used = distinct_news(impressions)
+    if (impressions.history == 0).any() or (impressions.candidates == 0).any():
+        used = np.concatenate(([0], used))  # index 0 is padding, looked up as before
     ids = [vocab.ids[i] for i in used]
     vectors, missing = store.lookup(ids)
     if missing:
@@ -78,26 +81,31 @@ def content_scores(
     row_of = np.zeros(int(used.max(initial=0)) + 1, dtype=np.int64)
     row_of[used] = np.arange(len(used))
 
-    # Mean of history vectors per impression as a sparse (impressions x news) average.
-    n = len(impressions)
-    lengths = impressions.history_lengths
-    weights = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
-    averaging = sparse.csr_matrix(
-        (weights, row_of[impressions.history], impressions.history_offsets), shape=(n, len(used))
-    )
-    users = np.asarray(averaging @ unit, dtype=np.float32)  # (I, D)
-    user_norms = np.linalg.norm(users, axis=1, keepdims=True)
-    users /= np.where(user_norms > 0, user_norms, 1.0)  # empty history stays the zero vector
-
-    cand_rows = row_of[impressions.candidates]
-    owner = impressions.candidate_impression
-    scores = np.empty(len(cand_rows), dtype=np.float32)
+    scores = np.empty(len(impressions.candidates), dtype=np.float32)
+    h_off = np.asarray(impressions.history_offsets)
+    c_off = np.asarray(impressions.candidate_offsets)
     # Gathers into reused buffers: fresh C x D copies cost more in page faults than the dot products.
     news_buf = np.empty((CHUNK, unit.shape[1]), dtype=np.float32)
     user_buf = np.empty_like(news_buf)
-    for start in range(0, len(cand_rows), CHUNK):
-        n = min(CHUNK, len(cand_rows) - start)
-        np.take(unit, cand_rows[start : start + n], axis=0, out=news_buf[:n])
-        np.take(users, owner[start : start + n], axis=0, out=user_buf[:n])
-        np.einsum("cd,cd->c", news_buf[:n], user_buf[:n], out=scores[start : start + n])
+    for lo in range(0, len(impressions), USER_CHUNK):  # users of a chunk of impressions at a time
+        hi = min(lo + USER_CHUNK, len(impressions))
+        # Mean of history vectors per impression as a sparse (impressions x news) average.
+        lengths = np.diff(h_off[lo : hi + 1])
+        weights = np.repeat(1.0 / np.maximum(lengths, 1), lengths).astype(np.float32)
+        history = np.asarray(impressions.history[h_off[lo] : h_off[hi]], dtype=np.int64)
+        averaging = sparse.csr_matrix(
+            (weights, row_of[history], h_off[lo : hi + 1] - h_off[lo]), shape=(hi - lo, len(used))
+        )
+        users = np.asarray(averaging @ unit, dtype=np.float32)  # (chunk, D)
+        user_norms = np.linalg.norm(users, axis=1, keepdims=True)
+        users /= np.where(user_norms > 0, user_norms, 1.0)  # empty history stays the zero vector
+
+        a, b = int(c_off[lo]), int(c_off[hi])
+        cand_rows = row_of[np.asarray(impressions.candidates[a:b], dtype=np.int64)]
+        owner = np.repeat(np.arange(hi - lo), np.diff(c_off[lo : hi + 1]))
+        for start in range(0, b - a, CHUNK):
+            n = min(CHUNK, b - a - start)
+            np.take(unit, cand_rows[start : start + n], axis=0, out=news_buf[:n])
+            np.take(users, owner[start : start + n], axis=0, out=user_buf[:n])
+            np.einsum("cd,cd->c", news_buf[:n], user_buf[:n], out=scores[a + start : a + start + n])
     return scores.astype(np.float64)

@@ -29,7 +29,7 @@ from newsrec_cli.evaluate.predictions import (
     scores_from_ranks,
     write_predictions,
 )
-from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
@@ -298,8 +298,7 @@ def _add_baselines(
         return
     start = time.perf_counter()
     store = EmbeddingStore.open(store_path)
-    used_rows = np.unique(np.concatenate([target.candidates, target.history]).astype(np.int64))
-    used = [dataset.news_vocab.ids[i] for i in used_rows[used_rows > 0]]
+    used = [dataset.news_vocab.ids[i] for i in distinct_news(target)]
     _say_unverified(say, check_store_texts(store, dataset.news, used, data=dataset.root))
     scores = baselines.content_scores(store, target, dataset.news_vocab)
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)

@@ -6,6 +6,7 @@ chunk's IDs are factorised in C (pandas) and only the distinct tokens are parsed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -75,8 +76,8 @@ class Impressions:
     def subset(self, keep: np.ndarray) -> Impressions:
         """The impressions selected by a boolean mask or an index array, in that order."""
         idx = np.flatnonzero(keep) if keep.dtype == bool else np.asarray(keep, dtype=np.int64)
-        h_off, h_take = _gather_segments(self.history_offsets, idx)
-        c_off, c_take = _gather_segments(self.candidate_offsets, idx)
+        h_off, h_take = gather_segments(self.history_offsets, idx)
+        c_off, c_take = gather_segments(self.candidate_offsets, idx)
         return Impressions(
             impression_ids=self.impression_ids[idx],
             users=self.users[idx],
@@ -110,7 +111,27 @@ class Impressions:
         )
 
 
-def _gather_segments(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+DISTINCT_CHUNK = 1 << 22
+
+
+def distinct_news(*parts: Impressions) -> np.ndarray:
+    """Distinct news indices (> 0) that the impressions' candidates and histories use, int64, sorted.
+
+    Marked in a boolean table a slice at a time: no concatenated or sorted copy of the (possibly
+    memory-mapped; MIND-large: ~170M entries) index arrays.
+    """
+    arrays = [a for imps in parts for a in (imps.candidates, imps.history) if len(a)]
+    if not arrays:
+        return np.zeros(0, dtype=np.int64)
+    seen = np.zeros(max(int(a.max()) for a in arrays) + 1, dtype=bool)
+    for a in arrays:
+        for start in range(0, len(a), DISTINCT_CHUNK):
+            seen[a[start : start + DISTINCT_CHUNK]] = True
+    seen[0] = False
+    return np.flatnonzero(seen).astype(np.int64)
+
+
+def gather_segments(offsets: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """New offsets and the flat positions that take segments `idx` of an offsets array."""
     starts = offsets[idx]
     lengths = offsets[idx + 1] - starts
@@ -138,14 +159,18 @@ def read_behaviors(
     on_bad_lines: Literal["error", "skip"] = "error",
     chunk_lines: int = 50_000,
     report: ReadReport | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Impressions:
     """Read one behaviors.tsv, labelled (`N1-1 N2-0`) or unlabeled test (`N1 N2`).
 
     New news and user IDs are added to the vocabularies. A malformed line raises InputError
     naming file, line and field; with on_bad_lines="skip" it is left out and listed in `report`.
+    `progress(bytes read, file size)` is called after each chunk of lines.
     """
     path = Path(path)
     report = report if report is not None else ReadReport(path=str(path))
+    size = path.stat().st_size if progress is not None and path.is_file() else 0
+    done = 0
     parts: list[Impressions] = []
     line_numbers: list[np.ndarray] = []
     chunk: list[tuple[int, list[str]]] = []
@@ -156,6 +181,10 @@ def read_behaviors(
             part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
             parts.append(part)
             line_numbers.append(numbers)
+            if progress is not None:
+                # characters, not bytes, but MIND's behaviors are ASCII: close enough for a bar
+                done += sum(len(row) for _, fields in chunk for row in fields) + 5 * len(chunk)
+                progress(min(done, size), size)
             chunk = []
     if chunk or not parts:
         part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
@@ -163,6 +192,8 @@ def read_behaviors(
         line_numbers.append(numbers)
     imps = Impressions.concat(parts) if len(parts) > 1 else parts[0]
     imps.source = str(path)
+    if progress is not None:
+        progress(size, size)
     return _check_unique_ids(imps, np.concatenate(line_numbers), path, on_bad_lines, report)
 
 

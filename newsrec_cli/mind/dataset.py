@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -9,7 +10,8 @@ from typing import Literal
 import numpy as np
 
 from newsrec_cli.errors import InputError
-from newsrec_cli.mind.behaviors import Impressions, read_behaviors
+from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.cache import CacheInfo, load_behaviors
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.report import ReadReport
 from newsrec_cli.mind.split import split_by_impression, split_by_time
@@ -72,6 +74,7 @@ class MindDataset:
     user_vocab: Vocab
     splits: dict[str, Impressions] = field(default_factory=dict)
     reports: list[ReadReport] = field(default_factory=list)
+    caches: dict[str, CacheInfo] = field(default_factory=dict)
 
     @property
     def layout(self) -> Literal["single", "folders"]:
@@ -143,8 +146,14 @@ def load_dataset(
     bad_entities: Literal["error", "collect"] = "error",
     behaviors: bool = True,
     splits: tuple[str, ...] | None = None,
+    cache: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> MindDataset:
-    """Read the news of every split (union by ID) and, if asked, the behaviors of each split."""
+    """Read the news of every split (union by ID) and, if asked, the behaviors of each split.
+
+    Behaviors go through the parse-once cache (`mind/cache.py`): the first read of a split
+    writes its arrays, later reads memory-map them. `progress(split, bytes, size)` follows a parse.
+    """
     root = Path(path)
     folders = find_splits(root)
     if splits is not None:
@@ -170,8 +179,20 @@ def load_dataset(
             if not file.exists():
                 raise InputError("behaviors.tsv not found", path=file)
             report = ReadReport(path=str(file))
-            dataset.splits[name] = read_behaviors(
-                file, news_vocab, user_vocab, on_bad_lines=on_bad_lines, report=report
+            on_bytes = (
+                None if progress is None else (lambda done, size, name=name: progress(name, done, size))
             )
+            dataset.splits[name], info = load_behaviors(
+                file,
+                news.ids,
+                news_vocab,
+                user_vocab,
+                on_bad_lines=on_bad_lines,
+                report=report,
+                progress=on_bytes,
+                cache=cache,
+            )
+            if info is not None:
+                dataset.caches[name] = info
             dataset.reports.append(report)
     return dataset

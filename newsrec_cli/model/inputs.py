@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from newsrec_cli.mind import Impressions
+from newsrec_cli.mind.behaviors import distinct_news
 
 
 def needed_news(*parts: Impressions) -> np.ndarray:
-    """Distinct news indices (> 0) that the impressions' candidates and histories use."""
-    arrays = [a for imps in parts for a in (imps.candidates, imps.history)]
-    used = np.unique(np.concatenate(arrays).astype(np.int64)) if arrays else np.zeros(0, dtype=np.int64)
-    return used[used > 0]
+    """Distinct news indices (> 0) that the impressions' candidates and histories use, sorted."""
+    return distinct_news(*parts)
 
 
 def recent_history(imps: Impressions, rows: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
