@@ -71,6 +71,12 @@ class ContentPrior(nn.Module):
         total = (clicked.float() * mask[..., None]).sum(dim=1)  # (B, T)
         return F.normalize(total, dim=-1)  # an empty history stays the zero vector
 
+    def user_rows(self, table: Tensor, rows: Tensor, mask: Tensor) -> Tensor:
+        """`user(table[rows], mask)` for (N, T) unit vectors and (B, H) rows of them, summed in
+        place (an embedding bag) instead of gathered into (B, H, T) first."""
+        total = F.embedding_bag(rows, table.float(), mode="sum", per_sample_weights=mask.float())
+        return F.normalize(total, dim=-1)
+
     def forward(self, user: Tensor, news: Tensor) -> Tensor:
         with torch.autocast(device_type=news.device.type, enabled=False):
             user = (user if user.dim() == 3 else user.unsqueeze(1)).float()  # (B, 1|K, T)
@@ -80,6 +86,10 @@ class ContentPrior(nn.Module):
         """Every user against every news: (B, T), (N, T) unit vectors -> (B, N) float32 logits."""
         with torch.autocast(device_type=news.device.type, enabled=False):
             return (user.float() @ news.float().T) * self.weight.float()
+
+    def queries(self, user: Tensor) -> Tensor:
+        """(B, T) unit vectors -> (B, T) float32 queries: `pairwise` is `queries(user) @ news.T`."""
+        return user.float() * self.weight.float()
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(weight={float(self.weight.detach()):.3g})"

@@ -6,6 +6,7 @@ table of MIND-small's validation set (~2.7M candidates, ~40k distinct news) is b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 NEWS_CHUNK = 8192  # distinct news encoded per forward
 SCORE_CHUNK = 262_144  # candidates scored per forward
+INNER_CHUNK = 1 << 24  # floats of candidate keys gathered per step (64 MB)
 IMPRESSION_CHUNK = 65_536  # distinct user states held at once
 HASH_CHUNK = 1 << 22  # history entries hashed per step
 
@@ -113,6 +115,24 @@ def same_user_state(imps: Impressions, history: int, user_rows: np.ndarray | Non
     return StateGroups(representatives=order[offsets[:-1]], offsets=offsets, members=order)
 
 
+class _Timer:
+    """Seconds spent in each phase, added into `into` when given (benchmarks read them)."""
+
+    def __init__(self, into: dict[str, float] | None, device: torch.device) -> None:
+        self.into, self.device = into, device
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if self.into is None:
+            yield
+            return
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.into[name] = self.into.get(name, 0.0) + time.perf_counter() - start
+
+
 @torch.no_grad()
 def score_with_model(
     model: NewsRecommender,
@@ -122,59 +142,150 @@ def score_with_model(
     batch_size: int = 512,
     user_rows: np.ndarray | None = None,
     bf16: bool = True,
+    inner_product: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> np.ndarray:
     """Logits float32 [C] aligned with `imps.candidates`; the model must have features attached
     for `imps.news_vocab` (news indices refer to it). `user_rows` (int64 [I]) are rows of the
     user-ID table when the model has one.
+
+    With `inner_product` (default) and a model whose score is an inner product of a per-user
+    query and per-news keys (`NewsRecommender.inner_product_score`), each candidate's logit is
+    one dot product of precomputed vectors; otherwise (or with `inner_product=False`) each
+    (user, news) pair goes through `model.score`. Both give the same logits to float rounding.
+    `timings`, when given, receives the seconds of each phase (news, users, scores).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    timer = _Timer(timings, device)
+    fast = inner_product and model.inner_product_score
     try:
         with autocast_for(device, bf16), graph_cached(model):
             # 1. Every distinct news once, into a compact table (row 0: padding).
-            news = needed_news(imps)
-            compact = np.zeros(int(news.max(initial=0)) + 1, dtype=np.int64)  # news index -> table row
-            compact[news] = np.arange(1, len(news) + 1)
-            table = torch.zeros(len(news) + 1, model.dim, device=device)
-            for start in range(0, len(news), NEWS_CHUNK):
-                chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
-                table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
+            with timer.phase("news"):
+                news = needed_news(imps)
+                compact = np.zeros(int(news.max(initial=0)) + 1, dtype=np.int64)  # news index -> table row
+                compact[news] = np.arange(1, len(news) + 1)
+                table = torch.zeros(len(news) + 1, model.dim, device=device)
+                for start in range(0, len(news), NEWS_CHUNK):
+                    chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
+                    table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
+                keys = model.score_keys(table) if fast else None
 
             # 2-3. Each distinct user state once (MIND repeats a user's history in each of their
-            # impressions), a chunk of states at a time; then one (user, news) pair per candidate
-            # of every impression that shares them. Memory: one chunk of states, not one per
-            # impression.
+            # impressions), a chunk of states at a time; then the candidates of every impression
+            # that shares them. Memory: one chunk of states, not one per impression.
             scores = np.empty(len(imps.candidates), dtype=np.float32)
-            groups = same_user_state(imps, history, user_rows)
+            with timer.phase("users"):
+                groups = same_user_state(imps, history, user_rows)
             per_chunk = max(1, IMPRESSION_CHUNK // batch_size) * batch_size
             for lo in range(0, len(groups.representatives), per_chunk):
                 reps = groups.representatives[lo : lo + per_chunk]
-                users: torch.Tensor | None = None
-                for start in range(0, len(reps), batch_size):
-                    rows = reps[start : start + batch_size]
-                    hist, mask = recent_history(imps, rows, history)
-                    clicked = table[torch.from_numpy(compact[hist]).to(device)]  # (B, H, D)
-                    ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
-                    state = model.encode_user_vectors(clicked, torch.from_numpy(mask).to(device), ids).float()
-                    if users is None:
-                        users = torch.zeros(len(reps), state.shape[1], device=device)
-                    users[start : start + len(rows)] = state
-                assert users is not None  # the chunk has at least one impression
-                members = groups.members[groups.offsets[lo] : groups.offsets[lo + len(reps)]]
-                owner = np.repeat(np.arange(len(reps)), np.diff(groups.offsets[lo : lo + len(reps) + 1]))
-                counts = np.diff(imps.candidate_offsets)[members]
-                _, take = gather_segments(imps.candidate_offsets, members)
-                imp_of = torch.from_numpy(np.repeat(owner, counts)).to(device)
-                cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
-                step = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
-                for start in range(0, len(take), step):
-                    part = slice(start, start + step)
-                    logits = model.score(users[imp_of[part]], table[cand[part]][:, None, :])  # (n, 1)
-                    scores[take[part]] = logits[:, 0].float().cpu().numpy()
+                with timer.phase("users"):
+                    users = _user_states(model, imps, reps, table, compact, history, batch_size, user_rows)
+                with timer.phase("scores"):
+                    members = groups.members[groups.offsets[lo] : groups.offsets[lo + len(reps)]]
+                    owner = np.repeat(np.arange(len(reps)), np.diff(groups.offsets[lo : lo + len(reps) + 1]))
+                    if keys is not None:
+                        _score_inner(model.score_queries(users), keys, imps, members, owner, compact, scores)
+                    else:
+                        _score_pairs(model, users, table, imps, members, owner, compact, scores)
     finally:
         model.train(was_training)
     return scores
+
+
+def _user_states(
+    model: NewsRecommender,
+    imps: Impressions,
+    reps: np.ndarray,
+    table: torch.Tensor,
+    compact: np.ndarray,
+    history: int,
+    batch_size: int,
+    user_rows: np.ndarray | None,
+) -> torch.Tensor:
+    """User states (len(reps), S) of these impressions, `batch_size` per forward."""
+    device = table.device
+    D = model.news_dim
+    # contiguous parts: a click gathers its learned vector only (the prior sums text in place)
+    learned = table[:, :D].contiguous()
+    text = table[:, D:].contiguous() if model.prior is not None else None
+    users: torch.Tensor | None = None
+    for start in range(0, len(reps), batch_size):
+        rows = reps[start : start + batch_size]
+        hist, mask = recent_history(imps, rows, history)
+        clicked = torch.from_numpy(compact[hist]).to(device)  # (B, H) rows of the table
+        ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
+        state = model.encode_user_rows(learned, text, clicked, torch.from_numpy(mask).to(device), ids).float()
+        if users is None:
+            users = torch.zeros(len(reps), state.shape[1], device=device)
+        users[start : start + len(rows)] = state
+    assert users is not None  # the chunk has at least one impression
+    return users
+
+
+def _score_pairs(
+    model: NewsRecommender,
+    users: torch.Tensor,
+    table: torch.Tensor,
+    imps: Impressions,
+    members: np.ndarray,
+    owner: np.ndarray,
+    compact: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Every candidate of `members` (impressions; `owner`: their row of `users`) through
+    `model.score`, one (user, news) pair each: any user encoder, the candidate-aware one too."""
+    device = users.device
+    counts = np.diff(imps.candidate_offsets)[members]
+    _, take = gather_segments(imps.candidate_offsets, members)
+    imp_of = torch.from_numpy(np.repeat(owner, counts)).to(device)
+    cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
+    step = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
+    for start in range(0, len(take), step):
+        part = slice(start, start + step)
+        logits = model.score(users[imp_of[part]], table[cand[part]][:, None, :])  # (n, 1)
+        scores[take[part]] = logits[:, 0].float().cpu().numpy()
+
+
+def _score_inner(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    imps: Impressions,
+    members: np.ndarray,
+    owner: np.ndarray,
+    compact: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Every candidate of `members` as keys[news] . queries[owner]. The impressions are sorted by
+    candidate count, so those with L candidates lie together and their keys form an (m, L, dim)
+    block: one batched matrix-vector product with their m queries, no padding. Only the keys
+    are gathered per candidate (a query once per impression) and no per-pair normalisation
+    runs: the work per candidate is one row read and one dot product."""
+    device = queries.device
+    offsets = imps.candidate_offsets
+    counts = np.diff(offsets)[members]
+    order = np.argsort(counts, kind="stable")
+    members, owner, counts = members[order], owner[order], counts[order]
+    _, take = gather_segments(offsets, members)  # candidate positions, impression by impression
+    cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
+    owner_t = torch.from_numpy(owner).to(device)
+    ends = np.concatenate([[0], np.cumsum(counts)])  # impression i's candidates: ends[i]:ends[i+1]
+    runs = np.concatenate([[0], np.flatnonzero(counts[1:] != counts[:-1]) + 1, [len(counts)]])
+    budget = max(1, INNER_CHUNK // max(1, keys.shape[1]))  # candidates gathered per step
+    for a, b in zip(runs[:-1], runs[1:], strict=True):
+        width = int(counts[a])
+        if width == 0:
+            continue
+        per = max(1, budget // width)
+        for s in range(a, b, per):
+            e = min(b, s + per)
+            lo, hi = int(ends[s]), int(ends[e])
+            vectors = keys[cand[lo:hi]].view(e - s, width, keys.shape[1])  # (m, L, dim)
+            logits = torch.bmm(vectors, queries[owner_t[s:e]][:, :, None])  # (m, L, 1)
+            scores[take[lo:hi]] = logits.reshape(-1).cpu().numpy()
 
 
 def score_impressions(

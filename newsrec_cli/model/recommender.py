@@ -104,6 +104,18 @@ class NewsRecommender(nn.Module):
             return state
         return torch.cat([state.float(), self.prior.user(clicked[..., D:], mask)], dim=-1)
 
+    def encode_user_rows(
+        self, learned: Tensor, text: Tensor | None, rows: Tensor, mask: Tensor, users: Tensor | None = None
+    ) -> Tensor:
+        """`encode_user_vectors` of the clicked news `rows` (B, H) of a news table split in its
+        learned part (N, news_dim) and its text part (N, prior_dim; None without a prior): only
+        the learned part is gathered per click, the prior sums the text part in place."""
+        state = self.user_encoder(learned[rows], mask, users)
+        if self.prior is None:
+            return state
+        assert text is not None, "a model with a prior needs the text part of the table"
+        return torch.cat([state.float(), self.prior.user_rows(text, rows, mask)], dim=-1)
+
     def user_vectors(self, user: Tensor, news: Tensor) -> tuple[Tensor, Tensor | None]:
         """The learned user vector each candidate is scored with, (B, K, D), and the candidate
         attention over the history (B, K, H) where the user encoder has one."""
@@ -169,6 +181,29 @@ class NewsRecommender(nn.Module):
         if self.prior is not None:
             logits = logits + self.prior.pairwise(user[:, -self.prior_dim :], news[:, D:])
         return logits
+
+    @property
+    def inner_product_score(self) -> bool:
+        """Whether `score` is `score_queries(user) . score_keys(news)`: one user vector for every
+        candidate (no candidate attention in the user encoder)."""
+        return not isinstance(self.user_encoder, CandidateUserEncoder)
+
+    def score_keys(self, news: Tensor) -> Tensor:
+        """(N, dim) news vectors -> (N, dim) float32 keys (see `score_queries`)."""
+        D = self.news_dim
+        keys = self.scorer.keys(news[:, :D])
+        return keys if self.prior is None else torch.cat([keys, news[:, D:].float()], dim=-1)
+
+    def score_queries(self, user: Tensor) -> Tensor:
+        """(B, S) user states -> (B, dim) float32 queries: with `inner_product_score`,
+        `score_queries(u) @ score_keys(n).T` is `score_pairwise(u, n)` (to float rounding), so a
+        candidate's logit is one dot product of precomputed vectors."""
+        if not self.inner_product_score:
+            raise RuntimeError("a candidate-aware user encoder has no per-user query")
+        learned = self.scorer.queries(user[:, : user.shape[1] - self.prior_dim])
+        if self.prior is None:
+            return learned
+        return torch.cat([learned, self.prior.queries(user[:, -self.prior_dim :])], dim=-1)
 
     def user_summary(self, user: Tensor) -> Tensor:
         """(B, S) user states -> (B, D) learned user vectors that do not depend on a candidate."""

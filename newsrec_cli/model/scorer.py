@@ -108,5 +108,17 @@ class ScoringHead(nn.Module):
                 sim = _standardise(user) @ _standardise(news).T / user.shape[-1]
             return sim * self.scale.float()
 
+    def keys(self, news: Tensor) -> Tensor:
+        """(N, D) news -> (N, D) float32 keys: `pairwise` is `queries(user) @ keys(news).T`."""
+        news = news.float()
+        return F.normalize(news, dim=-1) if self.kind == "cosine" else _standardise(news)
+
+    def queries(self, user: Tensor) -> Tensor:
+        """(B, D) users -> (B, D) float32 queries, the similarity's user side times the scale."""
+        user = user.float()
+        if self.kind == "cosine":
+            return F.normalize(user, dim=-1) * self.scale.float()
+        return _standardise(user) * (self.scale.float() / user.shape[-1])
+
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(kind={self.kind!r}, scale={float(self.scale.detach()):.3g})"
