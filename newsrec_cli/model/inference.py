@@ -212,16 +212,26 @@ def _user_states(
     # contiguous parts: a click gathers its learned vector only (the prior sums text in place)
     learned = table[:, :D].contiguous()
     text = table[:, D:].contiguous() if model.prior is not None else None
+    # Histories are left-aligned and padded on the right, and padded clicks are masked out of
+    # every attention and pooling: batches of states of similar history length, cut to their
+    # longest, give the same states without encoding the padding (most histories are short).
+    # (A candidate-aware encoder's state holds the padded history itself: never cut there.)
+    trim = model.inner_product_score
+    lengths = np.minimum(np.diff(imps.history_offsets)[reps], history)
+    order = np.argsort(lengths, kind="stable") if trim else np.arange(len(reps))
     users: torch.Tensor | None = None
     for start in range(0, len(reps), batch_size):
-        rows = reps[start : start + batch_size]
+        where = order[start : start + batch_size]
+        rows = reps[where]
+        width = max(1, int(lengths[where].max())) if trim else history
         hist, mask = recent_history(imps, rows, history)
+        hist, mask = hist[:, :width], mask[:, :width]
         clicked = torch.from_numpy(compact[hist]).to(device)  # (B, H) rows of the table
         ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
         state = model.encode_user_rows(learned, text, clicked, torch.from_numpy(mask).to(device), ids).float()
         if users is None:
             users = torch.zeros(len(reps), state.shape[1], device=device)
-        users[start : start + len(rows)] = state
+        users[torch.from_numpy(where).to(device)] = state
     assert users is not None  # the chunk has at least one impression
     return users
 
