@@ -12,6 +12,7 @@ difference between the two paths' logits.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2).")
     parser.add_argument("--batch-size", type=int, default=512, help="User states per forward.")
     parser.add_argument("--paths", default="inner,pairs", help="Paths run: inner,pairs (default both).")
+    parser.add_argument("--repeat", type=int, default=2, help="Runs of each path; the fastest is shown.")
     return parser.parse_args()
 
 
@@ -57,19 +59,24 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "path" else "right")
     reference: np.ndarray | None = None
     for path in args.paths.split(","):
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        logits = score_with_model(
-            run.model,
-            imps,
-            history=run.settings.history,
-            batch_size=args.batch_size,
-            user_rows=run.user_rows(imps),
-            bf16=run.settings.bf16,
-            inner_product=path == "inner",
-            timings=timings,
-        )
-        total = time.perf_counter() - start
+        best: tuple[float, dict[str, float]] | None = None
+        for _ in range(args.repeat):  # the first run also reads the memory-mapped arrays
+            timings: dict[str, float] = {}
+            start = time.perf_counter()
+            logits = score_with_model(
+                run.model,
+                imps,
+                history=run.settings.history,
+                batch_size=args.batch_size,
+                user_rows=run.user_rows(imps),
+                bf16=run.settings.bf16,
+                inner_product=path == "inner",
+                timings=timings,
+            )
+            total = time.perf_counter() - start
+            best = (total, timings) if best is None or total < best[0] else best
+        assert best is not None
+        total, timings = best
         diff = "-" if reference is None else f"{np.abs(logits - reference).max():.2e}"
         reference = logits if reference is None else reference
         table.add_row(
@@ -80,7 +87,10 @@ def main() -> None:
             diff,
         )
     console.print(table)
-    console.print(f"torch threads: {args.threads}; batch size {args.batch_size}")
+    console.print(
+        f"torch threads: {args.threads}; batch size {args.batch_size}; fastest of {args.repeat}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":
