@@ -38,6 +38,11 @@ def autocast_for(device: torch.device, bf16: bool = True) -> AbstractContextMana
     return nullcontext()
 
 
+def no_autocast(device: torch.device) -> AbstractContextManager:
+    """float32 inside an autocast region (bf16 would tie distinct scores)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 @contextmanager
 def graph_cached(model: NewsRecommender) -> Iterator[None]:
     """Run the GNN once for all news nodes while inside (inference only)."""
@@ -171,7 +176,10 @@ def score_with_model(
                 for start in range(0, len(news), NEWS_CHUNK):
                     chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
                     table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
-                keys = model.score_keys(table) if fast else None
+                keys = None
+                if fast:
+                    with no_autocast(device):  # the head scores in float32 (see ScoringHead)
+                        keys = model.score_keys(table)
 
             # 2-3. Each distinct user state once (MIND repeats a user's history in each of their
             # impressions), a chunk of states at a time; then the candidates of every impression
@@ -188,7 +196,9 @@ def score_with_model(
                     members = groups.members[groups.offsets[lo] : groups.offsets[lo + len(reps)]]
                     owner = np.repeat(np.arange(len(reps)), np.diff(groups.offsets[lo : lo + len(reps) + 1]))
                     if keys is not None:
-                        _score_inner(model.score_queries(users), keys, imps, members, owner, compact, scores)
+                        with no_autocast(device):
+                            queries = model.score_queries(users)
+                            _score_inner(queries, keys, imps, members, owner, compact, scores)
                     else:
                         _score_pairs(model, users, table, imps, members, owner, compact, scores)
     finally:
