@@ -295,6 +295,12 @@ class TrainSettings(StageSettings):
     time_budget: float | None = Field(
         None, gt=0, description="Stop after this many seconds, validate and save (resumable)."
     )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        description="Also write last.pt every this many steps inside an epoch, so a killed run "
+        "(kill -9, a lost node) resumes from there instead of the epoch's start.",
+    )
     batch_size: int = Field(64, ge=1, description="Clicks per step.")
     lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(

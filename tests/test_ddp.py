@@ -172,6 +172,24 @@ def test_a_dead_rank_ends_the_job_and_resume_finishes_the_run(runs: dict[str, An
     assert [r["metrics"] for r in report["history"]] == [r["metrics"] for r in runs["ddp"]["history"]]
 
 
+def test_checkpoint_every_resumes_a_dead_rank_inside_the_epoch(runs: dict[str, Any]) -> None:
+    root, data, store = runs["root"], runs["data"], runs["store"]
+    out = root / "killed_mid_epoch"
+    steps = runs["single"].info.steps_per_epoch
+    killed = run_cli(
+        "train", str(data), "-e", str(store), "--out", str(out), *runs["flags"], "--nproc", "2",
+        "--checkpoint-every", "2",
+        env={FAULT_ENV: f"1:{steps + 3}"},  # steps + 2 ran (and its checkpoint, when even)
+    )  # fmt: skip
+    assert killed.returncode == 1, killed.stderr[-3000:]
+    resumed = run_cli("train", "--resume", "--out", str(out), "--nproc", "2", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    report = json.loads(resumed.stdout)
+    assert report["info"]["resumed_at"] == [2, (steps + 2) // 2 * 2 - steps]
+    assert max_difference(out, root / "ddp") < 1e-6
+    assert [r["metrics"] for r in report["history"]] == [r["metrics"] for r in runs["ddp"]["history"]]
+
+
 def test_each_rank_takes_a_contiguous_share_of_the_global_batch(tmp_path: Path) -> None:
     data = synth(tmp_path)
     imps = load_dataset(data).splits["train"]

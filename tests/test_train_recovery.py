@@ -174,3 +174,40 @@ def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
     assert (resumed.best_epoch, resumed.best_metrics) == (full.best_epoch, full.best_metrics)
     saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
     assert saved["epoch"] == full.best_epoch and "partial" not in saved
+
+
+class KillAt(TrainCallbacks):
+    """kill -9 at (epoch, step): the step ran, nothing after it (no Ctrl-C save, no validation)."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch, self.step, self.current = epoch, step, 0
+
+    def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
+        self.current = epoch
+
+    def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
+        if self.current == self.epoch and done == self.step:
+            raise Killed
+        return False
+
+
+def test_checkpoint_every_lets_a_killed_run_resume_inside_the_epoch(
+    synthetic: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, store = synthetic
+    settings = fast(epochs=2, checkpoint_every=3)
+    full = train(data, tmp_path / "full", store=store, settings=fast(epochs=2))
+    with pytest.raises(Killed):
+        train(data, tmp_path / "cut", store=store, settings=settings, callbacks=KillAt(epoch=2, step=5))
+    saved = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    steps_per_epoch = full.info.steps_per_epoch
+    # Step 5 of epoch 2 is global step steps_per_epoch + 5; the kill comes before that step's own
+    # checkpoint, so last.pt holds the last multiple of 3 before it.
+    expected = (steps_per_epoch + 4) // 3 * 3
+    assert expected > steps_per_epoch  # inside epoch 2, not its start
+    assert saved["state"]["global_step"] == expected
+    resumed = train(None, tmp_path / "cut", settings=settings, resume=True)
+    assert resumed.info.resumed_at == (2, expected - steps_per_epoch)
+    assert_same_weights(tmp_path / "full" / "model.pt", tmp_path / "cut" / "model.pt")
+    assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert full_epochs(resumed.history) == full_epochs(full.history)

@@ -121,6 +121,13 @@ def train_command(
     time_budget: Annotated[
         float | None, _opt("Stop after this many seconds (resumable).", "--time-budget")
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        _opt(
+            "Also write last.pt every this many steps (a killed run resumes from there).",
+            "--checkpoint-every",
+        ),
+    ] = None,
     batch_size: Annotated[int | None, _opt("Clicks per step.", "--batch-size")] = None,
     lr: Annotated[float | None, _opt("Peak learning rate.", "--lr")] = None,
     weight_decay: Annotated[float | None, _opt("AdamW weight decay.", "--weight-decay")] = None,
@@ -215,6 +222,7 @@ def train_command(
         epochs=epochs,
         max_steps=max_steps,
         time_budget=time_budget,
+        checkpoint_every=checkpoint_every,
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,

@@ -36,7 +36,7 @@ from newsrec_cli.train.run import (
 from newsrec_cli.train.samples import ClickSamples, click_samples
 
 # Settings a resumed run may change: when to stop and the hardware, never what is trained.
-CHANGEABLE_ON_RESUME = ("time_budget", "device", "workers", "threads", "eval_batch_size")
+CHANGEABLE_ON_RESUME = ("time_budget", "checkpoint_every", "device", "workers", "threads", "eval_batch_size")
 
 
 @dataclass

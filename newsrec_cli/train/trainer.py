@@ -424,6 +424,13 @@ class Trainer:
             stop = self.stop_after_step(interrupted)
             if stop:
                 break
+            if settings.checkpoint_every and state.global_step % settings.checkpoint_every == 0:
+                # Every rank reaches the same step, so save_last's RNG gather stays collective.
+                # The saved seconds include this part of the epoch; the loop adds it at its end.
+                spent = time.monotonic() - tick
+                state.epoch_seconds += spent
+                self.save_last()
+                state.epoch_seconds -= spent
         state.epoch_seconds += time.monotonic() - tick
         return EpochSteps(stop=stop, steps=len(batches), seen=seen, tick=tick)
 
