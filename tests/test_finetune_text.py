@@ -134,7 +134,12 @@ def test_a_run_trains_saves_loads_evaluates_and_refuses_export(
     assert result.exit_code == 0, result.output
     assert "fine-tuning the last 1 layers" in result.stderr and "on CPU this is slow" in result.stderr
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1] and 0.0 < history[1]["metrics"]["auc"] < 1.0
+    assert [h["epoch"] for h in history] == [0, 1]
+    # The trained epoch ranks differently from the untrained one (measured 0.621 against 0.626:
+    # one epoch on 300 news does not gain, see the README), and the fine-tuned vectors still carry
+    # the content signal: well above chance (0.5), within reach of epoch 0.
+    epoch0, epoch1 = history[0]["metrics"]["auc"], history[1]["metrics"]["auc"]
+    assert epoch1 != epoch0 and epoch1 > 0.58 and abs(epoch1 - epoch0) < 0.05
     saved = torch.load(run / "last.pt", weights_only=True)["model"]
     tower_keys = [k for k in saved if k.startswith("news_encoder.tower.")]
     assert tower_keys and all(k.startswith("news_encoder.tower.layers.0.") for k in tower_keys)
