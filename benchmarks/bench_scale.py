@@ -101,26 +101,10 @@ def gib(n: int) -> str:
 
 
 def make_store(data: Path, out: Path, dim: int = 384) -> Path:
-    import numpy as np
+    """bench_train's random unit store (timing only), made once under --root."""
+    from bench_train import make_store as random_unit_store  # the script's folder is on sys.path
 
-    from newsrec_cli.embed.store import commit, new_meta
-    from newsrec_cli.mind import load_dataset
-
-    if (out / "meta.json").exists():
-        return out
-    ids = load_dataset(data, behaviors=False).news.ids
-    vectors = np.random.default_rng(0).normal(size=(len(ids), dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    signature = {
-        "kind": "news",
-        "provider": "bench",
-        "model": "random-unit",
-        "dimension": dim,
-        "template": "{title}",
-        "normalized": True,
-    }
-    commit(out, ids, vectors, new_meta(signature))
-    return out
+    return out if (out / "meta.json").exists() else random_unit_store(data, out, dim)
 
 
 def main() -> None:
