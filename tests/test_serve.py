@@ -110,7 +110,7 @@ def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
 def test_export_manifest_table_and_parity(trained: tuple[Path, Path], exported: tuple[Path, dict]) -> None:
     from newsrec_cli.embed.store import EmbeddingStore
     from newsrec_cli.serve.backends import OnnxBackend
-    from newsrec_cli.serve.export import graph_files, run_news_inputs, sha256
+    from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs, sha256
     from newsrec_cli.train.run import load_run
 
     _, run = trained
@@ -140,7 +140,7 @@ def test_export_manifest_table_and_parity(trained: tuple[Path, Path], exported: 
         expected = loaded.model.encode_news(torch.from_numpy(pick + 1)).numpy()  # run vocab: row 0 = pad
     np.testing.assert_allclose(table, expected, atol=1e-5)
     # The ONNX news encoder from per-news inputs gives the same vectors.
-    onnx = OnnxBackend(graph_files(out, False))
+    onnx = OnnxBackend(graph_files(out, manifest_graphs(manifest, False)))
     np.testing.assert_allclose(onnx.encode_news(inputs.rows(pick)), expected, atol=1e-4)
 
 
@@ -150,6 +150,119 @@ def test_export_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "config.json" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["serve", str(tmp_path), "--backend", "gpu"])
     assert result.exit_code != 0 and "torch, onnx or int8" in result.output
+
+
+def test_int8_export_stores_the_table_in_int8_and_quantises_only_what_shrinks(
+    trained: tuple[Path, Path], exported: tuple[Path, dict]
+) -> None:
+    """The int8 table holds int8 codes with a scale per row and part (4x smaller than float32,
+    each vector within half a step of the int8 encoder's); graphs int8 cannot shrink (the scorer,
+    keys, queries) are the fp32 files, and the news encoder's embedding tables are int8 too."""
+    from newsrec_cli.serve.backends import OnnxBackend
+    from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs
+    from newsrec_cli.serve.vector_table import read_table
+    from newsrec_cli.train.run import load_run
+
+    _, run = trained
+    out, _ = exported
+    manifest = json.loads((out / "export.json").read_text())
+    model = load_run(run, device="cpu").model
+    assert manifest["version"] == 2 and manifest["retrieval"] == "keys"
+    table = manifest["tables"]["int8"]
+    assert table["dtype"] == "int8" and table["parts"] == [0, model.news_dim, model.dim]
+    codes = np.load(out / table["path"] / "vectors.npy")
+    fp32 = np.load(out / manifest["tables"]["fp32"]["path"] / "vectors.npy")
+    assert codes.dtype == np.int8 and codes.shape == fp32.shape and fp32.dtype == np.float32
+    on_disk = sum(f.stat().st_size for f in (out / table["path"]).iterdir())
+    assert on_disk * 3.5 < sum(f.stat().st_size for f in (out / "news_vectors").iterdir())
+    int8_names = manifest_graphs(manifest, True)
+    assert int8_names["news"] == "news_encoder.int8.onnx" and int8_names["user"] == "user_encoder.int8.onnx"
+    assert {int8_names[p] for p in ("score", "keys", "queries")} == {
+        "scorer.onnx",
+        "keys.onnx",
+        "queries.onnx",
+    }
+    assert not list(out.glob("scorer.int8.onnx"))
+    assert (out / "news_encoder.int8.onnx").stat().st_size * 1.8 < (out / "news_encoder.onnx").stat().st_size
+    # Dequantised rows match the int8 encoder's vectors within half a step of each part's scale.
+    ids, inputs, _ = run_news_inputs(load_run(run, device="cpu"))
+    int8 = OnnxBackend(graph_files(out, int8_names), "int8")
+    expected = int8.encode_news(inputs)
+    served_ids, vectors, _ = read_table(out / table["path"])
+    assert served_ids == ids
+    scales = np.load(out / table["path"] / "scales.npy")
+    for p, (a, b) in enumerate(zip(table["parts"][:-1], table["parts"][1:], strict=True)):
+        err = np.abs(vectors[:, a:b] - expected[:, a:b]).max(axis=1)
+        assert np.all(err <= scales[:, p] * 0.5 + 1e-6)
+        assert np.all(scales[:, p] > 0)
+
+
+def test_int8_only_export_old_exports_and_newer_ones(
+    trained: tuple[Path, Path], exported: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """--quantize int8-only keeps the int8 set alone and
+    serves as the int8 set of a full export does; another backend is refused in one line. An
+    export of version 1 (float32 tables, no keys graphs) still serves; a newer one is refused."""
+    import shutil
+
+    from newsrec_cli.embed.store import commit, new_meta
+    from newsrec_cli.serve.engine import Engine, ServeConfig
+    from newsrec_cli.serve.vector_table import read_table
+
+    _, run = trained
+    full, _ = exported
+    small = tmp_path / "int8_only"
+    result = runner.invoke(
+        app, ["export", str(run), "--out", str(small), "--quantize", "int8-only", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((small / "export.json").read_text())
+    assert manifest["graphs"]["fp32"] is None and manifest["tables"]["fp32"] is None
+    assert not (small / "news_vectors").exists() and not (small / "news_encoder.onnx").exists()
+    assert set(manifest["checksums"]) == {
+        str(f.relative_to(small)) for f in small.rglob("*") if f.is_file()
+    } - {"export.json"}
+    ids = [line.split("\t")[0] for line in (full / "news.tsv").read_text().splitlines()]
+    body = {"history": ids[3:9], "k": 8}
+
+    def answer(source: Path, backend: str) -> list[tuple[str, float]]:
+        engine = Engine(ServeConfig(str(source), backend=backend, state_dir=str(tmp_path / f"s{backend}")))
+        engine.load()
+        return [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body)["items"]]
+
+    assert answer(small, "int8") == answer(full, "int8")
+    refused = runner.invoke(app, ["recommend", str(small), "--backend", "onnx", "--history", ids[0]])
+    assert refused.exit_code != 0 and "int8-only" in refused.output and "Traceback" not in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+    # Version 1: the layout before int8 tables and keys graphs.
+    old = tmp_path / "v1"
+    shutil.copytree(full, old)
+    for name in ("keys.onnx", "queries.onnx"):
+        (old / name).unlink()
+    v1_ids, v1_int8, meta = read_table(full / "news_vectors_int8")
+    shutil.rmtree(old / "news_vectors_int8")
+    signature = {k: meta[k] for k in ("kind", "provider", "model", "dimension", "template", "normalized")}
+    commit(old / "news_vectors_int8", v1_ids, v1_int8, new_meta(signature))
+    v1 = json.loads((full / "export.json").read_text())
+    for key in ("tables", "retrieval"):
+        del v1[key]
+    v1["version"] = 1
+    v1["graphs"] = {
+        "fp32": {"news": "news_encoder.onnx", "user": "user_encoder.onnx", "score": "scorer.onnx"},
+        "int8": {"news": "news_encoder.int8.onnx", "user": "user_encoder.int8.onnx", "score": "scorer.onnx"},
+    }
+    (old / "export.json").write_text(json.dumps(v1))
+    for backend in ("onnx", "int8"):
+        engine = Engine(ServeConfig(str(old), backend=backend, state_dir=str(tmp_path / f"v1{backend}")))
+        engine.load()
+        assert engine.retriever.method == "exact-model"  # no keys graph: every news through the scorer
+        got = [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body)["items"]]
+        assert got == answer(full, backend)
+    v1["version"] = 3
+    (old / "export.json").write_text(json.dumps(v1))
+    newer = runner.invoke(app, ["recommend", str(old), "--backend", "onnx", "--history", ids[0]])
+    assert newer.exit_code != 0 and "version 3" in newer.output and "Traceback" not in newer.output
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -379,7 +492,7 @@ def test_graph_run_export_news_vectors(graph_run: tuple[Path, Path, dict]) -> No
     from newsrec_cli.model.inference import graph_cached
     from newsrec_cli.serve.backends import OnnxBackend
     from newsrec_cli.serve.engine import Engine, NewsRecord, ServeConfig
-    from newsrec_cli.serve.export import graph_files, run_news_inputs
+    from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs
     from newsrec_cli.train.run import load_run
 
     run, out, report = graph_run
@@ -393,7 +506,7 @@ def test_graph_run_export_news_vectors(graph_run: tuple[Path, Path, dict]) -> No
     _, inputs, _ = run_news_inputs(loaded)
     pick = np.flatnonzero(inputs.graph_present)[:30]
     assert len(pick) == 30
-    onnx = OnnxBackend(graph_files(out, False))
+    onnx = OnnxBackend(graph_files(out, manifest_graphs(manifest, False)))
     with torch.no_grad(), graph_cached(model):  # the GNN once, as evaluate runs it
         on_graph = model.encode_news(torch.from_numpy(pick + 1)).numpy()  # run vocab: row 0 = pad
         enc = model.news_encoder
@@ -528,12 +641,13 @@ def test_fuzzed_requests_never_500(api_schema) -> None:  # type: ignore[no-untyp
     assert len(calls) >= 50 and any(400 <= c < 500 for c in calls) and any(c == 200 for c in calls)
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_retrieval_of_the_default_model_is_an_inner_product_equal_to_scoring_every_news(
+@pytest.mark.parametrize("backend", ["torch", "onnx", "int8"])
+def test_retrieval_top_k_equals_scoring_every_news_through_the_backend(
     trained: tuple[Path, Path], exported: tuple[Path, dict], backend: str, tmp_path: Path
 ) -> None:
-    """The content prior's score is keys(n)·query(u): the probe finds that form, and exact search
-    over the keys (and the HNSW index over them) returns the model's own top k."""
+    """The model's keys and queries (torch, or keys.onnx / queries.onnx): exact search over the
+    keys and the HNSW index over them return the model's own top k, and the product of a key and
+    a query is the logit."""
     from newsrec_cli.serve.engine import Engine, ServeConfig
     from newsrec_cli.serve.index import Retriever
 
@@ -542,18 +656,18 @@ def test_retrieval_of_the_default_model_is_an_inner_product_equal_to_scoring_eve
     source = str(run if backend == "torch" else out)
     engine = Engine(ServeConfig(source=source, backend=backend, state_dir=str(tmp_path / "state")))
     engine.load()
-    assert engine.retriever.kind == "split" and engine.retriever.method == "exact"
+    assert engine.retriever.inner_product and engine.retriever.method == "exact"
     vectors, n = engine.table.view()
     history = list(engine.table.ids[:8])
     state, _ = engine.user_state([engine.table.index[i] for i in history], 0)
     model_scores = engine.backend.score(state, vectors[None, :n])[0]
+    assert model_scores.std() > 0.01
     found = engine.retriever.search(engine.backend, state, vectors[:n], 10, None)
-    best = np.sort(model_scores)[::-1][:10]
-    np.testing.assert_allclose(np.sort(model_scores[found])[::-1], best, rtol=1e-4, atol=1e-4)
-    keys_scores = engine.retriever.keys[:n] @ engine.retriever.form.query(state)
+    assert set(found.tolist()) == set(np.argsort(-model_scores, kind="stable")[:10].tolist())
+    keys_scores = engine.retriever.keys[:n] @ engine.backend.queries(state)[0]
     np.testing.assert_allclose(keys_scores, model_scores, rtol=1e-4, atol=1e-4)
     # the HNSW index over the same keys (threshold below the size) finds (nearly) the same top 10
-    ann = Retriever(engine.retriever.kind, vectors.shape[1], ann_threshold=1, form=engine.retriever.form)
+    ann = Retriever(engine.backend, ann_threshold=1)
     ann.rebuild(vectors[:n])
     approx = ann.search(engine.backend, state, vectors[:n], 10, None)
     assert ann.method == "usearch-hnsw" and len(set(approx) & set(found)) >= 8

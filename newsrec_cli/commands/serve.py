@@ -30,7 +30,12 @@ def export_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Export folder to write.")],
     quantize: Annotated[
-        str, typer.Option("--quantize", help="none or int8 (onnxruntime dynamic quantisation).")
+        str,
+        typer.Option(
+            "--quantize",
+            help="none (fp32), int8 (fp32 and int8: every backend) or int8-only (the int8 graphs and "
+            "int8 news-vector table alone: the smallest export, --backend int8).",
+        ),
     ] = "int8",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (13-21).")] = 17,
     parity_impressions: Annotated[
@@ -41,7 +46,7 @@ def export_command(
 ) -> None:
     """Export a run to ONNX (fp32 and int8), a news-vector table by ID and export.json, with a parity check.
 
-    Example: newsrec export runs/nrms --out exports/nrms --quantize int8
+    Example: newsrec export runs/nrms --out exports/nrms --quantize int8-only
     """
     _need_serve_extra()
     from newsrec_cli.serve.export import export_run

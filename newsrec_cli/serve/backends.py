@@ -1,12 +1,17 @@
 """Backends that run a trained model for serving: torch (the run itself) or ONNX Runtime.
 
 Both speak numpy and are built only on the public methods of `NewsRecommender` (`encode_news`,
-`encode_user_vectors`, `score`, `attach`), so a model change needs no change here:
+`encode_user_vectors`, `score`, `score_keys`, `score_queries`, `attach`), so a model change needs
+no change here:
 
 - `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector, graph
   vector) -> (N, D)
 - `encode_users(clicked (B, H, D), mask (B, H), users (B,))` -> user state (B, ...), cacheable
 - `score(state, candidates (B, K, D))` -> (B, K) logits
+- `keys(vectors (N, D))` -> (N, D') and `queries(state)` -> (B, D'), where the model's score is
+  their inner product (`inner_product` True): what retrieval indexes and searches with. A model
+  whose score is no inner product (candidate attention) has neither; retrieval then scores
+  every news through `score`.
 
 The ONNX graphs are exported from small wrapper modules around the same methods (export.py).
 """
@@ -23,6 +28,8 @@ import numpy as np
 NEWS_INPUTS = ("id_index", "category", "subcategory", "text", "text_present", "graph_vector", "graph_present")
 USER_INPUTS = ("clicked", "mask", "users")
 SCORE_INPUTS = ("user_state", "candidates")
+KEYS_INPUTS = ("vectors",)
+QUERIES_INPUTS = ("user_state",)
 
 
 @dataclass
@@ -103,12 +110,17 @@ def encode_news_with(model: Any, feed: dict[str, Any]) -> Any:
 
 class Backend(Protocol):
     name: str
+    inner_product: bool
 
     def encode_news(self, inputs: NewsInputs) -> np.ndarray: ...
 
     def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray: ...
 
     def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+
+    def keys(self, vectors: np.ndarray) -> np.ndarray: ...
+
+    def queries(self, state: np.ndarray) -> np.ndarray: ...
 
 
 CHUNK = 4096  # news per news-encoder call
@@ -127,6 +139,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.model = model.eval()
         self.device = next(model.parameters()).device
+        self.inner_product = bool(model.inner_product_score)
         self._lock = threading.Lock()
 
     def _t(self, array: np.ndarray) -> Any:
@@ -152,11 +165,20 @@ class TorchBackend:
             logits = self.model.score(self._t(state), self._t(candidates))
         return logits.float().cpu().numpy()
 
+    def keys(self, vectors: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model.score_keys(self._t(vectors)).float().cpu().numpy()
+
+    def queries(self, state: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model.score_queries(self._t(state)).float().cpu().numpy()
+
 
 class OnnxBackend:
-    """ONNX Runtime sessions of an export (fp32 or int8 graphs)."""
+    """ONNX Runtime sessions of an export (fp32 or int8 graphs). `files` maps each part (news,
+    user, score, and keys and queries for a model whose score is an inner product) to its graph."""
 
-    def __init__(self, files: dict[str, Path], name: str = "onnx", threads: int = 1) -> None:
+    def __init__(self, files: dict[str, Path | None], name: str = "onnx", threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -174,6 +196,9 @@ class OnnxBackend:
             part: {i.name for i in s.get_inputs()} if s is not None else set()
             for part, s in self.sessions.items()
         }
+        self.inner_product = (
+            self.sessions.get("keys") is not None and self.sessions.get("queries") is not None
+        )
 
     def _run(self, part: str, feed: dict[str, np.ndarray]) -> np.ndarray:
         session = self.sessions[part]
@@ -203,3 +228,9 @@ class OnnxBackend:
             "candidates": np.ascontiguousarray(candidates, dtype=np.float32),
         }
         return self._run("score", feed)
+
+    def keys(self, vectors: np.ndarray) -> np.ndarray:
+        return self._run("keys", {"vectors": np.ascontiguousarray(vectors, dtype=np.float32)})
+
+    def queries(self, state: np.ndarray) -> np.ndarray:
+        return self._run("queries", {"user_state": np.ascontiguousarray(state, dtype=np.float32)})

@@ -26,7 +26,7 @@ from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
 from newsrec_cli.serve.backends import Backend, NewsInputs
 from newsrec_cli.serve.cache import UserCache
-from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind, probe_split
+from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever
 
 log = logging.getLogger("newsrec.serve")
 
@@ -192,12 +192,24 @@ class Engine:
         from newsrec_cli.embed.store import EmbeddingStore
         from newsrec_cli.mind.news import read_news
         from newsrec_cli.serve.backends import OnnxBackend, TorchBackend
-        from newsrec_cli.serve.export import NEWS_TSV, TABLE, TABLE_INT8, graph_files, read_manifest
+        from newsrec_cli.serve.export import (
+            NEWS_TSV,
+            graph_files,
+            manifest_graphs,
+            manifest_table,
+            read_manifest,
+        )
+        from newsrec_cli.serve.vector_table import read_table
 
         manifest = read_manifest(self.source)
         if backend == "int8" and not manifest.get("graphs", {}).get("int8"):
             raise SettingsError(
                 "--backend int8: this export has no int8 graphs (export with --quantize int8)"
+            )
+        if backend != "int8" and manifest.get("quantize") == "int8-only":
+            raise SettingsError(
+                f"--backend {backend}: this export holds the int8 graphs and table only "
+                "(--quantize int8-only); serve it with --backend int8"
             )
         self.version = manifest["model_version"]
         self.run_dir = Path(manifest["run_dir"]) if manifest.get("run_dir") else None
@@ -224,14 +236,13 @@ class Engine:
             self.run = load_run(manifest["run_dir"], device="cpu")
             self.backend = TorchBackend(self.run.model, self.config.threads)
         else:
-            self.backend = OnnxBackend(
-                graph_files(self.source, backend == "int8"), backend, self.config.threads
-            )
-        store = EmbeddingStore.open(self.source / (TABLE_INT8 if backend == "int8" else TABLE))
+            names = manifest_graphs(manifest, backend == "int8")
+            self.backend = OnnxBackend(graph_files(self.source, names), backend, self.config.threads)
+        ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
-        records = [_record_of(news, id_) for id_ in store.ids]
-        self.table = NewsTable(store.dim)
-        self.table.upsert(records, np.asarray(store.vectors, np.float32))
+        records = [_record_of(news, id_) for id_ in ids]
+        self.table = NewsTable(vectors.shape[1])
+        self.table.upsert(records, vectors)
 
     def _load_run(self) -> None:
         from newsrec_cli.serve.backends import TorchBackend
@@ -271,12 +282,7 @@ class Engine:
     def _build_retriever(self) -> None:
         assert self.table is not None and self.backend is not None
         vectors, n = self.table.view()
-        # A real history: a cold-start state has an empty text part, which would hide the prior.
-        state = self._user_state(list(range(min(n, 5))), 0)
-        sample = vectors[: min(n, 256)]
-        kind = probe_kind(self.backend, state, sample)
-        form = probe_split(self.backend, state, sample) if kind == "generic" else None
-        self.retriever = Retriever(kind, vectors.shape[1], self.config.ann_threshold, form)
+        self.retriever = Retriever(self.backend, self.config.ann_threshold)
         self.retriever.rebuild(vectors[:n])
 
     # ------------------------------------------------------------------ users

@@ -6,16 +6,22 @@ Layout of an export folder (see "Serving" in the README):
                          vector) -> (N, D)
     user_encoder.onnx    clicked (B, H, D), mask (B, H), users (B,) -> user state (B, ...)
     scorer.onnx          user state (B, ...), candidates (B, K, D) -> (B, K) logits
-    *.int8.onnx          the same after onnxruntime dynamic int8 quantisation (--quantize int8)
+    keys.onnx            news vectors (N, D) -> retrieval keys (N, D'): the model's score_keys
+    queries.onnx         user state (B, ...) -> retrieval queries (B, D'): its score_queries;
+                         the logit of a news is query . key (models without candidate attention)
+    *.int8.onnx          int8 graphs (--quantize int8): the news encoder's matrix products and its
+                         embedding tables, the user encoder's matrix products; a graph that int8
+                         makes no smaller (the scorer, keys, queries) is served from its fp32 file
     news_vectors/        embedding store (by news ID) of every servable news' model vector
-    news_vectors_int8/   the same computed by the int8 news encoder
+    news_vectors_int8/   the same computed by the int8 news encoder, stored as int8 with a scale
+                         per row and part (serve/vector_table.py): 4x smaller
     graph_vectors/       graph runs: the GNN vector of each news on the graph, by news ID
     news.tsv             the news' MIND rows (titles, categories, entities) for display
     vocab_*.txt          the run's vocabularies (fresh news map onto them)
     export.json          config hash, shapes, opset, onnxruntime version, checksums, parity
 
-The graphs are traced from wrappers that call only `attach`/`encode_news`, `encode_user_vectors`
-and `score`, so a change inside the model needs no change here. Parity is checked on the
+The graphs are traced from wrappers that call only `attach`/`encode_news`, `encode_user_vectors`,
+`score`, `score_keys` and `score_queries`, so a change inside the model needs no change here. Parity is checked on the
 validation split before the manifest is written; a failed check leaves no manifest and raises.
 
 A run with the graph modality: the graph is fixed once training is over, so the GNN runs once
@@ -40,11 +46,29 @@ import numpy as np
 
 from newsrec_cli import __version__, atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
-from newsrec_cli.serve.backends import NEWS_INPUTS, SCORE_INPUTS, USER_INPUTS, NewsInputs, OnnxBackend
+from newsrec_cli.serve.backends import (
+    KEYS_INPUTS,
+    NEWS_INPUTS,
+    QUERIES_INPUTS,
+    SCORE_INPUTS,
+    USER_INPUTS,
+    NewsInputs,
+    OnnxBackend,
+)
+from newsrec_cli.serve.vector_table import Dtype, roundtrip
 
 EXPORT_FORMAT = "newsrec-export"
 MANIFEST = "export.json"
+EXPORT_VERSION = 2  # 2: keys/queries graphs, int8 tables, per-part graph names in the manifest
 GRAPHS = {"news": "news_encoder.onnx", "user": "user_encoder.onnx", "score": "scorer.onnx"}
+RETRIEVAL_GRAPHS = {"keys": "keys.onnx", "queries": "queries.onnx"}
+# int8 pays where there are weights: matrix products and embedding tables. The scorer, keys and
+# queries have none (a scale and normalisations), so int8 would only add nodes (measured: the
+# int8 scorer was 48% larger than fp32); they are served from their fp32 files.
+QUANTISED = ("news", "user")
+# none: fp32 graphs and table; int8: both sets (every backend); int8-only: the int8 set alone, the
+# smallest folder (--backend int8). The fp32 graphs are made in all three: parity needs them.
+QUANTIZE = ("none", "int8", "int8-only")
 TABLE = "news_vectors"
 TABLE_INT8 = "news_vectors_int8"
 GRAPH_TABLE = "graph_vectors"  # the GNN vector of each exported news on the graph (graph runs)
@@ -190,16 +214,25 @@ def dataset_news_inputs(run: Any, dataset: Any, imps: Any) -> NewsInputs:
 
 
 def backend_scores(
-    backend: Any, inputs: NewsInputs, imps: Any, *, history: int, user_rows: np.ndarray | None
+    backend: Any,
+    inputs: NewsInputs,
+    imps: Any,
+    *,
+    history: int,
+    user_rows: np.ndarray | None,
+    table: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Logits aligned with `imps.candidates` through a backend: news once, users once, then scores
-    (the same order of work as model/inference.py's score_with_model)."""
+    (the same order of work as model/inference.py's score_with_model). `table` maps the news
+    vectors to what the served table holds (an int8 table's round trip)."""
     from newsrec_cli.model.inputs import needed_news, recent_history
 
     news = needed_news(imps)
     compact = np.zeros(int(news.max(initial=0)) + 1, dtype=np.int64)
     compact[news] = np.arange(1, len(news) + 1)
     vectors = backend.encode_news(inputs.rows(news))  # inputs are indexed by news index
+    if table is not None:
+        vectors = table(vectors)
     table = np.concatenate([np.zeros((1, vectors.shape[1]), np.float32), vectors])
     states = []
     for start in range(0, len(imps), 256):
@@ -254,7 +287,30 @@ def _wrappers(model: Any) -> dict[str, Any]:
         def forward(self, user_state, candidates):  # type: ignore[no-untyped-def]
             return self.model.score(user_state, candidates)
 
-    return {"news": NewsGraph, "user": UserGraph(), "score": ScoreGraph(), "with_text": with_text}
+    class KeysGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, vectors):  # type: ignore[no-untyped-def]
+            return self.model.score_keys(vectors)
+
+    class QueriesGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, user_state):  # type: ignore[no-untyped-def]
+            return self.model.score_queries(user_state)
+
+    return {
+        "news": NewsGraph,
+        "user": UserGraph(),
+        "score": ScoreGraph(),
+        "keys": KeysGraph(),
+        "queries": QueriesGraph(),
+        "with_text": with_text,
+    }
 
 
 def _register_symbolics(opset: int) -> None:
@@ -296,7 +352,7 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
     users = torch.zeros(B, dtype=torch.long)
     with torch.no_grad():
         state = wrappers["user"](clicked, mask, users)
-    state_dyn = {0: "batch"}
+    state_dyn = {0: "batch", 1: "state"}  # a candidate-aware state grows with the history
     jobs = {
         "news": (
             tuple(news_args),
@@ -322,6 +378,19 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             },
         ),
     }
+    if model.inner_product_score:
+        jobs["keys"] = (
+            (torch.randn(B * K, dim),),
+            list(KEYS_INPUTS),
+            ["keys"],
+            {"vectors": {0: "news"}, "keys": {0: "news"}},
+        )
+        jobs["queries"] = (
+            (state,),
+            list(QUERIES_INPUTS),
+            ["queries"],
+            {"user_state": state_dyn, "queries": {0: "batch"}},
+        )
     for part, (args, names, outputs, axes) in jobs.items():
         wrapper = wrappers[part].eval()
         with warnings.catch_warnings():
@@ -329,7 +398,7 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             torch.onnx.export(
                 wrapper,
                 args,
-                str(out / GRAPHS[part]),
+                str(out / (GRAPHS | RETRIEVAL_GRAPHS)[part]),
                 dynamo=False,
                 input_names=names,
                 output_names=outputs,
@@ -339,48 +408,138 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
         model.eval()  # export restores the wrapper's mode; keep the model in eval
     return {
         "dim": dim,
+        "retrieval": "keys" if model.inner_product_score else "model",
         "user_state": [None, *state.shape[1:]],
         "text_dim": None if inputs.text is None else int(inputs.text.shape[1]),
         "graph_dim": None if inputs.graph_vector is None else int(inputs.graph_vector.shape[1]),
     }
 
 
-def quantize_graphs(out: Path) -> dict[str, str]:
+def quantize_graphs(out: Path, fp32: dict[str, str]) -> dict[str, str]:
+    """The int8 graph set: each part in QUANTISED quantised, kept when smaller on disk than its
+    fp32 file; every other part names its fp32 file."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    names = {}
-    for part, file in GRAPHS.items():
-        target = out / file.replace(".onnx", ".int8.onnx")
-        # Weights of matrix products only, not embeddings (Gather), which
-        # cost ranking quality for no speed.
-        quantize_dynamic(
-            str(out / file),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=False,
-            # 7-bit weights: without VNNI the 8-bit products saturate (onnxruntime's own advice);
-            # measured: AUC drift -0.0023 -> -0.0014 on the test run.
-            reduce_range=True,
-            op_types_to_quantize=["MatMul", "Gemm"],
-        )
-        names[part] = target.name
+    names = dict(fp32)
+    quant_log = logging.getLogger()  # onnxruntime.quantization logs its advice on the root logger
+    level = quant_log.level
+    quant_log.setLevel(logging.ERROR)
+    try:
+        for part in QUANTISED:
+            source, target = out / fp32[part], out / fp32[part].replace(".onnx", ".int8.onnx")
+            quantize_dynamic(
+                str(source),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=False,
+                # 7-bit weights: without VNNI the 8-bit products saturate (onnxruntime's own advice);
+                # measured: AUC drift -0.0023 -> -0.0014 on the test run.
+                reduce_range=True,
+                # Embedding tables (Gather) are quantised per row below: onnxruntime's one scale
+                # for a whole table cost ranking quality.
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+            quantise_embedding_rows(target)
+            if target.stat().st_size < source.stat().st_size:
+                names[part] = target.name
+            else:
+                target.unlink()
+    finally:
+        quant_log.setLevel(level)
     return names
 
 
-def graph_files(folder: Path, int8: bool) -> dict[str, Path]:
-    return {
-        part: folder / (file.replace(".onnx", ".int8.onnx") if int8 else file)
-        for part, file in GRAPHS.items()
-    }
+def quantise_embedding_rows(path: Path, min_rows: int = 64) -> None:
+    """Rewrite each Gather of a float32 table initializer ([rows, D], rows >= `min_rows`) as a
+    Gather of int8 codes times a Gather of per-row scales: 4x smaller, a vector's error bounded by
+    its own largest component / 254 (onnxruntime quantises Gather with one scale per table)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from newsrec_cli.serve.vector_table import quantise
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    nodes = []
+    changed = False
+    for node in graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (
+            table is None
+            or axis != 0
+            or users.get(table.name) != 1
+            or table.data_type != onnx.TensorProto.FLOAT
+            or len(table.dims) != 2
+            or table.dims[0] < min_rows
+        ):
+            nodes.append(node)
+            continue
+        weights = numpy_helper.to_array(table)
+        codes, scales = quantise(weights, [0, weights.shape[1]])
+        base = table.name
+        graph.initializer.remove(table)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(codes, f"{base}_rows_int8"),
+                numpy_helper.from_array(scales, f"{base}_rows_scale"),
+            ]
+        )
+        index, out = node.input[1], node.output[0]
+        nodes += [
+            helper.make_node("Gather", [f"{base}_rows_int8", index], [f"{out}_codes"], axis=0),
+            helper.make_node("Cast", [f"{out}_codes"], [f"{out}_float"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [f"{base}_rows_scale", index], [f"{out}_scale"], axis=0),
+            helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out]),
+        ]
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+
+
+def graph_files(folder: Path, names: dict[str, str]) -> dict[str, Path | None]:
+    """Paths of a graph set (news, user, score, and keys/queries when the export has them)."""
+    return {part: folder / names[part] if names.get(part) else None for part in (*GRAPHS, *RETRIEVAL_GRAPHS)}
+
+
+def manifest_graphs(manifest: dict[str, Any], int8: bool) -> dict[str, str]:
+    """The graph names of the fp32 or int8 set of an export (version 1 named no keys/queries)."""
+    graphs = manifest.get("graphs") or {}
+    names = graphs.get("int8" if int8 else "fp32")
+    if not isinstance(names, dict):
+        raise InputError(
+            f"this export has no {'int8' if int8 else 'fp32'} graphs"
+            + (" (export with --quantize int8)" if int8 else ""),
+            path=MANIFEST,
+            field="graphs",
+        )
+    return {str(k): str(v) for k, v in names.items() if v}
 
 
 # ----------------------------------------------------------------------------- the export
 
 
 def _write_table(
-    path: Path, ids: list[str], vectors: np.ndarray, version: str, run_dir: Path, kind: str = "model-news"
+    path: Path,
+    ids: list[str],
+    vectors: np.ndarray,
+    version: str,
+    run_dir: Path,
+    kind: str = "model-news",
+    dtype: Dtype = "float32",
+    parts: list[int] | None = None,
 ) -> None:
-    from newsrec_cli.embed.store import commit, new_meta
+    from newsrec_cli.serve.vector_table import write_table
 
     signature = {
         "kind": kind,
@@ -389,8 +548,14 @@ def _write_table(
         "dimension": int(vectors.shape[1]),
         "template": "",
         "normalized": False,
+        "run": str(run_dir.resolve()),
     }
-    commit(path, ids, vectors, new_meta(signature, run=str(run_dir.resolve())))
+    write_table(path, ids, vectors, signature, dtype, parts or [0, int(vectors.shape[1])])
+
+
+def table_parts(model: Any) -> list[int]:
+    """Column bounds of a news vector's parts: the learned vector, then the prior's text vector."""
+    return [0, model.news_dim, model.dim] if model.prior_dim else [0, model.dim]
 
 
 def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
@@ -402,7 +567,6 @@ def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
     rows: dict[str, str] = {}
     try:
         table = load_dataset(data, behaviors=False, on_bad_lines="skip", bad_entities="collect").news
-        src = path.parent  # noqa: F841 - keep the layout obvious
         for id_ in ids:
             r = table.index.get(id_)
             if r is not None:
@@ -483,8 +647,8 @@ def export_run(
     from newsrec_cli.train.run import load_run
 
     say = say or (lambda _m: None)
-    if quantize not in ("none", "int8"):
-        raise SettingsError(f"--quantize {quantize!r}: none or int8")
+    if quantize not in QUANTIZE:
+        raise SettingsError(f"--quantize {quantize!r}: none, int8 or int8-only")
     if not 13 <= opset <= 21:
         raise SettingsError(f"--opset {opset}: choose 13 to 21")
     started = time.perf_counter()
@@ -495,20 +659,27 @@ def export_run(
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # no manifest until parity passed
+    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE):  # a re-export over another: no old tables left
+        shutil.rmtree(out / stale, ignore_errors=True)
+    for stale in out.glob("*.onnx"):
+        stale.unlink()
     version = model_version(run_dir)
     ids, inputs, servable = run_news_inputs(run)
     say(f"exporting ONNX graphs (opset {opset})")
     shapes = export_graphs(run.model, inputs, out, opset)
+    fp32_names = dict(GRAPHS) | (dict(RETRIEVAL_GRAPHS) if shapes["retrieval"] == "keys" else {})
     torch_backend = TorchBackend(run.model)
     say(f"encoding {len(ids):,} news")
     keep = np.flatnonzero(servable)
     served_ids = [ids[i] for i in keep]
     vectors = torch_backend.encode_news(inputs.rows(keep))
+    parts = table_parts(run.model)
     _write_table(out / TABLE, served_ids, vectors, version, run_dir)
-    int8_names = quantize_graphs(out) if quantize == "int8" else {}
+    int8_names = quantize_graphs(out, fp32_names) if quantize != "none" else {}
     if int8_names:
-        int8 = OnnxBackend(graph_files(out, True), "int8")
-        _write_table(out / TABLE_INT8, served_ids, int8.encode_news(inputs.rows(keep)), version, run_dir)
+        int8 = OnnxBackend(graph_files(out, int8_names), "int8")
+        int8_vectors = int8.encode_news(inputs.rows(keep))
+        _write_table(out / TABLE_INT8, served_ids, int8_vectors, version, run_dir, dtype="int8", parts=parts)
     if inputs.graph_vector is not None:
         # So that a run news re-sent through POST /v1/news keeps its graph vector.
         on = keep[inputs.graph_present[keep]]
@@ -538,7 +709,7 @@ def export_run(
             "seconds": round(seconds, 3),
         }
 
-    fp32 = OnnxBackend(graph_files(out, False), "onnx")
+    fp32 = OnnxBackend(graph_files(out, fp32_names), "onnx")
     t0 = time.perf_counter()
     fp32_logits = backend_scores(fp32, data_inputs, valid, history=history, user_rows=user_rows)
     parity = [
@@ -547,7 +718,14 @@ def export_run(
     ]
     if int8_names:
         t0 = time.perf_counter()
-        int8_logits = backend_scores(int8, data_inputs, valid, history=history, user_rows=user_rows)
+        int8_logits = backend_scores(
+            int8,
+            data_inputs,
+            valid,
+            history=history,
+            user_rows=user_rows,
+            table=lambda v: roundtrip(v, "int8", parts),  # what the int8 table gives back
+        )
         parity.append(row("onnx int8", int8_logits, fp32_logits, time.perf_counter() - t0))
         parity[-1]["auc_diff_vs_fp32"] = parity[-1]["auc"] - parity[1]["auc"]
     diff = parity[1]["max_abs_logit_diff"]
@@ -560,6 +738,10 @@ def export_run(
                 f"export: int8 AUC differs from fp32 by {auc_diff:+.4f} (> {INT8_AUC_TOLERANCE}); export with --quantize none"
             )
 
+    if quantize == "int8-only":  # what the int8 set does not name goes, once parity used it
+        for name in set(fp32_names.values()) - set(int8_names.values()):
+            (out / name).unlink()
+        shutil.rmtree(out / TABLE)
     files = {
         str(p.relative_to(out)): sha256(p)
         for p in sorted(out.rglob("*"))
@@ -568,7 +750,7 @@ def export_run(
     store_meta = dict(run._store.meta) if run._store is not None else None
     manifest = {
         "format": EXPORT_FORMAT,
-        "version": 1,
+        "version": EXPORT_VERSION,
         "newsrec": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run_dir": str(run_dir.resolve()),
@@ -578,7 +760,14 @@ def export_run(
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
         "quantize": quantize,
-        "graphs": {"fp32": dict(GRAPHS), "int8": int8_names or None},
+        "graphs": {"fp32": None if quantize == "int8-only" else fp32_names, "int8": int8_names or None},
+        # keys: retrieval searches keys.onnx's output with queries.onnx's; model: every news is
+        # scored through scorer.onnx (a score that is no inner product, e.g. candidate attention)
+        "retrieval": shapes["retrieval"],
+        "tables": {
+            "fp32": None if quantize == "int8-only" else {"path": TABLE, "dtype": "float32"},
+            "int8": {"path": TABLE_INT8, "dtype": "int8", "parts": parts} if int8_names else None,
+        },
         "inputs": {"news": list(fp32.inputs["news"]), "user": list(fp32.inputs["user"])},
         "shapes": {
             "news_vector": [None, shapes["dim"]],
@@ -629,4 +818,27 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise InputError(f"not a readable export manifest ({exc})", path=path) from None
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise InputError(f"not an export manifest (format is not {EXPORT_FORMAT!r})", path=path)
+    version = manifest.get("version")
+    if not isinstance(version, int) or not 1 <= version <= EXPORT_VERSION:
+        raise InputError(
+            f"export version {version!r}: this newsrec reads versions 1 to {EXPORT_VERSION}; "
+            "export the run again with this newsrec",
+            path=path,
+            field="version",
+        )
     return manifest
+
+
+def manifest_table(manifest: dict[str, Any], int8: bool) -> str:
+    """The folder of the fp32 or int8 news-vector table (version 1: both float32 stores)."""
+    tables = manifest.get("tables")
+    if tables is None:  # version 1
+        return TABLE_INT8 if int8 else TABLE
+    entry = tables.get("int8" if int8 else "fp32") if isinstance(tables, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise InputError(
+            f"this export has no {'int8' if int8 else 'fp32'} news-vector table",
+            path=MANIFEST,
+            field="tables",
+        )
+    return entry["path"]
