@@ -106,6 +106,7 @@ def speeds(folder: Path, int8: bool, repeats: int) -> dict[str, float]:
 
     manifest = read_manifest(folder)
     backend = OnnxBackend(graph_files(folder, manifest_graphs(manifest, int8)), "int8" if int8 else "onnx")
+
     def load() -> np.ndarray:  # read, and touch every vector (a float32 table is memory-mapped)
         _, vectors, _ = read_table(folder / manifest_table(manifest, int8))
         vectors.sum()
