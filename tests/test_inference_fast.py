@@ -61,7 +61,7 @@ def _reference(model: Any, imps: Any) -> np.ndarray:
     with torch.no_grad(), graph_cached(model):
         for i in range(len(imps)):
             hist, mask = recent_history(imps, np.array([i]), HISTORY)
-            state = model.encode_user(torch.from_numpy(hist), torch.from_numpy(mask))
+            state = model.encode_user_state(model.encode_news(torch.from_numpy(hist)), torch.from_numpy(mask))
             lo, hi = imps.candidate_offsets[i], imps.candidate_offsets[i + 1]
             cands = torch.from_numpy(np.asarray(imps.candidates[lo:hi], dtype=np.int64))
             out[lo:hi] = model.score(state, model.encode_news(cands)[None])[0].numpy()
@@ -100,13 +100,13 @@ def test_fast_scores_equal_per_pair_scores(
 def test_queries_and_keys_give_pairwise_scores(synthetic: tuple[Path, Path, Path]) -> None:
     model, _ = _model(synthetic, False, scoring="dot", content_prior=True)
     torch.manual_seed(1)
-    news = model.encode_unique(torch.arange(1, 30))
-    clicked = model.encode_unique(torch.arange(1, 2 * HISTORY + 1)).view(2, HISTORY, -1)
+    news = model.encode_news(torch.arange(1, 30))
+    clicked = model.encode_news(torch.arange(1, 2 * HISTORY + 1)).view(2, HISTORY, -1)
     mask = torch.arange(HISTORY)[None, :] < torch.tensor([[HISTORY], [2]])
     with torch.no_grad():
-        users = model.encode_user_vectors(clicked, mask)
-        pairwise = model.score_pairwise(users, news)
+        users = model.encode_user_state(clicked, mask)
+        pairs = model.score(users, news.unsqueeze(0).expand(2, *news.shape))  # every user, every news
         inner = model.score_queries(users) @ model.score_keys(news).T
-    torch.testing.assert_close(inner, pairwise, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inner, pairs, rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="candidate-aware"):
         _model(synthetic, False, user_encoder="candidate")[0].score_queries(users)

@@ -16,6 +16,7 @@ from newsrec_cli.model.features import NewsFeatures
 from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
 from newsrec_cli.model.id_embedding import NewsIdEmbedding
+from newsrec_cli.model.recommender import UserState
 from newsrec_cli.model.scorer import MAX_SCALE, ScoringHead, raw_for
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
 from newsrec_cli.model.user_encoder import UserEncoder
@@ -61,7 +62,7 @@ def batch(n_news: int, b: int = 4, h: int = 6, k: int = 5, seed: int = 0) -> tup
 
 @pytest.mark.parametrize("fusion", ["concat", "attention", "gate"])
 @pytest.mark.parametrize("scoring", ["dot", "cosine"])
-def test_forward_shapes_and_probabilities(fusion: str, scoring: str) -> None:
+def test_forward_shapes_and_the_user_state_parts(fusion: str, scoring: str) -> None:
     torch.manual_seed(0)
     model = build_model(
         TrainSettings(dim=16, heads=2, fusion=fusion, scoring=scoring), GraphSettings(), tiny_context()
@@ -73,13 +74,12 @@ def test_forward_shapes_and_probabilities(fusion: str, scoring: str) -> None:
     # the learned 16-d vector, then the 12-d unit text vector of the content prior
     assert model.dim == 16 + 12
     assert model.encode_news(candidates).shape == (4, 5, 28)
-    assert model.encode_user(history, mask).shape == (4, 28)
-    torch.testing.assert_close(
-        model.score(model.encode_user(history, mask), model.encode_news(candidates)), logits
-    )
-    proba = model.predict_proba(history, mask, candidates)
-    assert ((proba > 0) & (proba < 1)).all()
-    torch.testing.assert_close(proba, torch.sigmoid(model(history, mask, candidates)))
+    state = model.encode_user_state(model.encode_news(history), mask)
+    assert state.shape == (4, 28)
+    parts = UserState.unpack(state, model.prior_dim)  # the user encoder's state, then the text part
+    assert parts.encoder.shape == (4, 16) and parts.text.shape == (4, 12)
+    torch.testing.assert_close(parts.pack(), state)
+    torch.testing.assert_close(model.score(state, model.encode_news(candidates)), logits)
     weights = model.fusion_weights()
     if fusion == "concat":
         assert weights is None

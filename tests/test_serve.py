@@ -80,7 +80,7 @@ def _valid(run: Path, count: int = 100):  # type: ignore[no-untyped-def]
 
 
 def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
-    """forward(h, m, c) == score(encode_user_vectors(encode_news(h), m, users), encode_news(c)):
+    """forward(h, m, c) == score(encode_user_state(encode_news(h), m, users), encode_news(c)):
     what export and serve are built on; a model change that breaks it fails here."""
     from newsrec_cli.model.inputs import recent_history
 
@@ -96,9 +96,7 @@ def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
     h, m, c = torch.from_numpy(hist), torch.from_numpy(mask), torch.from_numpy(cands)
     with torch.no_grad():
         direct = model(h, m, c, users)
-        composed = model.score(
-            model.encode_user_vectors(model.encode_news(h), m, users), model.encode_news(c)
-        )
+        composed = model.score(model.encode_user_state(model.encode_news(h), m, users), model.encode_news(c))
     assert direct.shape == (len(rows), K)
     torch.testing.assert_close(direct, composed, rtol=1e-5, atol=1e-5)
     assert direct.std() > 0  # a constant model would pass trivially

@@ -164,8 +164,8 @@ def test_explain_values_are_the_models(server: Server, ui_run: Path) -> None:
     captured = {}
     hook = loaded.model.user_encoder.pool.register_forward_hook(lambda _m, _i, out: captured.update(w=out[1]))
     with torch.no_grad():
-        loaded.model.encode_user(
-            torch.tensor([[loaded.vocabs.news.get(i) for i in used]]),
+        loaded.model.encode_user_state(
+            loaded.model.encode_news(torch.tensor([[loaded.vocabs.news.get(i) for i in used]])),
             torch.ones(1, len(used), dtype=torch.bool),
         )
     hook.remove()
@@ -222,10 +222,11 @@ def test_explain_candidate_attention_and_gates(ui_data: tuple[Path, Path], tmp_p
     vocab = loaded.vocabs.news
     with torch.no_grad():
         model = loaded.model
-        state = model.encode_user(
-            torch.tensor([[vocab.get(i) for i in history]]), torch.ones(1, 6, dtype=torch.bool)
+        state = model.encode_user_state(
+            model.encode_news(torch.tensor([[vocab.get(i) for i in history]])),
+            torch.ones(1, 6, dtype=torch.bool),
         )
-        _, attention = model.user_vectors(
+        attention = model.history_attention(
             state, model.encode_news(torch.tensor([[vocab.get(i) for i in items]]))
         )
     for k, x in enumerate(why["items"]):

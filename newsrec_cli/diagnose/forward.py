@@ -66,9 +66,8 @@ def run_model(
         hist, mask = recent_history(imps, rows, history)
         cand, valid = _padded_candidates(imps, rows, counts)
         ids = None if user_rows is None else torch.from_numpy(user_rows[rows]).to(device)
-        user = model.encode_user(
-            torch.from_numpy(hist).to(device), torch.from_numpy(mask).to(device), ids
-        )  # (B, S)
+        clicked = model.encode_news(torch.from_numpy(hist).to(device))  # (B, H, dim)
+        user = model.encode_user_state(clicked, torch.from_numpy(mask).to(device), ids)  # (B, S)
         vectors = model.encode_news(torch.from_numpy(cand).to(device))  # (B, K, dim)
         scores = model.score(user, vectors)  # (B, K)
         keep = torch.from_numpy(valid).to(device)

@@ -273,8 +273,9 @@ def candidate_attention(
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     model.eval()
-    user = model.encode_user(batch["history"], batch["history_mask"], batch.get("users"))
-    _, weights = model.user_vectors(user, model.encode_news(batch["candidates"]))
+    clicked = model.encode_news(batch["history"])
+    user = model.encode_user_state(clicked, batch["history_mask"], batch.get("users"))
+    weights = model.history_attention(user, model.encode_news(batch["candidates"]))
     if weights is None:
         return None
     mask = batch["history_mask"][:, None, :].expand_as(weights)  # (B, K, H)

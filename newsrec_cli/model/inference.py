@@ -175,7 +175,7 @@ def score_with_model(
                 table = torch.zeros(len(news) + 1, model.dim, device=device)
                 for start in range(0, len(news), NEWS_CHUNK):
                     chunk = torch.from_numpy(news[start : start + NEWS_CHUNK]).to(device)
-                    table[1 + start : 1 + start + len(chunk)] = model.encode_unique(chunk).float()
+                    table[1 + start : 1 + start + len(chunk)] = model.encode_news(chunk).float()
                 keys = None
                 if fast:
                     with no_autocast(device):  # the head scores in float32 (see ScoringHead)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,31 @@ from newsrec_cli.model.scorer import ScoringHead
 from newsrec_cli.model.user_encoder import UserEncoder
 
 
+@dataclass(frozen=True)
+class UserState:
+    """A user state, in its parts. It travels packed as one (B, S) tensor, ``[encoder | text]``:
+    one array for the user-state cache, and one input of the exported scorer.
+
+    - ``encoder``: what the user encoder made of the clicked news' learned vectors, (B, S_enc)
+      (the user vector itself, or a candidate-aware encoder's packed history);
+    - ``text``: the content prior's unit history text vector, (B, T); None without a prior.
+    """
+
+    encoder: Tensor
+    text: Tensor | None = None
+
+    def pack(self) -> Tensor:
+        """(B, S_enc + T) packed state."""
+        return self.encoder if self.text is None else torch.cat([self.encoder.float(), self.text], dim=-1)
+
+    @classmethod
+    def unpack(cls, state: Tensor, text_dim: int) -> UserState:
+        """The parts of a packed (B, S) state whose last `text_dim` columns are the text part."""
+        if not text_dim:
+            return cls(state)
+        return cls(state[:, : state.shape[1] - text_dim], state[:, state.shape[1] - text_dim :])
+
+
 class NewsRecommender(nn.Module):
     r"""Scores candidate news for a user given the user's clicked history.
 
@@ -25,15 +51,17 @@ class NewsRecommender(nn.Module):
 
     With a :class:`ContentPrior`, the zero-shot similarity of the raw text vectors is a path of
     the score from the first step: training starts at the content baseline and the learned part
-    adds to it. Outputs are logits; training losses take them as they are, ``predict_proba``
-    applies the sigmoid. News indices refer to the news vocabulary of the attached
+    adds to it. Outputs are logits; training losses take them as they are (probabilities are
+    their sigmoid). News indices refer to the news vocabulary of the attached
     :class:`NewsFeatures`.
 
-    Serving goes through three calls, and ``forward`` is exactly their composition:
-    ``encode_news`` (one vector per news, cacheable by ID), ``encode_user_vectors`` (a user state
-    from the clicked news' vectors, cacheable per history) and ``score``. A news vector is the
-    learned vector (``news_dim``) followed by the unit text vector when there is a prior; a user
-    state is the user encoder's state followed by the unit history-mean text vector.
+    Evaluation goes through three calls, and ``forward`` is exactly their composition:
+    ``encode_news`` (one vector per news, cacheable by ID), ``encode_user_state`` (a user state
+    from the clicked news' vectors, cacheable per history; ``encode_user_rows`` is the same from
+    rows of a news table) and ``score``. Serving retrieves with the inner-product form of the same
+    score: ``score_queries(state) . score_keys(vectors)`` (``inner_product_score``). A news vector
+    is the learned vector (``news_dim``) followed by the unit text vector when there is a prior;
+    a user state is a packed :class:`UserState`.
 
     Shapes:
         - history: (B, H) int64, history_mask: (B, H) bool, candidates: (B, K) int64,
@@ -77,7 +105,15 @@ class NewsRecommender(nn.Module):
         """Use these per-news inputs (see NewsFeatures); indices refer to their vocabulary."""
         self.news_encoder.attach(features)
 
-    def encode_unique(self, news: Tensor) -> Tensor:
+    def _split_news(self, news: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(..., dim) news vectors -> the learned part (..., news_dim) and the text part (..., T)."""
+        D = self.news_dim
+        return news[..., :D], (news[..., D:] if self.prior is not None else None)
+
+    def _split_user(self, state: Tensor) -> UserState:
+        return UserState.unpack(state, self.prior_dim)
+
+    def _encode_unique(self, news: Tensor) -> Tensor:
         """Vectors of distinct news indices, (U,) -> (U, dim)."""
         raw = self.news_encoder.raw_text(news)  # (U, T) once: a fine-tuned tower runs here
         learned = self.news_encoder.encode_unique(news, raw)
@@ -89,46 +125,41 @@ class NewsRecommender(nn.Module):
     def encode_news(self, news: Tensor) -> Tensor:
         """(...) news indices -> (..., dim) news vectors; each distinct news is encoded once."""
         unique, inverse = torch.unique(news.reshape(-1), return_inverse=True)
-        vectors = self.encode_unique(unique)  # (U, dim)
+        vectors = self._encode_unique(unique)  # (U, dim)
         return vectors[inverse].reshape(*news.shape, vectors.shape[-1])
 
-    def encode_user(self, history: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
-        """(B, H) clicked news + mask -> (B, S) user states."""
-        return self.encode_user_vectors(self.encode_news(history), mask, users)
-
-    def encode_user_vectors(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
-        """(B, H, dim) clicked news vectors already encoded + mask -> (B, S) user states."""
-        D = self.news_dim
-        state = self.user_encoder(clicked[..., :D], mask, users)
-        if self.prior is None:
-            return state
-        return torch.cat([state.float(), self.prior.user(clicked[..., D:], mask)], dim=-1)
+    def encode_user_state(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
+        """(B, H, dim) clicked news vectors + (B, H) mask -> (B, S) packed user states."""
+        learned, text = self._split_news(clicked)
+        state = self.user_encoder(learned, mask, users)
+        return UserState(state, None if text is None else self.prior.user(text, mask)).pack()
 
     def encode_user_rows(
         self, learned: Tensor, text: Tensor | None, rows: Tensor, mask: Tensor, users: Tensor | None = None
     ) -> Tensor:
-        """`encode_user_vectors` of the clicked news `rows` (B, H) of a news table split in its
+        """`encode_user_state` of the clicked news `rows` (B, H) of a news table split in its
         learned part (N, news_dim) and its text part (N, prior_dim; None without a prior): only
         the learned part is gathered per click, the prior sums the text part in place."""
         state = self.user_encoder(learned[rows], mask, users)
         if self.prior is None:
-            return state
+            return UserState(state).pack()
         assert text is not None, "a model with a prior needs the text part of the table"
-        return torch.cat([state.float(), self.prior.user_rows(text, rows, mask)], dim=-1)
+        return UserState(state, self.prior.user_rows(text, rows, mask)).pack()
 
-    def user_vectors(self, user: Tensor, news: Tensor) -> tuple[Tensor, Tensor | None]:
-        """The learned user vector each candidate is scored with, (B, K, D), and the candidate
-        attention over the history (B, K, H) where the user encoder has one."""
-        state = user[:, : user.shape[1] - self.prior_dim]
-        return self.user_encoder.for_candidates(state, news[..., : self.news_dim])
+    def history_attention(self, state: Tensor, news: Tensor) -> Tensor | None:
+        """The attention of each candidate over the clicked news, (B, K, H), for a candidate-aware
+        user encoder; None for one whose user vector does not depend on the candidate."""
+        learned, _ = self._split_news(news)
+        return self.user_encoder.for_candidates(self._split_user(state).encoder, learned)[1]
 
     def score(self, user: Tensor, news: Tensor) -> Tensor:
         """(B, S) user states and (B, K, dim) candidate vectors -> (B, K) float32 logits."""
-        D = self.news_dim
-        learned_user, _ = self.user_vectors(user, news)
-        logits = self.scorer(learned_user, news[..., :D])
+        parts = self._split_user(user)
+        learned, text = self._split_news(news)
+        learned_user, _ = self.user_encoder.for_candidates(parts.encoder, learned)
+        logits = self.scorer(learned_user, learned)
         if self.prior is not None:
-            logits = logits + self.prior(user[:, -self.prior_dim :], news[..., D:])
+            logits = logits + self.prior(parts.text, text)
         return logits
 
     def forward(
@@ -161,25 +192,25 @@ class NewsRecommender(nn.Module):
         )  # (B*H + B*K, dim)
         clicked = vectors[: B * H].view(B, H, -1)  # (B, H, dim)
         candidate = vectors[B * H :].view(B, K, -1)  # (B, K, dim)
-        user = self.encode_user_vectors(clicked, history_mask, users)  # (B, S)
+        user = self.encode_user_state(clicked, history_mask, users)  # (B, S)
         if in_batch:
             if gather is not None:
                 candidate = gather(candidate)  # (B_all, K, dim): every process's candidates
-            return self.score_pairwise(user, candidate.reshape(-1, candidate.shape[-1])), user  # (B, B*K)
+            return self._score_pairwise(user, candidate.reshape(-1, candidate.shape[-1])), user  # (B, B*K)
         return self.score(user, candidate), user
 
-    def score_pairwise(self, user: Tensor, news: Tensor) -> Tensor:
+    def _score_pairwise(self, user: Tensor, news: Tensor) -> Tensor:
         """Every user against every news: (B, S) user states, (N, dim) news vectors -> (B, N) logits,
         equal to `score` of each pair. A user encoder without candidate attention gives one user
         vector for all candidates, so this is a matrix product, not B copies of the news."""
-        if isinstance(self.user_encoder, CandidateUserEncoder):
+        if not self.inner_product_score:
             B, N = user.shape[0], news.shape[0]
             return self.score(user, news.unsqueeze(0).expand(B, N, news.shape[-1]))
-        D = self.news_dim
-        learned = user[:, : user.shape[1] - self.prior_dim]
-        logits = self.scorer.pairwise(learned, news[:, :D])
+        parts = self._split_user(user)
+        learned, text = self._split_news(news)
+        logits = self.scorer.pairwise(parts.encoder, learned)
         if self.prior is not None:
-            logits = logits + self.prior.pairwise(user[:, -self.prior_dim :], news[:, D:])
+            logits = logits + self.prior.pairwise(parts.text, text)
         return logits
 
     @property
@@ -190,37 +221,31 @@ class NewsRecommender(nn.Module):
 
     def score_keys(self, news: Tensor) -> Tensor:
         """(N, dim) news vectors -> (N, dim) float32 keys (see `score_queries`)."""
-        D = self.news_dim
-        keys = self.scorer.keys(news[:, :D])
-        return keys if self.prior is None else torch.cat([keys, news[:, D:].float()], dim=-1)
+        learned, text = self._split_news(news)
+        keys = self.scorer.keys(learned)
+        return keys if text is None else torch.cat([keys, text.float()], dim=-1)
 
     def score_queries(self, user: Tensor) -> Tensor:
         """(B, S) user states -> (B, dim) float32 queries: with `inner_product_score`,
-        `score_queries(u) @ score_keys(n).T` is `score_pairwise(u, n)` (to float rounding), so a
+        `score_queries(u) @ score_keys(n).T` is the logit of each pair (to float rounding), so a
         candidate's logit is one dot product of precomputed vectors."""
         if not self.inner_product_score:
             raise RuntimeError("a candidate-aware user encoder has no per-user query")
-        learned = self.scorer.queries(user[:, : user.shape[1] - self.prior_dim])
+        parts = self._split_user(user)
+        queries = self.scorer.queries(parts.encoder)
         if self.prior is None:
-            return learned
-        return torch.cat([learned, self.prior.queries(user[:, -self.prior_dim :])], dim=-1)
+            return queries
+        return torch.cat([queries, self.prior.queries(parts.text)], dim=-1)
 
     def user_summary(self, user: Tensor) -> Tensor:
         """(B, S) user states -> (B, D) learned user vectors that do not depend on a candidate."""
-        return self.user_encoder.summary(user[:, : user.shape[1] - self.prior_dim])
+        return self.user_encoder.summary(self._split_user(user).encoder)
 
     def category_logits(self, user: Tensor) -> Tensor:
         """(B, S) user states -> (B, categories) logits of the next click's category."""
         if self.category_head is None:
             raise RuntimeError("the model has no category head (train with --aux-category W)")
         return self.category_head(self.user_summary(user).float())
-
-    @torch.no_grad()
-    def predict_proba(
-        self, history: Tensor, history_mask: Tensor, candidates: Tensor, users: Tensor | None = None
-    ) -> Tensor:
-        """Click probabilities sigmoid(logit), (B, K)."""
-        return torch.sigmoid(self.forward(history, history_mask, candidates, users).float())
 
     def fusion_weights(self) -> dict[str, float] | None:
         """Mean fusion weight per modality over the last forward (None for concat or before any)."""

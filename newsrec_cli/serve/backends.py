@@ -1,7 +1,7 @@
 """Backends that run a trained model for serving: torch (the run itself) or ONNX Runtime.
 
 Both speak numpy and are built only on the public methods of `NewsRecommender` (`encode_news`,
-`encode_user_vectors`, `score`, `score_keys`, `score_queries`, `attach`), so a model change needs
+`encode_user_state`, `score`, `score_keys`, `score_queries`, `attach`), so a model change needs
 no change here:
 
 - `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector, graph
@@ -157,7 +157,7 @@ class TorchBackend:
 
     def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():
-            state = self.model.encode_user_vectors(self._t(clicked), self._t(mask), self._t(users))
+            state = self.model.encode_user_state(self._t(clicked), self._t(mask), self._t(users))
         return state.float().cpu().numpy()
 
     def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -149,10 +149,10 @@ class Explainer:
             fusion = None if fusion is None else fusion.cpu().numpy()
             clicked = vectors[:H][None] if H else torch.zeros(1, 1, vectors.shape[1])
             mask = torch.ones(1, max(H, 1), dtype=torch.bool) if H else torch.zeros(1, 1, dtype=torch.bool)
-            state = model.encode_user_vectors(clicked, mask, torch.tensor([user_row]))
+            state = model.encode_user_state(clicked, mask, torch.tensor([user_row]))
             candidates = vectors[H:][None]  # (1, K, dim)
             scores = model.score(state, candidates)[0].numpy()
-            _, per_candidate = model.user_vectors(state, candidates)
+            per_candidate = model.history_attention(state, candidates)
             if not H:
                 attention = None
             elif per_candidate is not None:

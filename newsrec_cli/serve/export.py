@@ -20,7 +20,7 @@ Layout of an export folder (see "Serving" in the README):
     vocab_*.txt          the run's vocabularies (fresh news map onto them)
     export.json          config hash, shapes, opset, onnxruntime version, checksums, parity
 
-The graphs are traced from wrappers that call only `attach`/`encode_news`, `encode_user_vectors`,
+The graphs are traced from wrappers that call only `attach`/`encode_news`, `encode_user_state`,
 `score`, `score_keys` and `score_queries`, so a change inside the model needs no change here. Parity is checked on the
 validation split before the manifest is written; a failed check leaves no manifest and raises.
 
@@ -277,7 +277,7 @@ def _wrappers(model: Any) -> dict[str, Any]:
             self.model = model
 
         def forward(self, clicked, mask, users):  # type: ignore[no-untyped-def]
-            return self.model.encode_user_vectors(clicked, mask, users)
+            return self.model.encode_user_state(clicked, mask, users)
 
     class ScoreGraph(nn.Module):
         def __init__(self) -> None:
