@@ -281,7 +281,8 @@ def test_candidate_attention_starts_uniform_ignores_padding_and_matches_the_pack
     torch.testing.assert_close(weights[0, :, :3], torch.full((3, 3), 1 / 3))  # W_q = 0: uniform
     assert weights[0, :, 3].abs().sum() == 0  # padding gets nothing
     torch.testing.assert_close(users[1], encoder.empty.detach().expand(3, 8))  # empty history
-    history, unpacked_mask, _ = encoder.unpack(state)
+    parts = encoder.unpack(state)
+    history, unpacked_mask = parts.history, parts.mask
     assert history.shape == (2, 4, 8) and unpacked_mask[0].tolist() == [True, True, True, False]
     with torch.no_grad():
         encoder.query.weight.copy_(torch.eye(8) * 5)

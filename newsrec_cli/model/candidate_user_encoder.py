@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
-from newsrec_cli.model.user_encoder import init_user_tables
+from newsrec_cli.model.user_encoder import init_user_tables, safe_history_mask
+
+
+@dataclass(frozen=True)
+class CandidateState:
+    """The candidate-free state of :class:`CandidateUserEncoder`, in its parts.
+
+    It is packed into one float tensor (B, H*D + H + D), ``[history | mask | user]``, because a
+    user state is one array everywhere it goes: the user-state cache, and the single
+    ``user_state`` input of the exported scorer (ONNX). The mask travels as 0.0 / 1.0, exact in
+    every float dtype, and :meth:`unpack` reads it back as ``> 0.5``.
+
+    - ``history``: (B, H, D) the contextual clicked-news vectors;
+    - ``mask``: (B, H) bool, which slots hold a click (an empty history: its first slot);
+    - ``user``: (B, D) the user-ID vector (zeros without user IDs).
+    """
+
+    history: Tensor
+    mask: Tensor
+    user: Tensor
+
+    def pack(self) -> Tensor:
+        B, H, D = self.history.shape  # batch, history, dim
+        dtype = self.history.dtype
+        return torch.cat([self.history.reshape(B, H * D), self.mask.to(dtype), self.user.to(dtype)], dim=1)
+
+    @classmethod
+    def unpack(cls, state: Tensor, dim: int) -> CandidateState:
+        """The parts of a packed (B, S) state of `dim`-d vectors."""
+        B, S = state.shape
+        H = (S - dim) // (dim + 1)  # S = H*D + H + D
+        return cls(
+            state[:, : H * dim].view(B, H, dim),
+            state[:, H * dim : H * dim + H] > 0.5,
+            state[:, H * dim + H :],
+        )
 
 
 class CandidateUserEncoder(nn.Module):
@@ -22,8 +58,8 @@ class CandidateUserEncoder(nn.Module):
     With a short history and fresh candidates, the clicks that resemble the candidate say more
     than a fixed summary of all clicks (as in DKN's candidate attention). :math:`W_q, W_k` start at
     zero, so attention starts uniform (the history mean) and learns what to look at. The user
-    state of :meth:`forward` is candidate-free and can be cached: the contextual history, its mask
-    and the user-ID vector packed in one (B, S) tensor; :meth:`for_candidates` reads it.
+    state of :meth:`forward` is candidate-free and can be cached: a packed :class:`CandidateState`
+    (the contextual history, its mask and the user-ID vector); :meth:`for_candidates` reads it.
 
     Args:
         dim: size of news and user vectors.
@@ -55,9 +91,7 @@ class CandidateUserEncoder(nn.Module):
 
     def forward(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
         B, H, D = clicked.shape  # batch, history, dim
-        empty = ~mask.any(dim=1)  # (B,)
-        safe_mask = mask.clone()
-        safe_mask[:, 0] |= empty  # an empty history attends to its first slot, which holds `empty`
+        safe_mask, empty = safe_history_mask(mask)  # an empty history's first slot holds `empty`
         x = self.drop(clicked)
         h = self.norm(x + self.drop(self.attention(x, safe_mask)))  # (B, H, D)
         h = torch.where(
@@ -68,23 +102,21 @@ class CandidateUserEncoder(nn.Module):
         extra = torch.zeros(B, D, dtype=h.dtype, device=h.device)
         if self.user_embedding is not None and users is not None:
             extra = self.user_embedding(users).to(h.dtype)
-        return torch.cat([h.reshape(B, H * D), safe_mask.to(h.dtype), extra], dim=1)  # (B, S)
+        return CandidateState(h, safe_mask, extra).pack()  # (B, S)
 
-    def unpack(self, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, S) -> history (B, H, D), mask (B, H) bool, user-ID vector (B, D)."""
-        B, S = state.shape
-        D = self.dim
-        H = (S - D) // (D + 1)
-        return state[:, : H * D].view(B, H, D), state[:, H * D : H * D + H] > 0.5, state[:, H * D + H :]
+    def unpack(self, state: Tensor) -> CandidateState:
+        return CandidateState.unpack(state, self.dim)
 
     def summary(self, state: Tensor) -> Tensor:
         """The candidate-free user vector: the mean of the contextual history, (B, D)."""
-        history, mask, extra = self.unpack(state)
-        total = (history * mask[..., None].to(history.dtype)).sum(dim=1)
-        return total / mask.sum(dim=1, keepdim=True).clamp(min=1).to(history.dtype) + extra
+        parts = self.unpack(state)
+        mask = parts.mask[..., None].to(parts.history.dtype)  # (B, H, 1)
+        total = (parts.history * mask).sum(dim=1)  # (B, D)
+        return total / mask.sum(dim=1).clamp(min=1) + parts.user
 
     def for_candidates(self, state: Tensor, news: Tensor) -> tuple[Tensor, Tensor]:
-        history, mask, extra = self.unpack(state)
+        parts = self.unpack(state)
+        history, mask, extra = parts.history, parts.mask, parts.user
         B, K, D = news.shape  # batch, candidates, dim
         q = self.query(news.to(history.dtype))  # (B, K, D)
         k = self.key(history)  # (B, H, D)

@@ -88,6 +88,9 @@ class AttentionFusion(_Fusion):
         super().__init__(names, dim)
         self.proj = nn.Linear(dim, dim)
         self.query = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.normal_(self.query, std=0.02)
 
     def forward(self, v: Tensor) -> Tensor:
@@ -112,6 +115,9 @@ class GateFusion(_Fusion):
     def __init__(self, names: list[str], dim: int) -> None:
         super().__init__(names, dim)
         self.gate = nn.Linear(len(names) * dim, len(names))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.zeros_(self.gate.weight)  # start from equal gates
         nn.init.zeros_(self.gate.bias)
 

@@ -33,6 +33,9 @@ class GraphModality(nn.Module):
         self.missing = nn.Parameter(torch.empty(dim))
         self.norm = nn.LayerNorm(dim)
         self._cache: Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.normal_(self.missing, std=0.02)
 
     @torch.no_grad()

@@ -246,6 +246,17 @@ def _user_states(
     return users
 
 
+def _gather_candidates(
+    imps: Impressions, members: np.ndarray, compact: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """The candidates of `members` (impressions), impression by impression: each impression's
+    candidate count, their positions in `imps.candidates`, and their rows of the news table."""
+    counts = np.diff(imps.candidate_offsets)[members]
+    _, take = gather_segments(imps.candidate_offsets, members)
+    cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
+    return counts, take, cand
+
+
 def _score_pairs(
     model: NewsRecommender,
     users: torch.Tensor,
@@ -259,10 +270,8 @@ def _score_pairs(
     """Every candidate of `members` (impressions; `owner`: their row of `users`) through
     `model.score`, one (user, news) pair each: any user encoder, the candidate-aware one too."""
     device = users.device
-    counts = np.diff(imps.candidate_offsets)[members]
-    _, take = gather_segments(imps.candidate_offsets, members)
+    counts, take, cand = _gather_candidates(imps, members, compact, device)
     imp_of = torch.from_numpy(np.repeat(owner, counts)).to(device)
-    cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
     step = max(1, SCORE_CHUNK * model.dim // users.shape[1])  # bounded memory per step
     for start in range(0, len(take), step):
         part = slice(start, start + step)
@@ -285,12 +294,9 @@ def _score_inner(
     are gathered per candidate (a query once per impression) and no per-pair normalisation
     runs: the work per candidate is one row read and one dot product."""
     device = queries.device
-    offsets = imps.candidate_offsets
-    counts = np.diff(offsets)[members]
-    order = np.argsort(counts, kind="stable")
-    members, owner, counts = members[order], owner[order], counts[order]
-    _, take = gather_segments(offsets, members)  # candidate positions, impression by impression
-    cand = torch.from_numpy(compact[np.asarray(imps.candidates[take], dtype=np.int64)]).to(device)
+    order = np.argsort(np.diff(imps.candidate_offsets)[members], kind="stable")
+    members, owner = members[order], owner[order]
+    counts, take, cand = _gather_candidates(imps, members, compact, device)
     owner_t = torch.from_numpy(owner).to(device)
     ends = np.concatenate([[0], np.cumsum(counts)])  # impression i's candidates: ends[i]:ends[i+1]
     runs = np.concatenate([[0], np.flatnonzero(counts[1:] != counts[:-1]) + 1, [len(counts)]])

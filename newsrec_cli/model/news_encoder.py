@@ -59,7 +59,7 @@ class NewsEncoder(nn.Module):
         if tower is not None and text is None:
             raise ValueError(f"{self.__class__.__name__}: a text tower needs the text modality")
         self.tower = tower
-        self.text_missing = nn.Parameter(torch.randn(dim) * 0.02) if text is not None else None
+        self.text_missing = nn.Parameter(torch.empty(dim)) if text is not None else None
         expected = self.modalities
         if fusion.names != expected:
             raise ValueError(
@@ -74,6 +74,11 @@ class NewsEncoder(nn.Module):
             "graph_node",
         ):
             self.register_buffer(name, None, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.text_missing is not None:
+            nn.init.normal_(self.text_missing, std=0.02)
 
     @property
     def modalities(self) -> list[str]:

@@ -18,6 +18,15 @@ def init_user_tables(empty: nn.Parameter, user_embedding: nn.Embedding | None) -
             user_embedding.weight[0].zero_()
 
 
+def safe_history_mask(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, H) mask -> (B, H) mask where a history without a click keeps its first slot, and the
+    (B,) rows without a click. Those rows attend to their first (padding) slot so that no softmax
+    is 0/0; each encoder then puts its learned "empty history" vector in their place."""
+    empty = ~mask.any(dim=1)  # (B,)
+    first = torch.arange(mask.shape[1], device=mask.device) == 0  # (H,)
+    return mask | (empty[:, None] & first[None, :]), empty
+
+
 class UserEncoder(nn.Module):
     r"""NRMS user encoder: self-attention over the clicked news, then additive attention pooling.
 
@@ -58,10 +67,7 @@ class UserEncoder(nn.Module):
 
     def forward(self, clicked: Tensor, mask: Tensor, users: Tensor | None = None) -> Tensor:
         B, H, D = clicked.shape  # batch, history, dim
-        empty = ~mask.any(dim=1)  # (B,) users without a single click
-        # Let empty rows attend to their first (padding) slot so nothing is 0/0; replaced below.
-        safe_mask = mask.clone()
-        safe_mask[:, 0] |= empty
+        safe_mask, empty = safe_history_mask(mask)  # empty rows: replaced by `self.empty` below
         x = self.drop(clicked)
         h = self.norm(x + self.drop(self.attention(x, safe_mask)))  # (B, H, D)
         user, _ = self.pool(h, safe_mask)  # (B, D)
@@ -73,9 +79,7 @@ class UserEncoder(nn.Module):
     def history_weights(self, clicked: Tensor, mask: Tensor) -> Tensor:
         """The additive-attention weight of each clicked news in the user vector, (B, H); rows
         without a click get zeros (their user is the "empty history" vector)."""
-        empty = ~mask.any(dim=1)
-        safe_mask = mask.clone()
-        safe_mask[:, 0] |= empty
+        safe_mask, empty = safe_history_mask(mask)
         h = self.norm(clicked + self.attention(clicked, safe_mask))  # as forward, in eval mode
         _, weights = self.pool(h, safe_mask)  # (B, H)
         return torch.where(empty[:, None], torch.zeros_like(weights), weights)

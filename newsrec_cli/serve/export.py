@@ -313,23 +313,12 @@ def _wrappers(model: Any) -> dict[str, Any]:
     }
 
 
-def _register_symbolics(opset: int) -> None:
-    """In-place boolean or (`mask[:, 0] |= empty`) has no built-in ONNX symbolic: it is Or."""
-    import torch
-
-    def ior(g: Any, self: Any, other: Any) -> Any:
-        return g.op("Or", self, other)
-
-    torch.onnx.register_custom_op_symbolic("aten::__ior_", ior, opset)
-
-
 def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict[str, Any]:
     """Trace the three graphs with dynamic batch/history/candidate axes; returns their shapes."""
     import warnings
 
     import torch
 
-    _register_symbolics(opset)
     wrappers = _wrappers(model)
     sample = inputs.rows(slice(0, min(5, len(inputs))))
     if inputs.graph_present is not None:
