@@ -55,8 +55,8 @@ def verify_model_files(folder: Path) -> None:
         actual = _cached_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
         if actual != expected:
             raise InputError(
-                f"SHA-256 {actual[:12]}… is not {expected[:12]}…, the file of {UPSTREAM} at revision "
-                f"{UPSTREAM_REVISION[:8]}: the packaged model is not the upstream one; reinstall it "
+                f"SHA-256 {actual[:12]}… is not the pinned {expected[:12]}… of {UPSTREAM} (revision "
+                f"{UPSTREAM_REVISION[:8]}): the packaged model is not the upstream one; reinstall it "
                 f"({REINSTALL}) or pass --model PATH",
                 path=path,
             )
