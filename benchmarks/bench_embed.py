@@ -11,9 +11,9 @@ the cosine between the two vectors of every news item and the content baseline's
 cosine) on DATA's valid split with each store.
 
     python benchmarks/bench_embed.py --texts 512                       # quick speed check
-    python benchmarks/bench_embed.py --texts 2048 --threads 2          # the README's speed figures
+    python benchmarks/bench_embed.py --texts 2048 --threads 2          # the speed figures of docs/embedding.md
     python benchmarks/bench_embed.py --quality ../shared/data/mind_recon_dev --stores /tmp/recon \\
-        --threads 1                                                    # the README's accuracy figures
+        --threads 1                                                    # the accuracy figures of docs/embedding.md
 """
 
 from __future__ import annotations

