@@ -105,8 +105,16 @@ def serve_command(
         int | None, typer.Option("--ann-threshold", help="Use a usearch HNSW index from this many news on.")
     ] = None,
     cache_ttl: Annotated[
-        int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")
+        int,
+        typer.Option(
+            "--cache-ttl",
+            help="Seconds a cached user state lives, in Redis and in-process alike (0: no cache).",
+            min=0,
+        ),
     ] = 3600,
+    cache_size: Annotated[
+        int, typer.Option("--cache-size", help="User states the in-process cache holds.", min=1)
+    ] = 10_000,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
     ui: Annotated[
         bool,
@@ -152,6 +160,7 @@ def serve_command(
         threads=threads,
         ann_threshold=ann_threshold if ann_threshold is not None else DEFAULT_ANN_THRESHOLD,
         cache_ttl=cache_ttl,
+        cache_size=cache_size,
         ui=ui,
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,
