@@ -45,7 +45,9 @@ def parse() -> argparse.Namespace:
         "--work", type=Path, default=Path("/tmp/newsrec_bench_serve"), help="Build folder (reused)."
     )
     p.add_argument("--data", type=Path, default=SHARED, help="MIND data to train on (mind_recon_dev).")
-    p.add_argument("--clients", type=int, default=16)
+    p.add_argument(
+        "--clients", default="1,16", help="Concurrent clients, comma-separated: each scenario at each."
+    )
     p.add_argument("--seconds", type=float, default=5.0, help="Load time per scenario.")
     p.add_argument("--max-requests", type=int, default=20_000, help="Cap per scenario.")
     p.add_argument("--big", type=int, default=200_000, help="News in the large retrieval scenario.")
@@ -55,7 +57,7 @@ def parse() -> argparse.Namespace:
 
 
 def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def build(work: Path, data: Path) -> Path:
@@ -108,7 +110,9 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # Exactly the command a user runs: no thread variables in the environment (the server
+        # caps its own compute threads), and none inherited from the shell that started this.
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
         cmd = [*NEWSREC, "serve", str(export), "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 300
@@ -188,11 +192,22 @@ def main() -> None:
     n = len(ids)
     big = big_state(args.work, export, args.big)
     scenarios = [
-        ("rank50 miss torch", ["--backend", "torch"], lambda: bodies_rank(ids, False), n),
-        ("rank50 miss onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, False), n),
-        ("rank50 miss int8", ["--backend", "int8"], lambda: bodies_rank(ids, False), n),
+        *(
+            (f"rank50 miss {b}", ["--backend", b], lambda: bodies_rank(ids, False), n)
+            for b in ("torch", "onnx", "int8")
+        ),
         ("rank50 hit onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, True), n),
-        (f"retrieve {n // 1000}k exact onnx", ["--backend", "onnx"], lambda: bodies_retrieve(ids), n),
+        *(
+            (f"retrieve {n // 1000}k exact {b}", ["--backend", b], lambda: bodies_retrieve(ids), n)
+            for b in ("torch", "onnx", "int8")
+        ),
+        # the alternative to batching: threads capped only (--no-batch)
+        (
+            f"retrieve {n // 1000}k exact onnx --no-batch",
+            ["--backend", "onnx", "--no-batch"],
+            lambda: bodies_retrieve(ids),
+            n,
+        ),
         (
             f"retrieve {args.big // 1000}k exact onnx",
             ["--backend", "onnx", "--state-dir", str(big)],
@@ -207,6 +222,7 @@ def main() -> None:
         ),
     ]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
+    clients = [int(c) for c in args.clients.split(",")]
     rows = []
     for name, flags, make, size in scenarios:
         if only and not any(o in name for o in only):
@@ -216,20 +232,33 @@ def main() -> None:
         server = Server(export, *flags)
         ready = time.perf_counter() - start
         try:
-            result = asyncio.run(drive(server.url, make(), args.clients, args.seconds, args.max_requests))
+            for count in clients:  # one server, driven at each concurrency in turn
+                result = asyncio.run(drive(server.url, make(), count, args.seconds, args.max_requests))
+                rows.append({"scenario": name, "news": size, "clients": count, "ready_s": ready, **result})
         finally:
             server.stop()
-        rows.append({"scenario": name, "news": size, "clients": args.clients, "ready_s": ready, **result})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"newsrec serve: {args.clients} concurrent clients, {args.seconds:g}s per scenario")
-    for col in ("scenario", "news", "req/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors", "ready s"):
+    table = Table(title=f"newsrec serve (default command), {args.seconds:g}s per scenario and client count")
+    for col in (
+        "scenario",
+        "news",
+        "clients",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "requests",
+        "errors",
+        "ready s",
+    ):
         table.add_column(col, justify="left" if col == "scenario" else "right")
     for r in rows:
         table.add_row(
             r["scenario"],
             f"{r['news']:,}",
+            str(r["clients"]),
             f"{r['req_s']:.0f}",
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",

@@ -31,6 +31,7 @@ runner = CliRunner()
 HORSE = {"title": "Stunning horse wins the derby again", "category": "sports", "subcategory": "horseracing"}
 MARKETS = {"title": "Markets fall sharply as rates rise", "category": "finance", "subcategory": "markets"}
 RAIN = {"title": "Heavy rain expected all week in the north", "category": "weather", "subcategory": "weather"}
+SPACE = {"title": "Probe lands on a comet after ten years", "category": "science", "subcategory": "space"}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_two_replicas_on_one_redis_answer_as_a_server_without_cache(run: Path, t
         servers = [a, b]
         bodies = _bodies(run)
         content_a = [_news("F1", HORSE), _news("F2", MARKETS)]
-        content_b = [_news("F1", MARKETS), _news("F2", HORSE)]
+        content_b = [_news("F1", MARKETS), _news("F2", SPACE)]
         updated_a = [_news("F1", RAIN), _news("F2", MARKETS)]
         want_a = _uncached(run, tmp_path / "ref_a", content_a, bodies)
         want_b = _uncached(run, tmp_path / "ref_b", content_b, bodies)

@@ -97,7 +97,18 @@ def serve_command(
         str | None, typer.Option("--redis-url", help="Cache user states in Redis (else an in-process LRU).")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.", min=1)] = 1,
-    threads: Annotated[int, typer.Option("--threads", help="Compute threads per worker.", min=1)] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads", help="Compute threads per worker (numpy's BLAS, torch, onnxruntime).", min=1
+        ),
+    ] = 1,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--no-batch", help="Concurrent retrievals share one pass over the news (exact search)."
+        ),
+    ] = True,
     state_dir: Annotated[
         Path | None, typer.Option("--state-dir", help="Where ingested news persist (default: SOURCE/served).")
     ] = None,
@@ -161,6 +172,7 @@ def serve_command(
         ann_threshold=ann_threshold if ann_threshold is not None else DEFAULT_ANN_THRESHOLD,
         cache_ttl=cache_ttl,
         cache_size=cache_size,
+        batch=batch,
         ui=ui,
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,

@@ -25,6 +25,7 @@ from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
 from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
+from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
 from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind, probe_split
 
@@ -69,6 +70,7 @@ class ServeConfig:
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     cache_ttl: int = 3600
     cache_size: int = 10_000
+    batch: bool = True  # concurrent exact retrievals share one matrix product (batch.py)
     ui: bool = True  # the web page at /ui
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
@@ -170,6 +172,7 @@ class Engine:
         self.backend: Backend | None = None
         self.table: NewsTable | None = None
         self.retriever: Retriever | None = None
+        self._retrievals = Batcher(self._search_batch) if config.batch else None
         self.version = ""
         self.history = 50
         self.embeddings: dict[str, Any] | None = None
@@ -393,7 +396,10 @@ class Engine:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
                     allowed &= self.table.published[:n] >= np.datetime64(since, "s")
-            picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
+            if self._retrievals is not None:
+                picked = self._retrievals((state, k, allowed, n))
+            else:
+                picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
             excluded = len(seen)
         items: list[dict[str, Any]] = []
         if len(picked):
@@ -417,6 +423,20 @@ class Engine:
             "excluded": excluded,
             "cached_user": cached,
         }
+
+    def _search_batch(self, items: list[tuple[np.ndarray, int, np.ndarray | None, int]]) -> list[np.ndarray]:
+        """Retrieval for concurrent requests (state, k, allowed, rows seen) in one pass over the
+        news; a news added while they waited is left out, as it was when they came."""
+        assert self.table is not None and self.retriever is not None
+        vectors, _ = self.table.view()
+        n = min(item[3] for item in items)
+        return self.retriever.search_many(
+            self.backend,
+            [state for state, _, _, _ in items],
+            vectors[:n],
+            [k for _, k, _, _ in items],
+            [None if allowed is None else allowed[:n] for _, _, allowed, _ in items],
+        )
 
     # ------------------------------------------------------------------ news
 

@@ -176,17 +176,48 @@ class Retriever:
             scores = np.concatenate(
                 [backend.score(state, vectors[None, s : s + 65536])[0] for s in range(0, n, 65536)]
             )
-        elif self.form is not None:
-            scores = self.keys[:n] @ self._query(state)
         else:
-            scores = vectors @ state[0].astype(np.float32)
-            if self.kind == "cosine":
-                scores = scores / np.maximum(self.norms[:n], 1e-12)
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-            k = min(k, int(allowed.sum()))
-        if k <= 0:
-            return np.zeros(0, np.int64)
-        if k >= n:
-            return np.argsort(-scores, kind="stable")[:k]
-        return np.argpartition(-scores, k - 1)[:k]
+            scores = self._exact_scores([state], vectors)[0]
+        return _top(scores, k, allowed)
+
+    def search_many(
+        self,
+        backend: Any,
+        states: list[np.ndarray],
+        vectors: np.ndarray,
+        ks: list[int],
+        allowed: list[np.ndarray | None],
+    ) -> list[np.ndarray]:
+        """`search` for several users at once: exact search over keys reads them once for all (one
+        (N, D) x (D, B) product instead of B passes over N news); other methods go one by one."""
+        if self.ann is not None or self.kind == "generic" or len(states) == 1:
+            return [
+                self.search(backend, s, vectors, k, a) for s, k, a in zip(states, ks, allowed, strict=True)
+            ]
+        scores = self._exact_scores(states, vectors)
+        return [_top(scores[j], k, a) for j, (k, a) in enumerate(zip(ks, allowed, strict=True))]
+
+    def _exact_scores(self, states: list[np.ndarray], vectors: np.ndarray) -> np.ndarray:
+        """(B, N) search scores of B user states over the first N rows (dot, cosine or keys)."""
+        n = len(vectors)
+        if self.form is not None:
+            queries = np.stack([self._query(s) for s in states])
+            return queries @ self.keys[:n].T
+        queries = np.stack([s[0] for s in states]).astype(np.float32)
+        scores = queries @ vectors.T
+        if self.kind == "cosine":
+            scores = scores / np.maximum(self.norms[:n], 1e-12)
+        return scores
+
+
+def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
+    """Rows of the best k scores where `allowed` (bool, None = all), in no particular order."""
+    n = len(scores)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+        k = min(k, int(allowed.sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k >= n:
+        return np.argsort(-scores, kind="stable")[:k]
+    return np.argpartition(-scores, k - 1)[:k]
