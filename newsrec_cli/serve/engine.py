@@ -425,17 +425,24 @@ class Engine:
         }
 
     def _search_batch(self, items: list[tuple[np.ndarray, int, np.ndarray | None, int]]) -> list[np.ndarray]:
-        """Retrieval for concurrent requests (state, k, allowed, rows seen) in one pass over the
-        news; a news added while they waited is left out, as it was when they came."""
+        """Retrieval for concurrent requests (state, k, allowed, news count when it came) in one
+        pass over the news; each request searches the news there were when it came."""
         assert self.table is not None and self.retriever is not None
         vectors, _ = self.table.view()
-        n = min(item[3] for item in items)
+        n = max(count for _, _, _, count in items)
+        masks = []
+        for _, _, allowed, count in items:
+            if count < n:  # news added since this request came stay out of its search
+                full = np.zeros(n, bool)
+                full[:count] = True if allowed is None else allowed
+                allowed = full
+            masks.append(allowed)
         return self.retriever.search_many(
             self.backend,
             [state for state, _, _, _ in items],
             vectors[:n],
             [k for _, k, _, _ in items],
-            [None if allowed is None else allowed[:n] for _, _, allowed, _ in items],
+            masks,
         )
 
     # ------------------------------------------------------------------ news
