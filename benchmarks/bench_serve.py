@@ -11,7 +11,10 @@ concurrent HTTP clients on 127.0.0.1 for `--seconds` (bounded: at most --max-req
 - retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
   with a usearch HNSW index (--ann-threshold below the size)
 
-The clients share the CPU with the server (2 cores here), so figures are conservative.
+The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
+also gives the CPU time the server and the clients spent per request, which other processes on
+a shared machine barely move: 2 cores / (server + client CPU per request) bounds what the same
+load reaches on an idle 2-core machine.
 
     python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
     python benchmarks/bench_serve.py --seconds 3 --clients 8
@@ -136,7 +139,16 @@ class Server:
             self.proc.kill()
 
 
-async def drive(url: str, bodies, clients: int, seconds: float, cap: int) -> dict:  # type: ignore[no-untyped-def]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(url: str, bodies, clients: int, seconds: float, cap: int, pid: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Load from `clients` concurrent clients; with the server's `pid`, also the CPU time that
+    server and clients spent per request: on a shared machine, a figure that other processes
+    barely move (wall-clock req/s falls with every process that shares the cores)."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -155,11 +167,17 @@ async def drive(url: str, bodies, clients: int, seconds: float, cap: int) -> dic
                 latencies.append(time.perf_counter() - start)
                 errors += r.status_code != 200
 
+        server_cpu = cpu_seconds(pid) if pid is not None else 0.0
+        client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = cpu_seconds(pid) - server_cpu if pid is not None else float("nan")
     ms = np.asarray(latencies) * 1000
     return {
+        "server_cpu_ms": 1000 * server_cpu / len(ms),
+        "client_cpu_ms": 1000 * client_cpu / len(ms),
         "requests": len(ms),
         "errors": errors,
         "req_s": len(ms) / elapsed,
@@ -233,7 +251,9 @@ def main() -> None:
         ready = time.perf_counter() - start
         try:
             for count in clients:  # one server, driven at each concurrency in turn
-                result = asyncio.run(drive(server.url, make(), count, args.seconds, args.max_requests))
+                result = asyncio.run(
+                    drive(server.url, make(), count, args.seconds, args.max_requests, server.proc.pid)
+                )
                 rows.append({"scenario": name, "news": size, "clients": count, "ready_s": ready, **result})
         finally:
             server.stop()
@@ -249,6 +269,8 @@ def main() -> None:
         "p50 ms",
         "p95 ms",
         "p99 ms",
+        "server CPU ms/req",
+        "client CPU ms/req",
         "requests",
         "errors",
         "ready s",
@@ -263,6 +285,8 @@ def main() -> None:
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
+            f"{r['server_cpu_ms']:.2f}",
+            f"{r['client_cpu_ms']:.2f}",
             f"{r['requests']:,}",
             str(r["errors"]),
             f"{r['ready_s']:.1f}",
