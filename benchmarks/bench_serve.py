@@ -2,12 +2,15 @@
 
 Builds (once, in --work) a run on the shared `mind_recon_dev` data (51,282 news; hashing text
 vectors, which cost the same as real ones at serving time), exports it (fp32 + int8), then for
-each scenario starts `newsrec serve` as a real uvicorn process and drives it from `--clients`
-concurrent HTTP clients on 127.0.0.1 for `--seconds` (bounded: at most --max-requests each):
+each scenario starts `newsrec serve` as a user would (the default command and its flags, no
+thread variables in the environment) and drives it from each count of `--clients` concurrent
+HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded: at most
+--max-requests each):
 
 - rank 50 candidates, user-state cache miss (every request a new history): torch, onnx, int8
 - rank 50 candidates, cache hit (a few histories repeated): onnx
-- retrieval (no candidates, k=10) over the 51k news: exact search
+- retrieval (no candidates, k=10) over the 51k news: exact search, torch, onnx, int8; and onnx
+  with `--no-batch` (threads capped, concurrent retrievals not batched), for comparison
 - retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
   with a usearch HNSW index (--ann-threshold below the size)
 
@@ -17,7 +20,7 @@ a shared machine barely move: 2 cores / (server + client CPU per request) bounds
 load reaches on an idle 2-core machine.
 
     python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
-    python benchmarks/bench_serve.py --seconds 3 --clients 8
+    python benchmarks/bench_serve.py --seconds 3 --clients 1,8 --only "retrieve 51k"
 """
 
 from __future__ import annotations

@@ -117,8 +117,8 @@ CHUNK = 4096  # news per news-encoder call
 def cap_threads(threads: int) -> None:
     """At most `threads` compute threads in this process for numpy's BLAS and OpenMP (threadpoolctl;
     torch and onnxruntime are capped by their backends). Uncapped, every concurrent request's
-    matrix product starts a thread per core and they fight over the cores: measured here, 8 req/s
-    instead of hundreds under 16 clients (benchmarks/bench_serve.py)."""
+    matrix product starts a thread per core and they fight over the cores: 16 clients then got
+    0.4x the throughput of one (benchmarks/bench_serve.py, retrieval over 51k news)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)  # process-wide from here on, not a context
