@@ -1,5 +1,5 @@
-"""Concurrent retrievals combined into one batch: every caller gets its own result, a crowd
-shares a batch, an error reaches each caller of its batch; batched search equals one by one."""
+"""Concurrent calls combined into one batch: every caller gets its own result, a crowd shares a
+batch, an error reaches each caller of its batch (batched retrieval itself: test_serve_cache.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 from newsrec_cli.serve.batch import Batcher
-from newsrec_cli.serve.index import Retriever, SplitForm
 
 
 def test_concurrent_callers_share_batches_and_get_their_own_results() -> None:
@@ -46,22 +44,3 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_runs() ->
     with pytest.raises(ValueError, match="bad item"):
         batcher(-1)
     assert batcher(3) == 3
-
-
-@pytest.mark.parametrize("kind", ["split", "dot", "cosine"])
-def test_search_many_equals_search_one_by_one(kind: str) -> None:
-    rng = np.random.default_rng(0)
-    n, dim, split = 3000, 24, 16
-    vectors = rng.normal(size=(n, dim)).astype(np.float32)
-    vectors[:, split:] /= np.linalg.norm(vectors[:, split:], axis=1, keepdims=True)
-    form = SplitForm(split, "dot", 1.5, 0.7) if kind == "split" else None
-    retriever = Retriever(kind, dim, ann_threshold=10**9, form=form)
-    retriever.rebuild(vectors)
-    states = [rng.normal(size=(1, dim)).astype(np.float32) for _ in range(6)]
-    ks = [1, 10, 10, 50, 3, 10]
-    allowed = [None, None, rng.random(n) > 0.5, None, np.zeros(n, bool), rng.random(n) > 0.1]
-    many = retriever.search_many(None, states, vectors, ks, allowed)
-    for got, state, k, a in zip(many, states, ks, allowed, strict=True):
-        one = retriever.search(None, state, vectors, k, a)
-        assert sorted(got.tolist()) == sorted(one.tolist())
-        assert len(got) == (min(k, int(a.sum())) if a is not None else k)

@@ -195,3 +195,22 @@ def test_a_server_caps_the_compute_threads_of_numpy(run: Path, tmp_path: Path) -
     pools = json.loads(out.strip().splitlines()[-1])
     assert any(api in ("openblas", "mkl", "blis") for api, _ in pools), pools
     assert all(threads == 1 for _, threads in pools), pools
+
+
+def test_batched_retrieval_equals_one_by_one(run: Path, tmp_path: Path) -> None:
+    """Retrieval for several users in one product over the keys finds what each finds alone."""
+    from newsrec_cli.serve.engine import Engine, ServeConfig
+
+    engine = Engine(ServeConfig(str(run), state_dir=str(tmp_path / "state"), ui=False))
+    engine.load()
+    assert engine.retriever.method == "exact"
+    vectors, n = engine.table.view()
+    rng = np.random.default_rng(0)
+    states = [engine.user_state(rng.choice(n, 5, replace=False).tolist(), 0)[0] for _ in range(6)]
+    ks = [1, 10, 10, 50, 3, 10]
+    allowed = [None, None, rng.random(n) > 0.5, None, np.zeros(n, bool), rng.random(n) > 0.1]
+    many = engine.retriever.search_many(engine.backend, states, vectors[:n], ks, allowed)
+    for got, state, k, a in zip(many, states, ks, allowed, strict=True):
+        one = engine.retriever.search(engine.backend, state, vectors[:n], k, a)
+        assert sorted(got.tolist()) == sorted(one.tolist())
+        assert len(got) == (min(k, int(a.sum())) if a is not None else k)
