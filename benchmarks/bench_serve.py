@@ -2,19 +2,25 @@
 
 Builds (once, in --work) a run on the shared `mind_recon_dev` data (51,282 news; hashing text
 vectors, which cost the same as real ones at serving time), exports it (fp32 + int8), then for
-each scenario starts `newsrec serve` as a real uvicorn process and drives it from `--clients`
-concurrent HTTP clients on 127.0.0.1 for `--seconds` (bounded: at most --max-requests each):
+each scenario starts `newsrec serve` as a user would (the default command and its flags, no
+thread variables in the environment) and drives it from each count of `--clients` concurrent
+HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded: at most
+--max-requests each):
 
 - rank 50 candidates, user-state cache miss (every request a new history): torch, onnx, int8
 - rank 50 candidates, cache hit (a few histories repeated): onnx
-- retrieval (no candidates, k=10) over the 51k news: exact search
+- retrieval (no candidates, k=10) over the 51k news: exact search, torch, onnx, int8; and onnx
+  with `--no-batch` (threads capped, concurrent retrievals not batched), for comparison
 - retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
   with a usearch HNSW index (--ann-threshold below the size)
 
-The clients share the CPU with the server (2 cores here), so figures are conservative.
+The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
+also gives the CPU time the server and the clients spent per request, which other processes on
+a shared machine barely move: 2 cores / (server + client CPU per request) bounds what the same
+load reaches on an idle 2-core machine.
 
     python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
-    python benchmarks/bench_serve.py --seconds 3 --clients 8
+    python benchmarks/bench_serve.py --seconds 3 --clients 1,8 --only "retrieve 51k"
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ def parse() -> argparse.Namespace:
         "--work", type=Path, default=Path("/tmp/newsrec_bench_serve"), help="Build folder (reused)."
     )
     p.add_argument("--data", type=Path, default=SHARED, help="MIND data to train on (mind_recon_dev).")
-    p.add_argument("--clients", type=int, default=16)
+    p.add_argument(
+        "--clients", default="1,16", help="Concurrent clients, comma-separated: each scenario at each."
+    )
     p.add_argument("--seconds", type=float, default=5.0, help="Load time per scenario.")
     p.add_argument("--max-requests", type=int, default=20_000, help="Cap per scenario.")
     p.add_argument("--big", type=int, default=200_000, help="News in the large retrieval scenario.")
@@ -55,7 +63,7 @@ def parse() -> argparse.Namespace:
 
 
 def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def build(work: Path, data: Path) -> Path:
@@ -108,7 +116,9 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        # Exactly the command a user runs: no thread variables in the environment (the server
+        # caps its own compute threads), and none inherited from the shell that started this.
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
         cmd = [*NEWSREC, "serve", str(export), "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 300
@@ -132,7 +142,16 @@ class Server:
             self.proc.kill()
 
 
-async def drive(url: str, bodies, clients: int, seconds: float, cap: int) -> dict:  # type: ignore[no-untyped-def]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(url: str, bodies, clients: int, seconds: float, cap: int, pid: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """Load from `clients` concurrent clients; with the server's `pid`, also the CPU time that
+    server and clients spent per request: on a shared machine, a figure that other processes
+    barely move (wall-clock req/s falls with every process that shares the cores)."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -151,11 +170,17 @@ async def drive(url: str, bodies, clients: int, seconds: float, cap: int) -> dic
                 latencies.append(time.perf_counter() - start)
                 errors += r.status_code != 200
 
+        server_cpu = cpu_seconds(pid) if pid is not None else 0.0
+        client_cpu = time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = cpu_seconds(pid) - server_cpu if pid is not None else float("nan")
     ms = np.asarray(latencies) * 1000
     return {
+        "server_cpu_ms": 1000 * server_cpu / len(ms),
+        "client_cpu_ms": 1000 * client_cpu / len(ms),
         "requests": len(ms),
         "errors": errors,
         "req_s": len(ms) / elapsed,
@@ -188,11 +213,22 @@ def main() -> None:
     n = len(ids)
     big = big_state(args.work, export, args.big)
     scenarios = [
-        ("rank50 miss torch", ["--backend", "torch"], lambda: bodies_rank(ids, False), n),
-        ("rank50 miss onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, False), n),
-        ("rank50 miss int8", ["--backend", "int8"], lambda: bodies_rank(ids, False), n),
+        *(
+            (f"rank50 miss {b}", ["--backend", b], lambda: bodies_rank(ids, False), n)
+            for b in ("torch", "onnx", "int8")
+        ),
         ("rank50 hit onnx", ["--backend", "onnx"], lambda: bodies_rank(ids, True), n),
-        (f"retrieve {n // 1000}k exact onnx", ["--backend", "onnx"], lambda: bodies_retrieve(ids), n),
+        *(
+            (f"retrieve {n // 1000}k exact {b}", ["--backend", b], lambda: bodies_retrieve(ids), n)
+            for b in ("torch", "onnx", "int8")
+        ),
+        # the alternative to batching: threads capped only (--no-batch)
+        (
+            f"retrieve {n // 1000}k exact onnx --no-batch",
+            ["--backend", "onnx", "--no-batch"],
+            lambda: bodies_retrieve(ids),
+            n,
+        ),
         (
             f"retrieve {args.big // 1000}k exact onnx",
             ["--backend", "onnx", "--state-dir", str(big)],
@@ -207,6 +243,7 @@ def main() -> None:
         ),
     ]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
+    clients = [int(c) for c in args.clients.split(",")]
     rows = []
     for name, flags, make, size in scenarios:
         if only and not any(o in name for o in only):
@@ -216,24 +253,43 @@ def main() -> None:
         server = Server(export, *flags)
         ready = time.perf_counter() - start
         try:
-            result = asyncio.run(drive(server.url, make(), args.clients, args.seconds, args.max_requests))
+            for count in clients:  # one server, driven at each concurrency in turn
+                result = asyncio.run(
+                    drive(server.url, make(), count, args.seconds, args.max_requests, server.proc.pid)
+                )
+                rows.append({"scenario": name, "news": size, "clients": count, "ready_s": ready, **result})
         finally:
             server.stop()
-        rows.append({"scenario": name, "news": size, "clients": args.clients, "ready_s": ready, **result})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"newsrec serve: {args.clients} concurrent clients, {args.seconds:g}s per scenario")
-    for col in ("scenario", "news", "req/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors", "ready s"):
+    table = Table(title=f"newsrec serve (default command), {args.seconds:g}s per scenario and client count")
+    for col in (
+        "scenario",
+        "news",
+        "clients",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "server CPU ms/req",
+        "client CPU ms/req",
+        "requests",
+        "errors",
+        "ready s",
+    ):
         table.add_column(col, justify="left" if col == "scenario" else "right")
     for r in rows:
         table.add_row(
             r["scenario"],
             f"{r['news']:,}",
+            str(r["clients"]),
             f"{r['req_s']:.0f}",
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",
             f"{r['p99_ms']:.1f}",
+            f"{r['server_cpu_ms']:.2f}",
+            f"{r['client_cpu_ms']:.2f}",
             f"{r['requests']:,}",
             str(r["errors"]),
             f"{r['ready_s']:.1f}",

@@ -102,7 +102,18 @@ def serve_command(
         str | None, typer.Option("--redis-url", help="Cache user states in Redis (else an in-process LRU).")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.", min=1)] = 1,
-    threads: Annotated[int, typer.Option("--threads", help="Compute threads per worker.", min=1)] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads", help="Compute threads per worker (numpy's BLAS, torch, onnxruntime).", min=1
+        ),
+    ] = 1,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--no-batch", help="Concurrent retrievals share one pass over the news (exact search)."
+        ),
+    ] = True,
     state_dir: Annotated[
         Path | None, typer.Option("--state-dir", help="Where ingested news persist (default: SOURCE/served).")
     ] = None,
@@ -110,8 +121,16 @@ def serve_command(
         int | None, typer.Option("--ann-threshold", help="Use a usearch HNSW index from this many news on.")
     ] = None,
     cache_ttl: Annotated[
-        int, typer.Option("--cache-ttl", help="Seconds a cached user state lives in Redis.")
+        int,
+        typer.Option(
+            "--cache-ttl",
+            help="Seconds a cached user state lives, in Redis and in-process alike (0: no cache).",
+            min=0,
+        ),
     ] = 3600,
+    cache_size: Annotated[
+        int, typer.Option("--cache-size", help="User states the in-process cache holds.", min=1)
+    ] = 10_000,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
     ui: Annotated[
         bool,
@@ -157,6 +176,8 @@ def serve_command(
         threads=threads,
         ann_threshold=ann_threshold if ann_threshold is not None else DEFAULT_ANN_THRESHOLD,
         cache_ttl=cache_ttl,
+        cache_size=cache_size,
+        batch=batch,
         ui=ui,
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,

@@ -126,6 +126,16 @@ class Backend(Protocol):
 CHUNK = 4096  # news per news-encoder call
 
 
+def cap_threads(threads: int) -> None:
+    """At most `threads` compute threads in this process for numpy's BLAS and OpenMP (threadpoolctl;
+    torch and onnxruntime are capped by their backends). Uncapped, every concurrent request's
+    matrix product starts a thread per core and they fight over the cores: 16 clients then got
+    0.4x the throughput of one (benchmarks/bench_serve.py, retrieval over 51k news)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # process-wide from here on, not a context
+
+
 class TorchBackend:
     """The trained torch model. `encode_news` re-attaches per-news inputs, so it holds a lock."""
 

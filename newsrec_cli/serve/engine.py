@@ -24,7 +24,8 @@ import numpy as np
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
-from newsrec_cli.serve.backends import Backend, NewsInputs
+from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
+from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
 from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever
 
@@ -69,6 +70,7 @@ class ServeConfig:
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     cache_ttl: int = 3600
     cache_size: int = 10_000
+    batch: bool = True  # concurrent exact retrievals share one matrix product (batch.py)
     ui: bool = True  # the web page at /ui
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
@@ -82,12 +84,17 @@ class ServeConfig:
 
 
 class NewsTable:
-    """News vectors in a growing matrix, looked up by ID; rows never move (updates overwrite)."""
+    """News vectors in a growing matrix, looked up by ID; rows never move (updates overwrite).
+
+    `versions[row]` is a digest of the row's vector: the version of that news' content, which
+    the user-state cache keys carry (row numbers differ between replicas and say nothing of
+    updates)."""
 
     def __init__(self, dim: int) -> None:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.records: list[NewsRecord] = []
+        self.versions: list[str] = []
         self.vectors = np.zeros((0, dim), np.float32)
         self.published = np.zeros(0, "datetime64[s]")
         self.lock = threading.Lock()
@@ -105,6 +112,7 @@ class NewsTable:
                     self.index[rec.news_id] = row
                     self.ids.append(rec.news_id)
                     self.records.append(rec)
+                    self.versions.append("")
                 else:
                     self.records[row] = rec
                 rows.append(row)
@@ -118,11 +126,28 @@ class NewsTable:
             idx = np.asarray(rows, dtype=np.int64)
             self.vectors[idx] = vectors
             self.published[idx] = [_date(r.published) for r in records]
+            for row in rows:
+                self.versions[row] = content_version(self.vectors[row])
             return idx
 
     def view(self) -> tuple[np.ndarray, int]:
         with self.lock:
             return self.vectors, len(self.ids)
+
+    def snapshot(self, rows: list[int]) -> tuple[np.ndarray, list[str], list[str]]:
+        """(vectors, IDs, versions) of `rows`, read together: a state and its key always agree
+        even while an update is written."""
+        with self.lock:
+            return (
+                self.vectors[np.asarray(rows, np.int64)].copy(),
+                [self.ids[r] for r in rows],
+                [self.versions[r] for r in rows],
+            )
+
+
+def content_version(vector: np.ndarray) -> str:
+    """A digest of a news vector: the same content encoded by the same model gives the same one."""
+    return hashlib.blake2b(np.ascontiguousarray(vector, np.float32).tobytes(), digest_size=8).hexdigest()
 
 
 def _date(text: str | None) -> np.datetime64:
@@ -132,10 +157,6 @@ def _date(text: str | None) -> np.datetime64:
         return np.datetime64(datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None), "s")
     except ValueError:
         return np.datetime64("NaT")
-
-
-def _history_hash(user_row: int, rows: list[int] | np.ndarray) -> str:
-    return hashlib.sha1(json.dumps([int(user_row), [int(r) for r in rows]]).encode()).hexdigest()
 
 
 class Engine:
@@ -151,6 +172,7 @@ class Engine:
         self.backend: Backend | None = None
         self.table: NewsTable | None = None
         self.retriever: Retriever | None = None
+        self._retrievals = Batcher(self._search_batch) if config.batch else None
         self.version = ""
         self.history = 50
         self.embeddings: dict[str, Any] | None = None
@@ -172,6 +194,7 @@ class Engine:
         backend = self.config.backend
         if backend not in ("torch", "onnx", "int8"):
             raise SettingsError(f"--backend {backend!r}: torch, onnx or int8")
+        cap_threads(self.config.threads)
         if (self.source / MANIFEST).is_file():
             self._load_export(backend)
         elif (self.source / "config.json").is_file():
@@ -287,27 +310,35 @@ class Engine:
 
     # ------------------------------------------------------------------ users
 
-    def cache_key(self, user_row: int, rows: list[int] | np.ndarray) -> str:
-        return f"newsrec:{self.version}:{self.config.backend}:{_history_hash(user_row, rows)}"
+    def cache_key(self, user_row: int, ids: list[str], versions: list[str]) -> str:
+        """The key of a user state: model version and backend, the user (as the model knows
+        them: a known ID, or none), and each history news' ID with its content version."""
+        users = self.vocabs.get("users")
+        user = users.ids[user_row] if users is not None and user_row > 0 else ""
+        history = json.dumps([user, [[i, v] for i, v in zip(ids, versions, strict=True)]])
+        digest = hashlib.sha256(history.encode()).hexdigest()
+        return f"newsrec:{self.version}:{self.config.backend}:{digest}"
 
-    def _user_state(self, rows: list[int], user_row: int) -> np.ndarray:
-        assert self.table is not None and self.backend is not None
-        vectors, _ = self.table.view()
-        dim = vectors.shape[1]
-        if rows:
-            clicked = vectors[np.asarray(rows)][None]
-            mask = np.ones((1, len(rows)), bool)
+    def _encode_user(self, clicked: np.ndarray, user_row: int) -> np.ndarray:
+        assert self.backend is not None
+        if len(clicked):
+            mask = np.ones((1, len(clicked)), bool)
+            clicked = clicked[None]
         else:  # cold start: one masked slot; the user encoder gives its "empty history" state
+            dim = self.table.vectors.shape[1] if self.table is not None else 0
             clicked = np.zeros((1, 1, dim), np.float32)
             mask = np.zeros((1, 1), bool)
         return self.backend.encode_users(clicked, mask, np.asarray([user_row], np.int64))
 
     def user_state(self, rows: list[int], user_row: int) -> tuple[np.ndarray, bool]:
-        key = self.cache_key(user_row, rows)
+        """The state of a user with history `rows`, and whether it came from the cache."""
+        assert self.table is not None
+        clicked, ids, versions = self.table.snapshot(rows)
+        key = self.cache_key(user_row, ids, versions)
         state = self.cache.get(key)
         if state is not None:
             return state, True
-        state = self._user_state(rows, user_row)
+        state = self._encode_user(clicked, user_row)
         self.cache.set(key, state)
         return state, False
 
@@ -367,7 +398,10 @@ class Engine:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
                     allowed &= self.table.published[:n] >= np.datetime64(since, "s")
-            picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
+            if self._retrievals is not None:
+                picked = self._retrievals((state, k, allowed, n))
+            else:
+                picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
             excluded = len(seen)
         items: list[dict[str, Any]] = []
         if len(picked):
@@ -391,6 +425,27 @@ class Engine:
             "excluded": excluded,
             "cached_user": cached,
         }
+
+    def _search_batch(self, items: list[tuple[np.ndarray, int, np.ndarray | None, int]]) -> list[np.ndarray]:
+        """Retrieval for concurrent requests (state, k, allowed, news count when it came) in one
+        pass over the news; each request searches the news there were when it came."""
+        assert self.table is not None and self.retriever is not None
+        vectors, _ = self.table.view()
+        n = max(count for _, _, _, count in items)
+        masks = []
+        for _, _, allowed, count in items:
+            if count < n:  # news added since this request came stay out of its search
+                full = np.zeros(n, bool)
+                full[:count] = True if allowed is None else allowed
+                allowed = full
+            masks.append(allowed)
+        return self.retriever.search_many(
+            self.backend,
+            [state for state, _, _, _ in items],
+            vectors[:n],
+            [k for _, k, _, _ in items],
+            masks,
+        )
 
     # ------------------------------------------------------------------ news
 

@@ -97,11 +97,35 @@ class Retriever:
                     for s in range(0, n, SCORE_CHUNK)
                 ]
             )
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-            k = min(k, int(allowed.sum()))
-        if k <= 0:
-            return np.zeros(0, np.int64)
-        if k >= n:
-            return np.argsort(-scores, kind="stable")[:k]
-        return np.argpartition(-scores, k - 1)[:k]
+        return _top(scores, k, allowed)
+
+    def search_many(
+        self,
+        backend: Any,
+        states: list[np.ndarray],
+        vectors: np.ndarray,
+        ks: list[int],
+        allowed: list[np.ndarray | None],
+    ) -> list[np.ndarray]:
+        """`search` for several users at once: exact search over keys reads them once for all (one
+        (B, D) x (D, N) product instead of B passes over N news); other methods go one by one."""
+        if self.ann is not None or not self.inner_product or len(states) == 1:
+            return [
+                self.search(backend, s, vectors, k, a) for s, k, a in zip(states, ks, allowed, strict=True)
+            ]
+        queries = np.concatenate([backend.queries(s) for s in states])  # (B, D)
+        scores = queries @ self.keys[: len(vectors)].T
+        return [_top(scores[j], k, a) for j, (k, a) in enumerate(zip(ks, allowed, strict=True))]
+
+
+def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
+    """Rows of the best k scores where `allowed` (bool, None = all), in no particular order."""
+    n = len(scores)
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+        k = min(k, int(allowed.sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k >= n:
+        return np.argsort(-scores, kind="stable")[:k]
+    return np.argpartition(-scores, k - 1)[:k]
