@@ -142,10 +142,14 @@ def open_run(
 def resume_settings(
     out: Path, settings: TrainSettings
 ) -> tuple[dict[str, Any], TrainSettings, DataSettings, GraphSettings]:
-    """Settings stored in the run; only stop and hardware settings may change on resume."""
+    """Settings stored in the run; only stop and hardware settings may change on resume, and only
+    those given (`settings.model_fields_set`: a flag, the TOML file or the environment). A value
+    left at its default is no request: the run keeps what it recorded (threads, checkpoint_every),
+    so `--resume --out RUN` alone continues with every setting of the run."""
     config = read_config(out)
     stored, data_settings, graph_settings = settings_of(config, out / CONFIG)
-    merged = stored.model_copy(update={name: getattr(settings, name) for name in CHANGEABLE_ON_RESUME})
+    given = [name for name in CHANGEABLE_ON_RESUME if name in settings.model_fields_set]
+    merged = stored.model_copy(update={name: getattr(settings, name) for name in given})
     return config, merged, data_settings, graph_settings
 
 
