@@ -45,10 +45,6 @@ ENTITY_IDS = "entity_ids.txt"
 META = "meta.json"
 
 
-def is_graph(path: Path) -> bool:
-    return (path / META).is_file() and (path / ARRAYS).is_file()
-
-
 def check_target(path: Path) -> None:
     """A graph may be written to `path`: a new or empty folder, or one holding a graph (replaced)."""
     if path.exists() and not path.is_dir():

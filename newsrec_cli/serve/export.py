@@ -402,7 +402,6 @@ def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
     rows: dict[str, str] = {}
     try:
         table = load_dataset(data, behaviors=False, on_bad_lines="skip", bad_entities="collect").news
-        src = path.parent  # noqa: F841 - keep the layout obvious
         for id_ in ids:
             r = table.index.get(id_)
             if r is not None:

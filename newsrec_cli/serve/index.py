@@ -153,8 +153,8 @@ class Retriever:
                     if int(row) in self.ann:
                         self.ann.remove(int(row))
                 self.ann.add(rows.astype(np.uint64), self._indexed(vectors))
-            elif self.kind != "generic" and count >= self.ann_threshold:
-                pass  # the next rebuild (restart) builds the index; exact search stays correct
+            # Without an index, exact search stays correct past ann_threshold; the next rebuild
+            # (a restart) builds one.
 
     def search(
         self, backend: Any, state: np.ndarray, vectors: np.ndarray, k: int, allowed: np.ndarray | None

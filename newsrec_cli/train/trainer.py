@@ -113,15 +113,16 @@ def wrap_ddp(settings: Any, model: NewsRecommender, device: torch.device) -> Dis
     - buffers are neither synchronised at the start nor broadcast each step: they are the
       per-news inputs and the content prior's centre, built from the same files on every rank
       and never trained (broadcasting the text-vector table each step would dominate the step).
+      `broadcast_buffers=False` is the one public switch for both: its torch 2.13 replacement,
+      `forward_sync_buffers=False`, still syncs buffers at the start, and torch's own warning
+      says to keep `broadcast_buffers=False` until an `init_sync_buffers` exists.
     """
     module = StepLoss(settings, model)
-    buffers = [name for name, _ in module.named_buffers()]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, buffers)
     unused = model.news_encoder.graph is not None or (
         settings.aux_category > 0 and model.category_head is not None
     )
     with warnings.catch_warnings():
-        # torch 2.13 renames broadcast_buffers; the new name alone would still sync at the start.
+        # The deprecation warning of broadcast_buffers (see above) is for users of torch, not ours.
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
         return DistributedDataParallel(
             module,

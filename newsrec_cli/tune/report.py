@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.dataset import find_splits
@@ -175,16 +177,6 @@ def study_report(setup: TuneSetup) -> StudyReport:
 # ----------------------------------------------------------------------------- best.toml
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
 def _changed(settings: StageSettings, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Fields that differ from the stage's defaults (None has no TOML spelling: left out)."""
     defaults = type(settings)()
@@ -221,13 +213,9 @@ def write_best_toml(setup: TuneSetup, report: StudyReport) -> Path | None:
         "# Settings that differ from the defaults; hardware settings (threads, device) are left out.",
         f"# Train it: newsrec train{data} --config {setup.out / BEST_TOML} --out runs/best",
     ]
-    for section, values in sections.items():
-        if section != "train" and not values:
-            continue
-        lines += ["", f"[{section}]"]
-        lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
+    tables = {name: values for name, values in sections.items() if name == "train" or values}
     path = setup.out / BEST_TOML
-    atomic.write_text(path, "\n".join(lines) + "\n")
+    atomic.write_text(path, "\n".join(lines) + "\n\n" + tomli_w.dumps(tables))
     report.best_toml = path
     return path
 
