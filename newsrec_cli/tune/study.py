@@ -31,6 +31,7 @@ from typing import Any
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
+from newsrec_cli.manifests import read_manifest
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.tune.space import SearchSpace, parse_space
 
@@ -176,13 +177,7 @@ def read_tune_file(out: Path) -> dict[str, Any]:
         raise InputError("study folder not found", path=out)
     if not path.is_file():
         raise InputError(f"not a study folder (no {TUNE_FILE}); start one with `newsrec tune`", path=out)
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", path=path) from None
-    if not isinstance(info, dict) or info.get("format") != TUNE_FORMAT:
-        raise InputError(f"not a {TUNE_FILE} of newsrec tune", path=path)
-    return info
+    return read_manifest(path, TUNE_FORMAT, f"the {TUNE_FILE} of a study")
 
 
 def setup_from_file(out: Path) -> TuneSetup:
