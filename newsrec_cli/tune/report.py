@@ -20,7 +20,7 @@ from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.dataset import find_splits
 from newsrec_cli.settings import DataSettings, GraphSettings, StageSettings, TrainSettings
-from newsrec_cli.tune.study import TuneSetup, counted, load_study, quiet_optuna
+from newsrec_cli.tune.study import TuneSetup, counted, load_study, quiet_optuna, retried, retry_of
 
 BEST_TOML = "best.toml"
 FINAL_TEST = "final_test.json"
@@ -113,7 +113,8 @@ class StudyReport:
         }
 
 
-def trial_row(trial: Any) -> TrialRow:
+def trial_row(trial: Any, again: set[int] | frozenset[int] = frozenset()) -> TrialRow:
+    """A trial as the report shows it; `again`: the numbers of the trials queued again."""
     attrs = trial.user_attrs
     return TrialRow(
         number=trial.number,
@@ -127,8 +128,8 @@ def trial_row(trial: Any) -> TrialRow:
         defaults=bool(attrs.get("defaults")),
         stopped=attrs.get("stopped"),
         error=attrs.get("error"),
-        retried=bool(attrs.get("retried")),
-        retry_of=attrs.get("retry_of"),
+        retried=bool(attrs.get("retried")) or trial.number in again,
+        retry_of=retry_of(trial),
     )
 
 
@@ -148,7 +149,8 @@ def study_report(setup: TuneSetup) -> StudyReport:
             f"study {setup.study!r} not found in {setup.storage_url()}", path=setup.out
         ) from None
     trials = study.get_trials(deepcopy=False)
-    rows = sorted((trial_row(t) for t in trials), key=_order)
+    again = retried(trials)
+    rows = sorted((trial_row(t, again) for t in trials), key=_order)
     complete = [r for r in rows if r.state == "complete" and math.isfinite(r.auc)]
     defaults = [r for r in rows if r.defaults and r.state == "complete"] or [r for r in rows if r.defaults]
     counts: dict[str, int] = {}
