@@ -81,7 +81,7 @@ class ServeConfig:
         return cls(**json.loads(text))
 
 
-class NewsTable:
+class ServedNews:
     """News vectors in a growing matrix, looked up by ID; rows never move (updates overwrite)."""
 
     def __init__(self, dim: int) -> None:
@@ -149,7 +149,7 @@ class Engine:
             config.redis_url, ttl=config.cache_ttl, lru_size=config.cache_size, on_result=on_cache
         )
         self.backend: Backend | None = None
-        self.table: NewsTable | None = None
+        self.table: ServedNews | None = None
         self.retriever: Retriever | None = None
         self.version = ""
         self.history = 50
@@ -230,7 +230,7 @@ class Engine:
         store = EmbeddingStore.open(self.source / (TABLE_INT8 if backend == "int8" else TABLE))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in store.ids]
-        self.table = NewsTable(store.dim)
+        self.table = ServedNews(store.dim)
         self.table.upsert(records, np.asarray(store.vectors, np.float32))
 
     def _load_run(self) -> None:
@@ -265,7 +265,7 @@ class Engine:
                 ids[i]: inputs.graph_vector[i] for i in np.flatnonzero(inputs.graph_present)
             }
         news = _run_news(run)
-        self.table = NewsTable(vectors.shape[1])
+        self.table = ServedNews(vectors.shape[1])
         self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
 
     def _build_retriever(self) -> None:
@@ -417,10 +417,10 @@ class Engine:
     def text_vectors(self, records: list[NewsRecord]) -> np.ndarray:
         """Text vectors of fresh news with the run's provider, template and normalisation."""
         from newsrec_cli.embed.text import news_texts
-        from newsrec_cli.mind.news import NewsTable as MindNews
+        from newsrec_cli.mind.news import NewsTable
 
         meta = self.embeddings or {}
-        table = MindNews()
+        table = NewsTable()
         for r in records:
             table.append((r.news_id, r.category, r.subcategory, r.title, r.abstract, ""), _entities(r), [])
         texts = news_texts(table, meta.get("template") or "{title}").texts

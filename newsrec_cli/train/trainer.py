@@ -475,7 +475,7 @@ class Trainer:
         else:
             loss, loss_value, rows = self._ddp_forward(batch)
         if not math.isfinite(loss_value):
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingDiverged(
                     f"the loss became {loss_value} at step {state.global_step + 1}; lower --lr or --clip"
                 )
@@ -530,7 +530,7 @@ class Trainer:
         stop = steps.stop
         if stop == "interrupted":
             self.save_last()
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingInterrupted(
                     f"interrupted at {position(state)}: saved {out / LAST}; "
                     f"continue with: newsrec train --resume --out {out} (every setting of the run, "
@@ -586,7 +586,7 @@ class Trainer:
         state.finished = state.stop_reason in ("epochs", "early_stopping", "max_steps")
         self.save_last()
         if self.ranks.max(int(interrupted.is_set())):
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingInterrupted(
                     f"interrupted after validating epoch {record.epoch}: saved {out / LAST}; "
                     f"continue with: newsrec train --resume --out {out} (every setting of the run, "
