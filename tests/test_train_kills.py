@@ -17,27 +17,16 @@ from typing import Any
 
 import pytest
 import torch
-from train_helpers import hashing_store, synth
+from train_helpers import TINY_TRAIN, hashing_store, synth
 
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train import train
 from newsrec_cli.train.faults import KILL_ENV
 
 EVERY = 3  # --checkpoint-every
-FLAGS = [
-    "--dim", "16", "--heads", "2", "--history", "10", "--batch-size", "32", "--epochs", "2",
-    "--threads", "1", "--valid-impressions", "40", "--checkpoint-every", str(EVERY),
-]  # fmt: skip
-SETTINGS = TrainSettings(
-    dim=16,
-    heads=2,
-    history=10,
-    batch_size=32,
-    epochs=2,
-    threads=1,
-    valid_impressions=40,
-    checkpoint_every=EVERY,
-)
+VALUES = {**TINY_TRAIN, "epochs": 2, "valid_impressions": 40, "checkpoint_every": EVERY}
+SETTINGS = TrainSettings(**VALUES)
+FLAGS = [part for name, value in VALUES.items() for part in (f"--{name.replace('_', '-')}", str(value))]
 TIMING = ("seconds", "samples_per_s")  # the only fields of history.jsonl that a clock sets
 
 
