@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from newsrec_cli.errors import SettingsError
@@ -531,9 +532,9 @@ def example_toml() -> str:
             value = getattr(defaults, name)
             if value is None:
                 # unset by default: an example value, so that the line is valid TOML when uncommented
-                lines.append(f"# {name} = {_toml_value(_example(name, info))}  # example; unset by default")
+                lines.append(f"# {name} = {toml_value(_example(name, info))}  # example; unset by default")
             else:
-                lines.append(f"# {name} = {_toml_value(value)}")
+                lines.append(f"# {name} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -569,11 +570,9 @@ def _example(name: str, info: Any) -> Any:
     return ""
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
+def toml_value(value: Any) -> str:
+    """A value as TOML spells it (tomli-w), on one line: the commented example of `config init`
+    keeps one setting a line (tomli-w writes an array over several)."""
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")

@@ -27,6 +27,7 @@ from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train import train
 from newsrec_cli.train.batching import EpochBatches, plan_epoch
 from newsrec_cli.train.distributed import FAULT_ENV, FAULT_EXIT_CODE, combine_metrics, shard_sizes
+from newsrec_cli.train.faults import KILL_ENV
 from newsrec_cli.train.samples import click_samples
 
 # Dropout off: each rank draws its own dropout masks, so with dropout the runs are equal in
@@ -159,6 +160,7 @@ def test_a_dead_rank_ends_the_job_and_resume_finishes_the_run(runs: dict[str, An
     errors = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in killed.stderr, killed.stderr[-3000:]
     assert "rank 1 (pid" in errors[0] and f"exited with code {FAULT_EXIT_CODE}" in errors[0]
+    assert "last.pt holds the end of epoch 1" in errors[0], errors[0]
     assert "newsrec train --resume --out" in errors[0]
     assert killed.stderr.count("model: ") == 1  # rank 0 alone talks to the terminal
     assert [r["epoch"] for r in history(out)] == [0, 1]
@@ -179,9 +181,15 @@ def test_checkpoint_every_resumes_a_dead_rank_inside_the_epoch(runs: dict[str, A
     killed = run_cli(
         "train", str(data), "-e", str(store), "--out", str(out), *runs["flags"], "--nproc", "2",
         "--checkpoint-every", "2",
-        env={FAULT_ENV: f"1:{steps + 3}"},  # steps + 2 ran (and its checkpoint, when even)
+        env={KILL_ENV: f"1:step:{steps + 3}"},  # SIGKILL; steps + 2 ran (and its checkpoint, when even)
     )  # fmt: skip
     assert killed.returncode == 1, killed.stderr[-3000:]
+    saved = (steps + 2) // 2 * 2
+    errors = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, killed.stderr[-3000:]
+    # The rank that died, not rank 0 that the launcher stopped; what last.pt really holds.
+    assert "rank 1 (pid" in errors[0] and "was killed by SIGKILL first" in errors[0], errors[0]
+    assert f"last.pt holds epoch 2, step {saved - steps} (global step {saved})" in errors[0], errors[0]
     resumed = run_cli("train", "--resume", "--out", str(out), "--nproc", "2", "--json")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads(resumed.stdout)

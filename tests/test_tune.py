@@ -4,6 +4,7 @@ best.toml retrained to the same figure, the final test taken once, `tune show`, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,6 @@ from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
-from newsrec_cli.tune.study import _alive
 
 runner = CliRunner()
 # The pruner is tested on its own; elsewhere a pruned trial would make the counts depend on luck.
@@ -186,6 +186,14 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     assert [json.loads(line)["epoch"] for line in history] == [1]  # no text, no content prior: no epoch 0
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def mid_trial(out: Path, pid: int, cache: dict[str, optuna.Study]) -> bool:
     """Worker `pid` has a running trial past its first trained epoch, another worker one running."""
     try:
@@ -241,9 +249,9 @@ def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(
         t.user_attrs["pid"] for t in study.get_trials() if t.user_attrs.get("pid", process.pid) != process.pid
     }
     stop = time.monotonic() + 30
-    while any(_alive(pid, None) for pid in children) and time.monotonic() < stop:
+    while any(alive(pid) for pid in children) and time.monotonic() < stop:
         time.sleep(0.1)
-    assert not any(_alive(pid, None) for pid in children)
+    assert not any(alive(pid) for pid in children)
     before = study.get_trials()
     running = [t.number for t in before if t.state.name == "RUNNING"]
     assert running and all(t.user_attrs["pid"] == process.pid for t in before if t.number in running)

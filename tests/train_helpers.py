@@ -13,6 +13,8 @@ from newsrec_cli.embed.store import commit, new_meta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TIME = "11/15/2019 8:00:00 AM"
+# A model small enough for a test to train in seconds, on one thread (bit-identical reruns).
+TINY_TRAIN = {"dim": 16, "heads": 2, "history": 10, "batch_size": 32, "threads": 1}
 runner = CliRunner()
 
 

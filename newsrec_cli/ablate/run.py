@@ -34,7 +34,7 @@ CONTENT = "content (centred)"  # the training-free row every variant is compared
 
 
 @dataclass
-class Row:
+class AblationRow:
     """One line of the table: a variant (mean over seeds) or a baseline (one value)."""
 
     name: str
@@ -72,7 +72,7 @@ class AblationResult:
     split: str
     split_note: str
     impressions: int
-    rows: list[Row]
+    rows: list[AblationRow]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +142,7 @@ def run_ablation(
         result = compute_metrics(scores, labels, offsets, METRICS)
         return dict(result.values), dict(result.per_impression)
 
-    rows: list[Row] = []
+    rows: list[AblationRow] = []
     for variant in variants:
         values: dict[str, list[float]] = {m: [] for m in METRICS}
         stacked: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
@@ -171,7 +171,7 @@ def run_ablation(
                 values[m].append(means[m])
                 stacked[m].append(per[m])
         rows.append(
-            Row(
+            AblationRow(
                 variant.name,
                 "model",
                 list(seeds),
@@ -193,7 +193,7 @@ def run_ablation(
         ("random", baselines.random_scores(target)),
     ):
         means, per = per_impression(scores)
-        rows.append(Row(name, "baseline", [], {m: [means[m]] for m in METRICS}, per))
+        rows.append(AblationRow(name, "baseline", [], {m: [means[m]] for m in METRICS}, per))
 
     full = rows[0]
     content = next(r for r in rows if r.name == CONTENT)

@@ -290,9 +290,10 @@ class TrainRequest:
             **paths,
             "resume": self.resume,
             "overwrite": self.overwrite,
-            "settings": self.settings.model_dump(mode="json"),
-            "data_settings": self.data_settings.model_dump(mode="json"),
-            "graph_settings": self.graph_settings.model_dump(mode="json"),
+            # Only what was given (flag, file, environment): on --resume the rest comes from the run.
+            "settings": self.settings.model_dump(mode="json", exclude_unset=True),
+            "data_settings": self.data_settings.model_dump(mode="json", exclude_unset=True),
+            "graph_settings": self.graph_settings.model_dump(mode="json", exclude_unset=True),
             "json_out": self.json_out,
         }
 

@@ -11,7 +11,6 @@ import numpy as np
 
 from newsrec_cli.diagnose.cosine import diagnose_cosine, similarities
 from newsrec_cli.diagnose.data import DataInputs, diagnose_data
-from newsrec_cli.diagnose.forward import run_model
 from newsrec_cli.diagnose.gradients import (
     candidate_attention,
     chance_loss,
@@ -67,9 +66,7 @@ def check_saturation(subject: Subject, plot_dir: Path | None = None) -> tuple[Re
     """Logits of the model on the validation sample: range, sigmoid and softmax saturation."""
     if plot_dir is not None:
         require_matplotlib()
-    out = run_model(
-        subject.model, subject.valid, history=subject.settings.history, user_rows=subject.valid_user_rows
-    )
+    out = subject.valid_outputs()
     report = diagnose_saturation(out, subject.scoring)
     _origin(report, subject)
     plots = logit_plots(out.logits, out.labels, plot_dir) if plot_dir is not None else []
@@ -80,9 +77,7 @@ def check_cosine(subject: Subject, plot_dir: Path | None = None) -> tuple[Report
     """Norms and cosines of the model's user and news vectors, and a table over temperatures."""
     if plot_dir is not None:
         require_matplotlib()
-    out = run_model(
-        subject.model, subject.valid, history=subject.settings.history, user_rows=subject.valid_user_rows
-    )
+    out = subject.valid_outputs()
     report = diagnose_cosine(out, subject.scoring)
     _origin(report, subject)
     plots: list[Path] = []

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from newsrec_cli.diagnose.adapters import drop_normalisation, head_name, set_scale
-from newsrec_cli.diagnose.forward import sample_impressions
+from newsrec_cli.diagnose.forward import ModelOutputs, run_model, sample_impressions
 from newsrec_cli.diagnose.saturation import Scoring
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
@@ -46,6 +46,12 @@ class Subject:
     def scoring(self) -> Scoring:
         head = self.model.scorer
         return Scoring(kind=head_name(head), scale=float(head.scale.detach()), loss=self.settings.loss)
+
+    def valid_outputs(self) -> ModelOutputs:
+        """Logits and vectors of the model on every candidate of the validation sample."""
+        return run_model(
+            self.model, self.valid, history=self.settings.history, user_rows=self.valid_user_rows
+        )
 
 
 def from_init(

@@ -18,7 +18,6 @@ finishes them on its next run (`finish_commit`), and readers refuse a store in t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ import numpy as np
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
+from newsrec_cli.manifests import read_manifest
 
 VECTORS = "vectors.npy"
 IDS = "ids.txt"
@@ -142,12 +142,7 @@ class EmbeddingStore:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", path=path) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InputError(f"not the meta.json of an embedding store (format is not {FORMAT!r})", path=path)
+    meta = read_manifest(path, FORMAT, "the meta.json of an embedding store")
     if not isinstance(meta.get("dimension"), int):
         raise InputError("missing or non-integer dimension", path=path, field="dimension")
     return meta

@@ -39,7 +39,7 @@ Say = Callable[[str], None]
 
 
 @dataclass
-class Row:
+class EvaluationRow:
     """One line of the table: a model, a prediction file or a baseline, with its metrics."""
 
     name: str
@@ -69,7 +69,7 @@ class EvaluationReport:
     candidates: int
     labeled: bool
     by: str
-    rows: list[Row] = field(default_factory=list)
+    rows: list[EvaluationRow] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     run_dir: str | None = None
 
@@ -202,7 +202,7 @@ def evaluate(
 
     def add(name: str, kind: str, scores: np.ndarray, seconds: float, scores_are: str = "logits") -> None:
         if not target.labeled:
-            report.rows.append(Row(name, kind, None, seconds))
+            report.rows.append(EvaluationRow(name, kind, None, seconds))
             return
         # logloss and ECE read probabilities: only a model's logits have them.
         row_metrics = [m for m in metrics if kind == "model" or not needs_probabilities([m])]
@@ -214,7 +214,7 @@ def evaluate(
             if groups
             else []
         )
-        report.rows.append(Row(name, kind, result, seconds + time.perf_counter() - start, by_group))
+        report.rows.append(EvaluationRow(name, kind, result, seconds + time.perf_counter() - start, by_group))
 
     if model is not None:
         say(f"scoring {len(target):,} impressions with {run_dir}")

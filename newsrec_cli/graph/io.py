@@ -16,7 +16,6 @@ to a temporary name and renamed; meta.json goes last, so a folder with a meta.js
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,12 @@ from newsrec_cli.graph.graph import (
     NewsGraph,
     assemble,
 )
+from newsrec_cli.manifests import read_manifest
 
 ARRAYS = "graph.npz"
 NEWS_IDS = "news_ids.txt"
 ENTITY_IDS = "entity_ids.txt"
 META = "meta.json"
-
-
-def is_graph(path: Path) -> bool:
-    return (path / META).is_file() and (path / ARRAYS).is_file()
 
 
 def check_target(path: Path) -> None:
@@ -188,14 +184,7 @@ def _arrays_from(
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", path=path) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise InputError(
-            f"not the meta.json of a graph (format is not {FORMAT!r})", path=path, field="format"
-        )
+    meta = read_manifest(path, FORMAT, "the meta.json of a graph")
     if meta.get("version") != FORMAT_VERSION:
         raise InputError(
             f"graph format version {meta.get('version')!r}, this newsrec reads {FORMAT_VERSION}",

@@ -77,10 +77,6 @@ class MindDataset:
     caches: dict[str, CacheInfo] = field(default_factory=dict)
 
     @property
-    def layout(self) -> Literal["single", "folders"]:
-        return "single" if SINGLE in self.folders else "folders"
-
-    @property
     def vec_files(self) -> list[Path]:
         """entity_embedding.vec files found beside the news (any split, or the root)."""
         candidates = [self.root / "entity_embedding.vec"] + [

@@ -83,7 +83,7 @@ class ServeConfig:
         return cls(**json.loads(text))
 
 
-class NewsTable:
+class ServedNews:
     """News vectors in a growing matrix, looked up by ID; rows never move (updates overwrite).
 
     `versions[row]` is a digest of the row's vector: the version of that news' content, which
@@ -170,7 +170,7 @@ class Engine:
             config.redis_url, ttl=config.cache_ttl, lru_size=config.cache_size, on_result=on_cache
         )
         self.backend: Backend | None = None
-        self.table: NewsTable | None = None
+        self.table: ServedNews | None = None
         self.retriever: Retriever | None = None
         self._retrievals = Batcher(self._search_batch) if config.batch else None
         self.version = ""
@@ -264,7 +264,7 @@ class Engine:
         ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in ids]
-        self.table = NewsTable(vectors.shape[1])
+        self.table = ServedNews(vectors.shape[1])
         self.table.upsert(records, vectors)
 
     def _load_run(self) -> None:
@@ -299,7 +299,7 @@ class Engine:
                 ids[i]: inputs.graph_vector[i] for i in np.flatnonzero(inputs.graph_present)
             }
         news = _run_news(run)
-        self.table = NewsTable(vectors.shape[1])
+        self.table = ServedNews(vectors.shape[1])
         self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
 
     def _build_retriever(self) -> None:
@@ -478,10 +478,10 @@ class Engine:
     def text_vectors(self, records: list[NewsRecord]) -> np.ndarray:
         """Text vectors of fresh news with the run's provider, template and normalisation."""
         from newsrec_cli.embed.text import news_texts
-        from newsrec_cli.mind.news import NewsTable as MindNews
+        from newsrec_cli.mind.news import NewsTable
 
         meta = self.embeddings or {}
-        table = MindNews()
+        table = NewsTable()
         for r in records:
             table.append((r.news_id, r.category, r.subcategory, r.title, r.abstract, ""), _entities(r), [])
         texts = news_texts(table, meta.get("template") or "{title}").texts

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli import __version__, atomic
+from newsrec_cli import __version__, atomic, manifests
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.serve.backends import (
     KEYS_INPUTS,
@@ -801,12 +801,7 @@ def export_run(
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable export manifest ({exc})", path=path) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise InputError(f"not an export manifest (format is not {EXPORT_FORMAT!r})", path=path)
+    manifest = manifests.read_manifest(path, EXPORT_FORMAT, "an export manifest")
     version = manifest.get("version")
     if not isinstance(version, int) or not 1 <= version <= EXPORT_VERSION:
         raise InputError(

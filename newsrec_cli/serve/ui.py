@@ -261,7 +261,6 @@ class RunView:
         return _ablation_bars(result)
 
     def _draw_saturation(self) -> str:
-        from newsrec_cli.diagnose.forward import run_model
         from newsrec_cli.diagnose.stats import SATURATION_LOGIT
         from newsrec_cli.diagnose.subject import from_run
         from newsrec_cli.errors import NewsrecError
@@ -271,9 +270,7 @@ class RunView:
             subject = from_run(self.run_dir, data=None, sample=SATURATION_SAMPLE, seed=0, device="cpu")
         except (NewsrecError, OSError) as exc:
             raise RequestError(404, f"cannot score the run's validation data: {exc}") from None
-        out = run_model(
-            subject.model, subject.valid, history=subject.settings.history, user_rows=subject.valid_user_rows
-        )
+        out = subject.valid_outputs()
         return _histogram(
             {"not clicked": out.logits[out.labels == 0], "clicked": out.logits[out.labels == 1]},
             title=f"Logits before the sigmoid ({len(subject.valid):,} validation impressions)",

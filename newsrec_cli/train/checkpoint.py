@@ -7,6 +7,7 @@ the settings the run was trained with, so it describes itself.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file, then rename: an interrupted save leaves the old file intact."""
+def save(path: Path, payload: dict[str, Any], before_replace: Callable[[], None] | None = None) -> None:
+    """Write to a temporary file, then rename: an interrupted save leaves the old file intact.
+
+    `before_replace` runs between the two (test fault injection: a kill during the write)."""
     with atomic.atomic_handle(path) as handle:
         torch.save(payload, handle)
+        if before_replace is not None:
+            before_replace()
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

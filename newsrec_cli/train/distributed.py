@@ -175,8 +175,9 @@ class Ranks:
         rank, (message, code) = failed[0]
         raise RankFailed(f"rank {rank}: {message}", code)
 
-    def fail(self, error: NewsrecError) -> NewsrecError:
-        """An error every rank raises at once: rank 0's to print, the others' quiet."""
+    def for_this_rank(self, error: NewsrecError) -> NewsrecError:
+        """What this rank raises for an error every rank stops on at once: `error` itself on
+        rank 0, which prints it, a quiet one elsewhere (`raise ranks.for_this_rank(error)`)."""
         return error if self.main else QuietFailure(error.exit_code)
 
     def batch_shard(self, total: int) -> BatchShard:

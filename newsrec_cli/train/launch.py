@@ -21,6 +21,8 @@ from typing import Any
 
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.train.distributed import LAUNCHER_ENV, PEER_LOST_EXIT
+from newsrec_cli.train.run import LAST
+from newsrec_cli.train.state import saved_position
 
 WORKER_MODULE = "newsrec_cli.commands.train_worker"
 
@@ -72,22 +74,37 @@ def launch(nproc: int, request: dict[str, Any], *, out: Path, threads: int | Non
 
 def _failure(exc: Any, nproc: int, out: Path) -> NewsrecError:
     """One error for the failed job: silent when rank 0 printed its own, else the rank that
-    failed first (not the ones that only lost it, or that the launcher stopped)."""
-    failures = exc.failures  # {rank: ProcessFailure}
+    failed first (not the ones that only lost it, or that the launcher stopped) and what last.pt
+    holds."""
+    failures = exc.failures  # {rank: ProcessFailure}, in the order the launcher saw them end
     zero = failures.get(0)
     if zero is not None and zero.exitcode > 0 and zero.exitcode != PEER_LOST_EXIT:
         return WorkerReported(zero.exitcode)  # a NewsrecError of rank 0: it printed the one line already
-    stopped = (PEER_LOST_EXIT, -signal.SIGTERM, -signal.SIGKILL)
-    causes = {rank: f for rank, f in failures.items() if f.exitcode not in stopped} or failures
-    rank = min(causes, key=lambda r: (causes[r].timestamp, r))
-    failure = causes[rank]
+    rank = first_failure(failures)
+    failure = failures[rank]
     code = failure.exitcode
     how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
     return WorkerFailed(
-        f"train --nproc {nproc}: rank {rank} (pid {failure.pid}) {how}; the other ranks were "
-        f"stopped. last.pt holds the last finished epoch: continue with "
+        f"train --nproc {nproc}: rank {rank} (pid {failure.pid}) {how} first; the other ranks were "
+        f"stopped. {saved_position(out / LAST)}: continue with "
         f"newsrec train --resume --out {out} --nproc {nproc}"
     )
+
+
+def first_failure(failures: dict[int, Any]) -> int:
+    """The rank whose end caused the others': an error exit before a signal (a crash, or a kill
+    from outside), before a rank that only lost its peer (PEER_LOST_EXIT); then the earliest.
+
+    The launcher stamps failures in whole seconds, so a rank it stopped with SIGTERM after the
+    killed one often has the same timestamp; it records them in the order it saw them end (the
+    dead ones, then those it stopped), which breaks the tie.
+    """
+
+    def cause(code: int) -> int:
+        return 2 if code == PEER_LOST_EXIT else 1 if code < 0 else 0
+
+    order = {rank: i for i, rank in enumerate(failures)}
+    return min(failures, key=lambda r: (cause(failures[r].exitcode), failures[r].timestamp, order[r]))
 
 
 def _signal_name(number: int) -> str:

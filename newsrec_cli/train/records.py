@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsrec_cli import atomic
+
 
 @dataclass
 class EpochRecord:
@@ -107,6 +109,15 @@ class TrainCallbacks:
 def append_history(path: Path, record: EpochRecord) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record.to_dict()) + "\n")
+
+
+def keep_history(path: Path, count: int) -> None:
+    """Keep the first `count` records of history.jsonl (those a resumed last.pt had seen)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.strip()]
+    if len(lines) > count:
+        atomic.write_text(path, "".join(lines[:count]))
 
 
 def read_history(path: Path) -> list[EpochRecord]:

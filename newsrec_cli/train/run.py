@@ -20,6 +20,7 @@ import torch
 
 from newsrec_cli import __version__, atomic
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.manifests import read_manifest
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
 from newsrec_cli.model.category_embedding import CategoryEmbedding
@@ -369,13 +370,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise InputError("run directory not found", path=run_dir)
     if not path.is_file():
         raise InputError("not a run directory (no config.json); train one with `newsrec train`", path=run_dir)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", path=path) from None
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise InputError(f"not the config.json of a run (format is not {RUN_FORMAT!r})", path=path)
-    return config
+    return read_manifest(path, RUN_FORMAT, "the config.json of a run")
 
 
 def settings_of(config: dict[str, Any], path: Path) -> tuple[TrainSettings, DataSettings, GraphSettings]:

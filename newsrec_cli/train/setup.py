@@ -37,6 +37,8 @@ from newsrec_cli.train.samples import ClickSamples, click_samples
 
 # Settings a resumed run may change: when to stop and the hardware, never what is trained.
 CHANGEABLE_ON_RESUME = ("time_budget", "checkpoint_every", "device", "workers", "threads", "eval_batch_size")
+# The budget is of one command: a resume has its own (none unless given), never the spent one.
+PER_COMMAND = ("time_budget",)
 
 
 @dataclass
@@ -142,10 +144,17 @@ def open_run(
 def resume_settings(
     out: Path, settings: TrainSettings
 ) -> tuple[dict[str, Any], TrainSettings, DataSettings, GraphSettings]:
-    """Settings stored in the run; only stop and hardware settings may change on resume."""
+    """Settings stored in the run; only stop and hardware settings may change on resume, and only
+    those given (`settings.model_fields_set`: a flag, the TOML file or the environment). A value
+    left at its default is no request: the run keeps what it recorded (threads, checkpoint_every),
+    so `--resume --out RUN` alone continues with every setting of the run. The time budget is
+    the exception: it is this command's (`PER_COMMAND`)."""
     config = read_config(out)
     stored, data_settings, graph_settings = settings_of(config, out / CONFIG)
-    merged = stored.model_copy(update={name: getattr(settings, name) for name in CHANGEABLE_ON_RESUME})
+    given = [
+        name for name in CHANGEABLE_ON_RESUME if name in settings.model_fields_set or name in PER_COMMAND
+    ]
+    merged = stored.model_copy(update={name: getattr(settings, name) for name in given})
     return config, merged, data_settings, graph_settings
 
 

@@ -34,6 +34,30 @@ class LoopState:
     epoch_seconds: float = 0.0
     finished: bool = False
     stop_reason: str = ""
+    # Records of history.jsonl when this state was saved: a resume drops the ones written after
+    # it (an epoch validated, then killed while its last.pt was written, is trained again).
+    # None in a last.pt older than this field.
+    history_lines: int | None = None
+
+
+def position(state: LoopState) -> str:
+    """Where a saved state stands, for the user: "epoch 2, step 13 (global step 40)"."""
+    if state.step_in_epoch:
+        return f"epoch {state.epoch + 1}, step {state.step_in_epoch} (global step {state.global_step})"
+    if state.epoch:
+        return f"the end of epoch {state.epoch} (global step {state.global_step})"
+    return "the start of epoch 1 (global step 0)"
+
+
+def saved_position(path: Path) -> str:
+    """What the last.pt at `path` holds, or that there is none (a resume then starts at step 0)."""
+    if not path.is_file():
+        return f"there is no {path.name} yet (--resume starts again from step 0)"
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]
+        return f"{path.name} holds {position(LoopState(**raw))}"
+    except Exception:  # torch raises many types for a bad file; --resume names the problem
+        return f"{path.name} is unreadable"
 
 
 def settings_dict(train: TrainSettings, data: DataSettings, graph: GraphSettings) -> dict[str, Any]:

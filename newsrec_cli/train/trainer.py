@@ -32,6 +32,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.batching import EpochBatches, EpochPlan, plan_epoch
 from newsrec_cli.train.distributed import FAULT_EXIT_CODE, BatchShard, Ranks, fault_step, rank_seed
+from newsrec_cli.train.faults import kill_now, planned_kill
 from newsrec_cli.train.losses import batch_loss
 from newsrec_cli.train.records import (
     EpochRecord,
@@ -39,6 +40,7 @@ from newsrec_cli.train.records import (
     TrainInfo,
     TrainResult,
     append_history,
+    keep_history,
     log_epoch,
     read_history,
 )
@@ -59,6 +61,7 @@ from newsrec_cli.train.state import (
     LoopState,
     last_payload,
     model_payload,
+    position,
     restore_last,
     rng_states,
     settings_dict,
@@ -110,15 +113,16 @@ def wrap_ddp(settings: Any, model: NewsRecommender, device: torch.device) -> Dis
     - buffers are neither synchronised at the start nor broadcast each step: they are the
       per-news inputs and the content prior's centre, built from the same files on every rank
       and never trained (broadcasting the text-vector table each step would dominate the step).
+      `broadcast_buffers=False` is the one public switch for both: its torch 2.13 replacement,
+      `forward_sync_buffers=False`, still syncs buffers at the start, and torch's own warning
+      says to keep `broadcast_buffers=False` until an `init_sync_buffers` exists.
     """
     module = StepLoss(settings, model)
-    buffers = [name for name, _ in module.named_buffers()]
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, buffers)
     unused = model.news_encoder.graph is not None or (
         settings.aux_category > 0 and model.category_head is not None
     )
     with warnings.catch_warnings():
-        # torch 2.13 renames broadcast_buffers; the new name alone would still sync at the start.
+        # The deprecation warning of broadcast_buffers (see above) is for users of torch, not ours.
         warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
         return DistributedDataParallel(
             module,
@@ -158,18 +162,21 @@ class Trainer:
         self.info: TrainInfo | None = None  # set when the run directory is open
         self.ddp: DistributedDataParallel | None = None  # set by start_ddp in a distributed run
         self.fault_at = fault_step(self.ranks.rank) if self.ranks.distributed else None
+        self.kill = planned_kill(self.ranks.rank)  # test fault injection (faults.py)
 
     # -- the run directory --------------------------------------------------------------------
 
     def open_run_dir(self) -> None:
         """A new run writes its vocabularies, news table, config.json and an empty history; a
-        resumed one restores weights, optimizer, counters and RNG from last.pt."""
+        resumed one restores weights, optimizer, counters and RNG from last.pt, and keeps the
+        history that last.pt had seen. A run resumed before its first last.pt starts again from
+        step 0 and keeps its config.json (the settings it was started with)."""
         run, out, ranks = self.run, self.run.out, self.ranks
         if ranks.main:
             out.mkdir(parents=True, exist_ok=True)
         if run.saved is None:
             if ranks.main:
-                self._write_new_run()
+                self._write_new_run(config=not run.resume)
             if ranks.distributed:
                 torch.manual_seed(rank_seed(self.settings.seed, ranks.rank))  # each rank its own dropout
         else:
@@ -184,13 +191,18 @@ class Trainer:
             if ranks.distributed:
                 self._restore_rank_rng(run.saved["rng"])
         if ranks.main:
+            if self.state.history_lines is not None:
+                keep_history(out / HISTORY, self.state.history_lines)
             self.history = read_history(out / HISTORY)
         self.info = self.describe()  # before the first step: where it resumed
 
-    def _write_new_run(self) -> None:
+    def _write_new_run(self, config: bool = True) -> None:
         run, data, parts = self.run, self.data, self.parts
         parts.context.vocabs.save(run.out)
         save_news_table(run.out / NEWS_TABLE, data.dataset.news_vocab, data.dataset.news)
+        (run.out / HISTORY).write_text("", encoding="utf-8")
+        if not config:
+            return
         extra = {
             "missing_text": {
                 "policy": self.settings.missing,
@@ -214,7 +226,6 @@ class Trainer:
                 extra=extra,
             ),
         )
-        (run.out / HISTORY).write_text("", encoding="utf-8")
 
     def _restore_rank_rng(self, rng: dict[str, Any]) -> None:
         """The rank's own RNG from last.pt when it was saved by as many processes; else a fresh
@@ -293,6 +304,8 @@ class Trainer:
             rng["ranks"] = self.ranks.gather_objects(mine)
         if not self.ranks.main:
             return
+        self.state.history_lines = len(self.history)
+        kill = self.kill is not None and self.kill.due("save", self.state.global_step)
         checkpoint.save(
             self.run.out / LAST,
             last_payload(
@@ -304,6 +317,7 @@ class Trainer:
                 settings=self._settings(),
                 plan=self.plan if self.settings.hard_negatives else None,
             ),
+            before_replace=kill_now if kill else None,
         )
 
     def save_model(self, record: EpochRecord, partial: bool = False) -> None:
@@ -318,7 +332,7 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         # A resumed run drops the points written after its last.pt (they are trained again).
-        purge = self.state.global_step if self.run.saved is not None else None
+        purge = self.state.global_step if self.run.resume else None
         self.writer = SummaryWriter(str(self.run.out / TENSORBOARD), purge_step=purge)
 
     def close_writer(self) -> None:
@@ -407,6 +421,8 @@ class Trainer:
         self.model.train()
         tick, seen, stop = time.monotonic(), 0, ""
         for batch in loader:
+            if self.kill is not None and self.kill.due("step", state.global_step + 1):
+                kill_now()
             loss_value, rows = self.step(batch)
             state.step_in_epoch += 1
             state.global_step += 1
@@ -459,7 +475,7 @@ class Trainer:
         else:
             loss, loss_value, rows = self._ddp_forward(batch)
         if not math.isfinite(loss_value):
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingDiverged(
                     f"the loss became {loss_value} at step {state.global_step + 1}; lower --lr or --clip"
                 )
@@ -514,10 +530,11 @@ class Trainer:
         stop = steps.stop
         if stop == "interrupted":
             self.save_last()
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingInterrupted(
-                    f"interrupted at epoch {state.epoch + 1}, step {state.step_in_epoch}: saved {out / LAST}; "
-                    f"continue with: newsrec train --resume --out {out}"
+                    f"interrupted at {position(state)}: saved {out / LAST}; "
+                    f"continue with: newsrec train --resume --out {out} (every setting of the run, "
+                    "--threads included, comes back from it)"
                 )
             )
         epoch_done = state.step_in_epoch >= steps.steps
@@ -569,10 +586,11 @@ class Trainer:
         state.finished = state.stop_reason in ("epochs", "early_stopping", "max_steps")
         self.save_last()
         if self.ranks.max(int(interrupted.is_set())):
-            raise self.ranks.fail(
+            raise self.ranks.for_this_rank(
                 TrainingInterrupted(
                     f"interrupted after validating epoch {record.epoch}: saved {out / LAST}; "
-                    f"continue with: newsrec train --resume --out {out}"
+                    f"continue with: newsrec train --resume --out {out} (every setting of the run, "
+                    "--threads included, comes back from it)"
                 )
             )
         return stop

@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.dataset import find_splits
 from newsrec_cli.settings import DataSettings, GraphSettings, StageSettings, TrainSettings
-from newsrec_cli.tune.study import TuneSetup, counted, load_study, quiet_optuna
+from newsrec_cli.tune.study import TuneSetup, counted, load_study, quiet_optuna, retried, retry_of
 
 BEST_TOML = "best.toml"
 FINAL_TEST = "final_test.json"
@@ -111,7 +113,8 @@ class StudyReport:
         }
 
 
-def trial_row(trial: Any) -> TrialRow:
+def trial_row(trial: Any, again: set[int] | frozenset[int] = frozenset()) -> TrialRow:
+    """A trial as the report shows it; `again`: the numbers of the trials queued again."""
     attrs = trial.user_attrs
     return TrialRow(
         number=trial.number,
@@ -125,8 +128,8 @@ def trial_row(trial: Any) -> TrialRow:
         defaults=bool(attrs.get("defaults")),
         stopped=attrs.get("stopped"),
         error=attrs.get("error"),
-        retried=bool(attrs.get("retried")),
-        retry_of=attrs.get("retry_of"),
+        retried=bool(attrs.get("retried")) or trial.number in again,
+        retry_of=retry_of(trial),
     )
 
 
@@ -146,7 +149,8 @@ def study_report(setup: TuneSetup) -> StudyReport:
             f"study {setup.study!r} not found in {setup.storage_url()}", path=setup.out
         ) from None
     trials = study.get_trials(deepcopy=False)
-    rows = sorted((trial_row(t) for t in trials), key=_order)
+    again = retried(trials)
+    rows = sorted((trial_row(t, again) for t in trials), key=_order)
     complete = [r for r in rows if r.state == "complete" and math.isfinite(r.auc)]
     defaults = [r for r in rows if r.defaults and r.state == "complete"] or [r for r in rows if r.defaults]
     counts: dict[str, int] = {}
@@ -173,16 +177,6 @@ def study_report(setup: TuneSetup) -> StudyReport:
 
 
 # ----------------------------------------------------------------------------- best.toml
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
 
 
 def _changed(settings: StageSettings, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -221,13 +215,9 @@ def write_best_toml(setup: TuneSetup, report: StudyReport) -> Path | None:
         "# Settings that differ from the defaults; hardware settings (threads, device) are left out.",
         f"# Train it: newsrec train{data} --config {setup.out / BEST_TOML} --out runs/best",
     ]
-    for section, values in sections.items():
-        if section != "train" and not values:
-            continue
-        lines += ["", f"[{section}]"]
-        lines += [f"{name} = {_toml_value(value)}" for name, value in values.items()]
+    tables = {name: values for name, values in sections.items() if name == "train" or values}
     path = setup.out / BEST_TOML
-    atomic.write_text(path, "\n".join(lines) + "\n")
+    atomic.write_text(path, "\n".join(lines) + "\n\n" + tomli_w.dumps(tables))
     report.best_toml = path
     return path
 

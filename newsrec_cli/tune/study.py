@@ -7,9 +7,12 @@ of [under a file lock: fail the trials of dead workers and queue their settings 
 ask] -> train the trial into DIR/trials/NNN, reporting each epoch's validation AUC to the pruner
 -> tell the outcome -> best.toml from the best complete trial.
 
-A trial counts towards --trials once it is complete, pruned or failed by its own error; a trial
-whose worker died (kill -9, Ctrl-C) is recorded as failed with `retried` set and its settings are
-queued again, so a rerun of the same command loses none and counts none twice.
+Dead workers are found by Optuna's storage heartbeat: a running trial records one every
+HEARTBEAT_S seconds, and one silent for GRACE_S is failed and queued again by Optuna's
+RetryHeartbeatStaleTrialCallback (on any host that shares the storage). A trial interrupted by
+Ctrl-C is failed and queued again by its own worker. A trial counts towards --trials once it is
+complete, pruned or failed by its own error, so a rerun of the same command loses none and counts
+none twice.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import json
 import math
 import multiprocessing
 import os
-import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
+from newsrec_cli.manifests import read_manifest
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.tune.space import SearchSpace, parse_space
 
@@ -42,6 +45,10 @@ DEFAULT_STUDY = "newsrec"
 PRUNERS = ("median", "hyperband", "none")
 # Train settings a resumed study may change: where and how fast trials run, not what they train.
 HARDWARE = frozenset({"device", "workers", "threads", "eval_batch_size"})
+# A running trial's heartbeat; one silent for GRACE_S is a dead worker's. The grace is ten beats,
+# so a worker slowed by a busy machine or a waiting SQLite lock is not taken for dead.
+HEARTBEAT_S = 2
+GRACE_S = 20
 
 
 @dataclass
@@ -106,7 +113,8 @@ class TuneEvents:
 def quiet_optuna() -> None:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: Optuna logs each failed trial as a warning with its traceback; newsrec reports them.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The defaults trial may lie outside the space (e.g. dim 128 with choices 64, 256): intended.
     warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -120,7 +128,13 @@ def open_storage(url: str) -> Any:
         # Workers write at once; SQLite serialises them, so wait for the lock instead of failing.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return optuna.storages.RDBStorage(url, **kwargs)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+            **kwargs,
+        )
     except Exception as exc:  # sqlalchemy raises many kinds; the user needs the URL and the reason
         raise SettingsError(f"--storage {url}: cannot open ({str(exc).splitlines()[0]})") from None
 
@@ -159,15 +173,30 @@ def load_study(setup: TuneSetup, offset: int = 0, storage: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def study_lock(out: Path) -> Iterator[None]:
-    """One worker at a time counts trials and asks for the next one (no overshoot of --trials)."""
+def study_lock(out: Path) -> Iterator[StudyLock]:
+    """One worker at a time counts trials and asks for the next one (no overshoot of --trials);
+    the holder may release it early (`StudyLock.release`: once its trial is asked)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock = StudyLock(handle)
         try:
-            yield
+            yield lock
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock.release()
+
+
+class StudyLock:
+    """The file lock of `study_lock`, held from its start."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.held = False
 
 
 def read_tune_file(out: Path) -> dict[str, Any]:
@@ -176,13 +205,7 @@ def read_tune_file(out: Path) -> dict[str, Any]:
         raise InputError("study folder not found", path=out)
     if not path.is_file():
         raise InputError(f"not a study folder (no {TUNE_FILE}); start one with `newsrec tune`", path=out)
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON ({exc})", path=path) from None
-    if not isinstance(info, dict) or info.get("format") != TUNE_FORMAT:
-        raise InputError(f"not a {TUNE_FILE} of newsrec tune", path=path)
-    return info
+    return read_manifest(path, TUNE_FORMAT, f"the {TUNE_FILE} of a study")
 
 
 def setup_from_file(out: Path) -> TuneSetup:
@@ -274,55 +297,36 @@ def _open_or_create(setup: TuneSetup) -> tuple[Any, bool]:
 # ----------------------------------------------------------------------------- dead workers
 
 
-def _process_token(pid: int) -> str | None:
-    """The start time of a process (Linux), so a recycled PID is not taken for the old worker."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int, token: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return token is None or _process_token(pid) in (None, token)
-
-
-def recover_dead_trials(study: Any) -> list[int]:
-    """Fail the RUNNING trials of dead workers on this host and queue their settings again.
-
-    Call under `study_lock`: every worker sets its PID right after asking, under the same lock,
-    so a RUNNING trial without one here is a worker that died in between.
-    """
+def recover_stale_trials(study: Any) -> list[int]:
+    """Fail the running trials whose heartbeat stopped (their worker died) and queue their
+    settings again (Optuna's RetryHeartbeatStaleTrialCallback); the numbers failed."""
+    import optuna
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
-    recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host", host) != host:
-            continue  # another machine's worker: no way to tell from here
-        pid = attrs.get("pid")
-        if pid is not None and _alive(int(pid), attrs.get("pid_token")):
-            continue
-        _mark_retried(study, trial, "its worker process died (killed?) mid-trial")
-        recovered.append(trial.number)
-    return recovered
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    optuna.storages.fail_stale_trials(study)
+    return [
+        t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running
+    ]
 
 
-def _mark_retried(study: Any, trial: Any, why: str) -> None:
-    from optuna.trial import TrialState
+def retry_of(trial: Any) -> int | None:
+    """The trial this one runs again: a dead worker's (queued by Optuna) or an interrupted one."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    storage = study._storage  # user attributes of a trial this process did not ask for
-    storage.set_trial_user_attr(trial._trial_id, "error", f"{why}; its settings were queued again")
-    storage.set_trial_user_attr(trial._trial_id, "retried", True)
-    study.tell(trial.number, state=TrialState.FAIL)
-    attrs = {"retry_of": trial.number}
+    number = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return number if number is not None else trial.user_attrs.get("retry_of")
+
+
+def retried(trials: list[Any]) -> set[int]:
+    """Numbers of the failed trials that were queued again (each runs again as another trial)."""
+    return {number for t in trials if (number := retry_of(t)) is not None}
+
+
+def _queue_again(study: Any, number: int) -> None:
+    """Queue an interrupted trial's settings again (it is failed, `retried` set)."""
+    trial = study.get_trials(deepcopy=False)[number]
+    attrs = {"retry_of": number}
     if trial.user_attrs.get("defaults"):
         attrs["defaults"] = True
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
@@ -332,10 +336,11 @@ def counted(trials: list[Any]) -> int:
     """Trials that count towards --trials: all started ones except those queued again."""
     from optuna.trial import TrialState
 
+    again = retried(trials)
     return sum(
         1
         for t in trials
-        if t.state != TrialState.WAITING and not (t.state == TrialState.FAIL and t.user_attrs.get("retried"))
+        if t.state != TrialState.WAITING and not (t.state == TrialState.FAIL and t.number in again)
     )
 
 
@@ -362,9 +367,18 @@ def _epoch_attrs(trial: Any, records: list[Any], started: float) -> None:
         trial.set_user_attr("metrics", {k: v for k, v in best.metrics.items() if math.isfinite(v)})
 
 
-def run_trial(setup: TuneSetup, study: Any, trial: Any, events: TuneEvents, parent_pid: int | None) -> bool:
-    """Train one trial and tell Optuna the outcome; False when it was interrupted (stop the worker)."""
-    from optuna.trial import TrialState
+class TrialFailed(Exception):
+    """A trial failed by its own error, recorded in its "error" attribute; the study goes on."""
+
+
+class TrialStopped(Exception):
+    """A trial was interrupted (Ctrl-C, or its worker's parent died): queued again, the worker stops."""
+
+
+def run_trial(setup: TuneSetup, trial: Any, events: TuneEvents, parent_pid: int | None) -> float:
+    """Train one trial: Optuna's objective. Its validation AUC, or optuna.TrialPruned, TrialFailed
+    or TrialStopped; `study.optimize` records the state (and beats the trial's heartbeat)."""
+    import optuna
 
     from newsrec_cli.train.loop import TrainingInterrupted, train
     from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
@@ -404,13 +418,13 @@ def run_trial(setup: TuneSetup, study: Any, trial: Any, events: TuneEvents, pare
     except TrialPruned:
         _epoch_attrs(trial, callbacks.records, started)
         trial.set_user_attr("stopped", f"pruned after epoch {callbacks.records[-1].epoch}")
-        study.tell(trial, state=TrialState.PRUNED)
+        raise optuna.TrialPruned from None
     except TrainingInterrupted:
         _epoch_attrs(trial, callbacks.records, started)
-        _mark_retried(study, study.get_trials(deepcopy=False)[trial.number], "interrupted")
-        return False
+        _mark_interrupted(trial)
+        raise TrialStopped from None
     except KeyboardInterrupt:
-        _mark_retried(study, study.get_trials(deepcopy=False)[trial.number], "interrupted")
+        _mark_interrupted(trial)
         raise
     except Exception as exc:  # a failed trial is recorded with its error; the study goes on
         _epoch_attrs(trial, callbacks.records, started)
@@ -418,58 +432,93 @@ def run_trial(setup: TuneSetup, study: Any, trial: Any, events: TuneEvents, pare
         if not isinstance(exc, NewsrecError):
             message = f"{type(exc).__name__}: {message}"
         trial.set_user_attr("error", message)
-        study.tell(trial, state=TrialState.FAIL)
-    else:
-        _epoch_attrs(trial, callbacks.records, started)
-        auc = result.best_metrics.get("auc", math.nan)
-        trial.set_user_attr("stopped", result.stopped)
-        if result.stopped == "time_budget" and own_budget is None:
-            # Cut by the study's --time-budget: not a finished trial, so not a candidate for best.
-            trial.set_user_attr("stopped", "the study's --time-budget ran out")
-            study.tell(trial, state=TrialState.PRUNED)
-        elif not math.isfinite(auc):
-            trial.set_user_attr(
-                "error", "no validation AUC (every validation impression has one label class)"
-            )
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, auc)
-    events.on_trial_end(study.get_trials(deepcopy=False)[trial.number])
-    return True
+        raise TrialFailed(message) from None
+    _epoch_attrs(trial, callbacks.records, started)
+    auc = result.best_metrics.get("auc", math.nan)
+    trial.set_user_attr("stopped", result.stopped)
+    if result.stopped == "time_budget" and own_budget is None:
+        # Cut by the study's --time-budget: not a finished trial, so not a candidate for best.
+        trial.set_user_attr("stopped", "the study's --time-budget ran out")
+        raise optuna.TrialPruned
+    if not math.isfinite(auc):
+        message = "no validation AUC (every validation impression has one label class)"
+        trial.set_user_attr("error", message)
+        raise TrialFailed(message)
+    return auc
+
+
+def _mark_interrupted(trial: Any) -> None:
+    trial.set_user_attr("error", "interrupted; its settings were queued again")
+    trial.set_user_attr("retried", True)
 
 
 # ----------------------------------------------------------------------------- workers
+
+
+def _objective(
+    setup: TuneSetup,
+    worker: int,
+    lock: StudyLock,
+    asked: list[Any],
+    events: TuneEvents,
+    parent_pid: int | None,
+) -> Callable[[Any], float]:
+    """`run_trial` as the objective of one `study.optimize` call, which asks under `lock`."""
+
+    def objective(trial: Any) -> float:
+        asked.append(trial)
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", worker)
+        lock.release()  # asked: the other workers may count and ask now
+        return run_trial(setup, trial, events, parent_pid)
+
+    return objective
 
 
 def run_worker(
     setup: TuneSetup, worker: int, events: TuneEvents | None = None, parent_pid: int | None = None
 ) -> None:
     """Ask, train and tell until the study has --trials trials or the deadline passes."""
+    from newsrec_cli.train.loop import TrainingInterrupted
+
     quiet_optuna()
     events = events or TuneEvents()
     storage = open_storage(setup.storage_url())
+    waiting_since: float | None = None
     while True:
-        with study_lock(setup.out):
+        asked: list[Any] = []
+        with study_lock(setup.out) as lock:
             study = load_study(setup, storage=storage)
             # A seed per worker and per trial count: a resumed or parallel study does not repeat
             # the random start of the first one.
             study.sampler = make_sampler(setup, 1000 * worker + len(study.get_trials(deepcopy=False)))
-            recover_dead_trials(study)
             if setup.deadline is not None and time.time() >= setup.deadline:
                 return
-            if counted(study.get_trials(deepcopy=False)) >= setup.trials:
-                return
-            trial = study.ask()
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("pid_token", _process_token(os.getpid()))
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("worker", worker)
-        if not run_trial(setup, study, trial, events, parent_pid):
-            from newsrec_cli.train.loop import TrainingInterrupted
-
-            raise TrainingInterrupted(
-                f"interrupted: trial {trial.number} is queued again; rerun the same command to resume"
-            )
+            recover_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            if counted(trials) >= setup.trials:
+                # A running trial may be a dead worker's, queued again once its heartbeat is
+                # stale: wait for that, at most the grace (then it is a live worker's).
+                waiting_since = waiting_since or time.monotonic()
+                running = any(t.state.name == "RUNNING" for t in trials)
+                if not running or time.monotonic() - waiting_since > GRACE_S + 2 * HEARTBEAT_S:
+                    return
+            else:
+                waiting_since = None
+                objective = _objective(setup, worker, lock, asked, events, parent_pid)
+                try:
+                    study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                except (TrialStopped, KeyboardInterrupt) as exc:
+                    _queue_again(study, asked[0].number)
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    raise TrainingInterrupted(
+                        f"interrupted: trial {asked[0].number} is queued again; rerun the same command to resume"
+                    ) from None
+        if not asked:
+            time.sleep(HEARTBEAT_S)
+            continue
+        events.on_trial_end(study.get_trials(deepcopy=False)[asked[0].number])
 
 
 def _worker_process(setup: TuneSetup, worker: int, parent_pid: int) -> None:
@@ -512,7 +561,9 @@ def tune(setup: TuneSetup, events: TuneEvents | None = None) -> TuneRun:
     setup.out.mkdir(parents=True, exist_ok=True)
     with study_lock(setup.out):
         study, created = _open_or_create(setup)
-        recovered = recover_dead_trials(study)
+        # Trials a dead worker left running; Optuna queues them again once their heartbeat is stale.
+        running = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        recover_stale_trials(study)
     if setup.time_budget is not None:
         setup.deadline = time.time() + setup.time_budget
     processes = []
@@ -532,4 +583,6 @@ def tune(setup: TuneSetup, events: TuneEvents | None = None) -> TuneRun:
     finally:
         for process in processes:
             process.join()
+    again = retried(load_study(setup).get_trials(deepcopy=False))
+    recovered = [number for number in running if number in again]
     return TuneRun(setup.out, created, recovered, time.monotonic() - started)

@@ -46,3 +46,10 @@ class ProviderError(NewsrecError):
 
 def fixed_batches(count: int, size: int) -> list[list[int]]:
     return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
+
+
+def longest_first_batches(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Batches of `size` text positions, longest texts first, as sentence-transformers itself
+    orders them: texts of similar lengths share a batch, so little of it is padding."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [[order[i] for i in group] for group in fixed_batches(len(order), size)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, fixed_batches
+from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, longest_first_batches
 from newsrec_cli.embed.providers.model_checksums import verify_model_files
 from newsrec_cli.errors import InputError
 
@@ -97,9 +97,7 @@ class LocalProvider:
         return self.spec.dimension
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:
-        # Longest first, like sentence-transformers itself: similar lengths share a batch.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        return [[order[i] for i in group] for group in fixed_batches(len(order), self.batch_size)]
+        return longest_first_batches(texts, self.batch_size)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         try:

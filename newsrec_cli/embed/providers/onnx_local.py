@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, fixed_batches
+from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, longest_first_batches
 from newsrec_cli.embed.providers.local import model_location, model_name
 from newsrec_cli.errors import InputError
 
@@ -271,8 +271,7 @@ class OnnxProvider:
         return self.spec.dimension
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        return [[order[i] for i in group] for group in fixed_batches(len(order), self.batch_size)]
+        return longest_first_batches(texts, self.batch_size)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         encoded = self._tokenizer(
