@@ -214,8 +214,11 @@ def recommend_command(
         )
     except RequestError as exc:
         detail = exc.detail
-        if isinstance(detail, dict):
-            detail = f"{detail.get('message')}: {', '.join(detail.get('unknown', []))}"
+        if isinstance(detail, dict) and detail.get("unknown"):
+            # The HTTP message names the request field (strict=false); here the flag is the way out.
+            detail = f"unknown news IDs: {', '.join(detail['unknown'])} (pass --skip-unknown to skip them)"
+        elif isinstance(detail, dict):
+            detail = str(detail.get("message"))
         raise SettingsError(f"recommend: {detail}") from None
     if json_out:
         print_json(result)
