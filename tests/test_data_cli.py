@@ -143,3 +143,20 @@ def test_not_a_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not a MIND dataset" in result.stderr
     result = runner.invoke(app, ["data", "validate", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "dataset folder not found" in result.stdout
+
+
+@pytest.mark.parametrize("preset", [["--news", "300", "--users", "200"], ["--preset", "large", "--scale", "0.001"]])
+def test_synth_refuses_a_folder_that_holds_a_dataset(tmp_path: Path, preset: list[str]) -> None:
+    other = tmp_path / "other"
+    (other / "train").mkdir(parents=True)
+    (other / "train" / "behaviors.tsv").write_text("1\tU1\t11/15/2019 8:00:00 AM\t\tN1-1\n")
+    before = (other / "train" / "behaviors.tsv").read_bytes()
+    result = runner.invoke(app, ["data", "synth", "--out", str(other), *preset])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {other}: output folder exists and is not empty; pass --force to write into it"
+    )
+    assert (other / "train" / "behaviors.tsv").read_bytes() == before
+    forced = runner.invoke(app, ["data", "synth", "--out", str(other), *preset, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (other / "train" / "behaviors.tsv").read_bytes() != before

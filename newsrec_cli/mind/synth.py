@@ -54,7 +54,7 @@ from newsrec_cli.mind.synth_words import (
     THEMES,
     TIME_WORDS,
 )
-from newsrec_cli.mind.writer import format_time, write_lines
+from newsrec_cli.mind.writer import format_time, require_empty_folder, write_lines
 from newsrec_cli.settings import SynthSettings
 
 START = datetime(2019, 11, 9, tzinfo=UTC)  # MIND-small's train log starts on 11/9/2019
@@ -140,9 +140,15 @@ class _Users:
     liking: np.ndarray  # float [U, FACTORS], p_u
 
 
-def synthesize(out: str | Path, settings: SynthSettings, progress: Progress | None = None) -> SynthSummary:
-    """Write a synthetic MIND dataset to `out/train`, `out/valid` (news, behaviors, entity vectors)."""
+def synthesize(
+    out: str | Path, settings: SynthSettings, progress: Progress | None = None, *, force: bool = False
+) -> SynthSummary:
+    """Write a synthetic MIND dataset to `out/train`, `out/valid` (news, behaviors, entity vectors).
+
+    `out` must be new or empty unless `force` (then its files are overwritten).
+    """
     out = Path(out)
+    require_empty_folder(out, force)
     report = progress or (lambda phase, done, total: None)
     pre_days = max(1, round(settings.days * PRE_DAYS_SHARE))
     total_days = pre_days + settings.days

@@ -35,7 +35,7 @@ from newsrec_cli.mind.synth import (
     _pick_in_groups,
     _vec_line,
 )
-from newsrec_cli.mind.writer import format_time, write_lines
+from newsrec_cli.mind.writer import format_time, require_empty_folder, write_lines
 
 CHUNK = 50_000  # impressions drawn and written per step: ~2M candidates, a few tens of MB
 # MIND-large: news 161,013 (train+dev+test), users 1M; train impressions 2,232,748 over 6 days.
@@ -71,10 +71,19 @@ class ScaleShape:
 
 
 def synthesize_scale(
-    out: str | Path, shape: ScaleShape, seed: int = 0, progress: Progress | None = None
+    out: str | Path,
+    shape: ScaleShape,
+    seed: int = 0,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
 ) -> SynthSummary:
-    """Write `out/train` and `out/valid` (news.tsv, behaviors.tsv, entity_embedding.vec)."""
+    """Write `out/train` and `out/valid` (news.tsv, behaviors.tsv, entity_embedding.vec).
+
+    `out` must be new or empty unless `force` (then its files are overwritten).
+    """
     out = Path(out)
+    require_empty_folder(out, force)
     report = progress or (lambda phase, done, total: None)
     pre_days = 3
     days = TRAIN_DAYS + 1

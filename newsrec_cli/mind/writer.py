@@ -1,4 +1,4 @@
-"""Writing MIND files: the time format of behaviors.tsv and impressions back to lines."""
+"""Writing MIND files: the output folder, the time format of behaviors.tsv and impressions back to lines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import UNLABELED, Impressions
+
+
+def require_empty_folder(out: Path, force: bool) -> None:
+    """Refuse to write a dataset into a folder that holds files already (another dataset, say)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise InputError("output folder exists and is not empty; pass --force to write into it", path=out)
 
 
 def format_time(seconds: int) -> str:
