@@ -146,7 +146,9 @@ def test_not_a_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "dataset folder not found" in result.stdout
 
 
-@pytest.mark.parametrize("preset", [["--news", "300", "--users", "200"], ["--preset", "large", "--scale", "0.001"]])
+@pytest.mark.parametrize(
+    "preset", [["--news", "300", "--users", "200"], ["--preset", "large", "--scale", "0.001"]]
+)
 def test_synth_refuses_a_folder_that_holds_a_dataset(tmp_path: Path, preset: list[str]) -> None:
     other = tmp_path / "other"
     (other / "train").mkdir(parents=True)

@@ -106,5 +106,8 @@ def test_every_seed_is_checked_by_the_settings(stage: type, seed: str, tmp_path:
 def test_train_negative_seed_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", "-1"])
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip() == "error: train.seed = -1 (from flag): Input should be greater than or equal to 0"
+    assert (
+        result.stderr.strip()
+        == "error: train.seed = -1 (from flag): Input should be greater than or equal to 0"
+    )
     assert not (tmp_path / "run").exists()

@@ -241,7 +241,11 @@ def prepare(
             "candidates": info.candidates,
             "cache": str(info.folder),
             "bytes": info.bytes,
-            "status": "cached already" if info.hit else "parsed and written",
+            "status": "cached already (checksums verified)"
+            if info.hit
+            else "damaged: parsed again and written"
+            if info.damage
+            else "parsed and written",
         }
         for split, info in dataset.caches.items()
     ]

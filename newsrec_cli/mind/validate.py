@@ -180,9 +180,11 @@ def _behavior_rows(s: _Split) -> list[Check]:
         return [Check("behaviors.tsv present", s.name, "FAIL", f"no behaviors.tsv in {s.folder}")]
     skipped = s.behaviors_report.skipped
     count = len(s.imps) if s.imps is not None else 0
-    checks = [_present(
+    checks = [
+        _present(
             "impressions present", s.name, count, "impression", "impressions", s.folder / "behaviors.tsv"
-        )]
+        )
+    ]
     for name, what, match in _BEHAVIOR_FIELDS:
         checks.append(
             _from_bad_lines(
