@@ -33,7 +33,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import ScoringHead
 from newsrec_cli.model.text_projection import TextProjection
 from newsrec_cli.model.user_encoder import UserEncoder
-from newsrec_cli.plural import agree, counted
+from newsrec_cli.plural import counted
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.context import (
@@ -92,16 +92,9 @@ def prepare_context(
                 "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
             )
         needed = needed_news(train, valid)
-        unknown = needed[~dataset.in_news(needed)]
-        if len(unknown) and settings.missing == "error":
+        if settings.missing == "error":
             # No store can hold text for news that news.tsv lacks: say so rather than "embed them".
-            first = ", ".join(dataset.news_vocab.ids[i] for i in unknown[:5])
-            raise InputError(
-                f"{counted(len(unknown), 'news ID')} in the impressions {agree(len(unknown), 'has', 'have')} no row in news.tsv (first: {first}); "
-                "drop them with `newsrec filter --require-embeddings STORE`, or train with --missing learned",
-                path=train.source or dataset.root,
-                field="History/Impressions",
-            )
+            dataset.require_rows(train, valid)
         opened = open_store(store)
         text_check = check_store_texts(
             opened, dataset.news, [dataset.news_vocab.ids[i] for i in needed], data=dataset.root
