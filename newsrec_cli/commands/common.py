@@ -41,6 +41,16 @@ ConfigOption = Annotated[
         envvar="NEWSREC_CONFIG",
     ),
 ]
+RunStoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-embeddings",
+        help="The run's text store, where it is now (default: the path in the run's config.json); "
+        "checked to be the store the run was trained with.",
+        exists=True,
+        file_okay=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 F = TypeVar("F", bound=Callable[..., Any])

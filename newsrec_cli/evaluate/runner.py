@@ -154,6 +154,7 @@ def evaluate(
     run_dir: Path | None = None,
     predictions: Path | None = None,
     embeddings: Path | None = None,
+    run_embeddings: Path | None = None,
     out_dir: Path | None = None,
     say: Say | None = None,
 ) -> EvaluationReport:
@@ -172,7 +173,7 @@ def evaluate(
 
     model: ModelScores | None = None
     if run_dir is not None:
-        model = ModelScores.open(run_dir, device=settings.device)
+        model = ModelScores.open(run_dir, device=settings.device, store=run_embeddings)
         # The run's own split, so "valid" means the impressions it was validated on.
         data_settings = model.data_settings
     data_settings = data_settings or DataSettings()

@@ -488,6 +488,7 @@ def export_run(
     quantize: str = "int8",
     opset: int = 17,
     parity_impressions: int = 2000,
+    store: Path | None = None,
     say: Say | None = None,
 ) -> ExportReport:
     """Export `run_dir` to `out` (see the module docstring); ParityError when a graph is off."""
@@ -506,7 +507,7 @@ def export_run(
         raise SettingsError(f"--opset {opset}: choose 13 to 21")
     started = time.perf_counter()
     say(f"loading {run_dir}")
-    run = load_run(run_dir, device="cpu")
+    run = load_run(run_dir, device="cpu", store=store)
     refuse_finetuned(run, "export")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)

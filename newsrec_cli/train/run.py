@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from newsrec_cli import __version__, atomic
+from newsrec_cli.embed.store import SIGNATURE_FIELDS, EmbeddingStore, signature_mismatch
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
@@ -276,6 +277,35 @@ def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
     return Vocab(table.ids), table
 
 
+RUN_STORE_OPTION = "--run-embeddings"
+
+
+def _open_run_store(
+    run_dir: Path, config: dict[str, Any], path: Path | None, *, given: bool
+) -> EmbeddingStore:
+    """The run's text store: config.json's path, or the one given in its place (checked to be the same kind)."""
+    if path is None:
+        raise InputError(
+            f"the run used text vectors but config.json names no store; give it with {RUN_STORE_OPTION} STORE",
+            path=run_dir / CONFIG,
+        )
+    if not given and not path.exists():
+        raise InputError(
+            f"the run's text store {path} (named in {run_dir / CONFIG}) is not there; if it moved, "
+            f"give where it is now with {RUN_STORE_OPTION} STORE",
+            path=path,
+        )
+    opened = open_store(path)
+    signature = config.get("embeddings", {}).get("signature")
+    diffs = signature_mismatch(opened.meta, signature) if given and signature else []
+    if diffs:
+        raise InputError(
+            f"is not the store this run was trained with ({'; '.join(diffs)}, as {run_dir / CONFIG} records)",
+            path=path,
+        )
+    return opened
+
+
 def clear_run(run_dir: Path) -> list[Path]:
     """Delete the files a run (and `evaluate` on it) writes in `run_dir`; other files stay.
 
@@ -336,7 +366,14 @@ def run_config(
         "newsrec": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {"path": str(data.resolve()), "validation": validation},
-        "embeddings": {"path": str(store.resolve()) if store else None, "dim": context.text_dim},
+        "embeddings": {
+            "path": str(store.resolve()) if store else None,
+            "dim": context.text_dim,
+            # what the store is, so that a store given in its place (it moved) can be checked
+            "signature": {name: context.text_meta.get(name) for name in SIGNATURE_FIELDS}
+            if context.text_meta
+            else None,
+        },
         "graph": {"path": str(graph.resolve()) if graph else None},
         "settings": {
             "train": settings.model_dump(mode="json"),
@@ -498,11 +535,7 @@ def load_run(
     opened_store = None
     text = None
     if "text" in modal:
-        if store_path is None:
-            raise InputError(
-                "the run used text vectors but config.json names no store", path=run_dir / CONFIG
-            )
-        opened_store = open_store(store_path)
+        opened_store = _open_run_store(run_dir, config, store_path, given=store is not None)
         text, _ = text_vectors(
             opened_store,
             news_vocab.ids,
