@@ -23,6 +23,7 @@ from typing import TextIO
 
 import numpy as np
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.synth import (
     CANDIDATE_AGE_P,
@@ -113,8 +114,7 @@ def synthesize_scale(
         ):
             folder = out / split
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / "behaviors.tsv.tmp"
-            with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            with atomic.text_handle(folder / "behaviors.tsv") as handle:
                 for start in range(0, count, CHUNK):
                     n = min(CHUNK, count - start)
                     candidates, clicks = _write_chunk(
@@ -125,7 +125,6 @@ def synthesize_scale(
                     summary.candidates += candidates
                     summary.clicks += clicks
                     report(f"write {split}", start + n, count)
-            tmp.replace(folder / "behaviors.tsv")
             # train/ has the news published before the valid day; valid/ those its candidates
             # can be (the last few days): overlapping, as MIND's train and dev news are.
             if split == "train":

@@ -8,7 +8,6 @@ tensorboard/. `load_run` needs nothing but this folder and the store and graph i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -260,7 +259,7 @@ def save_news_table(path: Path, news_vocab: Vocab, news: NewsTable) -> None:
         row = news.index.get(id_)
         cat, sub = (news.category[row], news.subcategory[row]) if row is not None else ("", "")
         lines.append(f"{id_}\t{cat}\t{sub}\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    atomic.write_text(path, "".join(lines))
 
 
 def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
@@ -341,9 +340,8 @@ def clear_run(run_dir: Path) -> list[Path]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """config.json in its own key order (what made the run first), through atomic.py."""
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def run_config(
