@@ -255,7 +255,7 @@ def _verified_meta(folder: Path) -> dict:
 def file_checksum(path: Path) -> str:
     """xxh3-128 of a file's bytes, read in chunks into one reused buffer."""
     digest = xxhash.xxh3_128()
-    buffer = bytearray(HASH_CHUNK)
+    buffer = bytearray(max(1, min(HASH_CHUNK, path.stat().st_size)))  # small files: a small buffer
     view = memoryview(buffer)
     with open(path, "rb") as handle:
         while n := handle.readinto(buffer):
