@@ -120,7 +120,7 @@ def _train(
 ) -> TrainResult:
     def set_up() -> tuple[RunRequest, TrainingData, ModelParts]:
         # -- one writer per run folder, before anything in it is read, cleared or written
-        if ranks.main:
+        if ranks.main and (not resume or Path(out).is_dir()):  # no folder to resume: open_run says so
             held.enter_context(run_dir_lock(Path(out)))
         # -- which run: new, resumed (settings and paths from config.json) or started over
         run = open_run(
