@@ -86,6 +86,6 @@ def test_another_store_in_its_place_is_refused(moved: tuple[Path, Path, Path, Pa
     result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--run-embeddings", str(other)])
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {other}: is not the store this run was trained with (model 'another model' (asked: "
-        f"'hand-made'), as {run / 'config.json'} records)"
+        f"error: {other}: is not the store this run was trained with (model 'another model', the run's "
+        f"'hand-made', as {run / 'config.json'} records)"
     )

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from newsrec_cli import __version__, atomic
-from newsrec_cli.embed.store import SIGNATURE_FIELDS, EmbeddingStore, signature_mismatch
+from newsrec_cli.embed.store import SIGNATURE_FIELDS, EmbeddingStore
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
@@ -296,7 +296,11 @@ def _open_run_store(
         )
     opened = open_store(path)
     signature = config.get("embeddings", {}).get("signature")
-    diffs = signature_mismatch(opened.meta, signature) if given and signature else []
+    diffs = [
+        f"{name} {opened.meta.get(name)!r}, the run's {want!r}"
+        for name, want in (signature.items() if given and signature else ())
+        if opened.meta.get(name) != want
+    ]
     if diffs:
         raise InputError(
             f"is not the store this run was trained with ({'; '.join(diffs)}, as {run_dir / CONFIG} records)",
