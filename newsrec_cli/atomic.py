@@ -61,6 +61,18 @@ def atomic_handle(path: Path) -> Iterator[io.BufferedWriter]:
         raise
 
 
+@contextlib.contextmanager
+def text_handle(path: Path) -> Iterator[io.TextIOWrapper]:
+    """`atomic_handle` for text written line by line: UTF-8, "\n" line endings on every OS."""
+    with atomic_handle(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        try:
+            yield text
+            text.flush()
+        finally:
+            text.detach()  # atomic_handle closes the file, after its fsync
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically."""
     with atomic_handle(path) as handle:

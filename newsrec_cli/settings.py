@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from newsrec_cli.errors import SettingsError
 
 ENV_PREFIX = "NEWSREC_"
+SEED_MAX = 2**32 - 1
+# Every seed reaches numpy's SeedSequence or torch.manual_seed (and optuna's RandomState): a
+# negative one is a traceback there, and 2**32 and above are refused by RandomState.
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 class StageSettings(BaseModel):
@@ -56,7 +60,7 @@ class DataSettings(StageSettings):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
     )
-    seed: int = Field(42, description="Seed of the split by impression.")
+    seed: Seed = Field(42, description="Seed of the split by impression.")
 
 
 class SynthSettings(StageSettings):
@@ -70,7 +74,7 @@ class SynthSettings(StageSettings):
     impressions_per_user: float = Field(
         2.5, ge=1.0, description="Mean impressions per user over all days (geometric: most have one or two)."
     )
-    seed: int = Field(0, description="Same seed, same files, byte for byte.")
+    seed: Seed = Field(0, description="Same seed, same files, byte for byte.")
 
 
 class EmbedSettings(StageSettings):
@@ -320,7 +324,7 @@ class TrainSettings(StageSettings):
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
-    seed: int = Field(
+    seed: Seed = Field(
         42,
         description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).",
     )
@@ -353,7 +357,7 @@ class FilterSettings(StageSettings):
         0, ge=0, description="Keep impressions whose history has at least N clicks (after drop-ids)."
     )
     users_sample: int | None = Field(None, ge=1, description="Keep the impressions of N random users.")
-    seed: int = Field(42, description="Seed of --users-sample.")
+    seed: Seed = Field(42, description="Seed of --users-sample.")
 
 
 class EvaluateSettings(StageSettings):
@@ -375,7 +379,7 @@ class EvaluateSettings(StageSettings):
     write_predictions: bool = Field(
         False, description="Write prediction.txt and prediction.zip (MIND leaderboard format)."
     )
-    seed: int = Field(0, description="Seed of the random baseline and of popularity's tie-break.")
+    seed: Seed = Field(0, description="Seed of the random baseline and of popularity's tie-break.")
     batch_size: int = Field(512, ge=1, description="Impressions per inference batch.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ...")
 
@@ -387,7 +391,7 @@ class DiagnoseSettings(StageSettings):
 
     sample: int = Field(512, ge=1, description="Impressions sampled for the model checks (stable shares).")
     steps: int = Field(5, ge=1, description="Training steps watched by the gradient check.")
-    seed: int = Field(0, description="Seed of the sample.")
+    seed: Seed = Field(0, description="Seed of the sample.")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, ... for the model checks.")
     scale: float | None = Field(
         None,

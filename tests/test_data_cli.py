@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -143,3 +144,57 @@ def test_not_a_dataset(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not a MIND dataset" in result.stderr
     result = runner.invoke(app, ["data", "validate", str(tmp_path / "nope")])
     assert result.exit_code == 1 and "dataset folder not found" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "preset", [["--news", "300", "--users", "200"], ["--preset", "large", "--scale", "0.001"]]
+)
+def test_synth_refuses_a_folder_that_holds_a_dataset(tmp_path: Path, preset: list[str]) -> None:
+    other = tmp_path / "other"
+    (other / "train").mkdir(parents=True)
+    (other / "train" / "behaviors.tsv").write_text("1\tU1\t11/15/2019 8:00:00 AM\t\tN1-1\n")
+    before = (other / "train" / "behaviors.tsv").read_bytes()
+    result = runner.invoke(app, ["data", "synth", "--out", str(other), *preset])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (
+        f"error: {other}: output folder exists and is not empty; pass --force to write into it"
+    )
+    assert (other / "train" / "behaviors.tsv").read_bytes() == before
+    forced = runner.invoke(app, ["data", "synth", "--out", str(other), *preset, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (other / "train" / "behaviors.tsv").read_bytes() != before
+
+
+def test_validate_fails_a_behaviors_file_of_random_bytes(synth_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "noise"
+    root.mkdir()
+    (root / "news.tsv").write_bytes((synth_dir / "train" / "news.tsv").read_bytes())
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0x80, 0x100, size=4000, dtype=np.uint8)  # bytes that start no UTF-8 text
+    noise[::40] = ord("\n")
+    (root / "behaviors.tsv").write_bytes(noise.tobytes())
+    result = runner.invoke(app, ["data", "validate", str(root), "--json"])
+    assert result.exit_code == 1, result.output
+    failed = {c["name"]: c for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"}
+    assert set(failed) == {"behaviors.tsv text (UTF-8)", "impressions present"}
+    assert failed["behaviors.tsv text (UTF-8)"]["count"] == 100  # 101 lines, the first blank
+    assert "line 2: not UTF-8 text" in failed["behaviors.tsv text (UTF-8)"]["detail"]
+
+
+@pytest.mark.parametrize("layout", ["one folder", "train and valid"])
+def test_validate_fails_an_empty_dataset(tmp_path: Path, layout: str) -> None:
+    folders = [tmp_path] if layout == "one folder" else [tmp_path / "train", tmp_path / "valid"]
+    for folder in folders:
+        folder.mkdir(exist_ok=True)
+        (folder / "news.tsv").write_text("")
+        (folder / "behaviors.tsv").write_text("")
+    result = runner.invoke(app, ["data", "validate", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    failed = [(c["name"], c["detail"]) for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"]
+    expected = []
+    for folder in folders:
+        expected += [
+            ("news present", f"no news in {folder / 'news.tsv'}"),
+            ("impressions present", f"no impressions in {folder / 'behaviors.tsv'}"),
+        ]
+    assert failed == expected

@@ -99,8 +99,16 @@ def test_prediction_file_scores_like_the_ranking_it_holds(mind: Path, tmp_path: 
             "10 [1,2,2]\n11 [2,3,1]\n12 [2,1]\n",
             "prediction.txt:1: ranks of impression 10 are not a permutation",
         ),
+        (
+            "10 [1,2,10000000000000000000]\n11 [2,3,1]\n12 [2,1]\n",
+            "prediction.txt:1: rank 10000000000000000000 is too large (at most 9223372036854775807",
+        ),
+        (
+            "10 [1,2,3]\n11 [2,3,1]\n12345678901234567890123 [2,1]\n",
+            "prediction.txt:3: impression ID 12345678901234567890123 is too large",
+        ),
     ],
-    ids=["missing", "extra", "count", "not-permutation"],
+    ids=["missing", "extra", "count", "not-permutation", "rank-beyond-int64", "id-beyond-int64"],
 )
 def test_bad_prediction_files_exit_with_one_line(mind: Path, tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "prediction.txt"
@@ -109,6 +117,18 @@ def test_bad_prediction_files_exit_with_one_line(mind: Path, tmp_path: Path, tex
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]  # progress notes come first, then one error line
     assert last.startswith("error: ") and message in last
+    assert "Traceback" not in result.output
+
+
+def test_impression_id_beyond_int64_in_behaviors_is_one_line(tmp_path: Path) -> None:
+    line = "12345678901234567890123\tU1\t11/15/2019 9:00:00 AM\tN1\tN2-1 N3-0"
+    mind = make_mind(tmp_path / "mind", valid=[line])
+    result = runner.invoke(app, ["evaluate", "--data", str(mind), "--baselines"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {mind / 'valid' / 'behaviors.tsv'}:1, field ImpressionID: too large: "
+        "12345678901234567890123 (at most 9223372036854775807, 19 digits)"
+    )
     assert "Traceback" not in result.output
 
 

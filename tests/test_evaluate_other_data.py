@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from evaluate_helpers import make_mind, make_store
+from evaluate_helpers import NEWS, make_mind, make_store
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
@@ -43,3 +43,45 @@ def test_metrics_of_other_data_get_their_own_file(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--out", str(out), "--json"])
     assert result.exit_code == 0 and json.loads((out / "metrics.json").read_text())["impressions"] == 2
+
+
+def _without_news(data: Path, out: Path, drop: set[str]) -> Path:
+    """A copy of `data` whose news.tsv files lack the rows of `drop` (behaviors unchanged)."""
+    shutil.copytree(data, out)
+    for news in out.glob("*/news.tsv"):
+        lines = news.read_text().splitlines(keepends=True)
+        news.write_text("".join(line for line in lines if line.split("\t")[0] not in drop))
+    return out
+
+
+def test_news_without_a_row_are_refused_as_train_refuses_them(tmp_path: Path) -> None:
+    data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
+    run = tmp_path / "run"
+    train(data, run, store=store, settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1))
+    lacking = _without_news(data, tmp_path / "lacking", {"N5", "N6"})
+    empty = _without_news(data, tmp_path / "empty", set(NEWS))
+    for other, count, first in ((lacking, 2, "N5, N6"), (empty, 6, "N1, N3, N2, N4, N5")):
+        result = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--json"])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: {other / 'valid' / 'behaviors.tsv'}, field History/Impressions: {count} news IDs in the "
+            f"impressions have no row in news.tsv (first: {first}); drop them with `newsrec filter "
+            "--require-embeddings STORE`, or train with --missing learned"
+        )
+        assert not list(run.glob("metrics-*.json"))
+        refused = runner.invoke(app, ["train", str(other), "--out", str(tmp_path / "t"), "-e", str(store)])
+        assert refused.exit_code == 1 and "have no row in news.tsv" in refused.stderr
+
+
+def test_a_run_trained_with_missing_learned_scores_them_and_says_how_many(tmp_path: Path) -> None:
+    data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
+    run = tmp_path / "run"
+    settings = TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1, missing="learned")
+    train(data, run, store=store, settings=settings)
+    lacking = _without_news(data, tmp_path / "lacking", {"N5", "N6"})
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(lacking)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: 2 news IDs of the impressions have no row in news.tsv: scored with the run's learned "
+        "missing vector (trained with --missing learned)"
+    ) in " ".join(result.stderr.split())

@@ -170,3 +170,83 @@ def test_prepare_command(data: Path) -> None:
     assert "cached already" in second.stdout
     bad = runner.invoke(app, ["data", "prepare", str(data / "nope")])
     assert bad.exit_code != 0 and "not found" in bad.output
+
+
+def _rewrite(folder: Path, name: str, array: np.ndarray) -> None:
+    """Replace a cached array and record its new checksum, as a consistent but wrong cache would."""
+    np.save(folder / name, array, allow_pickle=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"][name] = {
+        "bytes": (folder / name).stat().st_size,
+        "xxh3_128": cache_module.file_checksum(folder / name),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _roll_labels(folder: Path) -> None:
+    np.save(folder / "labels.npy", np.roll(np.load(folder / "labels.npy"), 1), allow_pickle=False)
+
+
+def _truncate(folder: Path) -> None:
+    path = folder / "candidates.npy"
+    path.write_bytes(path.read_bytes()[:100])
+
+
+DAMAGE = {
+    "labels rolled": (_roll_labels, "labels.npy does not match its checksum"),
+    "truncated": (_truncate, "candidates.npy has 100 bytes"),
+    "manifest garbage": (lambda f: (f / "meta.json").write_text("{"), "meta.json unreadable"),
+    "id list gone": (lambda f: (f / "users.txt").unlink(), "users.txt missing"),
+    "news index out of range": (
+        lambda f: _rewrite(f, "candidates.npy", np.load(f / "candidates.npy") + 1000),
+        "candidates.npy has an index outside 1..7",
+    ),
+    "offsets past the end": (
+        lambda f: _rewrite(f, "history_offsets.npy", np.load(f / "history_offsets.npy") * 2),
+        "history_offsets.npy is not a run of offsets",
+    ),
+    "label out of range": (
+        lambda f: _rewrite(f, "labels.npy", np.load(f / "labels.npy") * 3),
+        "labels.npy has a label other than -1, 0 and 1",
+    ),
+    "wrong type": (
+        lambda f: _rewrite(f, "users.npy", np.load(f / "users.npy").astype(np.float64)),
+        "users.npy holds float64",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damaged_cache_is_parsed_again_with_one_warning(data: Path, kind: str) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "prepare", str(data)]).exit_code == 0
+    folder = load_dataset(data).caches["train"].folder
+    damage, reason = DAMAGE[kind]
+    damage(folder)
+    result = runner.invoke(app, ["data", "prepare", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: the cache {folder} is damaged ({reason}")
+    assert result.stderr.strip().endswith(f"): parsing {data / 'train' / 'behaviors.tsv'} again")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    rows = {r["split"]: r["status"] for r in json.loads(result.stdout)["splits"]}
+    assert rows == {
+        "train": "damaged: parsed again and written",
+        "valid": "cached already (checksums verified)",
+    }
+    # the rewritten cache is whole again and gives what a parse gives
+    again = load_dataset(data)
+    assert again.caches["train"].hit
+    _same(load_dataset(data, cache=False), again)
+
+
+def test_evaluate_on_a_damaged_cache_gives_the_parsed_numbers(data: Path) -> None:
+    runner = CliRunner()
+    args = ["evaluate", "--data", str(data), "--baselines", "--metrics", "auc,mrr", "--json"]
+    clean = runner.invoke(app, args)
+    assert clean.exit_code == 0, clean.output
+    _roll_labels(load_dataset(data).caches["valid"].folder)
+    damaged = runner.invoke(app, args)
+    assert damaged.exit_code == 0, damaged.output
+    values = [(r["name"], r["values"]) for r in json.loads(damaged.stdout)["rows"]]
+    assert values == [(r["name"], r["values"]) for r in json.loads(clean.stdout)["rows"]]
+    assert "is damaged (labels.npy does not match its checksum)" in damaged.stderr

@@ -90,3 +90,24 @@ def test_config_init_writes_and_refuses_overwrite(tmp_path: Path) -> None:
     assert out.read_text() == example_toml()
     again = runner.invoke(app, ["config", "init", str(out)])
     assert again.exit_code == 2 and "--force" in again.stderr
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if "seed" in s.model_fields])
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_every_seed_is_checked_by_the_settings(stage: type, seed: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "n.toml"
+    cfg.write_text(f"[{stage.section}]\nseed = {seed}\n")
+    result = runner.invoke(app, ["config", "show", "--config", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert f"{stage.section}.seed = {seed}" in result.stderr and "Traceback" not in result.output
+    assert stage(seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_train_negative_seed_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", "-1"])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.strip()
+        == "error: train.seed = -1 (from flag): Input should be greater than or equal to 0"
+    )
+    assert not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,16 @@ ConfigOption = Annotated[
         envvar="NEWSREC_CONFIG",
     ),
 ]
+RunStoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-embeddings",
+        help="The run's text store, where it is now (default: the path in the run's config.json); "
+        "checked to be the store the run was trained with.",
+        exists=True,
+        file_okay=False,
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,11 +63,29 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+class _WarningLine(logging.Handler):
+    """An engine warning (logger `newsrec.data`) as one `warning:` line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(
+            f"[yellow]warning:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True
+        )
+
+
+def show_engine_warnings() -> None:
+    """Route the data layer's warnings (a damaged cache parsed again, ...) to stderr, once."""
+    logger = logging.getLogger("newsrec.data")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(logging.WARNING))
+        logger.propagate = False  # one line, not a second copy from the root logger
+
+
 def handle_errors(func: F) -> F:
     """Turn engine errors into one line on stderr and a non-zero exit; never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        show_engine_warnings()
         try:
             return func(*args, **kwargs)
         except NewsrecError as exc:

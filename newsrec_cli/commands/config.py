@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from newsrec_cli import atomic
 from newsrec_cli.commands.common import ConfigOption, JsonOption, console, handle_errors, print_json
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.settings import STAGES, example_toml, read_config_file, resolve
@@ -67,5 +68,5 @@ def init(
     """
     if path.exists() and not force:
         raise SettingsError(f"{path} exists; pass --force to overwrite it")
-    path.write_text(example_toml(), encoding="utf-8")
+    atomic.write_text(path, example_toml())
     console.print(f"wrote {path}")

@@ -73,6 +73,9 @@ def synth(
     scale: Annotated[
         float, typer.Option(help="With --preset large: this fraction of its sizes (e.g. 0.01).")
     ] = 1.0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into a non-empty output folder (its files are replaced).")
+    ] = False,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -105,9 +108,9 @@ def synth(
             bar.update(tasks[phase], completed=done, total=total)
 
         if preset is Preset.large:
-            summary = synthesize_scale(out, ScaleShape.large(scale), settings.seed, on_progress)
+            summary = synthesize_scale(out, ScaleShape.large(scale), settings.seed, on_progress, force=force)
         else:
-            summary = synthesize(out, settings, on_progress)
+            summary = synthesize(out, settings, on_progress, force=force)
     if json_out:
         print_json(
             {
@@ -238,7 +241,11 @@ def prepare(
             "candidates": info.candidates,
             "cache": str(info.folder),
             "bytes": info.bytes,
-            "status": "cached already" if info.hit else "parsed and written",
+            "status": "cached already (checksums verified)"
+            if info.hit
+            else "damaged: parsed again and written"
+            if info.damage
+            else "parsed and written",
         }
         for split, info in dataset.caches.items()
     ]

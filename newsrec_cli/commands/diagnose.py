@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table as RichTable
 
-from newsrec_cli.commands.common import ConfigOption, JsonOption, console, handle_errors, print_json
+from newsrec_cli.commands.common import (
+    ConfigOption,
+    JsonOption,
+    RunStoreOption,
+    console,
+    handle_errors,
+    print_json,
+)
 from newsrec_cli.diagnose.report import Cell, Report, Status, Table
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.settings import DataSettings, DiagnoseSettings, GraphSettings, TrainSettings, resolve
@@ -154,6 +161,7 @@ def _subject(
     data: Path | None,
     store: Path | None,
     graph: Path | None,
+    run_store: Path | None,
     **flags: object,
 ) -> tuple[Subject, DiagnoseSettings]:
     from newsrec_cli.diagnose.subject import from_init, from_run
@@ -167,7 +175,10 @@ def _subject(
             raise SettingsError(
                 "diagnose.scale and diagnose.normalize change a fresh model (--init) only, not a run"
             )
-        return from_run(run, data=data, sample=diag.sample, seed=diag.seed, device=diag.device), diag
+        subject = from_run(
+            run, data=data, sample=diag.sample, seed=diag.seed, device=diag.device, store=run_store
+        )
+        return subject, diag
     if data is None:
         raise SettingsError("--init needs --data DATA: a fresh model is run on real impressions")
     train = resolve(TrainSettings, config=init).settings
@@ -224,6 +235,7 @@ def saturation_command(
     init: InitOption = None,
     data: DataOption = None,
     embeddings: StoreOption = None,
+    run_embeddings: RunStoreOption = None,
     graph: GraphOption = None,
     sample: SampleOption = None,
     seed: SeedOption = None,
@@ -251,6 +263,7 @@ def saturation_command(
         data,
         embeddings,
         graph,
+        run_embeddings,
         sample=sample,
         seed=seed,
         scale=scale,
@@ -270,6 +283,7 @@ def cosine_command(
     init: InitOption = None,
     data: DataOption = None,
     embeddings: StoreOption = None,
+    run_embeddings: RunStoreOption = None,
     graph: GraphOption = None,
     sample: SampleOption = None,
     seed: SeedOption = None,
@@ -295,6 +309,7 @@ def cosine_command(
         data,
         embeddings,
         graph,
+        run_embeddings,
         sample=sample,
         seed=seed,
         scale=scale,
@@ -314,6 +329,7 @@ def gradients_command(
     init: InitOption = None,
     data: DataOption = None,
     embeddings: StoreOption = None,
+    run_embeddings: RunStoreOption = None,
     graph: GraphOption = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps to watch.")] = None,
     sample: SampleOption = None,
@@ -338,6 +354,7 @@ def gradients_command(
         data,
         embeddings,
         graph,
+        run_embeddings,
         sample=sample,
         seed=seed,
         scale=scale,

@@ -12,6 +12,7 @@ from rich.table import Table
 from newsrec_cli.commands.common import (
     ConfigOption,
     JsonOption,
+    RunStoreOption,
     console,
     err_console,
     handle_errors,
@@ -41,6 +42,7 @@ def evaluate_command(
         bool | None,
         typer.Option("--baselines/--no-baselines", help="Add random, popularity and content rows."),
     ] = None,
+    run_embeddings: RunStoreOption = None,
     embeddings: Annotated[
         Path | None,
         typer.Option(
@@ -102,6 +104,7 @@ def evaluate_command(
         run_dir=run_dir,
         predictions=predictions,
         embeddings=embeddings,
+        run_embeddings=run_embeddings,
         out_dir=out,
         say=say,
     )

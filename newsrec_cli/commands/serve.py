@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from newsrec_cli.commands.common import JsonOption, console, err_console, handle_errors, print_json
+from newsrec_cli.commands.common import (
+    JsonOption,
+    RunStoreOption,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+)
 from newsrec_cli.errors import SettingsError
 
 SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]'"
@@ -42,6 +49,7 @@ def export_command(
         int,
         typer.Option("--parity-impressions", help="Validation impressions the parity check scores.", min=1),
     ] = 2000,
+    run_embeddings: RunStoreOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Export a run to ONNX (fp32 and int8), a news-vector table by ID and export.json, with a parity check.
@@ -53,7 +61,13 @@ def export_command(
 
     say = (lambda _m: None) if json_out else (lambda m: err_console.print(m, style="dim", highlight=False))
     report = export_run(
-        run_dir, out, quantize=quantize, opset=opset, parity_impressions=parity_impressions, say=say
+        run_dir,
+        out,
+        quantize=quantize,
+        opset=opset,
+        parity_impressions=parity_impressions,
+        store=run_embeddings,
+        say=say,
     )
     if json_out:
         print_json(report.to_dict())
@@ -153,6 +167,7 @@ def serve_command(
             dir_okay=False,
         ),
     ] = None,
+    run_embeddings: RunStoreOption = None,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs, the web page at /ui.
 
@@ -181,6 +196,7 @@ def serve_command(
         ui=ui,
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,
+        run_store=str(run_embeddings.resolve()) if run_embeddings else None,
     )
     os.environ[CONFIG_ENV] = config.to_json()
     page = f", page at http://{host}:{port}/ui/" if ui else ""
@@ -219,6 +235,7 @@ def recommend_command(
     strict: Annotated[
         bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")
     ] = True,
+    run_embeddings: RunStoreOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Rank candidates (or retrieve from all news) for a history, as a table with titles.
@@ -227,7 +244,14 @@ def recommend_command(
     """
     from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig
 
-    engine = Engine(ServeConfig(source=str(source), backend=backend, threads=1))
+    engine = Engine(
+        ServeConfig(
+            source=str(source),
+            backend=backend,
+            threads=1,
+            run_store=str(run_embeddings) if run_embeddings else None,
+        )
+    )
     engine.load()
     try:
         result = engine.recommend(
@@ -240,8 +264,11 @@ def recommend_command(
         )
     except RequestError as exc:
         detail = exc.detail
-        if isinstance(detail, dict):
-            detail = f"{detail.get('message')}: {', '.join(detail.get('unknown', []))}"
+        if isinstance(detail, dict) and detail.get("unknown"):
+            # The HTTP message names the request field (strict=false); here the flag is the way out.
+            detail = f"unknown news IDs: {', '.join(detail['unknown'])} (pass --skip-unknown to skip them)"
+        elif isinstance(detail, dict):
+            detail = str(detail.get("message"))
         raise SettingsError(f"recommend: {detail}") from None
     if json_out:
         print_json(result)

@@ -27,7 +27,7 @@ from newsrec_cli.commands.common import (
     print_json,
     progress,
 )
-from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings, resolve
+from newsrec_cli.settings import SEED_MAX, DataSettings, GraphSettings, TrainSettings, resolve
 
 EXAMPLE = "newsrec tune data/mind --embeddings stores/minilm --out tune/mind --trials 30 --time-budget 1800"
 
@@ -92,7 +92,10 @@ def run_command(
     ] = None,
     pruner: Annotated[str, typer.Option("--pruner", help="median (default), hyperband or none.")] = "median",
     seed: Annotated[
-        int, typer.Option("--seed", help="Seed of the sampler (trials train with train.seed).")
+        int,
+        typer.Option(
+            "--seed", min=0, max=SEED_MAX, help="Seed of the sampler (trials train with train.seed)."
+        ),
     ] = 0,
     defaults: Annotated[
         bool,

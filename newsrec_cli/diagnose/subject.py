@@ -92,9 +92,20 @@ def from_init(
     return subject
 
 
-def from_run(run_dir: Path, *, data: Path | None, sample: int, seed: int, device: str = "auto") -> Subject:
-    """A trained run on `data` (default: the dataset its config.json names), validation split as trained."""
-    run = load_run(run_dir, device=device)
+def from_run(
+    run_dir: Path,
+    *,
+    data: Path | None,
+    sample: int,
+    seed: int,
+    device: str = "auto",
+    store: Path | None = None,
+) -> Subject:
+    """A trained run on `data` (default: the dataset its config.json names), validation split as trained.
+
+    `store`: the run's text store where it is now, in place of the path config.json names.
+    """
+    run = load_run(run_dir, device=device, store=store)
     path = data if data is not None else run.config.get("data", {}).get("path")
     if not path:
         raise InputError("config.json names no dataset; pass --data DATA", path=run_dir / "config.json")

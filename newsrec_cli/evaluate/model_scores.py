@@ -25,12 +25,15 @@ class ModelScores:
     store: Path | None
 
     @classmethod
-    def open(cls, run_dir: Path, device: str = "auto") -> ModelScores:
-        """Load the run (best weights, eval mode); InputError when `run_dir` is not a run."""
+    def open(cls, run_dir: Path, device: str = "auto", store: Path | None = None) -> ModelScores:
+        """Load the run (best weights, eval mode); InputError when `run_dir` is not a run.
+
+        `store`: the run's text store where it is now, in place of the path config.json names.
+        """
         # Imported here: torch takes seconds to load, and baselines or a prediction file never need it.
         from newsrec_cli.train.run import load_run
 
-        run = load_run(run_dir, device=device)
+        run = load_run(run_dir, device=device, store=store)
         return cls(run=run, data_settings=run.data_settings, store=run.store_path)
 
     def score(self, dataset: MindDataset, impressions: Impressions, batch_size: int = 512) -> np.ndarray:

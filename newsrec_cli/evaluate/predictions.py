@@ -18,7 +18,7 @@ import numpy as np
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.metrics import impression_chunks, ranks_from_scores
-from newsrec_cli.mind.behaviors import Impressions, gather_segments
+from newsrec_cli.mind.behaviors import INT64_MAX, Impressions, gather_segments
 
 PREDICTION_FILE = "prediction.txt"
 PREDICTION_ZIP = "prediction.zip"
@@ -249,6 +249,14 @@ def _parse_lines(path: Path, text: str) -> Predictions:
             raise InputError(
                 f"ranks must be integers, found {_clip(rest)!r}", path=path, line=number
             ) from None
+        too_large = [value for value in (int(head), *line_ranks) if value > INT64_MAX]
+        if too_large:
+            what = "impression ID" if too_large[0] == int(head) and int(head) > INT64_MAX else "rank"
+            raise InputError(
+                f"{what} {_clip(str(too_large[0]), 30)} is too large (at most {INT64_MAX}, 19 digits)",
+                path=path,
+                line=number,
+            )
         ids.append(int(head))
         lines.append(number)
         counts.append(len(line_ranks))

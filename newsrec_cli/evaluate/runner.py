@@ -31,6 +31,7 @@ from newsrec_cli.evaluate.predictions import (
 )
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
+from newsrec_cli.plural import agree, counted
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
 METRICS_FILE = "metrics.json"
@@ -153,6 +154,7 @@ def evaluate(
     run_dir: Path | None = None,
     predictions: Path | None = None,
     embeddings: Path | None = None,
+    run_embeddings: Path | None = None,
     out_dir: Path | None = None,
     say: Say | None = None,
 ) -> EvaluationReport:
@@ -171,7 +173,7 @@ def evaluate(
 
     model: ModelScores | None = None
     if run_dir is not None:
-        model = ModelScores.open(run_dir, device=settings.device)
+        model = ModelScores.open(run_dir, device=settings.device, store=run_embeddings)
         # The run's own split, so "valid" means the impressions it was validated on.
         data_settings = model.data_settings
     data_settings = data_settings or DataSettings()
@@ -193,6 +195,8 @@ def evaluate(
         by=settings.by,
         run_dir=str(run_dir) if run_dir else None,
     )
+    if model is not None:
+        _check_news_rows(dataset, target, model.run.settings.missing, say)
     if not target.labeled and not settings.write_predictions:
         raise InputError(
             f"{target.source}: the {settings.split} impressions have no labels, so there is nothing to "
@@ -258,6 +262,19 @@ def metrics_file_name(run_config: dict[str, Any], data: Path, split: str) -> str
         return METRICS_FILE
     digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:8]
     return f"metrics-{resolved.name or 'data'}-{split}-{digest}.json"
+
+
+def _check_news_rows(dataset: MindDataset, target: Impressions, missing: str, say: Say) -> None:
+    """As train does: news without a news.tsv row are refused, unless the run learned a vector for them."""
+    if missing == "error":
+        dataset.require_rows(target)
+        return
+    unknown = len(dataset.without_rows(target))
+    if unknown:
+        say(
+            f"note: {counted(unknown, 'news ID')} of the impressions {agree(unknown, 'has', 'have')} no row "
+            "in news.tsv: scored with the run's learned missing vector (trained with --missing learned)"
+        )
 
 
 def _say_unverified(say: Say, check: TextCheck | None) -> None:

@@ -22,6 +22,7 @@ from newsrec_cli.mind.vocab import Vocab
 BEHAVIOR_COLUMNS = ("ImpressionID", "UserID", "Time", "History", "Impressions")
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 UNLABELED = -1
+INT64_MAX = int(np.iinfo(np.int64).max)  # impression IDs are int64: a longer one is refused, not wrapped
 
 
 @dataclass
@@ -268,8 +269,11 @@ def _parse_chunk(
             bad(r, "columns", f"expected {len(BEHAVIOR_COLUMNS)} tab-separated columns, found {len(row)}")
             row = (row + [""] * 5)[:5]
         imp, user, time, hist, cands = row
-        if imp.strip().isdigit():
+        imp = imp.strip()
+        if imp.isascii() and imp.isdigit() and int(imp) <= INT64_MAX:
             imp_ids[r] = int(imp)
+        elif imp.isascii() and imp.isdigit():
+            bad(r, "ImpressionID", f"too large: {imp[:30]} (at most {INT64_MAX}, 19 digits)")
         else:
             bad(r, "ImpressionID", f"not an integer: {imp!r}")
         if not user.strip():

@@ -10,12 +10,13 @@ from typing import Literal
 import numpy as np
 
 from newsrec_cli.errors import InputError
-from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.cache import CacheInfo, load_behaviors
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.report import ReadReport
 from newsrec_cli.mind.split import split_by_impression, split_by_time
 from newsrec_cli.mind.vocab import Vocab
+from newsrec_cli.plural import agree, counted
 
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
 SINGLE = "all"
@@ -91,6 +92,29 @@ class MindDataset:
     def in_news(self, news_idx: np.ndarray) -> np.ndarray:
         """Which vocabulary indices have a row in news.tsv."""
         return (news_idx >= 1) & (news_idx <= len(self.news))
+
+    def without_rows(self, *parts: Impressions) -> np.ndarray:
+        """Distinct news indices the impressions use (histories and candidates) that news.tsv lacks."""
+        needed = distinct_news(*parts)
+        return needed[~self.in_news(needed)]
+
+    def require_rows(self, *parts: Impressions) -> None:
+        """InputError naming the count and the first IDs when an impression uses a news news.tsv lacks.
+
+        A model scores a news by its row (text, category, entities): one without a row would be
+        scored on padding, a wrong number given as a right one. Train and evaluate both refuse.
+        """
+        unknown = self.without_rows(*parts)
+        if not len(unknown):
+            return
+        first = ", ".join(self.news_vocab.ids[i] for i in unknown[:5])
+        raise InputError(
+            f"{counted(len(unknown), 'news ID')} in the impressions {agree(len(unknown), 'has', 'have')} "
+            f"no row in news.tsv (first: {first}); drop them with `newsrec filter --require-embeddings "
+            "STORE`, or train with --missing learned",
+            path=parts[0].source or self.root,
+            field="History/Impressions",
+        )
 
     def train_valid(
         self,

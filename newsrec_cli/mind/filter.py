@@ -22,7 +22,7 @@ import numpy as np
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.dataset import SINGLE, load_dataset
-from newsrec_cli.mind.writer import behavior_lines, write_lines
+from newsrec_cli.mind.writer import behavior_lines, require_empty_folder, write_lines
 from newsrec_cli.settings import FilterSettings
 
 COPIED = ("news.tsv", "entity_embedding.vec", "relation_embedding.vec")
@@ -89,8 +89,7 @@ def filter_dataset(
         raise InputError(f"--from {date_from} is after --to {date_to}", field="from")
     if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
         raise InputError("the output folder must not be the dataset or inside it", path=out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError("output folder exists and is not empty; pass --force to write into it", path=out)
+    require_empty_folder(out, force)
     dataset = load_dataset(data, on_bad_lines=on_bad_lines)
     result = FilterResult(out=out, skipped_lines=[r.summary() for r in dataset.reports if not r.ok])
     has_vector = None

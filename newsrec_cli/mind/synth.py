@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.synth_words import (
     CATEGORIES,
@@ -54,7 +55,7 @@ from newsrec_cli.mind.synth_words import (
     THEMES,
     TIME_WORDS,
 )
-from newsrec_cli.mind.writer import format_time, write_lines
+from newsrec_cli.mind.writer import format_time, require_empty_folder, write_lines
 from newsrec_cli.settings import SynthSettings
 
 START = datetime(2019, 11, 9, tzinfo=UTC)  # MIND-small's train log starts on 11/9/2019
@@ -140,9 +141,15 @@ class _Users:
     liking: np.ndarray  # float [U, FACTORS], p_u
 
 
-def synthesize(out: str | Path, settings: SynthSettings, progress: Progress | None = None) -> SynthSummary:
-    """Write a synthetic MIND dataset to `out/train`, `out/valid` (news, behaviors, entity vectors)."""
+def synthesize(
+    out: str | Path, settings: SynthSettings, progress: Progress | None = None, *, force: bool = False
+) -> SynthSummary:
+    """Write a synthetic MIND dataset to `out/train`, `out/valid` (news, behaviors, entity vectors).
+
+    `out` must be new or empty unless `force` (then its files are overwritten).
+    """
     out = Path(out)
+    require_empty_folder(out, force)
     report = progress or (lambda phase, done, total: None)
     pre_days = max(1, round(settings.days * PRE_DAYS_SHARE))
     total_days = pre_days + settings.days
@@ -656,10 +663,9 @@ def _write(
     valid_refs: set[int] = set()
     total = len(imp_user)
     step = max(1, total // 100)
-    tmp = {split: out / split / "behaviors.tsv.tmp" for split in counts}
     with (
-        open(tmp["train"], "w", encoding="utf-8", newline="\n") as train_file,
-        open(tmp["valid"], "w", encoding="utf-8", newline="\n") as valid_file,
+        atomic.text_handle(out / "train" / "behaviors.tsv") as train_file,
+        atomic.text_handle(out / "valid" / "behaviors.tsv") as valid_file,
     ):
         for i, (u, t) in enumerate(zip(imp_user.tolist(), imp_time.tolist(), strict=True)):
             split = "valid" if is_valid[i] else "train"
@@ -687,7 +693,6 @@ def _write(
     summary = SynthSummary(root=out, news=len(ids), users=settings.users, entities=len(entities.ids))
     for split, rows_idx in (("train", train_news), ("valid", valid_news)):
         folder = out / split
-        tmp[split].replace(folder / "behaviors.tsv")
         write_lines(folder / "news.tsv", (news.rows[n] for n in rows_idx.tolist()))
         ents = np.unique(news.entities[rows_idx])
         ents = ents[ents >= 0]

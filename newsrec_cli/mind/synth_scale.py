@@ -23,6 +23,7 @@ from typing import TextIO
 
 import numpy as np
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.synth import (
     CANDIDATE_AGE_P,
@@ -35,7 +36,7 @@ from newsrec_cli.mind.synth import (
     _pick_in_groups,
     _vec_line,
 )
-from newsrec_cli.mind.writer import format_time, write_lines
+from newsrec_cli.mind.writer import format_time, require_empty_folder, write_lines
 
 CHUNK = 50_000  # impressions drawn and written per step: ~2M candidates, a few tens of MB
 # MIND-large: news 161,013 (train+dev+test), users 1M; train impressions 2,232,748 over 6 days.
@@ -71,10 +72,19 @@ class ScaleShape:
 
 
 def synthesize_scale(
-    out: str | Path, shape: ScaleShape, seed: int = 0, progress: Progress | None = None
+    out: str | Path,
+    shape: ScaleShape,
+    seed: int = 0,
+    progress: Progress | None = None,
+    *,
+    force: bool = False,
 ) -> SynthSummary:
-    """Write `out/train` and `out/valid` (news.tsv, behaviors.tsv, entity_embedding.vec)."""
+    """Write `out/train` and `out/valid` (news.tsv, behaviors.tsv, entity_embedding.vec).
+
+    `out` must be new or empty unless `force` (then its files are overwritten).
+    """
     out = Path(out)
+    require_empty_folder(out, force)
     report = progress or (lambda phase, done, total: None)
     pre_days = 3
     days = TRAIN_DAYS + 1
@@ -104,8 +114,7 @@ def synthesize_scale(
         ):
             folder = out / split
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / "behaviors.tsv.tmp"
-            with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+            with atomic.text_handle(folder / "behaviors.tsv") as handle:
                 for start in range(0, count, CHUNK):
                     n = min(CHUNK, count - start)
                     candidates, clicks = _write_chunk(
@@ -116,7 +125,6 @@ def synthesize_scale(
                     summary.candidates += candidates
                     summary.clicks += clicks
                     report(f"write {split}", start + n, count)
-            tmp.replace(folder / "behaviors.tsv")
             # train/ has the news published before the valid day; valid/ those its candidates
             # can be (the last few days): overlapping, as MIND's train and dev news are.
             if split == "train":

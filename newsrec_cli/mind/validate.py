@@ -16,6 +16,7 @@ import numpy as np
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import UNLABELED, Impressions, read_behaviors
 from newsrec_cli.mind.dataset import find_splits
+from newsrec_cli.mind.lines import ENCODING_FIELD
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.report import FIRST_FEW, BadLine, ReadReport
 from newsrec_cli.mind.vec import read_vec
@@ -102,6 +103,8 @@ SINGULAR = {
     "unparsable times": "unparsable time",
     "impressions without candidates": "impression without candidates",
     "bad candidate tokens": "bad candidate token",
+    "lines that are not UTF-8": "line that is not UTF-8",
+    "malformed lines": "malformed line",
 }
 
 
@@ -130,6 +133,7 @@ def _news_rows(s: _Split) -> list[Check]:
     bad_json.sort(key=lambda b: b.line)
     empty_titles = sum(1 for t in s.news.title if not t.strip())
     return [
+        _present("news present", s.name, len(s.news), "news", "news", s.folder / "news.tsv"),
         _from_bad_lines("news.tsv rows (8 columns, an ID)", s.name, rows, "malformed rows"),
         _from_bad_lines("news IDs unique", s.name, dups, "repeated news IDs"),
         _from_bad_lines("entity JSON", s.name, bad_json, "unparsable entity columns"),
@@ -143,9 +147,17 @@ def _news_rows(s: _Split) -> list[Check]:
     ]
 
 
+def _present(name: str, split: str, n: int, singular: str, plural: str, file: Path) -> Check:
+    """An empty file is a FAIL: nothing can be trained or scored on it."""
+    if n == 0:
+        return Check(name, split, "FAIL", f"no {plural} in {file}")
+    return Check(name, split, "OK", counted(n, singular, plural), n)
+
+
 # --- behaviors.tsv --------------------------------------------------------------------------
 
 _BEHAVIOR_FIELDS = (
+    ("behaviors.tsv text (UTF-8)", "lines that are not UTF-8", lambda b: b.field == ENCODING_FIELD),
     ("behaviors.tsv rows (5 columns)", "malformed rows", lambda b: b.field == "columns"),
     ("impression IDs (integer, unique)", "bad impression IDs", lambda b: b.field == "ImpressionID"),
     ("user IDs present", "empty user IDs", lambda b: b.field == "UserID"),
@@ -167,13 +179,22 @@ def _behavior_rows(s: _Split) -> list[Check]:
     if s.behaviors_report is None:
         return [Check("behaviors.tsv present", s.name, "FAIL", f"no behaviors.tsv in {s.folder}")]
     skipped = s.behaviors_report.skipped
-    checks = []
+    count = len(s.imps) if s.imps is not None else 0
+    checks = [
+        _present(
+            "impressions present", s.name, count, "impression", "impressions", s.folder / "behaviors.tsv"
+        )
+    ]
     for name, what, match in _BEHAVIOR_FIELDS:
         checks.append(
             _from_bad_lines(
                 name, s.name, sorted((b for b in skipped if match(b)), key=lambda b: b.line), what
             )
         )
+    # A kind of bad line no check above names is still a FAIL, never dropped from the report.
+    other = [b for b in skipped if not any(match(b) for _, _, match in _BEHAVIOR_FIELDS)]
+    if other:
+        checks.append(_from_bad_lines("behaviors.tsv lines (other)", s.name, other, "malformed lines"))
     return checks
 
 

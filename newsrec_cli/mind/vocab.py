@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from newsrec_cli import atomic
+
 PAD = "<pad>"
 
 
@@ -44,7 +46,7 @@ class Vocab:
 
     def save(self, path: str | Path) -> None:
         """One ID per line, line i+1 = index i+1 (the padding row is not written)."""
-        Path(path).write_text("".join(f"{i}\n" for i in self.ids[1:]), encoding="utf-8")
+        atomic.write_text(Path(path), "".join(f"{i}\n" for i in self.ids[1:]))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

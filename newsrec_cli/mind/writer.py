@@ -1,4 +1,4 @@
-"""Writing MIND files: the time format of behaviors.tsv and impressions back to lines."""
+"""Writing MIND files: the output folder, the time format of behaviors.tsv and impressions back to lines."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
+from newsrec_cli import atomic
+from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import UNLABELED, Impressions
+
+
+def require_empty_folder(out: Path, force: bool) -> None:
+    """Refuse to write a dataset into a folder that holds files already (another dataset, say)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise InputError("output folder exists and is not empty; pass --force to write into it", path=out)
 
 
 def format_time(seconds: int) -> str:
@@ -42,14 +50,12 @@ def behavior_lines(imps: Impressions) -> Iterator[str]:
 
 
 def write_lines(path: Path, lines: Iterator[str], on_line: Callable[[], None] | None = None) -> int:
-    """Write lines to `path` through a temporary file, so an interrupted write leaves no half file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write lines to `path` atomically, so an interrupted write leaves no half file."""
     count = 0
-    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+    with atomic.text_handle(path) as handle:
         for line in lines:
             handle.write(line)
             count += 1
             if on_line is not None:
                 on_line()
-    tmp.replace(path)
     return count

@@ -74,6 +74,7 @@ class ServeConfig:
     ui: bool = True  # the web page at /ui
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
+    run_store: str | None = None  # the run's text store where it is now (it moved since training)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -256,7 +257,7 @@ class Engine:
         if backend == "torch":
             from newsrec_cli.train.run import load_run
 
-            self.run = load_run(manifest["run_dir"], device="cpu")
+            self.run = load_run(manifest["run_dir"], device="cpu", store=self.config.run_store)
             self.backend = TorchBackend(self.run.model, self.config.threads)
         else:
             names = manifest_graphs(manifest, backend == "int8")
@@ -272,7 +273,7 @@ class Engine:
         from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
         from newsrec_cli.train.run import load_run
 
-        run = load_run(self.source, device="cpu")
+        run = load_run(self.source, device="cpu", store=self.config.run_store)
         refuse_finetuned(run, "serve")
         self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)

@@ -49,7 +49,8 @@ class Explainer:
             if engine.run is not None and isinstance(engine.backend, TorchBackend):
                 self.run, self.lock = engine.run, engine.backend._lock  # the served model: share its lock
             elif engine.run_dir is not None:
-                self.run, self.lock = load_run(engine.run_dir, device="cpu"), threading.Lock()
+                store = engine.config.run_store
+                self.run, self.lock = load_run(engine.run_dir, device="cpu", store=store), threading.Lock()
             else:
                 raise RequestError(409, "this export names no run directory: explanations need the torch run")
             self.model = self.run.model.eval()

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -404,17 +405,25 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
     }
 
 
+class _NoPreprocessingAdvice(logging.Filter):
+    """onnxruntime's quantizer logs "consider pre-processing" on the root logger for every graph.
+
+    Its pre-processing (shape inference, graph fusion) is for models traced from other tools; the
+    parity check below is what tells whether int8 holds here. Only that one message is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+
 def quantize_graphs(out: Path, fp32: dict[str, str]) -> dict[str, str]:
     """The int8 graph set: each part in QUANTISED quantised, kept when smaller on disk than its
     fp32 file; every other part names its fp32 file."""
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     names = dict(fp32)
-    quant_log = logging.getLogger()  # onnxruntime.quantization logs its advice on the root logger
-    level = quant_log.level
-    quant_log.setLevel(logging.ERROR)
+    advice = _NoPreprocessingAdvice()
+    logging.root.addFilter(advice)  # the quantizer logs through logging.warning(), i.e. the root logger
     try:
         for part in QUANTISED:
             source, target = out / fp32[part], out / fp32[part].replace(".onnx", ".int8.onnx")
@@ -436,7 +445,7 @@ def quantize_graphs(out: Path, fp32: dict[str, str]) -> dict[str, str]:
             else:
                 target.unlink()
     finally:
-        quant_log.setLevel(level)
+        logging.root.removeFilter(advice)
     return names
 
 
@@ -624,6 +633,7 @@ def export_run(
     quantize: str = "int8",
     opset: int = 17,
     parity_impressions: int = 2000,
+    store: Path | None = None,
     say: Say | None = None,
 ) -> ExportReport:
     """Export `run_dir` to `out` (see the module docstring); ParityError when a graph is off."""
@@ -642,7 +652,7 @@ def export_run(
         raise SettingsError(f"--opset {opset}: choose 13 to 21")
     started = time.perf_counter()
     say(f"loading {run_dir}")
-    run = load_run(run_dir, device="cpu")
+    run = load_run(run_dir, device="cpu", store=store)
     refuse_finetuned(run, "export")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)

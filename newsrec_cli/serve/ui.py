@@ -159,8 +159,9 @@ class UserData:
 class RunView:
     """history.jsonl, metrics.json and ablation.json of a run, and their charts (SVG, cached)."""
 
-    def __init__(self, run_dir: Path | None, ablation: Path | None) -> None:
+    def __init__(self, run_dir: Path | None, ablation: Path | None, store: str | None = None) -> None:
         self.run_dir = run_dir
+        self.store = store  # the run's text store where it is now (serve --run-embeddings)
         self.ablation_path = ablation or self._find_ablation()
         self._charts: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
@@ -267,7 +268,14 @@ class RunView:
 
         assert self.run_dir is not None
         try:
-            subject = from_run(self.run_dir, data=None, sample=SATURATION_SAMPLE, seed=0, device="cpu")
+            subject = from_run(
+                self.run_dir,
+                data=None,
+                sample=SATURATION_SAMPLE,
+                seed=0,
+                device="cpu",
+                store=Path(self.store) if self.store else None,
+            )
         except (NewsrecError, OSError) as exc:
             raise RequestError(404, f"cannot score the run's validation data: {exc}") from None
         out = subject.valid_outputs()
@@ -371,7 +379,7 @@ class UiState:
 
     def load(self) -> None:
         """After the engine: the dataset (--data), the explainer's torch run, the run view."""
-        self.run = RunView(self.engine.run_dir, self.ablation)
+        self.run = RunView(self.engine.run_dir, self.ablation, self.engine.config.run_store)
         if self.data_path:
             try:
                 self.data = UserData.load(self.data_path)

@@ -7,6 +7,7 @@ the settings the run was trained with, so it describes itself.
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,11 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     if not path.is_file():
         raise InputError("checkpoint not found", path=path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A file not written by torch.save (a tampered one, say) draws torch's note on its pickle
+            # protocol before the refusal below: the user reads newsrec's line, not torch's.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         # torch's own message goes on to suggest weights_only=False, i.e. running the file's code
         raise InputError(

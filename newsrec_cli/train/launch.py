@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from newsrec_cli import atomic
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.train.distributed import LAUNCHER_ENV, PEER_LOST_EXIT
 from newsrec_cli.train.run import LAST
@@ -49,7 +50,7 @@ def launch(nproc: int, request: dict[str, Any], *, out: Path, threads: int | Non
 
     with tempfile.TemporaryDirectory(prefix="newsrec-launch-") as folder:
         path = Path(folder) / "request.json"
-        path.write_text(json.dumps(request), encoding="utf-8")
+        atomic.write_text(path, json.dumps(request))
         args = torchrun.get_args_parser().parse_args(
             [
                 "--standalone",  # rendezvous on localhost, a free port

@@ -16,7 +16,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch
 
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import distributed
+from newsrec_cli.train.lock import run_dir_lock
 from newsrec_cli.train.records import EpochRecord, TrainCallbacks, TrainInfo, TrainResult
 from newsrec_cli.train.setup import (
     ModelParts,
@@ -78,12 +79,14 @@ def train(
     settings = settings or TrainSettings()
     # -- processes: one, or this rank of a run started by torchrun (RANK, WORLD_SIZE in the env)
     ranks, device = distributed.start(settings.device)
+    held = ExitStack()  # the run folder's lock, taken by rank 0 in set-up, released however train ends
     try:
         return _train(
             data,
             out,
             ranks,
             device,
+            held,
             store=store,
             graph=graph,
             settings=settings,
@@ -95,6 +98,7 @@ def train(
             callbacks=(callbacks or TrainCallbacks()) if ranks.main else TrainCallbacks(),
         )
     finally:
+        held.close()
         ranks.close()
 
 
@@ -103,6 +107,7 @@ def _train(
     out: str | Path,
     ranks: distributed.Ranks,
     device: torch.device,
+    held: ExitStack,
     *,
     store: str | Path | None,
     graph: str | Path | None,
@@ -114,6 +119,9 @@ def _train(
     callbacks: TrainCallbacks,
 ) -> TrainResult:
     def set_up() -> tuple[RunRequest, TrainingData, ModelParts]:
+        # -- one writer per run folder, before anything in it is read, cleared or written
+        if ranks.main and (not resume or Path(out).is_dir()):  # no folder to resume: open_run says so
+            held.enter_context(run_dir_lock(Path(out)))
         # -- which run: new, resumed (settings and paths from config.json) or started over
         run = open_run(
             data,

@@ -8,7 +8,6 @@ tensorboard/. `load_run` needs nothing but this folder and the store and graph i
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from newsrec_cli import __version__, atomic
+from newsrec_cli.embed.store import SIGNATURE_FIELDS, EmbeddingStore
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.manifests import read_manifest
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
@@ -34,7 +34,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import ScoringHead
 from newsrec_cli.model.text_projection import TextProjection
 from newsrec_cli.model.user_encoder import UserEncoder
-from newsrec_cli.plural import agree, counted
+from newsrec_cli.plural import counted
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import checkpoint
 from newsrec_cli.train.context import (
@@ -93,16 +93,9 @@ def prepare_context(
                 "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
             )
         needed = needed_news(train, valid)
-        unknown = needed[~dataset.in_news(needed)]
-        if len(unknown) and settings.missing == "error":
+        if settings.missing == "error":
             # No store can hold text for news that news.tsv lacks: say so rather than "embed them".
-            first = ", ".join(dataset.news_vocab.ids[i] for i in unknown[:5])
-            raise InputError(
-                f"{counted(len(unknown), 'news ID')} in the impressions {agree(len(unknown), 'has', 'have')} no row in news.tsv (first: {first}); "
-                "drop them with `newsrec filter --require-embeddings STORE`, or train with --missing learned",
-                path=train.source or dataset.root,
-                field="History/Impressions",
-            )
+            dataset.require_rows(train, valid)
         opened = open_store(store)
         text_check = check_store_texts(
             opened, dataset.news, [dataset.news_vocab.ids[i] for i in needed], data=dataset.root
@@ -267,7 +260,7 @@ def save_news_table(path: Path, news_vocab: Vocab, news: NewsTable) -> None:
         row = news.index.get(id_)
         cat, sub = (news.category[row], news.subcategory[row]) if row is not None else ("", "")
         lines.append(f"{id_}\t{cat}\t{sub}\n")
-    path.write_text("".join(lines), encoding="utf-8")
+    atomic.write_text(path, "".join(lines))
 
 
 def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
@@ -282,6 +275,39 @@ def load_news_table(path: Path) -> tuple[Vocab, NewsTable]:
             raise InputError("expected NewsID, category, subcategory", path=path, line=number)
         table.append((parts[0], parts[1], parts[2], "", "", ""), [], [])
     return Vocab(table.ids), table
+
+
+RUN_STORE_OPTION = "--run-embeddings"
+
+
+def _open_run_store(
+    run_dir: Path, config: dict[str, Any], path: Path | None, *, given: bool
+) -> EmbeddingStore:
+    """The run's text store: config.json's path, or the one given in its place (checked to be the same kind)."""
+    if path is None:
+        raise InputError(
+            f"the run used text vectors but config.json names no store; give it with {RUN_STORE_OPTION} STORE",
+            path=run_dir / CONFIG,
+        )
+    if not given and not path.exists():
+        raise InputError(
+            f"the run's text store {path} (named in {run_dir / CONFIG}) is not there; if it moved, "
+            f"give where it is now with {RUN_STORE_OPTION} STORE",
+            path=path,
+        )
+    opened = open_store(path)
+    signature = config.get("embeddings", {}).get("signature")
+    diffs = [
+        f"{name} {opened.meta.get(name)!r}, the run's {want!r}"
+        for name, want in (signature.items() if given and signature else ())
+        if opened.meta.get(name) != want
+    ]
+    if diffs:
+        raise InputError(
+            f"is not the store this run was trained with ({'; '.join(diffs)}, as {run_dir / CONFIG} records)",
+            path=path,
+        )
+    return opened
 
 
 def clear_run(run_dir: Path) -> list[Path]:
@@ -319,9 +345,8 @@ def clear_run(run_dir: Path) -> list[Path]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """config.json in its own key order (what made the run first), through atomic.py."""
+    atomic.write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def run_config(
@@ -344,7 +369,14 @@ def run_config(
         "newsrec": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {"path": str(data.resolve()), "validation": validation},
-        "embeddings": {"path": str(store.resolve()) if store else None, "dim": context.text_dim},
+        "embeddings": {
+            "path": str(store.resolve()) if store else None,
+            "dim": context.text_dim,
+            # what the store is, so that a store given in its place (it moved) can be checked
+            "signature": {name: context.text_meta.get(name) for name in SIGNATURE_FIELDS}
+            if context.text_meta
+            else None,
+        },
         "graph": {"path": str(graph.resolve()) if graph else None},
         "settings": {
             "train": settings.model_dump(mode="json"),
@@ -500,11 +532,7 @@ def load_run(
     opened_store = None
     text = None
     if "text" in modal:
-        if store_path is None:
-            raise InputError(
-                "the run used text vectors but config.json names no store", path=run_dir / CONFIG
-            )
-        opened_store = open_store(store_path)
+        opened_store = _open_run_store(run_dir, config, store_path, given=store is not None)
         text, _ = text_vectors(
             opened_store,
             news_vocab.ids,

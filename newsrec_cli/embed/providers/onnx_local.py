@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from newsrec_cli import atomic
 from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, longest_first_batches
 from newsrec_cli.embed.providers.local import model_location, model_name
 from newsrec_cli.errors import InputError
@@ -124,9 +125,7 @@ def exported_model(folder: Path, *, int8: bool) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager
