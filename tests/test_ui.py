@@ -179,7 +179,7 @@ def test_explain_values_are_the_models(server: Server, ui_run: Path) -> None:
         assert sims == sorted(sims, reverse=True)  # ranked by text similarity, as said
 
     bad = server.post("/v1/explain", {"history": ["NOPE1"], "items": items})
-    assert bad.status_code == 422 and bad.json()["detail"]["unknown"] == ["NOPE1"]
+    assert bad.status_code == 422 and bad.json()["detail"][0]["ctx"]["unknown"] == ["NOPE1"]
 
 
 def test_explain_candidate_attention_and_gates(ui_data: tuple[Path, Path], tmp_path: Path) -> None:

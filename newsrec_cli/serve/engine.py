@@ -27,6 +27,7 @@ from newsrec_cli.mind import Vocab
 from newsrec_cli.serve.backends import Backend, NewsInputs
 from newsrec_cli.serve.cache import UserCache
 from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever, probe_kind, probe_split
+from newsrec_cli.serve.times import utc_seconds
 
 log = logging.getLogger("newsrec.serve")
 
@@ -126,12 +127,7 @@ class NewsTable:
 
 
 def _date(text: str | None) -> np.datetime64:
-    if not text:
-        return np.datetime64("NaT")
-    try:
-        return np.datetime64(datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None), "s")
-    except ValueError:
-        return np.datetime64("NaT")
+    return utc_seconds(text)  # aware, in UTC: an offset is applied, a naive time is read as UTC
 
 
 def _history_hash(user_row: int, rows: list[int] | np.ndarray) -> str:
@@ -360,7 +356,7 @@ class Engine:
                 if seen:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
-                    allowed &= self.table.published[:n] >= np.datetime64(since, "s")
+                    allowed &= self.table.published[:n] >= utc_seconds(since)
             picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
             excluded = len(seen)
         items: list[dict[str, Any]] = []
