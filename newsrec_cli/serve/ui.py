@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import random
+import textwrap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,17 +298,26 @@ class RunView:
 # ----------------------------------------------------------------------------- charts (matplotlib SVG)
 
 
-def _figure(width: float = 6.4, height: float = 3.4) -> tuple[Any, Any, Any]:
+CHART_WIDTH_IN = 4.8  # 345.6 pt; the page shows it 100% wide (at most 36rem): 358 px on a 390 px phone
+CHART_FONT_PT = 11  # text is then 11 x 358/345.6 >= 11 px there (6.4 in with 10 pt gave 7.8 px)
+CHART_TITLE_CHARS = 48  # titles wrap at this many characters, so none runs past the figure
+
+
+def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, Any, Any]:
     from newsrec_cli.diagnose.plots import pyplot
 
     plt = pyplot()
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: readable, selectable, scalable
     plt.rcParams["svg.hashsalt"] = "newsrec"  # stable element IDs between draws
+    plt.rcParams["font.size"] = CHART_FONT_PT
+    plt.rcParams["axes.titlesize"] = CHART_FONT_PT  # no text smaller or larger than the rest
     fig, ax = plt.subplots(figsize=(width, height))
     return plt, fig, ax
 
 
 def _svg(plt: Any, fig: Any) -> str:
+    for ax in fig.axes:
+        ax.set_title(textwrap.fill(ax.get_title(), CHART_TITLE_CHARS))
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
