@@ -264,7 +264,7 @@ def create_app(
     def healthz() -> JSONResponse:
         if engine.error:  # a server that can never be ready is not healthy
             return JSONResponse({"status": "failed", "error": engine.error}, status_code=503)
-        return JSONResponse({"status": "ok", "error": None})
+        return JSONResponse({"status": "ok"})
 
     @app.get(
         "/readyz",
