@@ -181,7 +181,14 @@ def serve_command(
         # Each worker loads its own copy; one load here first, so a model that cannot load is
         # one line and an exit, not workers restarted for ever.
         sock.close()
-        Engine(config).load()
+        try:
+            Engine(config).load()
+        except NewsrecError as exc:
+            raise NewsrecError(f"serve {source}: the model cannot be loaded: {exc}") from None
+        except Exception as exc:  # a library's error (torch, onnxruntime): still one line
+            raise NewsrecError(
+                f"serve {source}: the model cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from None
     page = f", page at http://{host}:{port}/ui/" if ui else ""
     err_console.print(
         f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})", highlight=False

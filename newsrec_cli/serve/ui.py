@@ -298,9 +298,9 @@ class RunView:
 # ----------------------------------------------------------------------------- charts (matplotlib SVG)
 
 
-CHART_WIDTH_IN = 4.8  # 345.6 pt; the page shows it 100% wide (at most 36rem): 358 px on a 390 px phone
-CHART_FONT_PT = 11  # text is then 11 x 358/345.6 >= 11 px there (6.4 in with 10 pt gave 7.8 px)
-CHART_TITLE_CHARS = 48  # titles wrap at this many characters, so none runs past the figure
+CHART_WIDTH_IN = 4.4  # 316.8 pt; the page shows it 100% wide (at most 30rem): ~343-358 px at 390 px
+CHART_FONT_PT = 11  # text is then 11 x 343/316.8 >= 11.9 px there (6.4 in with 10 pt gave 6-9 px)
+CHART_LINE_CHARS = 44  # titles and x labels wrap at this many characters: none runs past the figure
 
 
 def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, Any, Any]:
@@ -317,7 +317,8 @@ def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, An
 
 def _svg(plt: Any, fig: Any) -> str:
     for ax in fig.axes:
-        ax.set_title(textwrap.fill(ax.get_title(), CHART_TITLE_CHARS))
+        ax.set_title(textwrap.fill(ax.get_title(), CHART_LINE_CHARS))
+        ax.set_xlabel(textwrap.fill(ax.get_xlabel(), CHART_LINE_CHARS))
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
