@@ -315,10 +315,14 @@ def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, An
     return plt, fig, ax
 
 
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.fill(line, CHART_LINE_CHARS) for line in text.splitlines())
+
+
 def _svg(plt: Any, fig: Any) -> str:
     for ax in fig.axes:
-        ax.set_title(textwrap.fill(ax.get_title(), CHART_LINE_CHARS))
-        ax.set_xlabel(textwrap.fill(ax.get_xlabel(), CHART_LINE_CHARS))
+        ax.set_title(_wrap(ax.get_title()))
+        ax.set_xlabel(_wrap(ax.get_xlabel()))
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
@@ -356,7 +360,8 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
     ax.barh(y, diffs, xerr=[low, high], color=colors, capsize=3, gid="ablation-bars")
     ax.set_yticks(y, [r["name"] for r in rows])
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"Δ{metric.upper()} vs the full model, paired bootstrap 95% interval")
+    # two lines: the bars' axes are narrower than the figure (the row names take the left)
+    ax.set_xlabel(f"Δ{metric.upper()} vs the full model\n(paired bootstrap 95% interval)")
     ax.set_title(f"Ablation on {result.get('split', '?')} ({result.get('impressions', 0):,} impressions)")
     return _svg(plt, fig)
 
