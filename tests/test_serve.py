@@ -350,7 +350,7 @@ def test_http_bad_input_is_4xx(torch_server: Server, exported: tuple[Path, dict]
     r = torch_server.post(
         "/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": [known[1], "NOPE2"]}
     )
-    assert r.status_code == 422 and r.json()["detail"]["unknown"] == ["NOPE1", "NOPE2"]
+    assert r.status_code == 422 and r.json()["detail"][0]["ctx"]["unknown"] == ["NOPE1", "NOPE2"]
     r = torch_server.post(
         "/v1/recommend",
         {"history": [known[0], "NOPE1"], "candidates": [known[1], known[2], "NOPE2"], "strict": False},

@@ -179,7 +179,7 @@ def test_explain_values_are_the_models(server: Server, ui_run: Path) -> None:
         assert sims == sorted(sims, reverse=True)  # ranked by text similarity, as said
 
     bad = server.post("/v1/explain", {"history": ["NOPE1"], "items": items})
-    assert bad.status_code == 422 and bad.json()["detail"]["unknown"] == ["NOPE1"]
+    assert bad.status_code == 422 and bad.json()["detail"][0]["ctx"]["unknown"] == ["NOPE1"]
 
 
 def test_explain_candidate_attention_and_gates(ui_data: tuple[Path, Path], tmp_path: Path) -> None:
@@ -517,3 +517,76 @@ def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None: 
     assert "without category" in ablation and "Ablation" in ablation  # bars labelled with text
     assert "Logits before the sigmoid" in browser.find_element(By.ID, "chart-saturation").text
     _shot(browser, "ui-run.png")
+
+
+def test_unknown_user_in_the_link_keeps_its_message(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """/ui/?user=UNKNOWN&go=1 says the user is unknown and shows no cold-start ranking instead."""
+    from selenium.webdriver.common.by import By
+
+    wait = _open(browser, f"{server.url}/ui/?user=NOBODY_AT_ALL&go=1")
+    error = browser.find_element(By.ID, "error")
+    wait.until(lambda b: error.is_displayed())
+    assert "404" in error.text and "NOBODY_AT_ALL" in error.text
+    assert _results(browser) == [] and not browser.execute_script("return document.body.dataset.resultsAt")
+
+
+CLIPPED_JS = """
+const view = document.documentElement.clientWidth;
+const out = [];
+for (const node of document.querySelectorAll('#metrics-table, #metrics-table caption, #metrics-table th, #metrics-table td')) {
+  const r = node.getBoundingClientRect();
+  if (r.left < 0 || r.right > view + 0.5) out.push(`${node.tagName} ${node.textContent.slice(0, 30)}: ${r.left}-${r.right}`);
+}
+const wrap = document.getElementById('metrics');
+if (wrap.scrollWidth > wrap.clientWidth) out.push(`#metrics scrolls: ${wrap.scrollWidth} > ${wrap.clientWidth}`);
+return out;
+"""
+
+CHART_TEXT_JS = """
+const sizes = [], outside = [];
+for (const svg of document.querySelectorAll('#view-run .chart svg')) {
+  const box = svg.getBoundingClientRect();
+  for (const t of svg.querySelectorAll('text')) {
+    if (!t.textContent.trim()) continue;
+    const m = t.getScreenCTM();
+    sizes.push(parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b));
+    const r = t.getBoundingClientRect();
+    if (r.left < box.left - 1 || r.right > box.right + 1) outside.push(t.textContent.slice(0, 40));
+  }
+}
+return [sizes, outside];
+"""
+
+
+def test_run_view_at_390_px_fits_and_reads(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """At 390 px the metrics table and its caption are not clipped, and every chart text is at
+    least 11 px on screen and inside its chart."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(390, 1800)
+    try:
+        wait = _open(browser, f"{server.url}/ui/#run")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-saturation[data-drawn]"))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#metrics-table caption"))
+        assert browser.execute_script("return document.documentElement.clientWidth") <= 390
+        assert browser.execute_script(CLIPPED_JS) == []
+        sizes, outside = browser.execute_script(CHART_TEXT_JS)
+        assert len(sizes) >= 40 and min(sizes) >= 11, sorted(sizes)[:5]
+        assert outside == []
+        _shot(browser, "ui-run-390.png")
+    finally:
+        browser.set_window_size(1280, 1800)
+
+
+def test_docs_render_offline(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """Swagger UI draws the API from the server's own files (no CDN is reachable from here)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{server.url}/docs")
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
+    assert "newsrec" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+    paths = [
+        e.get_attribute("data-path") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    ]
+    assert "/v1/recommend" in paths and "/v1/news/lookup" in paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -17,9 +18,25 @@ from newsrec_cli.commands.common import (
     handle_errors,
     print_json,
 )
-from newsrec_cli.errors import SettingsError
+from newsrec_cli.errors import NewsrecError, SettingsError
 
 SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]'"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything says "serving": a port in use is one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SettingsError(
+            f"--port {port}: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another server running there? pick another --port)"
+        ) from None
+    return sock
 
 
 def _need_serve_extra() -> None:
@@ -171,14 +188,17 @@ def serve_command(
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs, the web page at /ui.
 
+    A model that cannot load (a tampered checkpoint, a missing file) stops the server with the
+    reason and a non-zero exit; so does a port in use, before anything is served.
+
     Example: newsrec serve exports/nrms --backend onnx --port 8000 --redis-url redis://127.0.0.1:6379/0
     Example: newsrec serve demo/run --data demo/data   (then open http://127.0.0.1:8000/ui/)
     """
     _need_serve_extra()
     import uvicorn
 
-    from newsrec_cli.serve.app import CONFIG_ENV
-    from newsrec_cli.serve.engine import ServeConfig
+    from newsrec_cli.serve.app import CONFIG_ENV, create_app
+    from newsrec_cli.serve.engine import Engine, ServeConfig
     from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD
 
     if backend not in ("torch", "onnx", "int8"):
@@ -198,19 +218,45 @@ def serve_command(
         ablation=str(ablation.resolve()) if ablation else None,
         run_store=str(run_embeddings.resolve()) if run_embeddings else None,
     )
-    os.environ[CONFIG_ENV] = config.to_json()
+    sock = _listen(host, port)
+    if workers > 1:
+        # Each worker loads its own copy; one load here first, so a model that cannot load is
+        # one line and an exit, not workers restarted for ever.
+        sock.close()
+        try:
+            Engine(config).load()
+        except NewsrecError as exc:
+            raise NewsrecError(f"serve {source}: the model cannot be loaded: {exc}") from None
+        except Exception as exc:  # a library's error (torch, onnxruntime): still one line
+            raise NewsrecError(
+                f"serve {source}: the model cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from None
     page = f", page at http://{host}:{port}/ui/" if ui else ""
     err_console.print(
         f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})", highlight=False
     )
-    uvicorn.run(
-        "newsrec_cli.serve.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-    )
+    if workers > 1:
+        os.environ[CONFIG_ENV] = config.to_json()
+        uvicorn.run(
+            "newsrec_cli.serve.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+        return
+    server: uvicorn.Server | None = None
+
+    def stop(_reason: str) -> None:  # from the loading thread: the model will never be ready
+        assert server is not None
+        server.should_exit = True
+
+    app = create_app(config, on_fatal=stop)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    server.run(sockets=[sock])
+    if app.state.engine.error:
+        raise NewsrecError(f"serve {source}: the model cannot be loaded: {app.state.engine.error}")
 
 
 @handle_errors

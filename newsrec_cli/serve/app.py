@@ -2,8 +2,11 @@
 web page at /ui with the routes it uses (ui.py).
 
 The engine loads in a background thread at start-up, so /healthz answers at once and /readyz
-turns 200 when the model and index are loaded. Every client mistake is a 4xx with the reason;
-an unexpected error is logged and answered 500 (the fuzzing test checks none happens).
+turns 200 when the model and index are loaded. A model that cannot load makes /healthz and
+/readyz answer 503 with the reason, and calls `on_fatal` (`newsrec serve` then exits non-zero).
+Every client mistake is a 4xx with the reason (wire.py: strict JSON, error bodies that always
+render); an unexpected error is logged and answered 500 (the fuzzing tests check none happens).
+/docs and /redoc load their scripts from the fastapi-offline package, not a CDN.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,30 +31,48 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from newsrec_cli import __version__
+from newsrec_cli.errors import NewsrecError
 from newsrec_cli.serve.engine import MAX_K, Engine, NewsRecord, RequestError, ServeConfig
-from newsrec_cli.serve.ui import UiState, add_ui
+from newsrec_cli.serve.times import as_utc, iso_text
+from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
+from newsrec_cli.serve.wire import StrictJsonRoute, errors, request_error, validation_error
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
 
 NewsId = Field(min_length=1, max_length=128)
+# ISO 8601 text only, compared in UTC (times.py): an offset is applied, a naive time is UTC.
+# Parsed laxly (text to datetime) inside strict models; iso_text has refused anything but text.
+LaxDatetime = Annotated[datetime, Strict(False)]
+LaxDate = Annotated[date, Strict(False)]
+Instant = Annotated[LaxDatetime | LaxDate, BeforeValidator(iso_text), AfterValidator(as_utc)]
+Published = Annotated[LaxDatetime, BeforeValidator(iso_text), AfterValidator(as_utc)]
+
+
+# Request models are strict: "5" is no integer and 0 no boolean, as the schema says (pydantic's
+# lax mode would coerce them).
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     user_id: str | None = Field(None, max_length=256, description="Known users add their user vector.")
     history: list[str] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
     candidates: list[str] | None = Field(
-        None, description="News IDs to rank; omit to retrieve from all news."
+        None, min_length=1, description="News IDs to rank; omit to retrieve from all news."
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many to return.")
     exclude_history: bool = Field(True, description="Never return news from the history.")
     strict: bool = Field(True, description="Unknown news IDs: 422 (true) or skipped and listed (false).")
-    since: date | datetime | None = Field(None, description="Retrieval only: news published on or after.")
+    since: Instant | None = Field(
+        None,
+        description="Retrieval only: news published on or after this time "
+        "(an offset is applied; a naive time or a date alone is read as UTC).",
+    )
 
 
 class RankedNews(BaseModel):
@@ -72,33 +96,34 @@ class RecommendResponse(BaseModel):
 
 
 class Entity(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     label: str = Field(max_length=512)
     wikidata_id: str = Field("", max_length=64)
     type: str = Field("", max_length=16)
 
 
-class NewsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# IDs are stored one per line (embedding store): no whitespace of any kind, no control character;
+# a reserved name (a route under /v1/news/) is refused. In the pattern, so the schema says it.
+NEWS_ID_PATTERN = "^" + "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + r"[^\s\x00-\x1f\x7f-\x9f]+$"
 
-    news_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\s]+$")
+
+class NewsIn(BaseModel):
+    model_config = ConfigDict(**STRICT, regex_engine="python-re")  # the pattern looks ahead
+
+    news_id: str = Field(min_length=1, max_length=128, pattern=NEWS_ID_PATTERN)
     title: str = Field(max_length=2000)
     abstract: str = Field("", max_length=20000)
     category: str = Field("", max_length=128)
     subcategory: str = Field("", max_length=128)
     entities: list[Entity] = Field(default_factory=list, max_length=200)
-    published: datetime | None = None
-
-    @field_validator("news_id")
-    @classmethod
-    def printable_id(cls, value: str) -> str:
-        # IDs are stored one per line (embedding store): no whitespace of any kind, no controls.
-        if not value.isprintable() or any(c.isspace() for c in value):
-            raise ValueError("news_id must be printable and contain no whitespace")
-        return value
+    published: Published | None = Field(
+        None, description="ISO 8601 time; a naive one is read as UTC. Stored and returned in UTC."
+    )
 
 
 class NewsBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     news: list[NewsIn] = Field(min_length=1, max_length=1000)
 
@@ -125,6 +150,22 @@ class IngestResponse(BaseModel):
     news_count: int
 
 
+class Health(BaseModel):
+    status: str = Field(description="ok, or failed when the model cannot load")
+    error: str | None = None
+
+
+class Ready(BaseModel):
+    status: str = Field(description="ready")
+    model_version: str
+    news: int
+
+
+class NotReady(BaseModel):
+    status: str = Field(description="loading or failed")
+    error: str | None = None
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -145,15 +186,23 @@ class Metrics:
         self.ready = Gauge("newsrec_ready", "1 when the model and index are loaded", registry=r)
 
 
-def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastAPI:
+def create_app(
+    config: ServeConfig,
+    *,
+    load_in_background: bool = True,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The service. `on_fatal(reason)` is called when the model cannot load (the server stops)."""
     metrics = Metrics()
     engine = Engine(config, on_cache=lambda result: metrics.cache.labels(result).inc())
-    app = FastAPI(
+    app = FastAPIOffline(
         title="newsrec",
         version=__version__,
         description="News recommendation service of a trained newsrec run or export.",
         docs_url="/docs",
+        redoc_url="/redoc",
     )
+    app.router.route_class = StrictJsonRoute
     app.state.engine = engine
     ui = UiState(engine, config.data, config.ablation, preload=config.ui)
     app.state.ui = ui
@@ -176,9 +225,12 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
                 engine.cache.kind,
                 time.perf_counter() - start,
             )
-        except Exception as exc:  # reported by /readyz; the process stays up to say why
-            engine.error = f"{type(exc).__name__}: {exc}"
-            log.error("loading failed: %s", engine.error)
+        except Exception as exc:  # reported by /healthz and /readyz, then the server stops
+            engine.error = str(exc) if isinstance(exc, NewsrecError) else f"{type(exc).__name__}: {exc}"
+            if on_fatal is not None:
+                on_fatal(engine.error)  # the caller says why, once
+            else:
+                log.error("loading failed: %s", engine.error)
 
     @app.on_event("startup")
     def start() -> None:
@@ -201,15 +253,24 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
             metrics.requests.labels(path, request.method, str(status)).inc()
             metrics.latency.labels(path).observe(time.perf_counter() - start)
 
-    @app.exception_handler(RequestError)
-    async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": exc.detail})
+    app.add_exception_handler(RequestError, request_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "the model cannot load: never ready"}},
+    )
+    def healthz() -> JSONResponse:
+        if engine.error:  # a server that can never be ready is not healthy
+            return JSONResponse({"status": "failed", "error": engine.error}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
-    @app.get("/readyz", responses={503: {"description": "still loading, or loading failed"}})
+    @app.get(
+        "/readyz",
+        response_model=Ready,
+        responses={503: {"model": NotReady, "description": "still loading, or loading failed"}},
+    )
     def readyz() -> JSONResponse:
         if engine.ready and loaded.is_set():
             return JSONResponse(
@@ -218,7 +279,11 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
         body = {"status": "failed" if engine.error else "loading", "error": engine.error}
         return JSONResponse(body, status_code=503)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus() -> Response:
         metrics.index_size.set(len(engine.table) if engine.table is not None else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -226,10 +291,11 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
     @app.post(
         "/v1/recommend",
         response_model=RecommendResponse,
-        responses={
-            413: {"description": "too many candidates or too long a history"},
-            503: {"description": "loading"},
-        },
+        responses=errors(
+            e400="the body could not be read",
+            e413="too many candidates or too long a history",
+            e503="loading",
+        ),
     )
     def recommend(body: RecommendRequest) -> dict[str, Any]:
         return engine.recommend(
@@ -242,7 +308,13 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
             since=body.since,
         )
 
-    @app.post("/v1/news", response_model=IngestResponse, responses={503: {"description": "loading"}})
+    @app.post(
+        "/v1/news",
+        response_model=IngestResponse,
+        responses=errors(
+            e400="the body could not be read", e409="fresh news cannot be embedded", e503="loading"
+        ),
+    )
     def add_news(body: NewsBatch) -> dict[str, Any]:
         records = [
             NewsRecord(
@@ -252,14 +324,20 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
                 title=n.title,
                 abstract=n.abstract,
                 entities=[e.model_dump() for e in n.entities],
-                published=n.published.isoformat() if n.published else None,
+                published=n.published.isoformat() if n.published else None,  # in UTC
             )
             for n in body.news
         ]
         results = engine.ingest(records)
         return {"model_version": engine.version, "results": results, "news_count": len(engine.table or [])}
 
-    @app.get("/v1/news/{news_id}", response_model=NewsOut, responses={404: {"description": "unknown news"}})
+    add_ui(app, engine, ui, page=config.ui)  # before /v1/news/{news_id}: its /v1/news/lookup first
+
+    @app.get(
+        "/v1/news/{news_id:news_id}",
+        response_model=NewsOut,
+        responses=errors(e404="unknown news", e503="loading"),
+    )
     def get_news(news_id: str) -> dict[str, Any]:
         if not engine.ready:
             raise RequestError(503, "not ready: the model and index are still loading")
@@ -268,7 +346,6 @@ def create_app(config: ServeConfig, *, load_in_background: bool = True) -> FastA
             raise RequestError(404, f"unknown news ID {news_id!r}")
         return record.__dict__
 
-    add_ui(app, engine, ui, page=config.ui)
     return app
 
 

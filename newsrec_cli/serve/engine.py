@@ -28,6 +28,7 @@ from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
 from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever
+from newsrec_cli.serve.times import utc_seconds
 
 log = logging.getLogger("newsrec.serve")
 
@@ -152,12 +153,7 @@ def content_version(vector: np.ndarray) -> str:
 
 
 def _date(text: str | None) -> np.datetime64:
-    if not text:
-        return np.datetime64("NaT")
-    try:
-        return np.datetime64(datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None), "s")
-    except ValueError:
-        return np.datetime64("NaT")
+    return utc_seconds(text)  # aware, in UTC: an offset is applied, a naive time is read as UTC
 
 
 class Engine:
@@ -398,7 +394,7 @@ class Engine:
                 if seen:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
-                    allowed &= self.table.published[:n] >= np.datetime64(since, "s")
+                    allowed &= self.table.published[:n] >= utc_seconds(since)
             if self._retrievals is not None:
                 picked = self._retrievals((state, k, allowed, n))
             else:

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import random
+import textwrap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,11 @@ from fastapi import FastAPI, Query
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine, RequestError
 from newsrec_cli.serve.explain import Explainer
+from newsrec_cli.serve.wire import errors
 
 log = logging.getLogger("newsrec.serve")
 
@@ -37,10 +40,21 @@ STATIC = Path(__file__).with_name("static")
 IMPRESSIONS_SHOWN = 10  # latest impressions of a user returned to the page
 SATURATION_SAMPLE = 500  # validation impressions scored for the logit histogram
 CHARTS = ("loss", "validation", "ablation", "saturation")
+RESERVED_NEWS_IDS = ("lookup",)  # /v1/news/lookup is a route: no news may take its name
+
+
+class NewsIdConvertor(StringConvertor):
+    """`{news_id:news_id}`: any path segment but a reserved one, so /v1/news/{id} never shadows
+    /v1/news/lookup (GET /v1/news/lookup is a 405, not an unknown news)."""
+
+    regex = "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + "[^/]+"
+
+
+register_url_convertor("news_id", NewsIdConvertor())
 
 
 class ExplainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
     user_id: str | None = Field(None, max_length=256)
     history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY_ITEMS)
@@ -49,7 +63,7 @@ class ExplainRequest(BaseModel):
 
 
 class LookupRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
     ids: list[str] = Field(max_length=MAX_HISTORY_ITEMS)
 
@@ -289,17 +303,31 @@ class RunView:
 # ----------------------------------------------------------------------------- charts (matplotlib SVG)
 
 
-def _figure(width: float = 6.4, height: float = 3.4) -> tuple[Any, Any, Any]:
+CHART_WIDTH_IN = 4.4  # 316.8 pt; the page shows it 100% wide (at most 30rem): ~343-358 px at 390 px
+CHART_FONT_PT = 11  # text is then 11 x 343/316.8 >= 11.9 px there (6.4 in with 10 pt gave 6-9 px)
+CHART_LINE_CHARS = 44  # titles and x labels wrap at this many characters: none runs past the figure
+
+
+def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, Any, Any]:
     from newsrec_cli.diagnose.plots import pyplot
 
     plt = pyplot()
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: readable, selectable, scalable
     plt.rcParams["svg.hashsalt"] = "newsrec"  # stable element IDs between draws
+    plt.rcParams["font.size"] = CHART_FONT_PT
+    plt.rcParams["axes.titlesize"] = CHART_FONT_PT  # no text smaller or larger than the rest
     fig, ax = plt.subplots(figsize=(width, height))
     return plt, fig, ax
 
 
+def _wrap(text: str) -> str:
+    return "\n".join(textwrap.fill(line, CHART_LINE_CHARS) for line in text.splitlines())
+
+
 def _svg(plt: Any, fig: Any) -> str:
+    for ax in fig.axes:
+        ax.set_title(_wrap(ax.get_title()))
+        ax.set_xlabel(_wrap(ax.get_xlabel()))
     fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
@@ -337,7 +365,8 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
     ax.barh(y, diffs, xerr=[low, high], color=colors, capsize=3, gid="ablation-bars")
     ax.set_yticks(y, [r["name"] for r in rows])
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"Δ{metric.upper()} vs the full model, paired bootstrap 95% interval")
+    # two lines: the bars' axes are narrower than the figure (the row names take the left)
+    ax.set_xlabel(f"Δ{metric.upper()} vs the full model\n(paired bootstrap 95% interval)")
     ax.set_title(f"Ablation on {result.get('split', '?')} ({result.get('impressions', 0):,} impressions)")
     return _svg(plt, fig)
 
@@ -447,7 +476,7 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         if not engine.ready:
             raise RequestError(503, "not ready: the model and index are still loading")
 
-    @app.get("/v1/info")
+    @app.get("/v1/info", responses=errors(e503="loading"))
     def info() -> dict[str, Any]:
         ready()
         explainer = state.explainer
@@ -465,19 +494,19 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
             "user_ids": engine.vocabs.get("users") is not None,
         }
 
-    @app.get("/v1/users")
+    @app.get("/v1/users", responses=errors(e404="no dataset loaded (--data)"))
     def users(q: str = Query("", max_length=256), limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
         return {"users": state.need_data().search(q, limit)}
 
-    @app.get("/v1/users/random")
+    @app.get("/v1/users/random", responses=errors(e404="no dataset loaded, or no user with a history"))
     def random_user(seed: int | None = None) -> dict[str, Any]:
         return state.need_data().random_user(seed)
 
-    @app.get("/v1/users/{user_id}", responses={404: {"description": "unknown user"}})
+    @app.get("/v1/users/{user_id}", responses=errors(e404="unknown user, or no dataset loaded"))
     def user(user_id: str) -> dict[str, Any]:
         return state.need_data().detail(user_id)
 
-    @app.get("/v1/search")
+    @app.get("/v1/search", responses=errors(e503="loading"))
     def search(
         q: str = Query(..., min_length=1, max_length=256), limit: int = Query(20, ge=1, le=200)
     ) -> dict[str, Any]:
@@ -489,7 +518,7 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         hits = [ids[i] for i, t in enumerate(titles) if all(w in t for w in words)]
         return {"query": q, "total": len(hits), "news": [state.card(i) for i in hits[:limit]]}
 
-    @app.post("/v1/news/lookup")
+    @app.post("/v1/news/lookup", responses=errors(e400="the body could not be read", e503="loading"))
     def lookup(body: LookupRequest) -> dict[str, Any]:
         ready()
         cards = {i: state.card(i) for i in dict.fromkeys(body.ids)}
@@ -498,7 +527,12 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
             "unknown": [i for i, c in cards.items() if c is None],
         }
 
-    @app.post("/v1/explain", responses={409: {"description": "no torch run to explain with"}})
+    @app.post(
+        "/v1/explain",
+        responses=errors(
+            e400="the body could not be read", e409="no torch run to explain with", e503="loading"
+        ),
+    )
     def explain(body: ExplainRequest) -> dict[str, Any]:
         ready()
         if state.explainer.error:
@@ -513,13 +547,20 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
                 raise RequestError(409, f"explanations unavailable: {state.explainer.error}") from None
         return state.explainer.explain(body.history, body.items, body.user_id, body.top)
 
-    @app.get("/v1/run")
+    @app.get("/v1/run", responses=errors(e404="no run directory known", e503="loading"))
     def run() -> dict[str, Any]:
         ready()
         assert state.run is not None
         return state.run.summary()
 
-    @app.get("/v1/run/charts/{name}.svg", responses={404: {"description": "no such chart or no data"}})
+    @app.get(
+        "/v1/run/charts/{name}.svg",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+            **errors(e404="no such chart or no data", e503="loading"),
+        },
+    )
     def chart(name: str) -> Response:
         ready()
         assert state.run is not None

@@ -26,14 +26,15 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-// The API's 4xx reason as one line: a string, {message, unknown}, or pydantic's [{loc, msg}].
+// The API's 4xx reason as one line: a string, or the 422 list [{loc, msg, ctx}].
 function reason(detail, status) {
   if (typeof detail === "string") return detail;
   if (Array.isArray(detail)) {
-    return detail.map((e) => `${(e.loc || []).filter((p) => p !== "body").join(".")}: ${e.msg}`).join("; ");
-  }
-  if (detail && detail.message) {
-    return detail.unknown ? `${detail.message}: ${detail.unknown.join(", ")}` : detail.message;
+    return detail.map((e) => {
+      const where = (e.loc || []).filter((p) => p !== "body").join(".");
+      const why = e.ctx && typeof e.ctx.error === "string" ? `${e.msg}: ${e.ctx.error}` : e.msg;
+      return where ? `${where}: ${why}` : why;
+    }).join("; ");
   }
   return `request failed (HTTP ${status})`;
 }
@@ -71,12 +72,15 @@ function clearError() {
 }
 
 // Runs an action; any failure lands in the visible error box, never only in the console.
+// Returns whether the action succeeded.
 async function guarded(action) {
   clearError();
   try {
     await action();
+    return true;
   } catch (e) {
     showError(e instanceof ApiError ? e.message : `unexpected error: ${e.message}`);
+    return false;
   }
 }
 
@@ -407,8 +411,9 @@ async function start() {
   // page-load benchmark.
   const params = new URLSearchParams(location.search);
   if (params.get("k")) $("k").value = params.get("k");
-  if (params.get("user")) await guarded(() => chooseUser(params.get("user")));
-  if (params.get("go")) await recommend();
+  // A user who cannot be chosen keeps its message: no silent cold-start ranking in its place.
+  const chosen = params.get("user") ? await guarded(() => chooseUser(params.get("user"))) : true;
+  if (params.get("go") && chosen) await recommend();
   document.body.dataset.ready = "true";
 }
 

@@ -1,0 +1,117 @@
+"""What goes over the wire: request bodies parsed as strict JSON, and error bodies that always render.
+
+Python's json module (which FastAPI uses) accepts `NaN`, `Infinity` and lone surrogates such as
+`"\\ud800"`, none of which is JSON (RFC 8259). They then reach a validation error that echoes
+them back, and the response encoder refuses them: a 500. Here a body is parsed by pydantic-core's
+JSON parser with `allow_inf_nan=False`, which refuses all three with the line and column, and
+every 4xx body is made JSON-safe before it is rendered (`1e999` parses as infinity and is echoed
+as the string "inf").
+
+Error bodies have two documented shapes:
+- 422: `{"detail": [{"loc", "msg", "type", "input"?, "ctx"?}]}`, FastAPI's own validation shape,
+  for the app's own 422s too (unknown news IDs list them in `ctx.unknown`);
+- every other 4xx and 503: `{"detail": "the reason"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pydantic_core
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+from newsrec_cli.serve.engine import RequestError
+
+
+class Message(BaseModel):
+    """Every error but 422: the reason, one line."""
+
+    detail: str
+
+
+class StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = pydantic_core.from_json(body, allow_inf_nan=False)
+            except ValueError as exc:  # FastAPI turns JSONDecodeError into its 422 json_invalid
+                reason = f"not JSON (RFC 8259: no NaN, Infinity or lone surrogates): {exc}"
+                raise json.JSONDecodeError(reason, body.decode("utf-8", "replace"), 0) from None
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """An APIRoute whose body is parsed by StrictJsonRequest (FastAPI's documented custom route)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as strings and lone surrogates escaped: always encodable."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def validation_detail(detail: Any) -> list[dict[str, Any]]:
+    """One of the app's own 422 details (a reason, or {message, unknown}) in the documented shape."""
+    if isinstance(detail, dict) and "unknown" in detail:
+        unknown = list(detail["unknown"])
+        return [
+            {
+                "loc": ["body"],
+                "msg": f"{detail['message']}: {', '.join(unknown)}",
+                "type": "unknown_news_ids",
+                "input": unknown,
+                "ctx": {"unknown": unknown},
+            }
+        ]
+    return [{"loc": [], "msg": str(detail), "type": "value_error"}]
+
+
+def one_line(detail: Any) -> str:
+    if isinstance(detail, dict) and "message" in detail:
+        return f"{detail['message']}: {', '.join(detail.get('unknown', []))}"
+    return str(detail)
+
+
+async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
+    if exc.status == 422:
+        content: dict[str, Any] = {"detail": validation_detail(exc.detail)}
+    else:
+        content = {"detail": one_line(exc.detail)}
+    return JSONResponse(status_code=exc.status, content=json_safe(content))
+
+
+async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+
+
+def errors(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses: `errors(e404="unknown news")`; 422 is FastAPI's."""
+    return {int(code[1:]): {"model": Message, "description": text} for code, text in described.items()}

@@ -1,0 +1,430 @@
+"""`newsrec serve` as clients nobody here wrote see it, against a real uvicorn server on 127.0.0.1:
+10,000 seeded random bodies (non-finite numbers, lone surrogates, huge lists, wrong types, deep
+nesting) with no 5xx, schemathesis with all its checks, a model that cannot load, `since` across
+time zones, the schema against the service, /docs without a network, and a port in use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed")
+pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
+
+from serve_helpers import Server, free_port  # noqa: E402
+from train_helpers import hashing_store, invoke, synth  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["--dim", "16", "--heads", "2", "--history", "10", "--batch-size", "32", "--threads", "1"]
+JSON_ROUTES = ("/v1/recommend", "/v1/explain", "/v1/news", "/v1/news/lookup")
+RANDOM_BODIES = 10_000
+SCHEMATHESIS_EXAMPLES = 8  # per operation and phase: bounded, the whole run takes ~20 s
+
+
+@pytest.fixture(scope="module")
+def robust_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, run): a tiny model trained one epoch, with user IDs."""
+    root = tmp_path_factory.mktemp("robust")
+    data = synth(root, news=150, users=80)
+    store = hashing_store(data, root / "store")
+    run = root / "run"
+    invoke("train", data, "-e", store, "-o", run, *TRAIN, "--epochs", "1", "--use-user-id", "--seed", "5")
+    return data, run
+
+
+@pytest.fixture(scope="module")
+def server(robust_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data, run = robust_run
+    state = tmp_path_factory.mktemp("robust-state")
+    srv = Server(run, "--data", str(data), "--state-dir", str(state), log=state / "serve.log")
+    yield srv
+    srv.stop()
+
+
+def _known(run: Path) -> list[str]:
+    return (run / "vocab_news_ids.txt").read_text().split()
+
+
+# ----------------------------------------------------------------------------- time zones (first:
+# the fuzzers below ingest news with random dates)
+
+
+def test_since_compares_time_zone_aware_times(server: Server, robust_run: tuple[Path, Path]) -> None:
+    """An offset is applied, a naive time is read as UTC, a date alone is 00:00 UTC."""
+    history = _known(robust_run[1])[:3]
+    fresh = {
+        "TZ-1900Z": "2031-05-01T19:00:00Z",  # 19:00 UTC
+        "TZ-1900-0500": "2031-05-01T19:00:00-05:00",  # 00:00 UTC on May 2
+        "TZ-2345-naive": "2031-05-01T23:45:00",  # read as 23:45 UTC
+        "TZ-0300+0500": "2031-05-02T03:00:00+05:00",  # 22:00 UTC on May 1
+    }
+    news = [{"news_id": i, "title": f"story {i}", "published": t} for i, t in fresh.items()]
+    assert server.post("/v1/news", {"news": news}).status_code == 200
+
+    def since(value: str) -> set[str]:
+        r = server.post("/v1/recommend", {"history": history, "k": 1000, "since": value})
+        assert r.status_code == 200, r.text
+        return {i["news_id"] for i in r.json()["items"]}
+
+    assert since("2031-05-01T23:30:00Z") == {"TZ-1900-0500", "TZ-2345-naive"}
+    assert since("2031-05-02T04:30:00+05:00") == {"TZ-1900-0500", "TZ-2345-naive"}  # 23:30 UTC
+    assert since("2031-05-01T23:30:00") == {"TZ-1900-0500", "TZ-2345-naive"}  # naive: UTC
+    assert since("2031-05-01T21:00:00Z") == {"TZ-1900-0500", "TZ-2345-naive", "TZ-0300+0500"}
+    assert since("2031-05-01T18:30:00-00:30") == set(fresh)  # 19:00 UTC: on or after
+    assert since("2031-05-01") == set(fresh)  # 00:00 UTC
+    assert since("2031-05-02") == {"TZ-1900-0500"}
+    assert server.get("/v1/news/TZ-1900-0500").json()["published"] == "2031-05-02T00:00:00+00:00"
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+def test_schema_matches_the_service(server: Server, robust_run: tuple[Path, Path]) -> None:
+    known = _known(robust_run[1])
+    schema = server.get("/openapi.json").json()
+    paths = schema["paths"]
+    # The app's own 422s have the documented shape: [{loc, msg, type}], unknown IDs in ctx.
+    r = server.post("/v1/recommend", {"history": [known[0], "NOPE1"], "candidates": ["NOPE2"]})
+    assert r.status_code == 422
+    (error,) = r.json()["detail"]
+    assert error["ctx"]["unknown"] == ["NOPE1", "NOPE2"] and "NOPE1" in error["msg"]
+    assert set(error) >= {"loc", "msg", "type"}
+    r = server.post("/v1/explain", {"history": [], "items": ["NOPE3"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["ctx"]["unknown"] == ["NOPE3"]
+    r = server.get("/v1/search?q=%20")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], list)
+    # /metrics is declared as text, and is text.
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert server.get("/metrics").headers["content-type"].startswith("text/plain")
+    # 400 and 413 are documented where they happen.
+    recommend = paths["/v1/recommend"]["post"]["responses"]
+    assert {"200", "400", "413", "422", "503"} <= set(recommend)
+    r = httpx.post(
+        f"{server.url}/v1/recommend", content=b"{\xff}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code in (400, 422) and r.json()["detail"]
+    assert server.post("/v1/recommend", {"history": [known[0]] * 1001}).status_code == 413
+    # Only text is a time: 0 is not 1970.
+    for bad in (0, 1.5, True):
+        r = server.post("/v1/news", {"news": [{"news_id": "T0", "title": "t", "published": bad}]})
+        assert r.status_code == 422 and "ISO 8601" in r.text, bad
+        r = server.post("/v1/recommend", {"history": [], "since": bad})
+        assert r.status_code == 422, bad
+    # Strict types, as the schema says: "3" is no integer, "false" no boolean.
+    assert server.post("/v1/recommend", {"history": [], "k": "3"}).status_code == 422
+    assert server.post("/v1/recommend", {"history": [], "strict": "false"}).status_code == 422
+    # /v1/news/lookup is not shadowed by /v1/news/{news_id}, and no news may be called "lookup".
+    r = server.get("/v1/news/lookup")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert server.post("/v1/news/lookup", {"ids": [known[0]]}).json()["news"][0]["news_id"] == known[0]
+    r = server.post("/v1/news", {"news": [{"news_id": "lookup", "title": "t"}]})
+    assert r.status_code == 422
+    assert server.get(f"/v1/news/{known[0]}").json()["news_id"] == known[0]
+
+
+# ----------------------------------------------------------------------------- /docs offline
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value:
+                self.urls.append(value)
+
+
+def test_docs_load_every_asset_from_the_server(server: Server) -> None:
+    """/docs and /redoc reference only the server's own files (fastapi-offline), and each loads."""
+    for page in ("/docs", "/redoc"):
+        r = server.get(page)
+        assert r.status_code == 200
+        parser = _Assets()
+        parser.feed(r.text)
+        urls = parser.urls + re.findall(r"url: '([^']+)'", r.text)  # the spec URL Swagger UI fetches
+        assert len(parser.urls) >= (3 if page == "/docs" else 2), parser.urls
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+            asset = server.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, url
+        assert "cdn." not in r.text
+
+
+# ----------------------------------------------------------------------------- random bodies
+
+
+NON_FINITE = ("NaN", "Infinity", "-Infinity", "1e999", "-1e999")
+SURROGATES = ('"\\ud800"', '"\\udfff"', '"a\\ud83d"', '"\\udc00\\ud800"')
+
+
+def _value(rng: random.Random, ids: list[str], depth: int = 0) -> str:
+    """The JSON text of a random value, hostile more often than not."""
+    kind = rng.randrange(14 if depth < 3 else 9)
+    if kind == 0:
+        return rng.choice(NON_FINITE)
+    if kind == 1:
+        return rng.choice(SURROGATES)
+    if kind == 2:
+        return str(rng.choice([0, -1, 1, 7, 10**6, 2**63, -(2**64), 10**400]))
+    if kind == 3:
+        return repr(rng.uniform(-1e6, 1e6))
+    if kind == 4:
+        return rng.choice(["true", "false", "null"])
+    if kind == 5:
+        return json.dumps(rng.choice(ids))
+    if kind == 6:
+        text = "".join(
+            chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0xD7FF)])) for _ in range(8)
+        )
+        return json.dumps(text, ensure_ascii=rng.random() < 0.5)
+    if kind == 7:
+        return rng.choice(['""', '" "', '"\\u0000"', '"a\\nb"', '"2019-11-15T08:30:00Z"', '"lookup"'])
+    if kind == 8:
+        n = rng.choice([50, 500, 5000])
+        return "[" * n + "]" * n  # deep nesting
+    if kind == 9:
+        return json.dumps([rng.choice(ids) for _ in range(rng.choice([1001, 2500]))])  # a huge list
+    if kind in (10, 11):
+        return "[" + ",".join(_value(rng, ids, depth + 1) for _ in range(rng.randrange(4))) + "]"
+    keys = ["history", "k", "news_id", "title", "ids", "items", "x", "\\ud800"]
+    pairs = [f'"{rng.choice(keys)}":{_value(rng, ids, depth + 1)}' for _ in range(rng.randrange(4))]
+    return "{" + ",".join(pairs) + "}"
+
+
+def _valid(route: str, rng: random.Random, ids: list[str]) -> dict:
+    some = rng.sample(ids, 4)
+    if route == "/v1/recommend":
+        body: dict = {"history": some[:2], "k": rng.randint(1, 5), "strict": rng.random() < 0.5}
+        if rng.random() < 0.5:
+            body["candidates"] = some[2:]
+        if rng.random() < 0.3:
+            body["since"] = "2019-11-10T00:00:00Z"
+        if rng.random() < 0.3:
+            body["user_id"] = "U1"
+        return body
+    if route == "/v1/explain":
+        return {"history": some[:2], "items": some[2:], "top": rng.randint(1, 3)}
+    if route == "/v1/news":
+        return {"news": [{"news_id": f"FZ{rng.randrange(50)}", "title": "a fresh story", "category": "news"}]}
+    return {"ids": some}
+
+
+def _body(route: str, rng: random.Random, ids: list[str]) -> bytes:
+    """A valid body with one to three fields (or the whole body) replaced by random JSON text."""
+    if rng.random() < 0.1:
+        return _value(rng, ids).encode("utf-8", "surrogatepass")
+    body = _valid(route, rng, ids)
+    fields = list(body)
+    if route == "/v1/news":
+        body["news"][0] = {**body["news"][0]}
+        target, fields = body["news"][0], ["news_id", "title", "published", "entities", "abstract"]
+    else:
+        target = body
+    raw = {}
+    if route == "/v1/news" and rng.random() < 0.7:
+        raw["unknown_field"] = "1"  # keeps valid ingests (each embeds and persists a news) rare
+    for _ in range(rng.randint(1, 3)):
+        raw[rng.choice([*fields, "unknown_field"])] = _value(rng, ids)
+    for key in raw:
+        target[key] = f"@@{key}@@"
+    text = json.dumps(body)
+    for key, value in raw.items():
+        text = text.replace(json.dumps(f"@@{key}@@"), value)
+    data = text.encode("utf-8", "surrogatepass")
+    if rng.random() < 0.03:
+        data = data[: rng.randrange(len(data))]  # cut short
+    if rng.random() < 0.02:
+        data = data.replace(b'"', b'"\xff', 1)  # not UTF-8
+    return data
+
+
+def test_random_bodies_never_answer_5xx(server: Server, robust_run: tuple[Path, Path]) -> None:
+    """10,000 seeded random bodies across the JSON routes, on one keep-alive connection: no 5xx,
+    every 4xx has a reason in the documented shape, and the server never closes the connection.
+    (The standard library's client: it costs the test the least CPU per request.)"""
+    ids = _known(robust_run[1])
+    rng = random.Random(20)
+    statuses: Counter[int] = Counter()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    closed = 0
+
+    def post(route: str, data: bytes) -> tuple[int, dict]:
+        nonlocal closed
+        conn.request("POST", route, body=data, headers={"content-type": "application/json"})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        closed += conn.sock is None  # the server said Connection: close
+        return response.status, body
+
+    start = time.monotonic()
+    # Every route refuses each non-finite number and lone surrogate with the reason.
+    for route in JSON_ROUTES:
+        for token in (*NON_FINITE, *SURROGATES):
+            field = "k" if route == "/v1/recommend" and token in NON_FINITE else "history"
+            text = {
+                "/v1/news": '{"news":[{"news_id":"A","title":TOKEN}]}',
+                "/v1/news/lookup": '{"ids":[TOKEN]}',
+            }.get(route, f'{{"{field}":[TOKEN],"items":["X"],"strict":false}}')
+            status, body = post(route, text.replace("TOKEN", token).encode("utf-8", "surrogatepass"))
+            assert status == 422 and body["detail"][0]["msg"], (route, token, status, body)
+    status, body = post("/v1/recommend", b'{"history":["\\ud800"],"strict":false}')
+    assert status == 422 and "lone surrogates" in json.dumps(body)
+    for i in range(RANDOM_BODIES):
+        route = JSON_ROUTES[i % len(JSON_ROUTES)]
+        status, body = post(route, _body(route, rng, ids))
+        statuses[status] += 1
+        assert status < 500, (route, status, str(body)[:300])
+        if status == 422:
+            detail = body["detail"]
+            assert isinstance(detail, list) and all({"loc", "msg", "type"} <= set(e) for e in detail)
+        elif status >= 400:
+            assert isinstance(body["detail"], str) and body["detail"], (status, body)
+    conn.close()
+    seconds = time.monotonic() - start
+    print(f"{RANDOM_BODIES:,} random bodies in {seconds:.1f}s: {dict(sorted(statuses.items()))}")
+    assert sum(statuses.values()) == RANDOM_BODIES and closed == 0
+    assert statuses[200] >= 100 and statuses[422] >= 5000 and statuses[413] >= 10
+
+
+# ----------------------------------------------------------------------------- schemathesis
+
+
+def _schemathesis() -> str:
+    """The schemathesis CLI of this environment (a dev dependency), else the one on PATH."""
+    beside = Path(sys.executable).with_name("schemathesis")
+    found = str(beside) if beside.exists() else shutil.which("schemathesis")
+    if found is None:
+        pytest.fail("schemathesis is not installed: pip install -e '.[dev]'")
+    return found
+
+
+def test_schemathesis_all_checks_pass(server: Server) -> None:
+    """schemathesis (examples, coverage, fuzzing and stateful phases) with every check, including
+    status-code, content-type and response-schema conformance, against the live schema."""
+    config = Path(__file__).with_name("schemathesis.toml")
+    cmd = [
+        _schemathesis(),
+        "--config-file",
+        str(config),
+        "run",
+        f"{server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(SCHEMATHESIS_EXAMPLES),
+        "--seed",
+        "1",
+        "--no-color",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    assert re.search(r"\d+ generated, \d+ passed", summary), summary
+    assert "Tested: 15" in summary or re.search(r"Tested: 1\d", summary), summary
+
+
+# ----------------------------------------------------------------------------- start-up failures
+
+
+def _serve(source: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "newsrec_cli", "serve", str(source), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_model_that_cannot_load_exits_with_the_reason(
+    robust_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A tampered checkpoint (a pickle that would run code): `newsrec serve` says so in one line
+    naming the file and exits non-zero; the app under uvicorn alone (no `newsrec serve` to exit)
+    answers /healthz 503 "failed", never ok, once it knows."""
+    from newsrec_cli.serve.app import CONFIG_ENV
+    from newsrec_cli.serve.engine import ServeConfig
+
+    _, run = robust_run
+    tampered = tmp_path / "tampered"
+    shutil.copytree(run, tampered)
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (print, ("this checkpoint ran code",))
+
+    torch.save({"model": Evil()}, tampered / "model.pt")
+    proc = _serve(tampered, "--port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode not in (None, 0), "the server stayed up with a model it cannot load"
+    assert "Traceback" not in err and "this checkpoint ran code" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "model.pt" in lines[-1] and "refused" in lines[-1], err
+
+    port = free_port()
+    config = ServeConfig(source=str(tampered), state_dir=str(tmp_path / "state2"), ui=False)
+    env = {**os.environ, CONFIG_ENV: config.to_json(), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "uvicorn", "newsrec_cli.serve.app:app_from_env", "--factory"]
+    uvicorn = subprocess.Popen(
+        [*cmd, "--port", str(port), "--log-level", "critical"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        ready = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet
+                ready = httpx.get(f"{url}/readyz", timeout=2).json()
+                if ready["status"] != "loading":
+                    break
+            time.sleep(0.2)
+        assert ready is not None and ready["status"] == "failed" and "model.pt" in ready["error"]
+        for _ in range(3):
+            health = httpx.get(f"{url}/healthz", timeout=2)
+            assert health.status_code == 503 and health.json()["status"] == "failed"
+            assert "refused" in health.json()["error"]
+    finally:
+        uvicorn.terminate()
+        uvicorn.wait(15)
+
+
+def test_a_port_in_use_is_one_line_before_serving(robust_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = robust_run
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(run, "--port", str(port), "--state-dir", str(tmp_path / "state"))
+        try:
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode not in (None, 0)
+    assert "serving" not in out + err and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"--port {port}" in lines[0] and "in use" in lines[0], err
