@@ -323,6 +323,12 @@ class TrainSettings(StageSettings):
     min_delta: float = Field(
         1e-4, ge=0.0, description="A validation AUC must rise by more than this to count as better."
     )
+    # tune turns it off: a study's trial is worth what its training made, never the untrained prior.
+    choose_untrained: bool = Field(
+        True,
+        description="Epoch 0 (the untrained model: the content prior alone) may be chosen as model.pt "
+        "when no trained epoch beats it on the selection split; off: the best trained epoch is chosen.",
+    )
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )

@@ -41,10 +41,10 @@ fusion = { choices = ["concat", "gate"] }
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(dataset with train/ valid/ and a labelled test/ copy of valid/, hashing store, base config)."""
+    """(dataset with train/ and valid/, hashing store, base config): the trials choose their
+    epochs on train/'s last day, the final test reports valid/, a later day that chose nothing."""
     root = tmp_path_factory.mktemp("tune")
     data = synth(root)
-    shutil.copytree(data / "valid", data / "test")
     store = hashing_store(data, root / "store")
     config = root / "base.toml"
     config.write_text(BASE + SPACE, encoding="utf-8")
@@ -82,7 +82,9 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
         ]
         trained = [r for r in history if r["epoch"] > 0]  # epoch 0: the untrained model (content prior)
         assert len(trained) == trial["epochs"] and 1 <= trial["epochs"] <= 3
-        assert trial["auc"] == pytest.approx(max(r["metrics"]["auc"] for r in history), abs=1e-12)
+        # a trial is worth its best trained epoch, never the untrained epoch 0
+        assert trial["auc"] == pytest.approx(max(r["metrics"]["auc"] for r in trained), abs=1e-12)
+        assert trial["best_epoch"] >= 1
         assert (out / trial["run_dir"] / "model.pt").is_file()
     assert "optimistic" in report["note"]
 
@@ -348,3 +350,57 @@ def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(
     (trial,) = report["trials"]
     assert trial["state"] == "pruned" and trial["stopped"] == "the study's --time-budget ran out"
     assert 1 <= trial["epochs"] < 50
+
+
+LEARNING_OFF = """
+[tune.space]
+lr = { low = 1e-12, high = 2e-12, log = true }
+"""
+LEARNING_ON = """
+[tune.space]
+lr = { low = 3e-3, high = 1e-2, log = true }
+"""
+# On valid/ (a day that chose nothing) the best trial must beat the centred content baseline,
+# which is what the untrained model (epoch 0, the content prior) ranks as.
+OVER_PRIOR = 0.02
+
+
+def _final_over_prior(data: Path, store: Path, out: Path, space: str) -> tuple[float, float, dict]:
+    """(final-test AUC, centred content AUC on the same split, the final test record)."""
+    config = out.parent / f"{out.name}.toml"
+    config.write_text(BASE + space, encoding="utf-8")
+    report = tune(
+        data, "-e", store, "--out", out, "--trials", 2, "--config", config, "--final-test", *NO_PRUNING
+    )
+    final = report["final_test"]
+    run = str(out / final["run_dir"])
+    shown = runner.invoke(app, ["evaluate", run, "--data", str(data), "--baselines", "--json"])
+    assert shown.exit_code == 0, shown.output
+    rows = {row["name"].split(" (")[0]: row for row in json.loads(shown.stdout)["rows"]}
+    assert rows[f"model {final['trial']:03d}"]["values"]["auc"] == final["test"]["values"]["auc"]
+    return final["test"]["values"]["auc"], rows["content centred"]["values"]["auc"], final
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Synthetic data big enough that training shows on a held-out day (as in test_learning)."""
+    root = tmp_path_factory.mktemp("tune-learnable")
+    data = synth(root, news=1000, users=1500)
+    return data, hashing_store(data, root / "store")
+
+
+def test_the_final_test_is_on_a_split_the_search_never_saw_and_beats_the_prior(
+    learnable: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, store = learnable
+    auc, centred, final = _final_over_prior(data, store, tmp_path / "on", LEARNING_ON)
+    assert final["chosen_on"].startswith("train/'s last day") and final["reported_on"].startswith("valid/")
+    assert auc > centred + OVER_PRIOR, (auc, centred)
+
+
+def test_control_a_study_that_cannot_learn_fails_the_final_test_margin(
+    learnable: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, store = learnable
+    auc, centred, _ = _final_over_prior(data, store, tmp_path / "off", LEARNING_OFF)
+    assert not auc > centred + OVER_PRIOR, (auc, centred)
