@@ -31,6 +31,7 @@ from newsrec_cli.evaluate.predictions import (
 )
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
+from newsrec_cli.mind.protocol import carve
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
 METRICS_FILE = "metrics.json"
@@ -131,18 +132,31 @@ def select_split(
     test: the test/ folder, labelled or not. A dataset without training impressions still has its
     valid/ folder scored.
     """
-    if "train" not in dataset.splits and SINGLE not in dataset.splits:
-        if split == "test" and "test" in dataset.splits:
+    if not from_run and SINGLE in dataset.splits and split != "test":
+        # Baselines alone on one folder: its tail is scored, knowing everything before it.
+        ds, imps = data_settings, dataset.splits[SINGLE]
+        where = f"{dataset.folders[SINGLE].name}/"
+        before, tail, name = carve(imps, where, ds.split, ds.valid_days, ds.valid_fraction, ds.seed)
+        return Target(before, tail, protocol_title(None, name, False), None, name, False)
+    if not from_run and SINGLE not in dataset.splits:
+        # Baselines alone: nothing chooses, so the folders are scored whole, knowing all of train/.
+        train, test = dataset.splits.get("train"), dataset.splits.get("test")
+        if split == "test" or (split == "auto" and test is not None and test.labeled):
+            if test is None:
+                raise InputError("no test/ folder with behaviors.tsv (use --split valid)", path=dataset.root)
+            name = f"test/ ({dataset.folders['test']})"
+            return Target(train, test, protocol_title(None, name, False), None, name, False)
+        if "valid" in dataset.splits:
+            name = f"valid/ ({dataset.folders['valid']})"
             return Target(
-                None, dataset.splits["test"], f"test: {dataset.folders['test']}", None, "test/", False
+                train, dataset.splits["valid"], protocol_title(None, name, False), None, name, False
             )
-        if split != "test" and "valid" in dataset.splits:
-            note = f"validation: the dataset's own valid folder ({dataset.folders['valid']})"
-            return Target(None, dataset.splits["valid"], note, None, "valid/", False)
-        raise InputError(
-            f"no training impressions and no {split} split to score (found: {', '.join(dataset.folders)})",
-            path=dataset.root,
-        )
+        if train is None:
+            raise InputError(
+                f"no valid/ (or dev/) folder with behaviors.tsv (found: {', '.join(dataset.folders)}); "
+                "use --split test",
+                path=dataset.root,
+            )
     chosen = dataset.protocol(
         data_settings.split,
         data_settings.valid_days,

@@ -54,7 +54,7 @@ def _span_days(imps: Impressions) -> int:
     return int((days.max() - days.min()) / DAY) + 1 if len(imps) else 0
 
 
-def _carve(
+def carve(
     imps: Impressions, where: str, split: SplitKind, valid_days: int | None, fraction: float, seed: int
 ) -> tuple[Impressions, Impressions, str]:
     """(before, held out, the held-out part in words): by time, or by impression at random."""
@@ -118,11 +118,11 @@ def make_protocol(
         )
     else:
         # One folder: its tail is reported, the part before the tail chooses the epoch.
-        rest, report, tail = _carve(train, where, split, valid_days, valid_fraction, seed)
+        rest, report, tail = carve(train, where, split, valid_days, valid_fraction, seed)
         report_name = tail
         where = f"{where} before that"
     try:
-        fit, select, select_name = _carve(rest, where, split, valid_days, valid_fraction, seed)
+        fit, select, select_name = carve(rest, where, split, valid_days, valid_fraction, seed)
     except InputError as exc:
         if valid is None:
             raise
