@@ -393,7 +393,9 @@ def test_the_final_test_is_on_a_split_the_search_never_saw_and_beats_the_prior(
 ) -> None:
     data, store = learnable
     auc, centred, final = _final_over_prior(data, store, tmp_path / "on", LEARNING_ON)
-    assert final["chosen_on"].startswith("train/'s last day") and final["reported_on"].startswith("valid/")
+    assert final["chosen_on"].startswith("the last day of train/") and final["reported_on"].startswith(
+        "valid/"
+    )
     assert auc > centred + OVER_PRIOR, (auc, centred)
 
 

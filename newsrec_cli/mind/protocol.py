@@ -69,7 +69,7 @@ def carve(
         return (
             before,
             held,
-            f"{where}'s last {'day' if first == last else 'days'} ({days}, {len(held):,} of {len(imps):,} impressions)",
+            f"the last {'day' if first == last else 'days'} of {where} ({days}, {len(held):,} of {len(imps):,} impressions)",
         )
     before, held = split_by_impression(imps, fraction, seed)
     why = "its impressions span one day" if one_day and split == "auto" else "--split impression"
@@ -120,7 +120,7 @@ def make_protocol(
         # One folder: its tail is reported, the part before the tail chooses the epoch.
         rest, report, tail = carve(train, where, split, valid_days, valid_fraction, seed)
         report_name = tail
-        where = f"{where} before that"
+        where = f"{where} before those"
     try:
         fit, select, select_name = carve(rest, where, split, valid_days, valid_fraction, seed)
     except InputError as exc:
