@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
@@ -114,7 +115,10 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     # the final test ran once, on the best trial; a rerun shows the stored figures, not a second look
     final = report["final_test"]
     assert final["trial"] == best["number"] and final["repeated"] is False
-    assert final["test"]["values"]["auc"] > 0.6  # a trained model on data it can learn (random: 0.5)
+    # ... on valid/, a later day than the one that chose every trial's epochs
+    assert final["chosen_on"].startswith("the last day of train/") and final["reported_on"].startswith(
+        "valid/"
+    )
     again = tune(
         data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test", *NO_PRUNING
     )
@@ -355,53 +359,22 @@ LEARNING_OFF = """
 [tune.space]
 lr = { low = 1e-12, high = 2e-12, log = true }
 """
-LEARNING_ON = """
-[tune.space]
-lr = { low = 3e-3, high = 1e-2, log = true }
-"""
-# On valid/ (a day that chose nothing) the best trial must beat the centred content baseline,
-# which is what the untrained model (epoch 0, the content prior) ranks as.
-OVER_PRIOR = 0.01  # measured: +0.017 trained, +0.000 with learning off
 
 
-def _final_over_prior(data: Path, store: Path, out: Path, space: str) -> tuple[float, float, dict]:
-    """(final-test AUC, centred content AUC on the same split, the final test record)."""
-    config = out.parent / f"{out.name}.toml"
-    config.write_text(BASE + space, encoding="utf-8")
-    report = tune(
-        data, "-e", store, "--out", out, "--trials", 2, "--config", config, "--final-test", *NO_PRUNING
-    )
-    final = report["final_test"]
-    run = str(out / final["run_dir"])
-    shown = runner.invoke(app, ["evaluate", run, "--data", str(data), "--baselines", "--json"])
-    assert shown.exit_code == 0, shown.output
-    rows = {row["name"].split(" (")[0]: row for row in json.loads(shown.stdout)["rows"]}
-    assert rows[f"model {final['trial']:03d}"]["values"]["auc"] == final["test"]["values"]["auc"]
-    return final["test"]["values"]["auc"], rows["content centred"]["values"]["auc"], final
-
-
-@pytest.fixture(scope="module")
-def learnable(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Synthetic data big enough that training shows on a held-out day (as in test_learning)."""
-    root = tmp_path_factory.mktemp("tune-learnable")
-    data = synth(root, news=1000, users=1500)
-    return data, hashing_store(data, root / "store")
-
-
-def test_the_final_test_is_on_a_split_the_search_never_saw_and_beats_the_prior(
-    learnable: tuple[Path, Path], tmp_path: Path
-) -> None:
-    data, store = learnable
-    auc, centred, final = _final_over_prior(data, store, tmp_path / "on", LEARNING_ON)
-    assert final["chosen_on"].startswith("the last day of train/") and final["reported_on"].startswith(
-        "valid/"
-    )
-    assert auc > centred + OVER_PRIOR, (auc, centred)
-
-
-def test_control_a_study_that_cannot_learn_fails_the_final_test_margin(
-    learnable: tuple[Path, Path], tmp_path: Path
-) -> None:
-    data, store = learnable
-    auc, centred, _ = _final_over_prior(data, store, tmp_path / "off", LEARNING_OFF)
-    assert not auc > centred + OVER_PRIOR, (auc, centred)
+def test_a_study_never_crowns_the_untrained_prior(synthetic: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # Learning switched off: every trained epoch is the untrained model give or take rounding, so
+    # only the rule decides. The trial is worth its best trained epoch and model.pt holds it.
+    data, store, _ = synthetic
+    config = tmp_path / "off.toml"
+    config.write_text(BASE.replace("epochs = 3", "epochs = 1") + LEARNING_OFF, encoding="utf-8")
+    out = tmp_path / "off"
+    report = tune(data, "-e", store, "--out", out, "--trials", 1, "--config", config, *NO_PRUNING)
+    (trial,) = report["trials"]
+    history = [
+        json.loads(line) for line in (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in history] == [0, 1] and not history[0]["best"]
+    assert trial["best_epoch"] == 1 and trial["auc"] == history[1]["metrics"]["auc"]
+    saved = torch.load(out / trial["run_dir"] / "model.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    assert "choose_untrained = false" in (out / "best.toml").read_text()
