@@ -82,8 +82,10 @@ def test_overfits_a_tiny_dataset_loss_falls_and_nothing_is_nan(tmp_path: Path) -
     "overrides",
     [
         # Whether each fusion, loss and graph encoder learns is tested against the baselines in
-        # test_train_quality.py; here each modality switch builds and trains the model it says.
+        # test_train_quality.py; here each fusion, loss and modality switch builds and trains.
         {"loss": "focal", "gamma": 2.0, "schedule": "plateau"},
+        {"fusion": "concat"},
+        {"fusion": "gate", "loss": "listwise"},
         {"use_id": False},
         {"use_text": False},
         {"use_category": False, "text_projection": "mlp"},
@@ -111,6 +113,8 @@ def test_each_fusion_loss_and_modality_trains_end_to_end(
     ]
     assert config["model"]["modalities"] == expected
     assert config["settings"]["train"]["fusion"] == overrides.get("fusion", "attention")
+    fusion = type(load_run(tmp_path / "run", device="cpu").model.news_encoder.fusion).__name__.lower()
+    assert overrides.get("fusion", "attention") in fusion, fusion
     assert (tmp_path / "run" / "model.pt").is_file() and (tmp_path / "run" / "last.pt").is_file()
 
 

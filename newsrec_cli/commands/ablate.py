@@ -55,8 +55,7 @@ def ablate_command(
         str | None,
         typer.Option(
             "--select-on",
-            help="auto (default): epochs chosen on a split that is not reported; valid: on valid/ "
-            "even when it is reported (every model row then optimistic).",
+            help="auto: choose on a split that is not reported; valid: on valid/ itself (optimistic).",
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads of torch.")] = None,

@@ -36,8 +36,7 @@ def evaluate_command(
         str | None,
         typer.Option(
             "--split",
-            help="auto (default: the split the run's protocol reports, never the one that chose its "
-            "epoch), valid (the valid/ folder, else the split that chose) or test.",
+            help="auto: the split the run reports (never the one that chose); valid: valid/; test.",
         ),
     ] = None,
     metrics: Annotated[

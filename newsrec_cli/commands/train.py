@@ -102,7 +102,7 @@ def train_command(
         float | None, _opt("Peak learning rate of the fine-tuned text layers (2e-5).", "--finetune-lr")
     ] = None,
     # loss
-    loss: Annotated[str | None, _opt("listwise (default), pointwise, focal or infonce.", "--loss")] = None,
+    loss: Annotated[str | None, _opt("infonce (default), listwise, pointwise or focal.", "--loss")] = None,
     temperature: Annotated[float | None, _opt("InfoNCE temperature.", "--temperature")] = None,
     hard_negatives: Annotated[
         int | None,
@@ -161,8 +161,7 @@ def train_command(
     select_on: Annotated[
         str | None,
         _opt(
-            "auto: choose the epoch on a split that is not reported (train/'s last day; valid/ when a "
-            "labelled test/ is reported); valid: on valid/ even when it is reported (optimistic).",
+            "auto: choose on a split that is not reported; valid: on valid/ itself (optimistic).",
             "--select-on",
         ),
     ] = None,
