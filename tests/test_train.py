@@ -207,7 +207,7 @@ def test_loaded_run_scores_reproduce_the_validation_metrics(
     run = load_run(tmp_path / "run", device="cpu")
     assert not run.model.training and run.store_path == store.resolve()
     dataset = load_dataset(data)
-    valid = dataset.splits["valid"]
+    valid = dataset.protocol().select  # the split the run validated on: train/'s last day
     scores = score_impressions(run, dataset, valid)
     metrics = compute_metrics(scores, valid.labels.astype(np.int64), valid.candidate_offsets).values
     for name, value in result.best_metrics.items():
