@@ -175,7 +175,11 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     study.enqueue_trial({"lr": 5e-3, "use_text": False, "use_category": False, "id_dropout": 1.0})
     # patience 3: the good trials run all three epochs even when epoch 0 (the content prior) stays best
     patient = tmp_path / "patient.toml"
-    patient.write_text(config.read_text().replace("epochs = 3", "epochs = 3\npatience = 3"))
+    # valid/ chooses (45 impressions, not train/'s last day's 30): the margin below needs them
+    patient.write_text(
+        config.read_text().replace("epochs = 3", "epochs = 3\npatience = 3")
+        + '\n[data]\nselect_on = "valid"\n'
+    )
     report = tune(
         data, "-e", store, "--out", tmp_path / "s", "--trials", 3, "--config", patient, "--space", space,
         "--storage", url, "--no-defaults", "--pruner", "median",
