@@ -22,7 +22,7 @@ def main(run_dir: str, data_dir: str) -> None:
     dataset = load_dataset(data_dir)
     # The split the run validated on: the valid/ folder, or the same time/impression split.
     d = run.data_settings
-    _, valid, how = dataset.train_valid(d.split, d.valid_days, d.valid_fraction, d.seed)
+    _, valid, how = dataset.train_valid(d.split, d.valid_days, d.valid_fraction, d.seed, d.select_on)
     logits = score_impressions(run, dataset, valid)  # aligned with valid.candidates
     result = compute_metrics(logits, valid.labels, valid.candidate_offsets)
     print(how)

@@ -46,16 +46,23 @@ class DataSettings(StageSettings):
     )
     split: Literal["auto", "time", "impression"] = Field(
         "auto",
-        description="How to get a validation set: auto uses the valid/ folder when there is one, "
-        "else a split by time; impression holds out whole impressions at random (for data without "
-        "usable times). Candidates of one impression are never split.",
+        description="How the selection split is cut from train/ (when valid/ does not choose): auto "
+        "by time when train/ spans two days or more, else by impression; impression holds out whole "
+        "impressions at random. Candidates of one impression are never split.",
     )
     valid_days: int | None = Field(
         None,
         ge=1,
         description="Split by time: the last N days of train/ choose the epoch (default: the last day). "
-        "Given with a dataset that has a valid/ folder, it is used instead of that folder, which then "
-        "stays held out (report on it with `evaluate --split valid`).",
+        "With a labelled test/, given, it is used instead of the valid/ folder.",
+    )
+    # The default never reports the split that chose the epoch: train/'s last day chooses and
+    # valid/ is reported, or valid/ chooses when a labelled test/ is reported (mind/protocol.py).
+    select_on: Literal["auto", "valid"] = Field(
+        "auto",
+        description="auto: choose the epoch on a split that is not reported (the last day of train/, "
+        "or valid/ when a labelled test/ is reported); valid: choose on valid/ even when valid/ is "
+        "the reported split (all of train/ trains; every table then says its figures are optimistic).",
     )
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
@@ -321,6 +328,12 @@ class TrainSettings(StageSettings):
     min_delta: float = Field(
         1e-4, ge=0.0, description="A validation AUC must rise by more than this to count as better."
     )
+    # tune turns it off: a study's trial is worth what its training made, never the untrained prior.
+    choose_untrained: bool = Field(
+        True,
+        description="Epoch 0 (the untrained model: the content prior alone) may be chosen as model.pt "
+        "when no trained epoch beats it on the selection split; off: the best trained epoch is chosen.",
+    )
     valid_impressions: int | None = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
@@ -369,8 +382,11 @@ class EvaluateSettings(StageSettings):
         "auc,mrr,ndcg@5,ndcg@10",
         description="Comma-separated: auc, mrr, ndcg (= ndcg@5,ndcg@10), ndcg@K, hit@K, logloss, ece.",
     )
-    split: Literal["valid", "test"] = Field(
-        "valid", description="valid: the valid/ folder, else the split the run trained with; test: test/."
+    split: Literal["auto", "valid", "test"] = Field(
+        "auto",
+        description="auto: the split the run's protocol reports (valid/ when train/'s last day chose "
+        "the epoch, test/ when valid/ chose); valid: the valid/ folder, else the split that chose; "
+        "test: test/.",
     )
     baselines: bool = Field(False, description="Add random, popularity and content rows to the table.")
     by: Literal["none", "category", "history-length"] = Field(

@@ -37,7 +37,9 @@ def test_table_has_every_variant_and_baseline_with_real_numbers(ablation) -> Non
         "full", "without id", "without category", "without content prior", "text only", "loss=listwise",
         "content (centred)", "content", "popularity", "random",
     ]  # fmt: skip
-    assert report["split"] == "valid" and "optimistic" in report["split_note"]  # no test/, no --valid-days
+    # the default protocol: epochs chosen on train/'s last day, valid/ reported
+    assert report["split"] == "valid" and report["split_note"].startswith("chosen on the last day of train/")
+    assert "optimistic" not in report["split_note"]
     for row in report["rows"]:
         auc = row["per_seed"]["auc"]
         if row["kind"] == "model":
@@ -47,8 +49,11 @@ def test_table_has_every_variant_and_baseline_with_real_numbers(ablation) -> Non
         if ci:
             assert ci["low"] <= ci["diff"] <= ci["high"]
     assert rows["full"]["vs_full"] == {}
-    # trained models rank: the full model is far above random on this data
-    assert rows["full"]["mean"]["auc"] > rows["random"]["mean"]["auc"] + 0.05
+    # No learning is claimed here (one epoch on 300 news): on valid/ the full model is at its
+    # untrained prior, the centred content row (measured 0.6219 against 0.6228); both rank far above
+    # random. Whether training beats the prior is tested in test_train_quality.py, on a held-out day.
+    for name in ("full", "content (centred)"):
+        assert rows[name]["mean"]["auc"] > rows["random"]["mean"]["auc"] + 0.05
     assert (root / "out" / "ablation.json").is_file()
     assert (root / "bars.png").read_bytes()[:4] == b"\x89PNG"
 

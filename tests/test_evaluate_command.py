@@ -46,7 +46,7 @@ def test_baselines_without_a_run(mind: Path, store: Path) -> None:
     assert _row(report, "content")["values"] == pytest.approx(CONTENT)
     assert report["impressions"] == 3 and report["candidates"] == 8
     assert _row(report, "content")["skipped_auc"] == 0
-    assert report["split_note"].startswith("validation: the dataset's own valid folder")
+    assert report["split_note"].startswith("reported on valid/") and report["chosen_on"] is None
 
 
 def test_table_and_metrics_json_in_out(mind: Path, store: Path, tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_single_folder_uses_the_configured_split(tmp_path: Path) -> None:
     config = tmp_path / "n.toml"
     config.write_text('[data]\nsplit = "impression"\nvalid_fraction = 0.3\n')
     report = _json(["--data", str(single), "--baselines", "--config", str(config)])
-    assert report["impressions"] == 2 and "split by impression" in report["split_note"]
+    assert report["impressions"] == 2 and "held out at random" in report["split_note"]
 
 
 # --- with a trained run ---------------------------------------------------------------------------
@@ -188,13 +188,15 @@ def test_single_folder_uses_the_configured_split(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(data, store, run): a tiny model trained for one epoch on the hand-made dataset."""
-    from newsrec_cli.settings import TrainSettings
+    from newsrec_cli.settings import DataSettings, TrainSettings
     from newsrec_cli.train import train
 
     root = tmp_path_factory.mktemp("trained")
     data, store = make_mind(root / "mind"), make_store(root / "store")
     settings = TrainSettings(dim=8, heads=2, epochs=1, use_graph=False, device="cpu", seed=1)
-    train(data, root / "run", store=store, settings=settings)
+    # train/ is 4 impressions of one day, too few to hold any out: valid/ chooses (and is reported)
+    chosen = DataSettings(select_on="valid")
+    train(data, root / "run", store=store, settings=settings, data_settings=chosen)
     return data, store, root / "run"
 
 

@@ -79,3 +79,18 @@ def test_every_option_of_a_setting_shows_its_default() -> None:
                         checked += 1
                     break
     assert checked >= 70, checked
+
+
+def test_no_help_text_states_a_default_other_than_the_real_one() -> None:
+    """An option's text naming "X (default)" must agree with its `[default: Y]` (the real one)."""
+    import re
+
+    wrong = []
+    for path in _commands(typer.main.get_command(app)):
+        out = runner.invoke(app, [*path, "--help"], env=WIDE).stdout
+        for line in out.splitlines():
+            stated = re.findall(r"([\w@.,-]+) \(default\)", line)
+            real = re.search(r"\[default: ([^\]]+)\]", line)
+            if stated and real and stated[0] != real.group(1).strip():
+                wrong.append((" ".join(path), stated[0], real.group(1)))
+    assert wrong == []

@@ -27,8 +27,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
     root = tmp_path_factory.mktemp("learning")
     folder = synth(root, news=1000, users=1500)
     store = hashing_store(folder, root / "store")
-    valid = load_dataset(folder).splits["valid"]
-    scores = content_scores(EmbeddingStore.open(store), valid, centred=True)
+    chosen = load_dataset(folder).protocol()  # best_metrics are on the selection split: compare there
+    valid = chosen.select
+    scores = content_scores(EmbeddingStore.open(store), valid, centred_on=chosen.train)
     content = compute_metrics(scores, valid.labels.astype(np.int64), valid.candidate_offsets).values["auc"]
     return folder, store, content
 

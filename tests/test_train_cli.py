@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from newsrec_cli.cli import app
 from newsrec_cli.commands import train as train_cmd
 from newsrec_cli.mind import load_dataset
+from newsrec_cli.mind.behaviors import distinct_news
 
 runner = CliRunner()
 FAST = [
@@ -86,7 +87,7 @@ def test_train_prints_the_epoch_table_and_names_the_best_epoch(
     assert [h["epoch"] for h in history] == [0, 1, 2]  # epoch 0: the untrained model (content prior)
     best = max(history, key=lambda r: r["metrics"]["auc"])
     assert f"best epoch: {best['epoch']} (valid AUC {best['metrics']['auc']:.4f}" in out
-    assert "dataset's own valid folder" in out
+    assert "the last day of train/" in out and "reported later: valid/" in out
 
 
 def test_train_json_summary_and_resume(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
@@ -163,8 +164,10 @@ def test_missing_files_and_wrong_stores_are_one_line_errors(
         app, ["train", str(data), "-e", str(not_a_store), "-o", str(tmp_path / "r1"), *FAST]
     )
     assert result.exit_code == 1 and "not an embedding store" in one_error_line(result.stderr)
-    ids = load_dataset(data, behaviors=False).news.ids
-    short = write_store(tmp_path / "short", ids[:-3], np.ones((len(ids) - 3, 8)))
+    dataset = load_dataset(data)
+    gone = {dataset.news_vocab.ids[i] for i in distinct_news(dataset.protocol().train)[:3]}
+    ids = [i for i in dataset.news.ids if i not in gone]  # 3 news the training impressions use
+    short = write_store(tmp_path / "short", ids, np.ones((len(ids), 8)))
     result = runner.invoke(app, ["train", str(data), "-e", str(short), "-o", str(tmp_path / "r2"), *FAST])
     assert result.exit_code == 1
     assert "3 of" in one_error_line(result.stderr) and "--missing learned" in result.stderr

@@ -24,7 +24,9 @@ def _dataset(root: Path) -> tuple[Path, Path]:
 
 def test_ids_missing_from_news_tsv_are_named(tmp_path: Path) -> None:
     data, store = _dataset(tmp_path)
-    args = ["train", str(data), "--embeddings", str(store), "--out", str(tmp_path / "run"), "--threads", "1"]
+    # two hand-made impressions in train/, too few to hold any out: valid/ chooses
+    args = ["train", str(data), "--select-on", "valid", "--embeddings", str(store)]
+    args += ["--out", str(tmp_path / "run"), "--threads", "1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     message = result.stderr.strip()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
@@ -41,10 +41,10 @@ fusion = { choices = ["concat", "gate"] }
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(dataset with train/ valid/ and a labelled test/ copy of valid/, hashing store, base config)."""
+    """(dataset with train/ and valid/, hashing store, base config): the trials choose their
+    epochs on train/'s last day, the final test reports valid/, a later day that chose nothing."""
     root = tmp_path_factory.mktemp("tune")
     data = synth(root)
-    shutil.copytree(data / "valid", data / "test")
     store = hashing_store(data, root / "store")
     config = root / "base.toml"
     config.write_text(BASE + SPACE, encoding="utf-8")
@@ -82,7 +82,9 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
         ]
         trained = [r for r in history if r["epoch"] > 0]  # epoch 0: the untrained model (content prior)
         assert len(trained) == trial["epochs"] and 1 <= trial["epochs"] <= 3
-        assert trial["auc"] == pytest.approx(max(r["metrics"]["auc"] for r in history), abs=1e-12)
+        # a trial is worth its best trained epoch, never the untrained epoch 0
+        assert trial["auc"] == pytest.approx(max(r["metrics"]["auc"] for r in trained), abs=1e-12)
+        assert trial["best_epoch"] >= 1
         assert (out / trial["run_dir"] / "model.pt").is_file()
     assert "optimistic" in report["note"]
 
@@ -113,7 +115,10 @@ def test_a_study_completes_writes_best_toml_that_retrains_to_the_reported_auc(
     # the final test ran once, on the best trial; a rerun shows the stored figures, not a second look
     final = report["final_test"]
     assert final["trial"] == best["number"] and final["repeated"] is False
-    assert final["test"]["values"]["auc"] > 0.6  # a trained model on data it can learn (random: 0.5)
+    # ... on valid/, a later day than the one that chose every trial's epochs
+    assert final["chosen_on"].startswith("the last day of train/") and final["reported_on"].startswith(
+        "valid/"
+    )
     again = tune(
         data, "-e", store, "--out", out, "--trials", 4, "--config", config, "--final-test", *NO_PRUNING
     )
@@ -170,7 +175,11 @@ def test_a_forced_bad_trial_is_pruned_before_its_last_epoch(
     study.enqueue_trial({"lr": 5e-3, "use_text": False, "use_category": False, "id_dropout": 1.0})
     # patience 3: the good trials run all three epochs even when epoch 0 (the content prior) stays best
     patient = tmp_path / "patient.toml"
-    patient.write_text(config.read_text().replace("epochs = 3", "epochs = 3\npatience = 3"))
+    # valid/ chooses (45 impressions, not train/'s last day's 30): the margin below needs them
+    patient.write_text(
+        config.read_text().replace("epochs = 3", "epochs = 3\npatience = 3")
+        + '\n[data]\nselect_on = "valid"\n'
+    )
     report = tune(
         data, "-e", store, "--out", tmp_path / "s", "--trials", 3, "--config", patient, "--space", space,
         "--storage", url, "--no-defaults", "--pruner", "median",
@@ -356,3 +365,28 @@ def test_the_time_budget_stops_the_study_and_a_cut_trial_is_not_a_best(
     (trial,) = report["trials"]
     assert trial["state"] == "pruned" and trial["stopped"] == "the study's --time-budget ran out"
     assert 1 <= trial["epochs"] < 50
+
+
+LEARNING_OFF = """
+[tune.space]
+lr = { low = 1e-12, high = 2e-12, log = true }
+"""
+
+
+def test_a_study_never_crowns_the_untrained_prior(synthetic: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # Learning switched off: every trained epoch is the untrained model give or take rounding, so
+    # only the rule decides. The trial is worth its best trained epoch and model.pt holds it.
+    data, store, _ = synthetic
+    config = tmp_path / "off.toml"
+    config.write_text(BASE.replace("epochs = 3", "epochs = 1") + LEARNING_OFF, encoding="utf-8")
+    out = tmp_path / "off"
+    report = tune(data, "-e", store, "--out", out, "--trials", 1, "--config", config, *NO_PRUNING)
+    (trial,) = report["trials"]
+    history = [
+        json.loads(line) for line in (out / trial["run_dir"] / "history.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in history] == [0, 1] and not history[0]["best"]
+    assert trial["best_epoch"] == 1 and trial["auc"] == history[1]["metrics"]["auc"]
+    saved = torch.load(out / trial["run_dir"] / "model.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    assert "choose_untrained = false" in (out / "best.toml").read_text()

@@ -103,3 +103,19 @@ def need_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real MIND fixture not found: {path}")
     return path
+
+
+def held_out_rows(data: Path, run: Path, metrics: str = "auc,mrr") -> dict[str, dict[str, float]]:
+    """`evaluate RUN --baselines` on the split the run's protocol reports (one that chose
+    nothing): "model", "random", "popularity", "content" and "centred" (content centred), by value."""
+    from newsrec_cli.evaluate.runner import evaluate
+    from newsrec_cli.settings import EvaluateSettings
+
+    report = evaluate(EvaluateSettings(baselines=True, metrics=metrics, device="cpu"), data=data, run_dir=run)
+    assert report.chosen_on is not None and not report.optimistic, report.protocol
+    rows: dict[str, dict[str, float]] = {}
+    for row in report.rows:
+        if row.result is not None:
+            key = "centred" if row.name.startswith("content centred") else row.name.split()[0]
+            rows.setdefault(key, row.result.values)
+    return rows

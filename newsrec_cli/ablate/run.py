@@ -26,6 +26,7 @@ from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate import baselines
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
+from newsrec_cli.mind.protocol import Protocol
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
@@ -88,19 +89,25 @@ class AblationResult:
 Say = Callable[[str], None]
 
 
-def report_split(dataset: MindDataset, data_settings: DataSettings) -> tuple[str, Impressions, str]:
-    """The labelled split the table reports: test/ when labelled; else valid/ when the runs chose
-    their epochs inside train/ (--valid-days); else the selection split itself, said to be optimistic."""
-    test = dataset.splits.get("test")
-    if test is not None and test.labeled:
-        return "test", test, f"test: {dataset.folders['test']} (not used to choose epochs)"
-    valid = dataset.splits.get("valid")
-    if valid is not None and data_settings.valid_days is not None:
-        return "valid", valid, f"valid: {dataset.folders['valid']} (epochs chosen on train/'s last days)"
-    _, selection, note = dataset.train_valid(
-        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
+def protocol_of(dataset: MindDataset, data_settings: DataSettings) -> Protocol:
+    return dataset.protocol(
+        data_settings.split,
+        data_settings.valid_days,
+        data_settings.valid_fraction,
+        data_settings.seed,
+        data_settings.select_on,
     )
-    return "valid", selection, f"{note}; this split also chose the epochs, so every model row is optimistic"
+
+
+def report_split(dataset: MindDataset, data_settings: DataSettings) -> tuple[str, Impressions, str]:
+    """The labelled split the table reports, as the runs' protocol defines it (`mind/protocol.py`):
+    never the split that chose the epochs unless --select-on valid asked for it (said so)."""
+    chosen = protocol_of(dataset, data_settings)
+    split = "test" if chosen.report is dataset.splits.get("test") else "valid"
+    note = chosen.title
+    if chosen.same:
+        note += "; every model row is optimistic"
+    return split, chosen.report, note
 
 
 def run_dir_of(out: Path, variant: Variant, seed: int) -> Path:
@@ -183,11 +190,9 @@ def run_ablation(
 
     say("baselines: content, popularity, random")
     opened = EmbeddingStore.open(store)
-    train_imps, _, _ = dataset.train_valid(  # popularity counts the clicks the runs trained on
-        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
-    )
+    train_imps = protocol_of(dataset, data_settings).train  # the clicks the runs trained on
     for name, scores in (
-        (CONTENT, baselines.content_scores(opened, target, dataset.news_vocab, centred=True)),
+        (CONTENT, baselines.content_scores(opened, target, dataset.news_vocab, centred_on=train_imps)),
         ("content", baselines.content_scores(opened, target, dataset.news_vocab)),
         ("popularity", baselines.popularity_scores(train_imps, target)),
         ("random", baselines.random_scores(target)),

@@ -48,7 +48,14 @@ def ablate_command(
         int | None,
         typer.Option(
             "--valid-days",
-            help="Choose epochs on the last N days of train/; a valid/ folder is then the report split.",
+            help="Choose epochs on the last N days of train/ (default 1 where train/ chooses).",
+        ),
+    ] = None,
+    select_on: Annotated[
+        str | None,
+        typer.Option(
+            "--select-on",
+            help="auto: choose on a split that is not reported; valid: on valid/ itself (optimistic).",
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", help="CPU threads of torch.")] = None,
@@ -58,7 +65,7 @@ def ablate_command(
 ) -> None:
     """Train the full model, each modality left out, and the --vary choices, with the same seeds and budget; print mean ± std over seeds and paired bootstrap 95% intervals over impressions.
 
-    The report split is test/ when it is labelled, else valid/ with --valid-days, else the split that chose the epochs (said to be optimistic). Rerunning the same command skips finished runs and resumes an interrupted one.
+    The runs choose their epochs as `newsrec train` does by default (train/'s last day, or valid/ when a labelled test/ is reported) and the table reports the split that chose nothing: valid/, or test/. Rerunning the same command skips finished runs and resumes an interrupted one.
 
     Example: newsrec ablate demo/data -e demo/embeddings --graph demo/graph --out demo/ablation --seeds 3 --vary user_encoder=candidate
     """
@@ -70,7 +77,7 @@ def ablate_command(
 
         require_matplotlib()
     settings = settings_from(TrainSettings, config, epochs=epochs, threads=threads).settings
-    data_settings = settings_from(DataSettings, config, valid_days=valid_days).settings
+    data_settings = settings_from(DataSettings, config, valid_days=valid_days, select_on=select_on).settings
     graph_settings = settings_from(GraphSettings, config).settings
     variants = ablation_variants(settings, has_graph=graph is not None, vary=parse_vary(vary or []))
     total = len(variants) * seeds
@@ -119,9 +126,9 @@ def _ci(value: tuple[float, float, float] | None) -> str:
 
 def _render(result: Any, seeds: int) -> None:
     table = Table(
-        title=f"newsrec ablate: {result.split} split, {result.impressions:,} impressions, {seeds} seed(s)",
+        title=f"newsrec ablate: {result.split_note}; {result.impressions:,} impressions, {seeds} seed(s)",
         title_justify="left",
-        caption=f"{result.split_note}. ± is the std over seeds; [..] a paired bootstrap 95% interval over impressions.",
+        caption="± is the std over seeds; [..] a paired bootstrap 95% interval over impressions.",
         caption_justify="left",
     )
     table.add_column("row")

@@ -33,7 +33,13 @@ def evaluate_command(
     data: Annotated[
         Path, typer.Option("--data", help="MIND folder, or a parent of train/ valid/ test/.", exists=True)
     ] = ...,  # type: ignore[assignment]
-    split: Annotated[str | None, typer.Option("--split", help="valid (default) or test.")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="auto: the split the run reports (never the one that chose); valid: valid/; test.",
+        ),
+    ] = None,
     metrics: Annotated[
         str | None,
         typer.Option("--metrics", help="auc,mrr,ndcg@5,ndcg@10 (default); ndcg@K, hit@K, logloss, ece too."),
@@ -121,7 +127,8 @@ def render(report: EvaluationReport) -> None:
         first = next((row.result for row in report.rows if row.result is not None), None)
         if first is not None and first.no_click:
             caption += f"; {first.no_click:,} impressions without a click left out"
-        table = Table(title=f"MIND metrics: {report.data} ({report.split})", caption=caption)
+        title = f"MIND metrics: {report.data}, {report.protocol}"
+        table = Table(title=title, caption=caption)
         table.add_column("source")
         for name in report.metrics:
             table.add_column(name, justify="right", min_width=6)  # 0.1234 never truncated

@@ -103,7 +103,11 @@ def run_command(
     ] = True,
     final_test: Annotated[
         bool,
-        typer.Option("--final-test", help="Then evaluate the best trial once on the labelled test/ split."),
+        typer.Option(
+            "--final-test",
+            help="Then evaluate the best trial once on the split that chose nothing (valid/ when "
+            "train/'s last day chose the epochs, a labelled test/ when valid/ did).",
+        ),
     ] = False,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Epochs of every trial.", show_default=False)
@@ -127,7 +131,7 @@ def run_command(
 
     Fixed settings of every trial come from --config (\\[train], \\[data], \\[graph]); the searched ones
     from \\[tune.space] (--space, or in the --config file). Rerun the same command to resume a killed study.
-    The choice is made on the validation split, so the best trial's validation AUC is optimistic.
+    A trial is worth its best trained epoch (never the untrained epoch 0) on the selection split (train/'s last day by default), so the best trial's figure there is optimistic; --final-test reports the split that chose nothing.
     """
     from newsrec_cli.tune.report import check_test_split, study_report, write_best_toml
     from newsrec_cli.tune.report import final_test as run_final_test
@@ -152,7 +156,7 @@ def run_command(
     data_settings = resolve(DataSettings, config=config, file_data=file_data).settings
     graph_settings = resolve(GraphSettings, config=config, file_data=file_data).settings
     if final_test:
-        check_test_split(data)  # before hours of search, not after
+        check_test_split(data, data_settings)  # before hours of search, not after
     setup = TuneSetup(
         data=data,
         out=out,

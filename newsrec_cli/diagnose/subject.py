@@ -73,7 +73,11 @@ def from_init(
     """
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
     train, valid, _ = dataset.train_valid(
-        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
+        data_settings.split,
+        data_settings.valid_days,
+        data_settings.valid_fraction,
+        data_settings.seed,
+        data_settings.select_on,
     )
     settings = train_settings
     context, _ = prepare_context(settings, dataset, train, valid, store=store, graph=graph)
@@ -111,7 +115,7 @@ def from_run(
         raise InputError("config.json names no dataset; pass --data DATA", path=run_dir / "config.json")
     ds = run.data_settings
     dataset = load_dataset(path, on_bad_lines=ds.on_bad_lines)
-    train, valid, _ = dataset.train_valid(ds.split, ds.valid_days, ds.valid_fraction, ds.seed)
+    train, valid, _ = dataset.train_valid(ds.split, ds.valid_days, ds.valid_fraction, ds.seed, ds.select_on)
     subject = _subject(run.model, run.settings, dataset, train, valid, sample, seed, f"run {run_dir}", None)
     run.attach_dataset(dataset, subject.valid, subject.train)
     _cache_text(subject, run._store.meta if run._store is not None else None)

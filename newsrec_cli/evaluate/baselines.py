@@ -43,9 +43,12 @@ def popularity_scores(train: Impressions, impressions: Impressions, seed: int = 
     return counts[impressions.candidates] + noise
 
 
-def news_center(store: EmbeddingStore, news_vocab: Vocab) -> np.ndarray:
-    """The mean text vector of every news of the vocabulary that the store holds, float32 [T]."""
-    vectors, _ = store.lookup([id_ for id_ in news_vocab.ids[1:] if id_ in store])
+def news_center(store: EmbeddingStore, news_vocab: Vocab, known: Impressions) -> np.ndarray:
+    """The mean text vector of the news that the `known` impressions use (their histories and
+    candidates) and the store holds, float32 [T]: news known at training time, never the news of
+    the reported split (its fresh news would leak into every score)."""
+    ids = [news_vocab.ids[i] for i in distinct_news(known)]
+    vectors, _ = store.lookup([id_ for id_ in ids if id_ in store])
     return vectors.mean(axis=0).astype(np.float32) if len(vectors) else np.zeros(store.dim, np.float32)
 
 
@@ -54,12 +57,12 @@ def content_scores(
     impressions: Impressions,
     news_vocab: Vocab | None = None,
     *,
-    centred: bool = False,
+    centred_on: Impressions | None = None,
 ) -> np.ndarray:
     """Cosine of each candidate's text vector to the mean of its user's history vectors.
 
-    With `centred`, every vector first has the mean text vector of the vocabulary's news
-    subtracted (`news_center`): the common direction that sentence vectors share is taken out,
+    With `centred_on` (the training impressions), every vector first has the mean text vector of
+    their news subtracted (`news_center`): the common direction that sentence vectors share is taken out,
     as the model's content prior does. Every candidate and history news must have a vector in
     the store (MissingVectorsError otherwise: a silent zero vector would pass for a real
     score). An impression whose user has no history scores 0 for all candidates: a tie, ranked
@@ -73,8 +76,8 @@ def content_scores(
     vectors, missing = store.lookup(ids)
     if missing:
         raise MissingVectorsError(missing, len(ids), store.path)
-    if centred:
-        vectors = vectors - news_center(store, vocab)
+    if centred_on is not None:
+        vectors = vectors - news_center(store, vocab, centred_on)
     # Row k of `unit` is news index used[k], L2-normalised; `row_of` maps news index -> k.
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)

@@ -31,6 +31,7 @@ from newsrec_cli.evaluate.predictions import (
 )
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
+from newsrec_cli.mind.protocol import carve
 from newsrec_cli.plural import agree, counted
 from newsrec_cli.settings import DataSettings, EvaluateSettings
 
@@ -65,6 +66,9 @@ class EvaluationReport:
     data: str
     split: str
     split_note: str
+    chosen_on: str | None  # the split that chose the run's epoch (None: no run)
+    reported_on: str
+    optimistic: bool  # chosen and reported on the same split
     metrics: list[str]
     impressions: int
     candidates: int
@@ -79,6 +83,10 @@ class EvaluationReport:
             "data": self.data,
             "split": self.split,
             "split_note": self.split_note,
+            "chosen_on": self.chosen_on,
+            "reported_on": self.reported_on,
+            "optimistic": self.optimistic,
+            "protocol": self.protocol,
             "run_dir": self.run_dir,
             "metrics": self.metrics,
             "impressions": self.impressions,
@@ -89,49 +97,96 @@ class EvaluationReport:
             "written": self.written,
         }
 
+    @property
+    def protocol(self) -> str:
+        return protocol_title(self.chosen_on, self.reported_on, self.optimistic)
+
+
+def protocol_title(chosen_on: str | None, reported_on: str, same: bool) -> str:
+    """The choosing and the reported split, as every table of a run's figures names them."""
+    if chosen_on is None:
+        return f"reported on {reported_on}"
+    if same:
+        return f"chosen and reported on {reported_on} (the same split: optimistic)"
+    return f"chosen on {chosen_on}, reported on {reported_on}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The impressions a run is scored on, with the protocol that produced them."""
+
+    train: Impressions | None  # the run's training impressions (popularity, the content centre)
+    impressions: Impressions
+    note: str  # where they come from, in words
+    chosen_on: str | None  # the split that chose the epoch (None: no run chose anything)
+    reported_on: str
+    same: bool  # the reported split is the one that chose: optimistic figures
+
 
 def select_split(
     dataset: MindDataset, split: str, data_settings: DataSettings, *, from_run: bool = False
-) -> tuple[Impressions | None, Impressions, str]:
-    """(training impressions or None, impressions to score, a sentence on where they come from).
+) -> Target:
+    """The impressions to score and where they come from (`mind/protocol.py`).
 
-    valid: the dataset's valid/ folder, else the split the training used (by time or impression,
-    from the run's settings); the note says whether it chose the epoch. test: the test/ folder,
-    labelled or not. A dataset without training impressions still has its valid/ folder scored.
+    auto: the protocol's reported split (valid/ when train/'s last day chose, test/ when valid/
+    chose, a held-out tail of a single folder). valid: the valid/ folder, else the selection split.
+    test: the test/ folder, labelled or not. A dataset without training impressions still has its
+    valid/ folder scored.
     """
-    if split == "valid" and "valid" in dataset.splits:
-        note = f"validation: the dataset's own valid folder ({dataset.folders['valid']})"
-        if from_run and data_settings.split == "auto" and data_settings.valid_days is None:
-            note += ", the split that chose the epoch: its figures are optimistic"
-        elif from_run:
-            note += ", not used to choose the epoch (the run chose it on a split inside train/)"
-        return dataset.splits.get("train"), dataset.splits["valid"], note
-    if split == "valid":
-        if "train" not in dataset.splits and SINGLE not in dataset.splits:
+    if not from_run and SINGLE in dataset.splits and split != "test":
+        # Baselines alone on one folder: its tail is scored, knowing everything before it.
+        ds, imps = data_settings, dataset.splits[SINGLE]
+        where = f"{dataset.folders[SINGLE].name}/"
+        before, tail, name = carve(imps, where, ds.split, ds.valid_days, ds.valid_fraction, ds.seed)
+        return Target(before, tail, protocol_title(None, name, False), None, name, False)
+    if not from_run and SINGLE not in dataset.splits:
+        # Baselines alone: nothing chooses, so the folders are scored whole, knowing all of train/.
+        train, test = dataset.splits.get("train"), dataset.splits.get("test")
+        if split == "test" or (split == "auto" and test is not None and test.labeled):
+            if test is None:
+                raise InputError("no test/ folder with behaviors.tsv (use --split valid)", path=dataset.root)
+            name = f"test/ ({dataset.folders['test']})"
+            return Target(train, test, protocol_title(None, name, False), None, name, False)
+        if "valid" in dataset.splits:
+            name = f"valid/ ({dataset.folders['valid']})"
+            return Target(
+                train, dataset.splits["valid"], protocol_title(None, name, False), None, name, False
+            )
+        if train is None:
             raise InputError(
                 f"no valid/ (or dev/) folder with behaviors.tsv (found: {', '.join(dataset.folders)}); "
                 "use --split test",
                 path=dataset.root,
             )
-        train, valid, note = dataset.train_valid(
-            split=data_settings.split,
-            valid_days=data_settings.valid_days,
-            valid_fraction=data_settings.valid_fraction,
-            seed=data_settings.seed,
-        )
-        return train, valid, note
-    if "test" not in dataset.splits:
+    chosen = dataset.protocol(
+        data_settings.split,
+        data_settings.valid_days,
+        data_settings.valid_fraction,
+        data_settings.seed,
+        data_settings.select_on,
+    )
+    chooser = chosen.select_name if from_run else None
+    if split == "auto":
+        target, name = chosen.report, chosen.report_name
+    elif split == "valid" and "valid" in dataset.splits:
+        target, name = dataset.splits["valid"], f"valid/ ({dataset.folders['valid']})"
+    elif split == "valid":
+        target, name = chosen.select, chosen.select_name
+    elif "test" not in dataset.splits:
         raise InputError("no test/ folder with behaviors.tsv (use --split valid)", path=dataset.root)
-    train = dataset.splits.get("train")
-    return train, dataset.splits["test"], f"test: {dataset.folders['test']}"
+    else:
+        target, name = dataset.splits["test"], f"test/ ({dataset.folders['test']})"
+    same = from_run and target is chosen.select
+    return Target(chosen.train, target, protocol_title(chooser, name, same), chooser, name, same)
 
 
 def file_split(dataset: MindDataset, split: str) -> tuple[Impressions | None, Impressions, str]:
     """The impressions a prediction file is scored against when no run chooses them.
 
     A single MIND folder: all of its behaviors.tsv. A parent: the folder of `split` (valid/ or
-    dev/, test/), whole. Scoring a file needs labelled behaviors only, never training data.
+    dev/, test/), whole (auto: valid). Scoring a file needs labelled behaviors only, never training data.
     """
+    split = "valid" if split == "auto" else split
     if SINGLE in dataset.splits:
         imps = dataset.splits[SINGLE]
         return None, imps, f"all {len(imps):,} impressions of {dataset.folders[SINGLE] / 'behaviors.tsv'}"
@@ -182,12 +237,18 @@ def evaluate(
     dataset = load_dataset(data, on_bad_lines=data_settings.on_bad_lines)
     if model is None and predictions is not None:
         train, target, note = file_split(dataset, settings.split)
+        chosen_on, reported_on, same = None, note, False
     else:
-        train, target, note = select_split(dataset, settings.split, data_settings, from_run=model is not None)
+        chosen = select_split(dataset, settings.split, data_settings, from_run=model is not None)
+        train, target, note = chosen.train, chosen.impressions, chosen.note
+        chosen_on, reported_on, same = chosen.chosen_on, chosen.reported_on, chosen.same
     report = EvaluationReport(
         data=str(data),
         split=settings.split,
         split_note=note,
+        chosen_on=chosen_on,
+        reported_on=reported_on,
+        optimistic=same,
         metrics=metrics,
         impressions=len(target),
         candidates=len(target.candidates),
@@ -258,7 +319,7 @@ def metrics_file_name(run_config: dict[str, Any], data: Path, split: str) -> str
     other data never overwrites the metrics of its own."""
     own = run_config.get("data", {}).get("path")
     resolved = data.resolve()
-    if split == "valid" and own and Path(own) == resolved:
+    if split == "auto" and own and Path(own) == resolved:
         return METRICS_FILE
     digest = hashlib.sha1(str(resolved).encode("utf-8")).hexdigest()[:8]
     return f"metrics-{resolved.name or 'data'}-{split}-{digest}.json"
@@ -321,5 +382,8 @@ def _add_baselines(
     add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)
     # The model's content prior starts from this one: the row shows what training adds to it.
     start = time.perf_counter()
-    scores = baselines.content_scores(store, target, dataset.news_vocab, centred=True)
+    if train is None:
+        say("centred content baseline skipped: no training impressions to take the centre from")
+        return
+    scores = baselines.content_scores(store, target, dataset.news_vocab, centred_on=train)
     add(f"content centred ({store_path.name})", "baseline", scores, time.perf_counter() - start)

@@ -13,8 +13,8 @@ from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.cache import CacheInfo, load_behaviors
 from newsrec_cli.mind.news import NewsTable, read_news
+from newsrec_cli.mind.protocol import Protocol, make_protocol
 from newsrec_cli.mind.report import ReadReport
-from newsrec_cli.mind.split import split_by_impression, split_by_time
 from newsrec_cli.mind.vocab import Vocab
 from newsrec_cli.plural import agree, counted
 
@@ -116,47 +116,28 @@ class MindDataset:
             field="History/Impressions",
         )
 
+    def protocol(
+        self,
+        split: Literal["auto", "time", "impression"] = "auto",
+        valid_days: int | None = None,
+        valid_fraction: float = 0.1,
+        seed: int = 42,
+        select_on: Literal["auto", "valid"] = "auto",
+    ) -> Protocol:
+        """Training, selection and reported impressions (`mind/protocol.py`)."""
+        return make_protocol(self, split, valid_days, valid_fraction, seed, select_on)
+
     def train_valid(
         self,
         split: Literal["auto", "time", "impression"] = "auto",
         valid_days: int | None = None,
         valid_fraction: float = 0.1,
         seed: int = 42,
+        select_on: Literal["auto", "valid"] = "auto",
     ) -> tuple[Impressions, Impressions, str]:
-        """Training and validation impressions and a sentence saying how they were split."""
-        if "train" in self.splits:
-            train = self.splits["train"]
-        elif SINGLE in self.splits:
-            train = self.splits[SINGLE]
-        else:
-            raise InputError("no training impressions (train/behaviors.tsv)", path=self.root)
-        # --valid-days asks for a split by time inside train/: the valid/ folder then stays out of
-        # model selection, a later day to report on.
-        if split == "auto" and "valid" in self.splits and valid_days is None:
-            return (
-                train,
-                self.splits["valid"],
-                f"validation: the dataset's own valid folder ({self.folders['valid']})",
-            )
-        no_times = len(train) > 0 and bool((train.times == train.times[0]).all())
-        if split == "time" or (split == "auto" and not no_times):
-            tr, va = split_by_time(train, valid_days)
-            first = va.times.min().astype("datetime64[D]")
-            return (
-                tr,
-                va,
-                f"validation: split by time, impressions from {first} on ({len(va)} of {len(train)})",
-            )
-        tr, va = split_by_impression(train, valid_fraction, seed)
-        why = "every impression has the same time" if no_times else "asked for"
-        return (
-            tr,
-            va,
-            (
-                f"validation: split by impression ({why}), {len(va)} of {len(train)} impressions held out at random "
-                "(no usable times; same news and users on both sides, so numbers are optimistic)"
-            ),
-        )
+        """Training and selection impressions and a sentence saying how they were split."""
+        chosen = self.protocol(split, valid_days, valid_fraction, seed, select_on)
+        return chosen.train, chosen.select, chosen.note
 
 
 def load_dataset(

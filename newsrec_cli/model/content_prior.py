@@ -45,7 +45,16 @@ class ContentPrior(nn.Module):
         # training reweigh the directions of the text space that clicks follow.
         self.feature_weight = nn.Parameter(torch.ones(dim)) if dim else None
         self.register_buffer("center", torch.zeros(0))
+        # A saved centre sets its own size: a loaded model is not centred again (on other news).
+        self.register_load_state_dict_pre_hook(self._sized_center)
         self.reset_parameters()
+
+    def _sized_center(
+        self, module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: object
+    ) -> None:
+        saved = state_dict.get(prefix + "center")
+        if saved is not None:
+            self.center = torch.zeros_like(saved, device=self.raw_weight.device)
 
     def reset_parameters(self) -> None:
         nn.init.constant_(self.raw_weight, raw_for(self.init_weight, MAX_WEIGHT))

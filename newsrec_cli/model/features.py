@@ -25,6 +25,9 @@ class NewsFeatures:
     text: Tensor | None = None  # float32 [N, T] frozen text vectors (zeros where missing)
     text_present: Tensor | None = None  # bool [N]: False where the store has no vector
     graph_node: Tensor | None = None  # int64 [N]: news node of the graph, -1 = not in the graph
+    # bool [N]: news of the training impressions, whose text vectors give the centre (None: a
+    # trained model's saved centre is kept, never re-taken from the news of a reported split)
+    known: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.id_index.shape[0])

@@ -71,6 +71,7 @@ class NewsEncoder(nn.Module):
             "subcategory_index",
             "text_vectors",
             "text_present",
+            "text_known",
             "graph_node",
         ):
             self.register_buffer(name, None, persistent=False)
@@ -106,6 +107,7 @@ class NewsEncoder(nn.Module):
         if self.tower is not None and self.tower.slot is not None and len(self.tower.slot) != len(f):
             self.tower.clear()  # another news vocabulary: the cached indices mean other news
         self.text_present = f.text_present
+        self.text_known = f.known
         self.graph_node = f.graph_node
 
     @property

@@ -619,7 +619,7 @@ def validation_impressions(run: Any, limit: int) -> tuple[Any, Any]:
     if not data or not Path(data).exists():
         raise InputError("the run's data folder is gone (parity needs its validation split)", path=data or "")
     dataset = load_dataset(data, on_bad_lines=run.data_settings.on_bad_lines)
-    _, valid, _ = select_split(dataset, "valid", run.data_settings)
+    valid = select_split(dataset, "valid", run.data_settings).impressions
     if not valid.labeled:
         raise InputError("the validation impressions have no labels; parity needs them", path=valid.source)
     keep = np.arange(min(limit, len(valid)))

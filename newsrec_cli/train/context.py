@@ -162,8 +162,10 @@ def news_features(
     *,
     text: TextVectors | None = None,
     graph_index: dict[str, int] | None = None,
+    known: np.ndarray | None = None,
 ) -> NewsFeatures:
-    """Per-news inputs for `news_vocab` (any dataset's), mapped onto the run's vocabularies."""
+    """Per-news inputs for `news_vocab` (any dataset's), mapped onto the run's vocabularies;
+    `known`: the news indices of the training impressions (they set the text centre)."""
     ids = news_vocab.ids
     rows = [news.index.get(id_) for id_ in ids]
     category = [vocabs.categories.get(news.category[r]) if r is not None else 0 for r in rows]
@@ -182,7 +184,15 @@ def news_features(
         text=torch.from_numpy(text.matrix) if text is not None else None,
         text_present=torch.from_numpy(text.present) if text is not None else None,
         graph_node=graph_node,
+        known=None if known is None else _mask(len(ids), known),
     )
+
+
+def _mask(size: int, rows: np.ndarray) -> torch.Tensor:
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[torch.from_numpy(np.asarray(rows, dtype=np.int64))] = True
+    mask[0] = False  # padding
+    return mask
 
 
 def check_modalities(use_id: bool, use_text: bool, use_graph: bool, use_category: bool) -> None:

@@ -87,12 +87,16 @@ def refresh(model: NewsRecommender) -> None:
 
 @torch.no_grad()
 def set_centres(model: NewsRecommender) -> None:
+    """Centre the text projection and the content prior on the mean text vector of the news of
+    the training impressions (`NewsFeatures.known`): news known at training time, never the
+    reported split's. Features without `known` (scoring other data) keep the saved centre."""
     encoder = model.news_encoder
-    if encoder.text is None or encoder.text_vectors is None:
+    if encoder.text is None or encoder.text_vectors is None or encoder.text_known is None:
         return
-    vectors = encoder.text_vectors[1:]
-    present = encoder.text_present[1:] if encoder.text_present is not None else None
-    rows = vectors[present] if present is not None else vectors
+    use = encoder.text_known.clone()
+    if encoder.text_present is not None:
+        use &= encoder.text_present
+    rows = encoder.text_vectors[use]
     if len(rows):
         encoder.text.set_center(rows)
         if model.prior is not None:

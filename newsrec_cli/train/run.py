@@ -49,6 +49,7 @@ from newsrec_cli.train.context import (
     open_store,
     text_vectors,
 )
+from newsrec_cli.train.finetune import set_centres
 
 CONFIG = "config.json"
 MODEL = "model.pt"
@@ -126,6 +127,7 @@ def prepare_context(
         vocabs,
         text=text,
         graph_index=news_graph.news_index if news_graph is not None else None,
+        known=needed_news(train),
     )
     context = DataContext(
         vocabs=vocabs,
@@ -234,19 +236,8 @@ def build_model(
         prior=prior,
         aux_categories=len(context.vocabs.categories) if settings.aux_category > 0 else 0,
     )
-    features = context.features
-    if news_encoder.text is not None and features.text is not None:
-        present = (
-            features.text_present
-            if features.text_present is not None
-            else torch.ones(len(features), dtype=bool)
-        )
-        rows = features.text[1:][present[1:]]
-        if len(rows):
-            news_encoder.text.set_center(rows)
-            if prior is not None:
-                prior.set_center(rows)
-    model.attach(features)
+    model.attach(context.features)
+    set_centres(model)
     return model
 
 

@@ -163,7 +163,11 @@ def load_training_data(run: RunRequest) -> TrainingData:
     settings, data_settings = run.settings, run.data_settings
     dataset = load_dataset(run.data, on_bad_lines=data_settings.on_bad_lines)
     train_imps, valid_imps, validation = dataset.train_valid(
-        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
+        data_settings.split,
+        data_settings.valid_days,
+        data_settings.valid_fraction,
+        data_settings.seed,
+        data_settings.select_on,
     )
     for name, imps in (("training", train_imps), ("validation", valid_imps)):
         if not imps.labeled:

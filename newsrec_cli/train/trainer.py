@@ -365,12 +365,16 @@ class Trainer:
             lr=0.0,
             seconds=0.0,
             samples_per_s=0.0,
-            best=True,
+            best=self.settings.choose_untrained,
         )
-        auc = result.values.get("auc", math.nan)
-        self.state.best_auc = auc if math.isfinite(auc) else -math.inf
-        self.state.best_epoch, self.state.best_metrics = 0, dict(result.values)
-        self.save_model(record)
+        if self.settings.choose_untrained:
+            auc = result.values.get("auc", math.nan)
+            self.state.best_auc = auc if math.isfinite(auc) else -math.inf
+            self.state.best_epoch, self.state.best_metrics = 0, dict(result.values)
+            self.save_model(record)
+        else:
+            # Shown, never chosen: a provisional model.pt that the first trained epoch replaces.
+            self.save_model(record, partial=True)
         self.report(record)
         self.save_last()
 

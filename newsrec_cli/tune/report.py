@@ -2,7 +2,7 @@
 
 `study_report()` reads the storage only, so it works on a running study too (`tune show`).
 The best trial is chosen on validation: its validation AUC is the maximum of many noisy figures
-and so optimistic; `final_test()` is the one honest number, on a labelled test split, taken once.
+and so optimistic; `final_test()` is the one honest number, on the split that played no part in the search, taken once.
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ import tomli_w
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
-from newsrec_cli.mind.dataset import find_splits
+from newsrec_cli.mind.dataset import load_dataset
 from newsrec_cli.settings import DataSettings, GraphSettings, StageSettings, TrainSettings
-from newsrec_cli.tune.study import TuneSetup, counted, load_study, quiet_optuna, retried, retry_of
+from newsrec_cli.tune.study import (
+    TuneSetup,
+    counted,
+    load_study,
+    quiet_optuna,
+    retried,
+    retry_of,
+    trial_settings,
+)
 
 BEST_TOML = "best.toml"
 FINAL_TEST = "final_test.json"
@@ -28,8 +36,9 @@ FINAL_TEST = "final_test.json"
 # --time-budget would otherwise cut the retraining short).
 HARDWARE = frozenset({"device", "workers", "threads", "eval_batch_size", "time_budget"})
 OPTIMISTIC = (
-    "chosen on the validation split: the best trial's validation figures are optimistic "
-    "(the maximum over trials); only a test split tells how it generalises"
+    "chosen on the selection split: the best trial's selection figures are optimistic "
+    "(the maximum over trials, trained epochs only); only --final-test, on a split that chose "
+    "nothing, tells how it generalises"
 )
 STATES = {
     "COMPLETE": "complete",
@@ -192,7 +201,7 @@ def _changed(settings: StageSettings, skip: frozenset[str] = frozenset()) -> dic
 
 
 def best_settings(setup: TuneSetup, row: TrialRow) -> TrainSettings:
-    return TrainSettings(**{**setup.train, **row.params})
+    return trial_settings(setup, row.params)
 
 
 def write_best_toml(setup: TuneSetup, report: StudyReport) -> Path | None:
@@ -225,21 +234,26 @@ def write_best_toml(setup: TuneSetup, report: StudyReport) -> Path | None:
 # ----------------------------------------------------------------------------- final test
 
 
-def check_test_split(data: Path) -> None:
-    """A labelled test/ folder, checked before a study spends hours (SettingsError otherwise)."""
-    folders = find_splits(data)
-    if "test" not in folders:
-        raise SettingsError(f"--final-test: {data} has no test/ folder (a split with click labels)")
-    path = folders["test"] / "behaviors.tsv"
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline().rstrip("\n").split("\t")
-    candidates = first[4].split() if len(first) > 4 else []
-    if not candidates or any("-" not in c for c in candidates):
-        raise SettingsError(f"--final-test: {path}:1: the test impressions have no click labels (NewsID-0/1)")
+def check_test_split(data: Path, data_settings: DataSettings) -> str:
+    """The split the final test reports, checked before a study spends hours: labelled, and not
+    the one that chooses the trials' epochs (SettingsError otherwise). Returns it in words."""
+    ds = data_settings
+    dataset = load_dataset(data, on_bad_lines=ds.on_bad_lines)
+    chosen = dataset.protocol(ds.split, ds.valid_days, ds.valid_fraction, ds.seed, ds.select_on)
+    if chosen.same:
+        raise SettingsError(
+            f"--final-test: with data.select_on = 'valid' and no labelled test/, {chosen.report_name} "
+            "chooses the trials' epochs, so no split is left that played no part in the search"
+        )
+    if not chosen.report.labeled:
+        raise SettingsError(f"--final-test: {chosen.report_name} has no click labels (NewsID-0/1)")
+    return chosen.report_name
 
 
 def final_test(setup: TuneSetup, report: StudyReport, device: str = "auto") -> dict[str, Any]:
-    """Evaluate the best trial on the test split, once; a second call returns the stored result."""
+    """Evaluate the best trial once on the split the protocol reports (test/ when valid/ chose
+    the epochs, valid/ when train/'s last day did): it played no part in the search. A second
+    call returns the stored result."""
     from newsrec_cli.evaluate.runner import evaluate
     from newsrec_cli.settings import EvaluateSettings
 
@@ -252,9 +266,9 @@ def final_test(setup: TuneSetup, report: StudyReport, device: str = "auto") -> d
     row = report.best
     if row is None or row.run_dir is None:
         raise SettingsError("--final-test: the study has no complete trial to test")
-    check_test_split(setup.data)
+    check_test_split(setup.data, DataSettings(**setup.data_settings))
     evaluation = evaluate(
-        EvaluateSettings(split="test", device=device),
+        EvaluateSettings(split="auto", device=device),
         data=setup.data,
         run_dir=setup.out / row.run_dir,
         out_dir=setup.out / "final_test",
@@ -265,6 +279,8 @@ def final_test(setup: TuneSetup, report: StudyReport, device: str = "auto") -> d
         "trial": row.number,
         "run_dir": row.run_dir,
         "split_note": evaluation.split_note,
+        "chosen_on": evaluation.chosen_on,
+        "reported_on": evaluation.reported_on,
         "valid": row.metrics,
         "test": result.to_dict(),
         "evaluated": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -347,16 +347,18 @@ def counted(trials: list[Any]) -> int:
 # ----------------------------------------------------------------------------- one trial
 
 
-def _trial_settings(setup: TuneSetup, params: dict[str, Any]) -> TrainSettings:
+def trial_settings(setup: TuneSetup, params: dict[str, Any]) -> TrainSettings:
+    """A trial's settings: its value is its best trained epoch (epoch >= 1), so a study can never
+    crown the untrained prior (`choose_untrained` off, also in best.toml)."""
     try:
-        return TrainSettings(**{**setup.train, **params})
+        return TrainSettings(**{**setup.train, **params, "choose_untrained": False})
     except Exception as exc:  # pydantic's ValidationError: say it in one line
         raise SettingsError(f"settings of this trial: {str(exc).splitlines()[0]}") from None
 
 
 def _epoch_attrs(trial: Any, records: list[Any], started: float) -> None:
     best = max(
-        (r for r in records if math.isfinite(r.metrics.get("auc", math.nan))),
+        (r for r in records if r.epoch > 0 and math.isfinite(r.metrics.get("auc", math.nan))),
         key=lambda r: r.metrics["auc"],
         default=None,
     )
@@ -399,7 +401,7 @@ def run_trial(setup: TuneSetup, trial: Any, events: TuneEvents, parent_pid: int 
         else:
             params = setup.space.suggest(trial)
         events.on_trial_start(trial.number, params, defaults)
-        settings = _trial_settings(setup, params)
+        settings = trial_settings(setup, params)
         own_budget = settings.time_budget
         if setup.deadline is not None:
             left = setup.deadline - time.time()
