@@ -25,6 +25,7 @@ from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate import baselines
 from newsrec_cli.evaluate.metrics import compute_metrics
+from newsrec_cli.evaluate.model_scores import run_scores
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
@@ -123,7 +124,6 @@ def run_ablation(
     train_callbacks: Callable[[Variant, int], Any] | None = None,
 ) -> AblationResult:
     """Train (or resume, or skip) every variant x seed, score the report split, compare, write ablation.json."""
-    from newsrec_cli.model.inference import score_impressions
     from newsrec_cli.train.loop import train
     from newsrec_cli.train.run import CONFIG, load_run
 
@@ -137,6 +137,15 @@ def run_ablation(
     if not target.labeled:
         raise InputError(f"the {split} impressions have no labels: nothing to compare on", path=target.source)
     labels, offsets = target.labels.astype(np.int64), target.candidate_offsets
+    train_imps, _, _ = dataset.train_valid(  # popularity counts the clicks the runs trained on
+        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
+    )
+    # the labelled impressions before the reported split (what a run's popularity may count)
+    known = (
+        dataset.splits.get("train")
+        if split == "test" or target is dataset.splits.get("valid")
+        else train_imps
+    )
 
     def per_impression(scores: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         result = compute_metrics(scores, labels, offsets, METRICS)
@@ -165,7 +174,7 @@ def run_ablation(
                     callbacks=callbacks,
                 )
             run = load_run(run_dir, settings.device)
-            scores = score_impressions(run, dataset, target)
+            scores = run_scores(run, dataset, target, known, "offline")  # with popularity: frozen
             means, per = per_impression(scores)
             for m in METRICS:
                 values[m].append(means[m])
@@ -183,9 +192,6 @@ def run_ablation(
 
     say("baselines: content, popularity, random")
     opened = EmbeddingStore.open(store)
-    train_imps, _, _ = dataset.train_valid(  # popularity counts the clicks the runs trained on
-        data_settings.split, data_settings.valid_days, data_settings.valid_fraction, data_settings.seed
-    )
     for name, scores in (
         (CONTENT, baselines.content_scores(opened, target, dataset.news_vocab, centred=True)),
         ("content", baselines.content_scores(opened, target, dataset.news_vocab)),

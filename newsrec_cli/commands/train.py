@@ -63,6 +63,21 @@ def train_command(
     use_category: Annotated[
         bool | None, _opt("Category and subcategory embeddings.", "--use-category/--no-use-category")
     ] = None,
+    use_popularity: Annotated[
+        bool | None,
+        _opt(
+            "Popularity term: decayed clicks of each news before the impression's time.",
+            "--use-popularity/--no-use-popularity",
+        ),
+    ] = None,
+    popularity_head: Annotated[str | None, _opt("gate (default) or ctr.", "--popularity-head")] = None,
+    popularity_half_life: Annotated[
+        float | None, _opt("Hours after which a click counts half (default 6).", "--popularity-half-life")
+    ] = None,
+    valid_protocol: Annotated[
+        str | None,
+        _opt("Popularity on the epoch-choosing split: offline (default) or replay.", "--valid-protocol"),
+    ] = None,
     fusion: Annotated[str | None, _opt("concat, attention (default) or gate.", "--fusion")] = None,
     text_projection: Annotated[str | None, _opt("linear (default) or mlp.", "--text-projection")] = None,
     dim: Annotated[int | None, _opt("Size of news and user vectors.", "--dim")] = None,
@@ -196,6 +211,10 @@ def train_command(
         use_text=use_text,
         use_graph=use_graph,
         use_category=use_category,
+        use_popularity=use_popularity,
+        popularity_head=popularity_head,
+        popularity_half_life=popularity_half_life,
+        valid_protocol=valid_protocol,
         fusion=fusion,
         text_projection=text_projection,
         dim=dim,

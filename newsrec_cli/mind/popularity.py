@@ -44,6 +44,7 @@ class PopularityCounts:
 
     news: np.ndarray  # int64 [G]
     times: np.ndarray  # int64 [G] seconds
+    keys: np.ndarray  # int64 [G] sorted: news * (end - start + 2) + (time - start)
     clicks: np.ndarray  # float64 [G]
     shows: np.ndarray  # float64 [G]
     first: np.ndarray  # int64 [G]
@@ -87,6 +88,7 @@ class PopularityCounts:
         return cls(
             news=group_news,
             times=group_times,
+            keys=group_keys,
             clicks=decayed[:, 0],
             shows=decayed[:, 1],
             first=group_times[seg],
@@ -144,8 +146,7 @@ class PopularityCounts:
             return zeros, zeros, np.full(len(news), -1, dtype=np.int64)
         # a time past the stream's end sees all of it; one before its start sees nothing
         offset = np.clip(at - self.start, 0, span - 1)
-        keys = self.news * span + (self.times - self.start)
-        g = np.searchsorted(keys, news * span + offset, side="left") - 1  # last group strictly before
+        g = np.searchsorted(self.keys, news * span + offset, side="left") - 1  # last group strictly before
         safe = np.maximum(g, 0)
         found = (g >= 0) & (self.news[safe] == news)
         decay = np.exp2(-np.maximum(at - self.times[safe], 0) / (self.half_life_hours * 3600.0))
