@@ -196,6 +196,8 @@ def train_command(
 
     With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
 
+    With popularity from the click stream, the epoch chosen by online replay: newsrec train data/mind -e stores/minilm --valid-days 1 --use-popularity --valid-protocol replay --out runs/pop, then newsrec evaluate runs/pop --data data/mind --protocol replay
+
     Continue an interrupted run: newsrec train --resume --out runs/nrms
 
     Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite

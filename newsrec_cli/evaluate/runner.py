@@ -227,6 +227,8 @@ def evaluate(
             dataset, target, batch_size=settings.batch_size, known=train, protocol=settings.protocol
         )
         add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start)
+        if settings.protocol != "offline" and model.run.model.popularity is None:
+            say(f"note: {run_dir.name} was trained without popularity: it scores alike under both protocols")
         _say_unverified(say, model.run.text_check)
         if settings.write_predictions:
             folder = out_dir or run_dir

@@ -13,7 +13,7 @@ towards the stream's own decayed CTR g(t) of all news with m pseudo-impressions.
 t minus the news' first impression before t.
 
 Built once from every event (vectorised: events grouped by (news, second), decayed prefix sums
-by a segmented doubling scan, O(G log L) for G groups and L the longest news' run), then any
+by one cumulative sum per news against its own time origin), then any
 (news, time) pair is a binary search: the features of MIND-large's 80M candidate slots take a
 few passes over arrays, no Python loop per impression. Offline scoring asks every impression at
 one time (the end of the training period); replay asks each at its own time.
@@ -24,12 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from newsrec_cli.mind.behaviors import Impressions
 
 FEATURES = ("clicks", "impressions", "ctr", "age_hours", "seen")
 GLOBAL = 0  # news index 0 is padding, never a real news: it holds the stream of all news
 DEFAULT_CTR = 0.04  # before any event: MIND's share of clicks among candidates (about 4%)
+BLOCK_HALF_LIVES = 500  # 2^500 ~ 1e150: far inside float64 (see _decayed_prefix)
 QUERY_CHUNK = 1 << 22  # (news, time) pairs looked up per pass: bounded memory on MIND-large
 
 
@@ -81,8 +83,13 @@ class PopularityCounts:
         keys = news * span + (times - start)
         group_keys, inverse = np.unique(keys, return_inverse=True)
         group_news, group_times = group_keys // span, group_keys % span + start
-        sums = np.zeros((len(group_keys), 2), dtype=np.float64)
-        np.add.at(sums, inverse, np.stack([clicks, np.ones_like(clicks)], axis=1))
+        sums = np.stack(
+            [
+                np.bincount(inverse, weights=clicks, minlength=len(group_keys)),
+                np.bincount(inverse, minlength=len(group_keys)).astype(np.float64),
+            ],
+            axis=1,
+        )
         seg = _segment_starts(group_news)
         decayed = _decayed_prefix(sums, group_times, seg, half_life_hours * 3600.0)
         return cls(
@@ -129,7 +136,10 @@ class PopularityCounts:
 
     def _features(self, news: np.ndarray, at: np.ndarray) -> np.ndarray:
         clicks, shows, first = self._before(news, at)
-        global_clicks, global_shows, _ = self._before(np.full_like(news, GLOBAL), at)
+        # the stream's CTR depends on the time alone: once per distinct second (impressions share them)
+        moments, inverse = np.unique(at, return_inverse=True)
+        global_clicks, global_shows, _ = self._before(np.full_like(moments, GLOBAL), moments)
+        global_clicks, global_shows = global_clicks[inverse], global_shows[inverse]
         base = np.where(global_shows > 0, global_clicks / np.maximum(global_shows, 1e-300), DEFAULT_CTR)
         seen = first >= 0
         ctr = (clicks + self.prior * base) / np.maximum(shows + self.prior, 1e-12)
@@ -217,18 +227,26 @@ def _segment_starts(news: np.ndarray) -> np.ndarray:
 def _decayed_prefix(values: np.ndarray, times: np.ndarray, seg: np.ndarray, half_life: float) -> np.ndarray:
     """x_g = sum over groups g' <= g of the same segment of values[g'] * 2^-((t_g - t_g')/h).
 
-    A Hillis-Steele scan: after the pass with step s, x_g sums the 2s groups up to g, each
-    pass adding the earlier window decayed to t_g. Decays are at most 1 and read from the times
-    directly, so nothing grows: exact for any span and half-life (no overflow of 2^(t/h)).
+    Per block, one cumulative sum of values * 2^((t - r)/h), r the block's start (pandas' grouped
+    cumsum: positive terms, no cancellation), times 2^-((t_g - r)/h). A block is a segment's run
+    of at most BLOCK_HALF_LIVES half-lives, so 2^((t - r)/h) stays inside float64; a later block
+    of a segment adds the end of the block before it, decayed (a loop over such blocks only: on
+    MIND no news lives 500 half-lives).
     """
-    x = values.copy()
-    position = np.arange(len(times)) - seg
-    step = 1
-    while True:
-        idx = np.flatnonzero(position >= step)
-        if not len(idx):
-            return x
-        decay = np.exp2(-(times[idx] - times[idx - step]) / half_life)
-        add = x[idx - step] * decay[:, None]
-        x[idx] += add  # `add` was read before the update: every group reads the previous pass
-        step *= 2
+    width = BLOCK_HALF_LIVES * half_life
+    block = ((times - times[seg]) // width).astype(np.int64)
+    new = np.ones(len(times), dtype=bool)
+    new[1:] = (seg[1:] != seg[:-1]) | (block[1:] != block[:-1])
+    sub = np.cumsum(new) - 1  # block number of each group
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], len(times)) - 1  # last group of each block
+    ref = times[seg][starts] + block[starts] * width  # each block's start time
+    grow = np.exp2((times - ref[sub]) / half_life)[:, None]  # (G, 1), at most 2^BLOCK_HALF_LIVES
+    x = pd.DataFrame(values * grow).groupby(sub, sort=False).cumsum().to_numpy() / grow
+    later = np.flatnonzero(
+        seg[starts] == seg[np.maximum(starts - 1, 0)]
+    )  # blocks after their segment's first
+    for b in later[later > 0]:  # in order: the block before already holds its own carry
+        span, e = slice(starts[b], ends[b] + 1), ends[b - 1]
+        x[span] += x[e] * np.exp2(-(times[span] - times[e]) / half_life)[:, None]
+    return x
