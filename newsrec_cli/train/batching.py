@@ -80,6 +80,9 @@ class EpochBatches(Dataset):
         self.popularity = popularity
         self.pairwise = pairwise  # in-batch scores: every row against every candidate of the batch
         self.seconds = impression_seconds(imps) if popularity is not None else None
+        self.history_lengths = (
+            np.asarray(imps.history_lengths, dtype=np.float32) if popularity is not None else None
+        )
 
     def __len__(self) -> int:
         return -(-len(self.samples) // self.batch_size)
@@ -103,13 +106,11 @@ class EpochBatches(Dataset):
         if self.user_rows is not None:
             batch["users"] = torch.from_numpy(self.user_rows[impression])
         if self.popularity is not None:
-            assert self.seconds is not None
+            assert self.seconds is not None and self.history_lengths is not None
             # Each row's candidates at its impression's time: only earlier impressions count.
             # In-batch scores pair row b with every candidate of the batch, all at row b's time.
             news = candidates.reshape(1, -1) if self.pairwise else candidates  # (1, B*K) or (B, K)
             when = self.seconds[impression][:, None]  # (B, 1)
             batch["popularity"] = torch.from_numpy(self.popularity.features(news, when))  # (B, B*K | K, F)
-            batch["history_length"] = torch.from_numpy(
-                np.asarray(self.imps.history_lengths[impression], dtype=np.float32)[:, None]
-            )  # (B, 1)
+            batch["history_length"] = torch.from_numpy(self.history_lengths[impression][:, None])  # (B, 1)
         return batch
