@@ -70,7 +70,7 @@ def train_command(
             "--use-popularity/--no-use-popularity",
         ),
     ] = None,
-    popularity_head: Annotated[str | None, _opt("gate (default) or ctr.", "--popularity-head")] = None,
+    popularity_head: Annotated[str | None, _opt("ctr (default) or gate.", "--popularity-head")] = None,
     popularity_half_life: Annotated[
         float | None, _opt("Hours after which a click counts half (default 6).", "--popularity-half-life")
     ] = None,
