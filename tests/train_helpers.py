@@ -112,7 +112,7 @@ def held_out_rows(data: Path, run: Path, metrics: str = "auc,mrr") -> dict[str, 
     from newsrec_cli.settings import EvaluateSettings
 
     report = evaluate(EvaluateSettings(baselines=True, metrics=metrics, device="cpu"), data=data, run_dir=run)
-    assert report.chosen_on is not None and not report.optimistic, report.protocol
+    assert report.chosen_on is not None and not report.optimistic, report.selection
     rows: dict[str, dict[str, float]] = {}
     for row in report.rows:
         if row.result is not None:

@@ -25,6 +25,7 @@ from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate import baselines
 from newsrec_cli.evaluate.metrics import compute_metrics
+from newsrec_cli.evaluate.model_scores import run_scores
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.protocol import Protocol
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
@@ -130,7 +131,6 @@ def run_ablation(
     train_callbacks: Callable[[Variant, int], Any] | None = None,
 ) -> AblationResult:
     """Train (or resume, or skip) every variant x seed, score the report split, compare, write ablation.json."""
-    from newsrec_cli.model.inference import score_impressions
     from newsrec_cli.train.loop import train
     from newsrec_cli.train.run import CONFIG, load_run
 
@@ -144,6 +144,14 @@ def run_ablation(
     if not target.labeled:
         raise InputError(f"the {split} impressions have no labels: nothing to compare on", path=target.source)
     labels, offsets = target.labels.astype(np.int64), target.candidate_offsets
+    # the clicks the runs trained on (popularity's counts, the content centre)
+    train_imps = protocol_of(dataset, data_settings).train
+    # the labelled impressions before the reported split (what a run's popularity may count)
+    known = (
+        dataset.splits.get("train")
+        if split == "test" or target is dataset.splits.get("valid")
+        else train_imps
+    )
 
     def per_impression(scores: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         result = compute_metrics(scores, labels, offsets, METRICS)
@@ -172,7 +180,7 @@ def run_ablation(
                     callbacks=callbacks,
                 )
             run = load_run(run_dir, settings.device)
-            scores = score_impressions(run, dataset, target)
+            scores = run_scores(run, dataset, target, known, "offline")  # with popularity: frozen
             means, per = per_impression(scores)
             for m in METRICS:
                 values[m].append(means[m])
@@ -190,7 +198,6 @@ def run_ablation(
 
     say("baselines: content, popularity, random")
     opened = EmbeddingStore.open(store)
-    train_imps = protocol_of(dataset, data_settings).train  # the clicks the runs trained on
     for name, scores in (
         (CONTENT, baselines.content_scores(opened, target, dataset.news_vocab, centred_on=train_imps)),
         ("content", baselines.content_scores(opened, target, dataset.news_vocab)),

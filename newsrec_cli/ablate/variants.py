@@ -38,6 +38,8 @@ def ablation_variants(
     for name, on in parts.items():
         if on:
             variants.append(Variant(f"without {name}", {f"use_{name}": False}))
+    if base.use_popularity:  # off by default: `--vary use_popularity=true` adds the "with" row
+        variants.append(Variant("without popularity", {"use_popularity": False}, "no click-stream term"))
     if base.use_text and base.content_prior:
         variants.append(Variant("without content prior", {"content_prior": False}, "learned score only"))
     if base.use_text and any(parts.values()):

@@ -47,7 +47,11 @@ app = typer.Typer(
 
 class Preset(StrEnum):
     default = "default"
+    trending = "trending"
     large = "large"
+
+
+TRENDING = 2.5  # --preset trending: the buzz weight unless --trending is given
 
 
 @app.command("synth")
@@ -63,10 +67,15 @@ def synth(
         float | None, typer.Option(help="Mean impressions per user (default 2.5).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Same seed, same files (default 0).")] = None,
+    trending: Annotated[
+        float | None,
+        typer.Option(help="Weight of a time-varying buzz per news in the clicks (default 0; trending: 2.5)."),
+    ] = None,
     preset: Annotated[
         Preset,
         typer.Option(
-            help="default: the built-in dataset (the options above); large: MIND-large-shaped "
+            help="default: the built-in dataset (the options above); trending: the same with clicks "
+            "that follow a time-varying popularity (--trending 2.5); large: MIND-large-shaped "
             "(161k news, 1M users, 2.2M train and 2.4M valid impressions) for the scale benchmark.",
         ),
     ] = Preset.default,
@@ -86,6 +95,8 @@ def synth(
     `--preset large` writes a MIND-large-shaped set in bounded memory (a few minutes, ~3 GB).
 
     Example: newsrec data synth --out data/synth --news 3000 --users 2000 --seed 0
+
+    Clicks that follow what is trending (for --use-popularity): newsrec data synth --out data/trend --preset trending
     """
     settings = settings_from(
         SynthSettings,
@@ -95,6 +106,7 @@ def synth(
         days=days,
         impressions_per_user=impressions_per_user,
         seed=seed,
+        trending=TRENDING if trending is None and preset is Preset.trending else trending,
     ).settings
     labels = {"news": "news", "write": "impressions", "write train": "train", "write valid": "valid"}
     with progress(unit="rows", transient=True) as bar:

@@ -55,6 +55,14 @@ def evaluate_command(
             "--embeddings", help="Text store for the content baseline (default: the run's).", exists=True
         ),
     ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(
+            "--protocol",
+            help="offline (default): popularity frozen at the end of training; replay: the split in time "
+            "order, each impression scored with the clicks of all earlier ones.",
+        ),
+    ] = None,
     by: Annotated[str | None, typer.Option("--by", help="Break down by: category or history-length.")] = None,
     write_predictions: Annotated[
         bool | None,
@@ -84,6 +92,8 @@ def evaluate_command(
     Score a leaderboard file: newsrec evaluate --predictions prediction.txt --data MINDsmall
 
     Baselines without a run: newsrec evaluate --data MINDsmall --baselines --embeddings stores/minilm
+
+    Online replay (a run trained with --use-popularity): newsrec evaluate runs/pop --data MINDsmall --protocol replay
     """
     settings = settings_from(
         EvaluateSettings,
@@ -91,6 +101,7 @@ def evaluate_command(
         split=split,
         metrics=metrics,
         baselines=baselines,
+        protocol=protocol,
         by=by,
         write_predictions=write_predictions,
         seed=seed,
@@ -127,7 +138,7 @@ def render(report: EvaluationReport) -> None:
         first = next((row.result for row in report.rows if row.result is not None), None)
         if first is not None and first.no_click:
             caption += f"; {first.no_click:,} impressions without a click left out"
-        title = f"MIND metrics: {report.data}, {report.protocol}"
+        title = f"MIND metrics: {report.data}, {report.selection}, {report.protocol} protocol"
         table = Table(title=title, caption=caption)
         table.add_column("source")
         for name in report.metrics:

@@ -63,6 +63,21 @@ def train_command(
     use_category: Annotated[
         bool | None, _opt("Category and subcategory embeddings.", "--use-category/--no-use-category")
     ] = None,
+    use_popularity: Annotated[
+        bool | None,
+        _opt(
+            "Popularity term: decayed clicks of each news before the impression's time.",
+            "--use-popularity/--no-use-popularity",
+        ),
+    ] = None,
+    popularity_head: Annotated[str | None, _opt("ctr (default) or gate.", "--popularity-head")] = None,
+    popularity_half_life: Annotated[
+        float | None, _opt("Hours after which a click counts half (default 6).", "--popularity-half-life")
+    ] = None,
+    valid_protocol: Annotated[
+        str | None,
+        _opt("Popularity on the epoch-choosing split: offline (default) or replay.", "--valid-protocol"),
+    ] = None,
     fusion: Annotated[str | None, _opt("concat, attention (default) or gate.", "--fusion")] = None,
     text_projection: Annotated[str | None, _opt("linear (default) or mlp.", "--text-projection")] = None,
     dim: Annotated[int | None, _opt("Size of news and user vectors.", "--dim")] = None,
@@ -189,6 +204,8 @@ def train_command(
 
     With a graph and GAT: newsrec train data/mind -e stores/minilm --graph graphs/mind --graph-encoder gat --out runs/gat
 
+    With popularity from the click stream, the epoch chosen by online replay: newsrec train data/mind -e stores/minilm --valid-days 1 --use-popularity --valid-protocol replay --out runs/pop, then newsrec evaluate runs/pop --data data/mind --protocol replay
+
     Continue an interrupted run: newsrec train --resume --out runs/nrms
 
     Start over in the same folder: newsrec train data/mind -e stores/minilm --out runs/nrms --overwrite
@@ -204,6 +221,10 @@ def train_command(
         use_text=use_text,
         use_graph=use_graph,
         use_category=use_category,
+        use_popularity=use_popularity,
+        popularity_head=popularity_head,
+        popularity_half_life=popularity_half_life,
+        valid_protocol=valid_protocol,
         fusion=fusion,
         text_projection=text_projection,
         dim=dim,

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.dataset import MindDataset
+from newsrec_cli.mind.popularity import protocol_view
 from newsrec_cli.settings import DataSettings
 
 if TYPE_CHECKING:
@@ -36,9 +38,49 @@ class ModelScores:
         run = load_run(run_dir, device=device, store=store)
         return cls(run=run, data_settings=run.data_settings, store=run.store_path)
 
-    def score(self, dataset: MindDataset, impressions: Impressions, batch_size: int = 512) -> np.ndarray:
+    def score(
+        self,
+        dataset: MindDataset,
+        impressions: Impressions,
+        batch_size: int = 512,
+        *,
+        known: Impressions | None = None,
+        protocol: str = "offline",
+    ) -> np.ndarray:
         """Logits aligned with `impressions.candidates` (news vectors once, users once, then scores)."""
-        from newsrec_cli.model.inference import score_impressions
+        return run_scores(self.run, dataset, impressions, known, protocol, batch_size)
 
-        logits = score_impressions(self.run, dataset, impressions, batch_size=batch_size)
-        return np.asarray(logits, dtype=np.float64)
+
+def run_scores(
+    run: LoadedRun,
+    dataset: MindDataset,
+    target: Impressions,
+    known: Impressions | None,
+    protocol: str = "offline",
+    batch_size: int = 512,
+) -> np.ndarray:
+    """A run's logits float64 [C] of `target`; a run trained with popularity adds its term, from
+    the clicks of `known` (the labelled impressions before `target`) read as `protocol` says:
+    offline frozen at the end of `known`, replay in time order through `target` too."""
+    from newsrec_cli.model.inference import score_impressions
+
+    logits = np.asarray(score_impressions(run, dataset, target, batch_size=batch_size), dtype=np.float64)
+    head = run.model.popularity
+    if head is None:
+        return logits
+    from newsrec_cli.model.popularity import popularity_logits
+
+    if known is None or not known.labeled:
+        raise InputError(
+            "the run scores with popularity, which needs labelled training impressions (train/) to "
+            f"count clicks in; none were found before the {protocol} split",
+            path=target.source or dataset.root,
+        )
+    view = protocol_view(
+        protocol,
+        known,
+        target,
+        half_life_hours=run.settings.popularity_half_life,
+        prior=run.settings.popularity_prior,
+    )
+    return logits + popularity_logits(head, view.counts, target, at=view.at)

@@ -77,8 +77,11 @@ def format_predictions(impression_ids: np.ndarray, offsets: np.ndarray, ranks: n
     return prediction_bytes(impression_ids, offsets, ranks).decode("ascii")
 
 
-def write_predictions(out_dir: Path, impressions: Impressions, scores: np.ndarray) -> tuple[Path, Path]:
-    """Write prediction.txt and prediction.zip (the file alone, as the leaderboard wants it).
+def write_predictions(
+    out_dir: Path, impressions: Impressions, scores: np.ndarray, name: str = "prediction"
+) -> tuple[Path, Path]:
+    """Write NAME.txt and NAME.zip (prediction.txt alone inside, as the leaderboard wants it);
+    `name` says the protocol where it is not the offline one (prediction-replay).
 
     Lines follow the order of behaviors.tsv, which the official scorer requires. Ranks and text
     are made per chunk of impressions and streamed to disk, so memory stays a few chunks.
@@ -86,8 +89,8 @@ def write_predictions(out_dir: Path, impressions: Impressions, scores: np.ndarra
     if len(scores) != len(impressions.candidates):
         raise ValueError(f"{len(scores)} scores for {len(impressions.candidates)} candidates")
     offsets = impressions.candidate_offsets
-    txt_path = out_dir / PREDICTION_FILE
-    zip_path = out_dir / PREDICTION_ZIP
+    txt_path = out_dir / f"{name}.txt"
+    zip_path = out_dir / f"{name}.zip"
     with atomic.atomic_handle(txt_path) as handle:
         for lo, hi in impression_chunks(offsets, CHUNK_CANDIDATES):
             a, b = int(offsets[lo]), int(offsets[hi])

@@ -31,9 +31,10 @@ from newsrec_cli.evaluate.predictions import (
 )
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
+from newsrec_cli.mind.popularity import FEATURES, protocol_view, slot_features
 from newsrec_cli.mind.protocol import carve
 from newsrec_cli.plural import agree, counted
-from newsrec_cli.settings import DataSettings, EvaluateSettings
+from newsrec_cli.settings import DataSettings, EvaluateSettings, TrainSettings
 
 METRICS_FILE = "metrics.json"
 
@@ -77,6 +78,7 @@ class EvaluationReport:
     rows: list[EvaluationRow] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     run_dir: str | None = None
+    protocol: str = "offline"  # how popularity reached the scores: offline or replay
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class EvaluationReport:
             "chosen_on": self.chosen_on,
             "reported_on": self.reported_on,
             "optimistic": self.optimistic,
+            "selection": self.selection,
             "protocol": self.protocol,
             "run_dir": self.run_dir,
             "metrics": self.metrics,
@@ -98,7 +101,8 @@ class EvaluationReport:
         }
 
     @property
-    def protocol(self) -> str:
+    def selection(self) -> str:
+        """Which split chose the epoch and which is reported, in words (every title says it)."""
         return protocol_title(self.chosen_on, self.reported_on, self.optimistic)
 
 
@@ -255,6 +259,7 @@ def evaluate(
         labeled=target.labeled,
         by=settings.by,
         run_dir=str(run_dir) if run_dir else None,
+        protocol=settings.protocol,
     )
     if model is not None:
         _check_news_rows(dataset, target, model.run.settings.missing, say)
@@ -284,13 +289,18 @@ def evaluate(
     if model is not None:
         say(f"scoring {len(target):,} impressions with {run_dir}")
         start = time.perf_counter()
-        logits = model.score(dataset, target, batch_size=settings.batch_size)
+        logits = model.score(
+            dataset, target, batch_size=settings.batch_size, known=train, protocol=settings.protocol
+        )
         add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start)
+        if settings.protocol != "offline" and model.run.model.popularity is None:
+            say(f"note: {run_dir.name} was trained without popularity: it scores alike under both protocols")
         _say_unverified(say, model.run.text_check)
         if settings.write_predictions:
             folder = out_dir or run_dir
             assert folder is not None  # run_dir is set whenever predictions are written
-            txt, zipped = write_predictions(folder, target, logits)
+            name = "prediction" if settings.protocol == "offline" else f"prediction-{settings.protocol}"
+            txt, zipped = write_predictions(folder, target, logits, name)
             report.written += [str(txt), str(zipped)]
 
     if predictions is not None and target.labeled:
@@ -308,6 +318,8 @@ def evaluate(
         path = folder / METRICS_FILE
         if out_dir is None and model is not None:
             path = folder / metrics_file_name(model.run.config, data, settings.split)
+        if settings.protocol != "offline":  # metrics.json is the offline protocol's
+            path = path.with_name(f"{path.stem}-{settings.protocol}{path.suffix}")
         atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
         report.written.append(str(path))
     return report
@@ -367,6 +379,19 @@ def _add_baselines(
     add("random", "baseline", baselines.random_scores(target, settings.seed), time.perf_counter() - start)
     if train is None or not train.labeled:
         say("popularity baseline skipped: no labelled training impressions to count clicks in")
+    elif settings.protocol == "replay":
+        # Replay: each impression ranked by the smoothed CTR from every impression before it.
+        start = time.perf_counter()
+        defaults = TrainSettings()  # the half-life and smoothing a run has by default
+        view = protocol_view(
+            "replay",
+            train,
+            target,
+            half_life_hours=defaults.popularity_half_life,
+            prior=defaults.popularity_prior,
+        )
+        ctr = slot_features(view.counts, target, view.at)[:, FEATURES.index("ctr")].astype(np.float64)
+        add("popularity (causal CTR)", "baseline", ctr, time.perf_counter() - start)
     else:
         start = time.perf_counter()
         scores = baselines.popularity_scores(train, target, settings.seed)

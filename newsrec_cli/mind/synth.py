@@ -67,6 +67,7 @@ VEC_DIM = 100  # MIND's entity_embedding.vec dimension
 # category embedding explained nearly every click and fusion ignored text and graph; these weights
 # give each a share of the preference's variance (about 2 : 1.5 : 1 on the default dataset).
 TASTE, THEME, ENTITY, FACTOR, POPULARITY, NOISE = 1.1, 1.3, 1.5, 2.0, 0.8, 0.5
+BUZZ_HOURS = 12.0  # width of a news' buzz around its peak (the trending preset)
 FACTORS = 4  # size of the entities' latent factor f_e and of the users' liking p_u
 HISTORY_POOL = 30  # a history click is the preferred one of this many old news (by exposure)
 HISTORY_BY_ENTITY = 0.25
@@ -175,7 +176,12 @@ def synthesize(
     pre_history = _pre_history(rng_users, users, news, entities, topics)
 
     imp_user, imp_time, cand_offsets, candidates = _impressions(rng_imps, news, settings, pre_days)
-    labels = _clicks(rng_clicks, users, topics, news, imp_user, cand_offsets, candidates)
+    buzz = None
+    if settings.trending > 0:
+        # its own stream (the 7th child of the seed): the files without trending stay as they were
+        rng_buzz = np.random.default_rng(np.random.SeedSequence(settings.seed).spawn(7)[6])
+        buzz = settings.trending * _buzz(rng_buzz, news, imp_time, cand_offsets, candidates)
+    labels = _clicks(rng_clicks, users, topics, news, imp_user, cand_offsets, candidates, buzz)
     report("impressions", len(imp_user), len(imp_user))
 
     try:
@@ -588,8 +594,10 @@ def _clicks(
     imp_user: np.ndarray,
     cand_offsets: np.ndarray,
     candidates: np.ndarray,
+    buzz: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Labels (int8) of the candidates from the click model, about CLICK_RATE of them 1."""
+    """Labels (int8) of the candidates from the click model, about CLICK_RATE of them 1; `buzz`
+    (float [C], optional) is a time-varying popularity term added to each candidate's logit."""
     imp_of = np.repeat(np.arange(len(imp_user)), np.diff(cand_offsets))
     user = imp_user[imp_of]
     logit = (
@@ -597,6 +605,8 @@ def _clicks(
         + POPULARITY * news.popularity[candidates]
         + NOISE * rng.normal(size=len(candidates))
     )
+    if buzz is not None:
+        logit = logit + buzz
     starts = cand_offsets[:-1]
 
     def expected_rate(c: float) -> float:
@@ -624,6 +634,23 @@ def _clicks(
     worst = np.minimum.reduceat(key, starts)
     labels[all_clicked[imp_of] & (key == worst[imp_of])] = 0
     return labels
+
+
+def _buzz(
+    rng: np.random.Generator,
+    news: _News,
+    imp_time: np.ndarray,
+    cand_offsets: np.ndarray,
+    candidates: np.ndarray,
+) -> np.ndarray:
+    """Each candidate's buzz at its impression's time, float [C]: a news has a strength
+    `s ~ N(0, 1)` (no word or category shows it) that peaks at a random hour of its publish day
+    and fades with a Gaussian of BUZZ_HOURS: what is being clicked now, seen only in the stream."""
+    strength = rng.normal(size=len(news.ids))
+    peak = news.publish.astype(np.float64) * 86_400 + rng.uniform(0, 86_400, size=len(news.ids))
+    when = np.repeat(imp_time.astype(np.float64), np.diff(cand_offsets))
+    hours = (when - peak[candidates]) / 3600.0
+    return strength[candidates] * np.exp(-0.5 * (hours / BUZZ_HOURS) ** 2)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -86,6 +86,9 @@ class NewsRecommender(nn.Module):
             raise ValueError(f"{self.__class__.__name__}: the content prior needs the text modality")
         # Multi-task: predict the clicked news' category from the user (a regulariser for small data).
         self.category_head = nn.Linear(news_encoder.dim, aux_categories) if aux_categories else None
+        # Popularity (model/popularity.py): a per-candidate term added to the logit outside the
+        # user state; build_model sets it with --use-popularity.
+        self.popularity: nn.Module | None = None
 
     @property
     def news_dim(self) -> int:

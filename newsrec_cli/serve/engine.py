@@ -265,12 +265,14 @@ class Engine:
         self.table.upsert(records, vectors)
 
     def _load_run(self) -> None:
+        from newsrec_cli.model.popularity import refuse_popularity
         from newsrec_cli.serve.backends import TorchBackend
         from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
         from newsrec_cli.train.run import load_run
 
         run = load_run(self.source, device="cpu", store=self.config.run_store)
         refuse_finetuned(run, "serve")
+        refuse_popularity(run, "serve")
         self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)
         self.history = run.settings.history

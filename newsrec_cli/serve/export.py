@@ -654,6 +654,9 @@ def export_run(
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu", store=store)
     refuse_finetuned(run, "export")
+    from newsrec_cli.model.popularity import refuse_popularity  # torch is loaded by load_run anyway
+
+    refuse_popularity(run, "export")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)

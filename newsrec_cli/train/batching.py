@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from newsrec_cli.mind import Impressions
+from newsrec_cli.mind.popularity import PopularityCounts, impression_seconds
 from newsrec_cli.model.inputs import recent_history
 from newsrec_cli.train.samples import ClickSamples, sample_hard_negatives, sample_negatives
 
@@ -49,6 +50,8 @@ class EpochBatches(Dataset):
     - history (B, H) int64 and history_mask (B, H) bool: the last H clicks before the impression
     - candidates (B, 1+K) int64: the clicked news first, then K unclicked news
     - users (B,) int64: rows of the user-ID table (0 = unknown), present when `user_rows` is given
+    - popularity (B, 1+K, F) float32 (with `pairwise` (B, B*(1+K), F)) and history_length (B, 1):
+      each candidate's popularity features at the impression's time, when `popularity` is given
 
     With `world` > 1 each item is rank `rank`'s share of the step's global batch.
     """
@@ -62,6 +65,8 @@ class EpochBatches(Dataset):
         batch_size: int,
         history: int,
         user_rows: np.ndarray | None = None,
+        popularity: PopularityCounts | None = None,
+        pairwise: bool = False,
         rank: int = 0,
         world: int = 1,
     ) -> None:
@@ -72,6 +77,12 @@ class EpochBatches(Dataset):
         self.batch_size = batch_size
         self.history = history
         self.user_rows = user_rows  # int64 [I]: user-ID row of each impression
+        self.popularity = popularity
+        self.pairwise = pairwise  # in-batch scores: every row against every candidate of the batch
+        self.seconds = impression_seconds(imps) if popularity is not None else None
+        self.history_lengths = (
+            np.asarray(imps.history_lengths, dtype=np.float32) if popularity is not None else None
+        )
 
     def __len__(self) -> int:
         return -(-len(self.samples) // self.batch_size)
@@ -94,4 +105,12 @@ class EpochBatches(Dataset):
         }
         if self.user_rows is not None:
             batch["users"] = torch.from_numpy(self.user_rows[impression])
+        if self.popularity is not None:
+            assert self.seconds is not None and self.history_lengths is not None
+            # Each row's candidates at its impression's time: only earlier impressions count.
+            # In-batch scores pair row b with every candidate of the batch, all at row b's time.
+            news = candidates.reshape(1, -1) if self.pairwise else candidates  # (1, B*K) or (B, K)
+            when = self.seconds[impression][:, None]  # (B, 1)
+            batch["popularity"] = torch.from_numpy(self.popularity.features(news, when))  # (B, B*K | K, F)
+            batch["history_length"] = torch.from_numpy(self.history_lengths[impression][:, None])  # (B, 1)
         return batch

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from newsrec_cli.model.popularity import add_to_logits
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 
@@ -128,6 +129,7 @@ def batch_loss(
     logits, user = model.forward_with_user(
         batch["history"], batch["history_mask"], batch["candidates"], batch.get("users"), in_batch=in_batch
     )
+    logits = add_to_logits(model, logits, batch)
     loss = loss_fn(settings, logits, per_row=batch["candidates"].shape[1], candidates=batch["candidates"])
     if settings.aux_category > 0 and model.category_head is not None:
         clicked = model.news_encoder.category_index[batch["candidates"][:, 0]]  # (B,)
@@ -151,6 +153,7 @@ def _shard_loss(
         in_batch=in_batch,
         gather=(lambda vectors: shard.gather(vectors[: shard.rows])) if in_batch else None,
     )
+    logits = add_to_logits(model, logits, batch)  # (never in-batch here: see Trainer.train_epoch)
     everyone = shard.gather(candidates[: shard.rows]) if in_batch else candidates  # (B_all, K)
     loss = loss_fn(
         settings,

@@ -30,6 +30,7 @@ from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
 from newsrec_cli.model.id_embedding import NewsIdEmbedding
 from newsrec_cli.model.news_encoder import NewsEncoder
+from newsrec_cli.model.popularity import PopularityHead
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import ScoringHead
 from newsrec_cli.model.text_projection import TextProjection
@@ -236,6 +237,8 @@ def build_model(
         prior=prior,
         aux_categories=len(context.vocabs.categories) if settings.aux_category > 0 else 0,
     )
+    if settings.use_popularity:
+        model.popularity = PopularityHead(settings.popularity_head)
     model.attach(context.features)
     set_centres(model)
     return model
@@ -317,6 +320,8 @@ def clear_run(run_dir: Path) -> list[Path]:
         *VOCAB_FILES.values(),
         "prediction.txt",
         "prediction.zip",
+        "prediction-replay.txt",
+        "prediction-replay.zip",
     }
     removed = []
     for path in sorted(run_dir.iterdir()):

@@ -17,8 +17,10 @@ from torch import nn
 
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
+from newsrec_cli.mind.popularity import PopularityCounts, PopularityView, protocol_view
 from newsrec_cli.model.content_prior import ContentPrior
 from newsrec_cli.model.inputs import needed_news
+from newsrec_cli.model.popularity import PopularityHead
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
@@ -67,6 +69,8 @@ class TrainingData:
     valid: Impressions
     validation: str  # how validation was split off, for the user
     samples: ClickSamples
+    popularity: PopularityCounts | None = None  # counts of the training impressions (--use-popularity)
+    valid_popularity: PopularityView | None = None  # what validation reads (--valid-protocol)
 
 
 @dataclass
@@ -183,7 +187,20 @@ def load_training_data(run: RunRequest) -> TrainingData:
     samples = click_samples(train_imps)
     if len(samples) == 0:
         raise InputError("no click with an unclicked candidate beside it: nothing to train on", path=run.data)
-    return TrainingData(dataset, train_imps, valid_imps, validation, samples)
+    popularity = valid_popularity = None
+    if settings.use_popularity:
+        # Each training impression sees the training impressions strictly before its time.
+        popularity = PopularityCounts.from_impressions(
+            train_imps, half_life_hours=settings.popularity_half_life, prior=settings.popularity_prior
+        )
+        valid_popularity = protocol_view(
+            settings.valid_protocol,
+            train_imps,
+            valid_imps,
+            half_life_hours=settings.popularity_half_life,
+            prior=settings.popularity_prior,
+        )
+    return TrainingData(dataset, train_imps, valid_imps, validation, samples, popularity, valid_popularity)
 
 
 def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> ModelParts:
@@ -236,7 +253,7 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
 def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """Weight decay on weight matrices only: not on embeddings, norms, biases or single vectors.
 
-    The score's scale and the content prior's weight get `LR_SCALE` times the learning rate (key
+    The score's scale, the content prior's weight and popularity's weight get `LR_SCALE` times the learning rate (key
     "lr_scale" of their group); the fine-tuned text layers (`--finetune-text`) get
     `text_lr_scale` times it (--finetune-lr / --lr: a pretrained transformer wants a far smaller
     step than freshly initialised layers).
@@ -251,7 +268,7 @@ def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1
             if id(param) in text_params:
                 (text_decay if param.ndim >= 2 else text_plain).append(param)
                 continue
-            if isinstance(module, ScoringHead | ContentPrior) and name.startswith("raw_"):
+            if isinstance(module, ScoringHead | ContentPrior | PopularityHead) and name.startswith("raw_"):
                 scale.append(param)
             elif isinstance(module, nn.Embedding) or param.ndim < 2:
                 plain.append(param)

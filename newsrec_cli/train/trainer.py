@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from newsrec_cli.errors import NewsrecError
+from newsrec_cli.errors import NewsrecError, SettingsError
+from newsrec_cli.mind.popularity import PopularityView
 from newsrec_cli.model.inference import autocast_for
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.train import checkpoint
@@ -353,7 +354,14 @@ class Trainer:
     def validate_untrained(self) -> None:
         """The untrained model ranks as the content baseline; a trained epoch must beat it."""
         self.callbacks.on_validate(0, len(self.data.valid))
-        result = validate(self.model, self.data.valid, self.settings, self.parts.valid_users, self.ranks)
+        result = validate(
+            self.model,
+            self.data.valid,
+            self.settings,
+            self.parts.valid_users,
+            self.ranks,
+            popularity=self.data.valid_popularity,
+        )
         record = EpochRecord(
             epoch=0,
             steps=0,
@@ -388,7 +396,14 @@ class Trainer:
         scores = None
         if settings.hard_negatives:
             scores = negative_scores(
-                self.model, self.data.train, settings, self.parts.train_users, self.ranks
+                self.model,
+                self.data.train,
+                settings,
+                self.parts.train_users,
+                self.ranks,
+                popularity=None
+                if self.data.popularity is None
+                else PopularityView(self.data.popularity, at=None),  # as the batches see it
             )
         return plan_epoch(
             self.data.samples,
@@ -402,6 +417,14 @@ class Trainer:
     def train_epoch(self, interrupted: threading.Event) -> EpochSteps:
         """The epoch's steps from `state.step_in_epoch` until its end or a stop rule."""
         settings, state = self.settings, self.state
+        pairwise = settings.loss == "infonce"
+        if self.data.popularity is not None and pairwise and self.ranks.world > 1:
+            raise self.ranks.fail(
+                SettingsError(
+                    "train: --use-popularity with --loss infonce runs in one process only; "
+                    "use --loss listwise with --nproc"
+                )
+            )
         self.plan = self.epoch_plan()
         batches = EpochBatches(
             self.data.train,
@@ -410,6 +433,8 @@ class Trainer:
             batch_size=settings.batch_size,
             history=settings.history,
             user_rows=self.parts.train_users,
+            popularity=self.data.popularity,
+            pairwise=pairwise,
             rank=self.ranks.rank,
             world=self.ranks.world,
         )
@@ -544,7 +569,14 @@ class Trainer:
         epoch_done = state.step_in_epoch >= steps.steps
 
         self.callbacks.on_validate(state.epoch + 1, len(self.data.valid))
-        result = validate(self.model, self.data.valid, settings, self.parts.valid_users, self.ranks)
+        result = validate(
+            self.model,
+            self.data.valid,
+            settings,
+            self.parts.valid_users,
+            self.ranks,
+            popularity=self.data.valid_popularity,
+        )
         auc = result.values.get("auc", math.nan)
         # Part of an epoch cut by --time-budget is shown, never chosen: the next full epoch
         # would be compared with it, and an uninterrupted run never sees it. (A --max-steps
