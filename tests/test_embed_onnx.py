@@ -73,9 +73,15 @@ def test_int8_is_close_to_float_and_named_apart(torch_vectors: np.ndarray) -> No
 
 
 @pytest.mark.slow
-def test_export_is_cached_and_redone_when_the_weights_change(tmp_path: Path) -> None:
+def test_export_is_cached_and_redone_when_the_weights_change(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """A copy of the model folder (files linked): the export lands beside it once, a second
-    provider reuses it, and a changed config makes a fresh export."""
+    provider reuses it, and a changed config makes a fresh export; transformers' own "Loading
+    weights" bar never reaches the terminal."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()  # as in a fresh process: nothing turned it off yet
     folder = tmp_path / "model"
     source = bundled_model_path()
     assert source is not None
@@ -94,6 +100,7 @@ def test_export_is_cached_and_redone_when_the_weights_change(tmp_path: Path) -> 
     (folder / "config.json").write_text(json.dumps({**config, "note": "changed"}))
     assert exported_model(folder, int8=False).stat().st_mtime_ns != stamp
     assert json.loads((folder / "onnx" / "manifest.json").read_text())["source"] != manifest["source"]
+    assert "Loading weights" not in capfd.readouterr().err
 
 
 def test_unwritable_model_folder_caches_under_the_user_cache(

@@ -52,10 +52,10 @@ class TextTower(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
 
-        transformers_logging.set_verbosity_error()  # "unused weights" chatter of the pooler
-        transformers_logging.disable_progress_bar()  # our own progress bar is the only one
+        from newsrec_cli.embed.providers.base import quiet_transformers
+
+        quiet_transformers()  # the pooler's "unused weights" chatter, transformers' own bars
         try:
             bert = AutoModel.from_pretrained(location)
             tokenizer = AutoTokenizer.from_pretrained(location)

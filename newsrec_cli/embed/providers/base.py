@@ -44,6 +44,14 @@ class ProviderError(NewsrecError):
     """A provider could not embed a batch (after its retries); the message is one line."""
 
 
+def quiet_transformers() -> None:
+    """transformers' own progress bars and load-time chatter off: the user sees newsrec's lines."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
 def fixed_batches(count: int, size: int) -> list[list[int]]:
     return [list(range(start, min(start + size, count))) for start in range(0, count, size)]
 

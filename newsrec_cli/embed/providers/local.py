@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, longest_first_batches
+from newsrec_cli.embed.providers.base import (
+    ProviderError,
+    ProviderSpec,
+    longest_first_batches,
+    quiet_transformers,
+)
 from newsrec_cli.embed.providers.model_checksums import verify_model_files
 from newsrec_cli.errors import InputError
 
@@ -74,9 +79,8 @@ class LocalProvider:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()  # our own progress bar is the only one
+        quiet_transformers()
 
         self.device = resolve_device(device)
         try:

@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli import atomic
-from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec, longest_first_batches
+from newsrec_cli.embed.providers.base import (
+    ProviderError,
+    ProviderSpec,
+    longest_first_batches,
+    quiet_transformers,
+)
 from newsrec_cli.embed.providers.local import model_location, model_name
 from newsrec_cli.errors import InputError
 
@@ -152,6 +157,7 @@ def _export(folder: Path, out: Path, pooling: str) -> None:
         raise InputError(f"--backend onnx needs {exc.name}: {INSTALL_HINT}") from None
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_transformers()
     model = SentenceTransformer(str(folder), device="cpu")
     transformer = model[0].auto_model.eval()
     names = list(model.tokenizer.model_input_names)
