@@ -15,7 +15,7 @@ from evaluate_helpers import make_mind, make_store
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
-from newsrec_cli.settings import TrainSettings
+from newsrec_cli.settings import DataSettings, TrainSettings
 from newsrec_cli.train import train
 
 NEWSREC = Path(sys.executable).parent / "newsrec"
@@ -27,7 +27,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lines")
     data, store = make_mind(root / "mind"), make_store(root / "store")
     run = root / "run"
-    train(data, run, store=store, settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1))
+    train(
+        data,
+        run,
+        store=store,
+        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
+        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
+    )
     return run, data
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from newsrec_cli.cli import app
 from newsrec_cli.embed.store import commit, new_meta
 from newsrec_cli.serve.engine import Engine, ServeConfig
-from newsrec_cli.settings import TrainSettings
+from newsrec_cli.settings import DataSettings, TrainSettings
 from newsrec_cli.train import train
 
 runner = CliRunner()
@@ -28,7 +28,13 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, P
     root = tmp_path_factory.mktemp("moved")
     data, store = make_mind(root / "mind"), make_store(root / "store")
     run = root / "run"
-    train(data, run, store=store, settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1))
+    train(
+        data,
+        run,
+        store=store,
+        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
+        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
+    )
     now = root / "elsewhere" / "store"
     now.parent.mkdir()
     shutil.move(store, now)

@@ -27,6 +27,7 @@ def test_second_train_into_one_folder_is_refused_and_a_killed_run_resumes(tmp_pa
     data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
     run = tmp_path / "run"
     common = ["--embeddings", str(store), "--dim", "8", "--heads", "2", "--device", "cpu", "--threads", "1"]
+    common += ["--select-on", "valid"]  # 4 training impressions: none to hold out
     first = subprocess.Popen(
         [
             str(NEWSREC),
