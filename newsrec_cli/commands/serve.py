@@ -26,7 +26,9 @@ SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]
 def _listen(host: str, port: int) -> socket.socket:
     """The server's socket, bound before anything says "serving": a port in use is one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says
+    # TCP; with proto 0 every keep-alive response waited ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
     try:
         sock.bind((host, port))
