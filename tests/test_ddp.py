@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from newsrec_cli.cli import app
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import load_dataset
-from newsrec_cli.settings import TrainSettings
+from newsrec_cli.settings import DataSettings, TrainSettings
 from newsrec_cli.train import train
 from newsrec_cli.train.batching import EpochBatches, plan_epoch
 from newsrec_cli.train.distributed import FAULT_ENV, FAULT_EXIT_CODE, combine_metrics, shard_sizes
@@ -43,8 +43,14 @@ SETTINGS: dict[str, Any] = {
     "id_dropout": 0.0,
     "text_dropout": 0.0,
     "seed": 3,
+    # model.pt must hold trained weights to compare: the untrained epoch 0 may win the selection day
+    "choose_untrained": False,
 }
+# valid/ chooses (and so is what validation scores): the gathered validation is compared with
+# `evaluate --split valid` below.
+SELECT = DataSettings(select_on="valid")
 FLAGS = [
+    "--select-on", "valid",
     "--dim", "16", "--heads", "2", "--history", "10", "--batch-size", "32", "--epochs", "2",
     "--threads", "1", "--dropout", "0", "--id-dropout", "0", "--text-dropout", "0", "--seed", "3",
 ]  # fmt: skip
@@ -66,7 +72,13 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})},
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "COLUMNS": "200",
+            "NEWSREC_TRAIN_CHOOSE_UNTRAINED": "false",  # as SETTINGS: model.pt is a trained epoch
+            **(env or {}),
+        },
     )
 
 
@@ -91,10 +103,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     store = hashing_store(data, root / "store")
     # A batch size that leaves one row in the epoch's last batch, so that rank 1 gets a stand-in
     # row there (257 clicks: 32; should the generator change, any such size, else 32).
-    clicks = len(click_samples(load_dataset(data).splits["train"]))
+    clicks = len(click_samples(load_dataset(data).protocol(select_on="valid").train))
     batch = next((b for b in range(32, 64) if clicks % b == 1), 32)
     settings = TrainSettings(**{**SETTINGS, "batch_size": batch})
-    single = train(data, root / "single", store=store, settings=settings)
+    single = train(data, root / "single", store=store, settings=settings, data_settings=SELECT)
     assert single.info.clicks == clicks
     flags = [*FLAGS, "--batch-size", str(batch)]
     ddp = run_cli(
@@ -127,6 +139,7 @@ def test_two_processes_reach_the_weights_of_one_process(runs: dict[str, Any]) ->
         root / "half",
         store=runs["store"],
         settings=runs["settings"].model_copy(update={"batch_size": runs["settings"].batch_size // 2}),
+        data_settings=SELECT,
     )
     assert half.history
     assert max_difference(root / "single", root / "half") > 20 * WEIGHT_ATOL
@@ -136,7 +149,9 @@ def test_gathered_validation_equals_single_process_evaluate(runs: dict[str, Any]
     root = runs["root"]
     records = runs["ddp"]["history"]
     best = next(r for r in records if r["epoch"] == runs["ddp"]["best_epoch"])
-    result = runner.invoke(app, ["evaluate", str(root / "ddp"), "--data", str(runs["data"]), "--json"])
+    result = runner.invoke(
+        app, ["evaluate", str(root / "ddp"), "--data", str(runs["data"]), "--split", "valid", "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     model = next(row for row in report["rows"] if row["name"].startswith("model"))
