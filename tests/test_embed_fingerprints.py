@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 from newsrec_cli.cli import app
 from newsrec_cli.embed.store import HASHES, META, EmbeddingStore, text_hash
 from newsrec_cli.errors import InputError
-from newsrec_cli.settings import TrainSettings
+from newsrec_cli.settings import DataSettings, TrainSettings
 from newsrec_cli.train import train
 
 runner = CliRunner()
 TINY = TrainSettings(dim=8, heads=2, epochs=1, device="cpu", seed=1, threads=1)
+SELECT = ["--select-on", "valid"]  # make_mind's 4 training impressions: none to hold out
 
 
 def embed(data: Path, store: Path) -> dict:
@@ -116,7 +117,9 @@ def test_a_store_without_fingerprints_loads_and_is_reused_unchecked(
     assert result.exit_code == 0, result.output
     assert "6 vectors were reused by ID alone" in result.stderr
     # Training on it works (nothing to check against) and says so.
-    run = runner.invoke(app, ["train", str(b), "-e", str(store), "-o", str(tmp_path / "run"), "--dim", "8"])
+    run = runner.invoke(
+        app, ["train", str(b), "-e", str(store), "-o", str(tmp_path / "run"), "--dim", "8", *SELECT]
+    )
     assert run.exit_code == 0, run.output
     assert "could not be checked" in run.stderr
 
@@ -126,10 +129,10 @@ def test_train_refuses_a_store_made_from_other_texts(two_datasets: tuple[Path, P
     store = tmp_path / "store"
     embed(a, store)
     with pytest.raises(InputError, match=r"1 of 6 news have another text in .*b than the one") as err:
-        train(b, tmp_path / "run", store=store, settings=TINY)
+        train(b, tmp_path / "run", store=store, settings=TINY, data_settings=DataSettings(select_on="valid"))
     assert "(first: N3)" in str(err.value) and "newsrec embed" in str(err.value)
     result = runner.invoke(
-        app, ["train", str(b), "-e", str(store), "-o", str(tmp_path / "run2"), "--dim", "8"]
+        app, ["train", str(b), "-e", str(store), "-o", str(tmp_path / "run2"), "--dim", "8", *SELECT]
     )
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "(first: N3)" in result.stderr
@@ -141,7 +144,7 @@ def test_evaluate_checks_the_run_store_and_the_content_store_against_the_data(
     a, b = two_datasets
     store = tmp_path / "store"
     embed(a, store)
-    train(a, tmp_path / "run", store=store, settings=TINY)
+    train(a, tmp_path / "run", store=store, settings=TINY, data_settings=DataSettings(select_on="valid"))
     result = runner.invoke(app, ["evaluate", str(tmp_path / "run"), "--data", str(b)])
     assert result.exit_code == 1
     assert "1 of" in result.stderr and "(first: N3)" in result.stderr
