@@ -46,6 +46,7 @@ def tiny_context(
         subcategory=torch.tensor([0] + [1 + i % 3 for i in range(n_news)]),
         text=matrix,
         text_present=torch.ones(n_news + 1, dtype=torch.bool),
+        known=torch.arange(n_news + 1) > 0,  # every news is a training news: the centre is theirs
     )
     return DataContext(vocabs=vocabs, features=features, text_dim=matrix.shape[1])
 
