@@ -23,7 +23,7 @@ from rich.table import Table
 
 from newsrec_cli.mind.dataset import load_dataset
 from newsrec_cli.model.inference import score_with_model
-from newsrec_cli.train.run import load_run
+from newsrec_cli.runs.loading import load_run
 
 console = Console()
 

@@ -55,9 +55,10 @@ def main() -> None:
     from newsrec_cli.evaluate.metrics import compute_metrics
     from newsrec_cli.evaluate.model_scores import run_scores
     from newsrec_cli.mind import load_dataset
+    from newsrec_cli.runs.files import CONFIG
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.settings import DataSettings, TrainSettings
     from newsrec_cli.train.loop import train
-    from newsrec_cli.train.run import CONFIG, load_run
 
     data_settings = DataSettings(valid_days=1)
     dataset = load_dataset(args.data)

@@ -106,8 +106,9 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from newsrec_cli.runs.records import TrainCallbacks
     from newsrec_cli.settings import TrainSettings
-    from newsrec_cli.train import TrainCallbacks, train
+    from newsrec_cli.train import train
 
     console = Console()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_train_"))

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsrec_cli.settings import TrainSettings
+from newsrec_cli.train import train as run_training
 from newsrec_cli.tune.report import study_report
 from newsrec_cli.tune.space import load_space
 from newsrec_cli.tune.study import TuneSetup, tune
@@ -62,7 +63,7 @@ def main() -> None:
                     seed=seed,
                 )
                 start = time.perf_counter()
-                tune(setup)
+                tune(setup, run_training)
                 seconds = time.perf_counter() - start
                 report = study_report(setup)
                 epochs = sum(r.epochs or 0 for r in report.rows)

@@ -14,7 +14,7 @@ import sys
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.model.inference import score_impressions
-from newsrec_cli.train.run import load_run
+from newsrec_cli.runs.loading import load_run
 
 
 def main(run_dir: str, data_dir: str) -> None:

@@ -23,12 +23,12 @@ from typer.testing import CliRunner
 from newsrec_cli.cli import app
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import load_dataset
+from newsrec_cli.objective.batching import EpochBatches, plan_epoch
+from newsrec_cli.objective.samples import click_samples
 from newsrec_cli.settings import DataSettings, TrainSettings
 from newsrec_cli.train import train
-from newsrec_cli.train.batching import EpochBatches, plan_epoch
 from newsrec_cli.train.distributed import FAULT_ENV, FAULT_EXIT_CODE, combine_metrics, shard_sizes
 from newsrec_cli.train.faults import KILL_ENV
-from newsrec_cli.train.samples import click_samples
 
 # Dropout off: each rank draws its own dropout masks, so with dropout the runs are equal in
 # distribution only. Everything else is the defaults (InfoNCE with in-batch negatives, the prior).

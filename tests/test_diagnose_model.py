@@ -25,8 +25,9 @@ from newsrec_cli.diagnose.forward import run_model
 from newsrec_cli.diagnose.report import Status
 from newsrec_cli.diagnose.subject import Subject, from_init, from_run
 from newsrec_cli.model.inference import score_impressions
+from newsrec_cli.runs.loading import load_run
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
-from newsrec_cli.train import load_run, train
+from newsrec_cli.train import train
 
 runner = CliRunner()
 SAMPLE = 48

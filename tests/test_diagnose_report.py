@@ -173,8 +173,8 @@ def test_format_cell(value, percent, text) -> None:
     ],
 )
 def test_chance_loss_is_the_loss_of_all_zero_logits(loss, settings, expected) -> None:
+    from newsrec_cli.objective.losses import loss_fn
     from newsrec_cli.settings import TrainSettings
-    from newsrec_cli.train.losses import loss_fn
 
     train = TrainSettings(loss=loss, **settings)
     zeros = torch.zeros(3, 1 + train.negatives)

@@ -220,7 +220,7 @@ def test_model_row_equals_the_metrics_of_its_logits(trained: tuple[Path, Path, P
     from newsrec_cli.evaluate.metrics import compute_metrics
     from newsrec_cli.mind.dataset import load_dataset
     from newsrec_cli.model.inference import score_impressions
-    from newsrec_cli.train import load_run
+    from newsrec_cli.runs.loading import load_run
 
     data, _, run = trained
     report = _json([str(run), "--data", str(data), "--metrics", "auc,mrr,logloss"])

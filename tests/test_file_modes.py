@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from newsrec_cli import atomic
 from newsrec_cli.cli import app
 from newsrec_cli.embed.store import commit, new_meta
-from newsrec_cli.train import checkpoint
+from newsrec_cli.runs import checkpoint
 
 runner = CliRunner()
 

@@ -21,13 +21,16 @@ from newsrec_cli.embed.providers.local import bundled_model_path
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.mind import load_dataset
+from newsrec_cli.model.assembly import build_model
+from newsrec_cli.model.finetune import cache_texts, news_texts, refresh, store_template
 from newsrec_cli.model.inputs import needed_news
+from newsrec_cli.objective.losses import batch_loss
+from newsrec_cli.objective.param_groups import param_groups
+from newsrec_cli.runs.context import prepare_context
+from newsrec_cli.runs.loading import load_run
+from newsrec_cli.runs.records import TrainCallbacks
 from newsrec_cli.settings import GraphSettings, TrainSettings
-from newsrec_cli.train import TrainCallbacks, train
-from newsrec_cli.train.finetune import cache_texts, news_texts, refresh, store_template
-from newsrec_cli.train.loop import param_groups
-from newsrec_cli.train.losses import batch_loss
-from newsrec_cli.train.run import build_model, load_run, prepare_context
+from newsrec_cli.train import train
 
 pytest.importorskip("transformers")
 if bundled_model_path() is None:
@@ -93,8 +96,8 @@ def test_before_any_step_the_tower_gives_the_store_vectors(synthetic: tuple[Path
 
 
 def test_a_step_moves_the_text_layers_and_never_the_frozen_ones(synthetic: tuple[Path, Path]) -> None:
-    from newsrec_cli.train.batching import EpochBatches, plan_epoch
-    from newsrec_cli.train.samples import click_samples
+    from newsrec_cli.objective.batching import EpochBatches, plan_epoch
+    from newsrec_cli.objective.samples import click_samples
 
     data, store = synthetic
     settings = fast(finetune_text=2, finetune_lr=1e-3)
@@ -188,7 +191,7 @@ class StopAfter(TrainCallbacks):
 
 
 def test_resume_equals_an_uninterrupted_run(synthetic: tuple[Path, Path], tmp_path: Path) -> None:
-    from newsrec_cli.train.loop import TrainingInterrupted
+    from newsrec_cli.runs.records import TrainingInterrupted
 
     data, store = synthetic
     settings = fast(epochs=2, finetune_lr=1e-3)

@@ -15,10 +15,11 @@ import torch
 from train_helpers import graph, hashing_store, synth
 
 from newsrec_cli.mind import load_dataset
+from newsrec_cli.model.assembly import build_model
 from newsrec_cli.model.inference import graph_cached, score_with_model
 from newsrec_cli.model.inputs import recent_history
+from newsrec_cli.runs.context import prepare_context
 from newsrec_cli.settings import GraphSettings, TrainSettings
-from newsrec_cli.train.run import build_model, prepare_context
 
 HISTORY = 12  # longer than most synthetic histories: batches are cut to different widths
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from newsrec_cli.train.losses import infonce_loss
+from newsrec_cli.objective.losses import infonce_loss
 
 
 def test_infonce_equals_the_hand_computation() -> None:

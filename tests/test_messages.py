@@ -24,8 +24,8 @@ from newsrec_cli.mind.entities import parse_entities
 from newsrec_cli.mind.synth import synthesize
 from newsrec_cli.mind.validate import validate_dataset
 from newsrec_cli.plural import agree, counted
+from newsrec_cli.runs.checkpoint import load, save
 from newsrec_cli.settings import STAGES, SynthSettings, example_toml, resolve
-from newsrec_cli.train.checkpoint import load, save
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ from torch import nn
 from train_helpers import need_shared
 
 from newsrec_cli.mind import Vocab
+from newsrec_cli.model.assembly import build_model
 from newsrec_cli.model.attention import AdditiveAttention
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
 from newsrec_cli.model.features import NewsFeatures
@@ -20,9 +21,8 @@ from newsrec_cli.model.recommender import UserState
 from newsrec_cli.model.scorer import MAX_SCALE, ScoringHead, raw_for
 from newsrec_cli.model.self_attention import MultiHeadSelfAttention
 from newsrec_cli.model.user_encoder import UserEncoder
+from newsrec_cli.runs.context import DataContext, Vocabularies
 from newsrec_cli.settings import GraphSettings, TrainSettings
-from newsrec_cli.train.context import Vocabularies
-from newsrec_cli.train.run import DataContext, build_model
 
 NAMES = ["id", "text", "category"]
 

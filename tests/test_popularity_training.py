@@ -23,11 +23,11 @@ from newsrec_cli.mind import load_dataset
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.popularity import FEATURES, PopularityCounts, impression_seconds
 from newsrec_cli.model.popularity import PopularityHead, transform
+from newsrec_cli.objective.batching import EpochBatches, plan_epoch
+from newsrec_cli.objective.samples import click_samples
+from newsrec_cli.runs.loading import load_run
 from newsrec_cli.settings import DataSettings, EvaluateSettings, TrainSettings
 from newsrec_cli.train import train
-from newsrec_cli.train.batching import EpochBatches, plan_epoch
-from newsrec_cli.train.run import load_run
-from newsrec_cli.train.samples import click_samples
 
 REPLAY_MARGIN = 0.06  # replay AUC of the model with popularity over the same model without
 

@@ -19,9 +19,9 @@ from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.baselines import news_center
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.mind.behaviors import distinct_news
+from newsrec_cli.runs.loading import load_run
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train import train
-from newsrec_cli.train.run import load_run
 
 runner = CliRunner()
 FAST = ["--dim", "16", "--heads", "2", "--history", "10", "--threads", "1", "--epochs", "1"]

@@ -17,14 +17,17 @@ from torch import Tensor, nn
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
 from newsrec_cli.mind import Vocab  # noqa: E402
+from newsrec_cli.model.assembly import build_model  # noqa: E402
 from newsrec_cli.model.features import NewsFeatures  # noqa: E402
 from newsrec_cli.model.scorer import ScoringHead  # noqa: E402
+from newsrec_cli.runs.context import (
+    DataContext,  # noqa: E402
+    Vocabularies,  # noqa: E402
+)
 from newsrec_cli.serve.backends import OnnxBackend, TorchBackend  # noqa: E402
 from newsrec_cli.serve.export import RETRIEVAL_GRAPHS, export_graphs, graph_files, inputs_from_features  # noqa: E402
 from newsrec_cli.serve.index import Retriever  # noqa: E402
 from newsrec_cli.settings import GraphSettings, TrainSettings  # noqa: E402
-from newsrec_cli.train.context import Vocabularies  # noqa: E402
-from newsrec_cli.train.run import DataContext, build_model  # noqa: E402
 
 N = 400  # news
 

@@ -6,7 +6,7 @@ import numpy as np
 from evaluate_helpers import make_impressions
 
 from newsrec_cli.model.inputs import needed_news
-from newsrec_cli.train.samples import click_samples
+from newsrec_cli.objective.samples import click_samples
 
 
 def test_click_samples_with_empty_and_click_free_impressions() -> None:

@@ -68,8 +68,8 @@ def exported(trained: tuple[Path, Path]) -> tuple[Path, dict]:
 
 def _valid(run: Path, count: int = 100):  # type: ignore[no-untyped-def]
     from newsrec_cli.model.inference import score_impressions
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.export import validation_impressions
-    from newsrec_cli.train.run import load_run
 
     loaded = load_run(run, device="cpu")
     dataset, valid = validation_impressions(loaded, count)
@@ -107,9 +107,9 @@ def test_forward_equals_encode_then_score(trained: tuple[Path, Path]) -> None:
 
 def test_export_manifest_table_and_parity(trained: tuple[Path, Path], exported: tuple[Path, dict]) -> None:
     from newsrec_cli.embed.store import EmbeddingStore
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.backends import OnnxBackend
     from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs, sha256
-    from newsrec_cli.train.run import load_run
 
     _, run = trained
     out, report = exported
@@ -156,10 +156,10 @@ def test_int8_export_stores_the_table_in_int8_and_quantises_only_what_shrinks(
     """The int8 table holds int8 codes with a scale per row and part (4x smaller than float32,
     each vector within half a step of the int8 encoder's); graphs int8 cannot shrink (the scorer,
     keys, queries) are the fp32 files, and the news encoder's embedding tables are int8 too."""
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.backends import OnnxBackend
     from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs
     from newsrec_cli.serve.vector_table import read_table
-    from newsrec_cli.train.run import load_run
 
     _, run = trained
     out, _ = exported
@@ -488,10 +488,10 @@ def test_graph_run_export_news_vectors(graph_run: tuple[Path, Path, dict]) -> No
     the torch model's vector, off the graph (graph_present False) the learned "no graph" one."""
     from newsrec_cli.model.features import NewsFeatures
     from newsrec_cli.model.inference import graph_cached
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.backends import OnnxBackend
     from newsrec_cli.serve.engine import Engine, NewsRecord, ServeConfig
     from newsrec_cli.serve.export import graph_files, manifest_graphs, run_news_inputs
-    from newsrec_cli.train.run import load_run
 
     run, out, report = graph_run
     manifest = json.loads((out / "export.json").read_text())

@@ -13,8 +13,9 @@ from train_helpers import hashing_store, synth
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.model.text_projection import TextProjection
+from newsrec_cli.runs.loading import load_run
 from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train import load_run, train
+from newsrec_cli.train import train
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

@@ -18,9 +18,10 @@ from newsrec_cli.errors import InputError, MissingVectorsError, SettingsError
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.model.inference import score_impressions
+from newsrec_cli.runs.loading import load_run
+from newsrec_cli.runs.records import TrainCallbacks, TrainingInterrupted
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
-from newsrec_cli.train import TrainCallbacks, load_run, train
-from newsrec_cli.train.loop import TrainingInterrupted
+from newsrec_cli.train import train
 
 FAST: dict[str, Any] = {
     "dim": 16,

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.runs.records import TrainCallbacks
 from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train import TrainCallbacks, train
+from newsrec_cli.train import train
 
 FAST: dict[str, Any] = {
     "dim": 16,

@@ -15,10 +15,10 @@ from train_helpers import news_row, write_mind
 
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.model.inputs import recent_history
+from newsrec_cli.objective.batching import EpochBatches, plan_epoch
+from newsrec_cli.objective.losses import loss_fn
+from newsrec_cli.objective.samples import click_samples, sample_negatives
 from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train.batching import EpochBatches, plan_epoch
-from newsrec_cli.train.losses import loss_fn
-from newsrec_cli.train.samples import click_samples, sample_negatives
 from newsrec_cli.train.schedule import MIN_RATIO, Plateau, lr_at
 
 # (user, history oldest first, impressions): impression 3 has no unclicked candidate, impression

@@ -127,7 +127,7 @@ def test_search_finds_every_title_with_the_words(server: Server, ui_data: tuple[
 
 def _fusion_weights_of(run: Path, ids: list[str]) -> np.ndarray:
     """Per-news fusion weights through the run's own features (not the service's inputs)."""
-    from newsrec_cli.train.run import load_run
+    from newsrec_cli.runs.loading import load_run
 
     loaded = load_run(run, device="cpu")
     vocab = loaded.vocabs.news
@@ -143,7 +143,7 @@ def test_explain_values_are_the_models(server: Server, ui_run: Path) -> None:
     """Modality weights: the fusion's own per-news weights, summing to 1. Attention: the NRMS
     pooling weights the user encoder's forward uses (captured by a hook), summing to 1. Scores:
     equal to /v1/recommend's."""
-    from newsrec_cli.train.run import load_run
+    from newsrec_cli.runs.loading import load_run
 
     user = _user_with_history(server)
     history = user["history_ids"]
@@ -185,9 +185,9 @@ def test_explain_values_are_the_models(server: Server, ui_run: Path) -> None:
 def test_explain_candidate_attention_and_gates(ui_data: tuple[Path, Path], tmp_path: Path) -> None:
     """Gate fusion and the candidate-aware user encoder: the gates and each candidate's own
     attention over the clicks, as the model computes them."""
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.engine import Engine, ServeConfig
     from newsrec_cli.serve.explain import Explainer
-    from newsrec_cli.train.run import load_run
 
     data, store = ui_data
     run = tmp_path / "run"

@@ -28,6 +28,7 @@ from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.evaluate.model_scores import run_scores
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.protocol import Protocol
+from newsrec_cli.runs.records import TrainFunction
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
@@ -128,11 +129,15 @@ def run_ablation(
     data_settings: DataSettings | None = None,
     graph_settings: GraphSettings | None = None,
     say: Say | None = None,
+    train: TrainFunction,
     train_callbacks: Callable[[Variant, int], Any] | None = None,
 ) -> AblationResult:
-    """Train (or resume, or skip) every variant x seed, score the report split, compare, write ablation.json."""
-    from newsrec_cli.train.loop import train
-    from newsrec_cli.train.run import CONFIG, load_run
+    """Train (or resume, or skip) every variant x seed, score the report split, compare, write ablation.json.
+
+    `train` is the training function (the training package's `train`), given by the caller.
+    """
+    from newsrec_cli.runs.files import CONFIG
+    from newsrec_cli.runs.loading import load_run
 
     out, data = Path(out), Path(data)
     say = say or (lambda _msg: None)

@@ -133,6 +133,7 @@ def run_command(
     from \\[tune.space] (--space, or in the --config file). Rerun the same command to resume a killed study.
     A trial is worth its best trained epoch (never the untrained epoch 0) on the selection split (train/'s last day by default), so the best trial's figure there is optimistic; --final-test reports the split that chose nothing.
     """
+    from newsrec_cli.train import train as run_training
     from newsrec_cli.tune.report import check_test_split, study_report, write_best_toml
     from newsrec_cli.tune.report import final_test as run_final_test
     from newsrec_cli.tune.space import load_space, parse_space, read_tune_config
@@ -178,7 +179,7 @@ def run_command(
     view = _Progress(quiet=json_out, total=trials, names=search.names)
     try:
         view.start(search.source, out)
-        run = tune(setup, events=view)
+        run = tune(setup, run_training, events=view)
     finally:
         view.close()
     report = study_report(setup)

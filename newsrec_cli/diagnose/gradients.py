@@ -19,11 +19,11 @@ from newsrec_cli.diagnose.report import Check, Report, Status, Table
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions
 from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.objective.batching import EpochBatches, plan_epoch
+from newsrec_cli.objective.losses import batch_loss
+from newsrec_cli.objective.param_groups import param_groups
+from newsrec_cli.objective.samples import click_samples
 from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train.batching import EpochBatches, plan_epoch
-from newsrec_cli.train.loop import param_groups
-from newsrec_cli.train.losses import batch_loss
-from newsrec_cli.train.samples import click_samples
 
 VANISHING = 1e-7
 EXPLODING = 1e3

@@ -15,7 +15,7 @@ from newsrec_cli.mind.popularity import protocol_view
 from newsrec_cli.settings import DataSettings
 
 if TYPE_CHECKING:
-    from newsrec_cli.train.run import LoadedRun
+    from newsrec_cli.runs.loading import LoadedRun
 
 
 @dataclass
@@ -33,7 +33,7 @@ class ModelScores:
         `store`: the run's text store where it is now, in place of the path config.json names.
         """
         # Imported here: torch takes seconds to load, and baselines or a prediction file never need it.
-        from newsrec_cli.train.run import load_run
+        from newsrec_cli.runs.loading import load_run
 
         run = load_run(run_dir, device=device, store=store)
         return cls(run=run, data_settings=run.data_settings, store=run.store_path)

@@ -1,6 +1,6 @@
 """The recommender: news encoder (ID, text, graph, category + fusion), user encoder, scoring head.
 
-`inference.score_impressions` scores a dataset with a trained run (see `newsrec_cli.train.run`).
+`inference.score_impressions` scores a dataset with a trained run (loaded by `newsrec_cli.runs.loading.load_run`); `assembly.build_model` builds a fresh one.
 
 Initialisation, one convention: a module that chooses initial values (its own parameters, or a
 layer it initialises otherwise than PyTorch does) sets them in `reset_parameters()`, which ends

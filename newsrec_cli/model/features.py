@@ -14,7 +14,7 @@ NO_GRAPH_NODE = -1
 class NewsFeatures:
     """What the news encoder knows of each news item; row i is news index i (row 0: padding).
 
-    Built by `newsrec_cli.train.context` from a dataset, the text store and the graph, and
+    Built by `newsrec_cli.runs.context` from a dataset, the text store and the graph, and
     attached to a model with `NewsRecommender.attach(features)`; never saved in `model.pt` (the
     text vectors are reloaded from the store the run names).
     """

@@ -22,7 +22,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 
 if TYPE_CHECKING:
     from newsrec_cli.mind import MindDataset
-    from newsrec_cli.train.run import LoadedRun
+    from newsrec_cli.runs.loading import LoadedRun
 
 NEWS_CHUNK = 8192  # distinct news encoded per forward
 SCORE_CHUNK = 262_144  # candidates scored per forward

@@ -47,7 +47,7 @@ class PopularityHead(nn.Module):
         \big(w\, \mathrm{logit}(\mathrm{ctr}_k) + \mathrm{MLP}(x_k)\big)
 
     ``raw_weight`` is one number that must move by about 1: it gets the scoring head's larger
-    learning rate (see `train.setup.param_groups`).
+    learning rate (see `objective.param_groups.param_groups`).
 
     Shapes:
         - features: (..., F) float32 raw features (`FEATURES` order), e.g. (B, K, F)

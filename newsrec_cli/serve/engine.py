@@ -251,7 +251,7 @@ class Engine:
             "users": Vocab.load(self.source / "vocab_users.txt") if manifest.get("use_user_id") else None,
         }
         if backend == "torch":
-            from newsrec_cli.train.run import load_run
+            from newsrec_cli.runs.loading import load_run
 
             self.run = load_run(manifest["run_dir"], device="cpu", store=self.config.run_store)
             self.backend = TorchBackend(self.run.model, self.config.threads)
@@ -266,9 +266,9 @@ class Engine:
 
     def _load_run(self) -> None:
         from newsrec_cli.model.popularity import refuse_popularity
+        from newsrec_cli.runs.loading import load_run
         from newsrec_cli.serve.backends import TorchBackend
         from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
-        from newsrec_cli.train.run import load_run
 
         run = load_run(self.source, device="cpu", store=self.config.run_store)
         refuse_finetuned(run, "serve")
@@ -637,7 +637,7 @@ def _run_news(run: Any) -> Any:
     """The run's dataset news (titles etc.), or the run's own table when the data moved."""
     from newsrec_cli.errors import NewsrecError
     from newsrec_cli.mind import load_dataset
-    from newsrec_cli.train.run import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
 
     data = run.config.get("data", {}).get("path")
     try:

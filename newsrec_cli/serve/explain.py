@@ -38,9 +38,9 @@ class Explainer:
 
     def load(self) -> None:
         """The torch run, its news inputs by ID, and the lock of the model it uses."""
+        from newsrec_cli.runs.loading import load_run
         from newsrec_cli.serve.backends import TorchBackend
         from newsrec_cli.serve.export import run_news_inputs
-        from newsrec_cli.train.run import load_run
 
         with self._load_lock:
             if self.ready:

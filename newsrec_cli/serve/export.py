@@ -144,8 +144,8 @@ def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
 
     A news without a text vector is servable only when the run was trained with --missing learned.
     """
-    from newsrec_cli.train.context import news_features, text_vectors
-    from newsrec_cli.train.run import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.context import news_features, text_vectors
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
 
     news_vocab, news_table = load_news_table(run.run_dir / NEWS_TABLE)
     text = None
@@ -197,7 +197,7 @@ def inputs_from_features(features: Any, graph_vectors: np.ndarray | None = None)
 def dataset_news_inputs(run: Any, dataset: Any, imps: Any) -> NewsInputs:
     """Encoder inputs for a dataset's news vocabulary (what `LoadedRun.attach_dataset` builds)."""
     from newsrec_cli.model.inputs import needed_news
-    from newsrec_cli.train.context import news_features, text_vectors
+    from newsrec_cli.runs.context import news_features, text_vectors
 
     text = None
     if run.model.news_encoder.text is not None:
@@ -559,7 +559,7 @@ def table_parts(model: Any) -> list[int]:
 def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
     """MIND rows of the exported news, from the run's dataset when it is still there."""
     from newsrec_cli.mind import load_dataset
-    from newsrec_cli.train.run import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
 
     data = run.config.get("data", {}).get("path")
     rows: dict[str, str] = {}
@@ -642,8 +642,8 @@ def export_run(
 
     from newsrec_cli.evaluate.metrics import compute_metrics
     from newsrec_cli.model.inference import score_impressions
+    from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.backends import TorchBackend
-    from newsrec_cli.train.run import load_run
 
     say = say or (lambda _m: None)
     if quantize not in QUANTIZE:

@@ -1,6 +1,5 @@
-"""Training: samples and batches, losses, schedules, checkpoints, the loop (set-up, phases, distributed ranks), run directories."""
+"""Training owns the training loop: set-up, phases, schedules, resume state, distributed ranks (the run folder is `newsrec_cli.runs`, the loss `newsrec_cli.objective`)."""
 
-from newsrec_cli.train.loop import TrainCallbacks, TrainResult, train
-from newsrec_cli.train.run import DataContext, LoadedRun, build_model, load_run
+from newsrec_cli.train.loop import train
 
-__all__ = ["DataContext", "LoadedRun", "TrainCallbacks", "TrainResult", "build_model", "load_run", "train"]
+__all__ = ["train"]

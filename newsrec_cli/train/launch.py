@@ -21,8 +21,8 @@ from typing import Any
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import NewsrecError
+from newsrec_cli.runs.files import LAST
 from newsrec_cli.train.distributed import LAUNCHER_ENV, PEER_LOST_EXIT
-from newsrec_cli.train.run import LAST
 from newsrec_cli.train.state import saved_position
 
 WORKER_MODULE = "newsrec_cli.commands.train_worker"

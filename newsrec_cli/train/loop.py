@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
+from newsrec_cli.runs.records import (
+    TrainCallbacks,
+    TrainResult,
+)
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import distributed
 from newsrec_cli.train.lock import run_dir_lock
-from newsrec_cli.train.records import EpochRecord, TrainCallbacks, TrainInfo, TrainResult
 from newsrec_cli.train.setup import (
     ModelParts,
     RunRequest,
@@ -33,23 +36,10 @@ from newsrec_cli.train.setup import (
     build_parts,
     load_training_data,
     open_run,
-    param_groups,
 )
-from newsrec_cli.train.trainer import TB_EVERY, Trainer, TrainingDiverged, TrainingInterrupted
-from newsrec_cli.train.validation import validate
+from newsrec_cli.train.trainer import Trainer
 
-__all__ = [
-    "TB_EVERY",
-    "EpochRecord",
-    "TrainCallbacks",
-    "TrainInfo",
-    "TrainResult",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "param_groups",
-    "train",
-    "validate",
-]
+__all__ = ["train"]
 
 
 def train(

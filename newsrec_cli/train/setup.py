@@ -13,29 +13,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.popularity import PopularityCounts, PopularityView, protocol_view
-from newsrec_cli.model.content_prior import ContentPrior
+from newsrec_cli.model.assembly import build_model
 from newsrec_cli.model.inputs import needed_news
-from newsrec_cli.model.popularity import PopularityHead
 from newsrec_cli.model.recommender import NewsRecommender
-from newsrec_cli.model.scorer import LR_SCALE, ScoringHead
+from newsrec_cli.objective.param_groups import param_groups
+from newsrec_cli.objective.samples import ClickSamples, click_samples
+from newsrec_cli.runs import checkpoint
+from newsrec_cli.runs.config import read_config, settings_of
+from newsrec_cli.runs.context import DataContext, prepare_context
+from newsrec_cli.runs.files import CONFIG, LAST, clear_run
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
-from newsrec_cli.train import checkpoint
-from newsrec_cli.train.run import (
-    CONFIG,
-    LAST,
-    DataContext,
-    build_model,
-    clear_run,
-    prepare_context,
-    read_config,
-    settings_of,
-)
-from newsrec_cli.train.samples import ClickSamples, click_samples
 
 # Settings a resumed run may change: when to stop and the hardware, never what is trained.
 CHANGEABLE_ON_RESUME = ("time_budget", "checkpoint_every", "device", "workers", "threads", "eval_batch_size")
@@ -221,7 +212,7 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
     cached_tokens = cached_news = 0
     if model.news_encoder.tower is not None:
         # Tokenise once and run the frozen text layers once per news; a step runs only the last K.
-        from newsrec_cli.train.finetune import cache_texts, store_template
+        from newsrec_cli.model.finetune import cache_texts, store_template
 
         cached_tokens = cache_texts(
             model,
@@ -248,39 +239,6 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
         cached_tokens=cached_tokens,
         cached_news=cached_news,
     )
-
-
-def param_groups(model: nn.Module, weight_decay: float, text_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices only: not on embeddings, norms, biases or single vectors.
-
-    The score's scale, the content prior's weight and popularity's weight get `LR_SCALE` times the learning rate (key
-    "lr_scale" of their group); the fine-tuned text layers (`--finetune-text`) get
-    `text_lr_scale` times it (--finetune-lr / --lr: a pretrained transformer wants a far smaller
-    step than freshly initialised layers).
-    """
-    tower = getattr(getattr(model, "news_encoder", None), "tower", None)
-    text_params = {id(p) for p in tower.parameters()} if tower is not None else set()
-    decay, plain, scale, text_decay, text_plain = [], [], [], [], []
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            if id(param) in text_params:
-                (text_decay if param.ndim >= 2 else text_plain).append(param)
-                continue
-            if isinstance(module, ScoringHead | ContentPrior | PopularityHead) and name.startswith("raw_"):
-                scale.append(param)
-            elif isinstance(module, nn.Embedding) or param.ndim < 2:
-                plain.append(param)
-            else:
-                decay.append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    if scale:
-        groups.append({"params": scale, "weight_decay": 0.0, "lr_scale": LR_SCALE})
-    if text_decay or text_plain:
-        groups.append({"params": text_decay, "weight_decay": weight_decay, "lr_scale": text_lr_scale})
-        groups.append({"params": text_plain, "weight_decay": 0.0, "lr_scale": text_lr_scale})
-    return groups
 
 
 def user_rows(settings: TrainSettings, vocabs: Any, imps: Impressions) -> np.ndarray | None:

@@ -12,9 +12,9 @@ import torch
 
 from newsrec_cli.errors import InputError
 from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.objective.batching import EpochPlan
+from newsrec_cli.runs.records import EpochRecord
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
-from newsrec_cli.train.batching import EpochPlan
-from newsrec_cli.train.records import EpochRecord
 from newsrec_cli.train.schedule import Plateau
 
 

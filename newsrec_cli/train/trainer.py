@@ -26,36 +26,30 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from newsrec_cli.errors import NewsrecError, SettingsError
+from newsrec_cli.errors import SettingsError
 from newsrec_cli.mind.popularity import PopularityView
 from newsrec_cli.model.inference import autocast_for
 from newsrec_cli.model.recommender import NewsRecommender
-from newsrec_cli.train import checkpoint
-from newsrec_cli.train.batching import EpochBatches, EpochPlan, plan_epoch
-from newsrec_cli.train.distributed import FAULT_EXIT_CODE, BatchShard, Ranks, fault_step, rank_seed
-from newsrec_cli.train.faults import kill_now, planned_kill
-from newsrec_cli.train.losses import batch_loss
-from newsrec_cli.train.records import (
+from newsrec_cli.objective.batching import EpochBatches, EpochPlan, plan_epoch
+from newsrec_cli.objective.losses import batch_loss
+from newsrec_cli.objective.shard import BatchShard
+from newsrec_cli.runs import checkpoint
+from newsrec_cli.runs.config import run_config, write_json
+from newsrec_cli.runs.files import CONFIG, HISTORY, LAST, MODEL, NEWS_TABLE, TENSORBOARD, save_news_table
+from newsrec_cli.runs.records import (
     EpochRecord,
     TrainCallbacks,
     TrainInfo,
+    TrainingDiverged,
+    TrainingInterrupted,
     TrainResult,
     append_history,
     keep_history,
     log_epoch,
     read_history,
 )
-from newsrec_cli.train.run import (
-    CONFIG,
-    HISTORY,
-    LAST,
-    MODEL,
-    NEWS_TABLE,
-    TENSORBOARD,
-    run_config,
-    save_news_table,
-    write_json,
-)
+from newsrec_cli.train.distributed import FAULT_EXIT_CODE, Ranks, fault_step, rank_seed
+from newsrec_cli.train.faults import kill_now, planned_kill
 from newsrec_cli.train.schedule import Plateau, lr_at
 from newsrec_cli.train.setup import ModelParts, RunRequest, TrainingData
 from newsrec_cli.train.state import (
@@ -70,16 +64,6 @@ from newsrec_cli.train.state import (
 from newsrec_cli.train.validation import negative_scores, validate
 
 TB_EVERY = 50  # steps between TensorBoard loss points
-
-
-class TrainingInterrupted(NewsrecError):
-    """Ctrl-C (or a callback) stopped training; last.pt holds the exact position."""
-
-    exit_code = 130
-
-
-class TrainingDiverged(NewsrecError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass

@@ -11,12 +11,12 @@ import torch
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.mind import Impressions
 from newsrec_cli.mind.popularity import PopularityView
+from newsrec_cli.model.finetune import refresh
 from newsrec_cli.model.inference import score_with_model
 from newsrec_cli.model.popularity import popularity_logits
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train.distributed import Ranks, combine_metrics
-from newsrec_cli.train.finetune import refresh
 
 
 @torch.no_grad()

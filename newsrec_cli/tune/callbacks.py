@@ -10,7 +10,7 @@ import math
 import os
 from typing import Any
 
-from newsrec_cli.train.loop import TrainCallbacks
+from newsrec_cli.runs.records import TrainCallbacks
 from newsrec_cli.tune.study import TuneEvents
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.manifests import read_manifest
+from newsrec_cli.runs.records import TrainFunction
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.tune.space import SearchSpace, parse_space
 
@@ -377,12 +378,14 @@ class TrialStopped(Exception):
     """A trial was interrupted (Ctrl-C, or its worker's parent died): queued again, the worker stops."""
 
 
-def run_trial(setup: TuneSetup, trial: Any, events: TuneEvents, parent_pid: int | None) -> float:
+def run_trial(
+    setup: TuneSetup, trial: Any, events: TuneEvents, parent_pid: int | None, train: TrainFunction
+) -> float:
     """Train one trial: Optuna's objective. Its validation AUC, or optuna.TrialPruned, TrialFailed
     or TrialStopped; `study.optimize` records the state (and beats the trial's heartbeat)."""
     import optuna
 
-    from newsrec_cli.train.loop import TrainingInterrupted, train
+    from newsrec_cli.runs.records import TrainingInterrupted
     from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
 
     assert setup.space is not None
@@ -464,6 +467,7 @@ def _objective(
     asked: list[Any],
     events: TuneEvents,
     parent_pid: int | None,
+    train: TrainFunction,
 ) -> Callable[[Any], float]:
     """`run_trial` as the objective of one `study.optimize` call, which asks under `lock`."""
 
@@ -472,16 +476,20 @@ def _objective(
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", worker)
         lock.release()  # asked: the other workers may count and ask now
-        return run_trial(setup, trial, events, parent_pid)
+        return run_trial(setup, trial, events, parent_pid, train)
 
     return objective
 
 
 def run_worker(
-    setup: TuneSetup, worker: int, events: TuneEvents | None = None, parent_pid: int | None = None
+    setup: TuneSetup,
+    worker: int,
+    train: TrainFunction,
+    events: TuneEvents | None = None,
+    parent_pid: int | None = None,
 ) -> None:
-    """Ask, train and tell until the study has --trials trials or the deadline passes."""
-    from newsrec_cli.train.loop import TrainingInterrupted
+    """Ask, train (with `train`) and tell until the study has --trials trials or the deadline passes."""
+    from newsrec_cli.runs.records import TrainingInterrupted
 
     quiet_optuna()
     events = events or TuneEvents()
@@ -507,7 +515,7 @@ def run_worker(
                     return
             else:
                 waiting_since = None
-                objective = _objective(setup, worker, lock, asked, events, parent_pid)
+                objective = _objective(setup, worker, lock, asked, events, parent_pid, train)
                 try:
                     study.optimize(objective, n_trials=1, catch=(TrialFailed,))
                 except (TrialStopped, KeyboardInterrupt) as exc:
@@ -523,13 +531,13 @@ def run_worker(
         events.on_trial_end(study.get_trials(deepcopy=False)[asked[0].number])
 
 
-def _worker_process(setup: TuneSetup, worker: int, parent_pid: int) -> None:
+def _worker_process(setup: TuneSetup, worker: int, parent_pid: int, train: TrainFunction) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter, no inherited torch state)."""
     import signal
 
     # Ctrl-C reaches the whole process group; the worker's training loop stops at the next step.
     try:
-        run_worker(setup, worker, parent_pid=parent_pid)
+        run_worker(setup, worker, train, parent_pid=parent_pid)
     except NewsrecError as exc:
         if exc.exit_code != 130:
             raise SystemExit(f"worker {worker}: {exc}") from None
@@ -547,8 +555,12 @@ class TuneRun:
     seconds: float
 
 
-def tune(setup: TuneSetup, events: TuneEvents | None = None) -> TuneRun:
-    """Run (or resume) the study until it has `setup.trials` trials or its time budget is spent."""
+def tune(setup: TuneSetup, train: TrainFunction, events: TuneEvents | None = None) -> TuneRun:
+    """Run (or resume) the study until it has `setup.trials` trials or its time budget is spent.
+
+    `train` is the training function (the training package's `train`), given by the caller; the
+    spawned workers receive it too (a module-level function: it pickles by name).
+    """
     import optuna  # noqa: F401  (fail here, not in a worker, when it is missing)
 
     quiet_optuna()
@@ -572,11 +584,13 @@ def tune(setup: TuneSetup, events: TuneEvents | None = None) -> TuneRun:
     if setup.n_jobs > 1:
         context = multiprocessing.get_context("spawn")
         for worker in range(1, setup.n_jobs):
-            process = context.Process(target=_worker_process, args=(setup, worker, os.getpid()), daemon=False)
+            process = context.Process(
+                target=_worker_process, args=(setup, worker, os.getpid(), train), daemon=False
+            )
             process.start()
             processes.append(process)
     try:
-        run_worker(setup, 0, events)
+        run_worker(setup, 0, train, events)
         while any(p.is_alive() for p in processes):
             for process in processes:
                 process.join(timeout=2.0)

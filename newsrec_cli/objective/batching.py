@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from newsrec_cli.mind import Impressions
 from newsrec_cli.mind.popularity import PopularityCounts, impression_seconds
 from newsrec_cli.model.inputs import recent_history
-from newsrec_cli.train.samples import ClickSamples, sample_hard_negatives, sample_negatives
+from newsrec_cli.objective.samples import ClickSamples, sample_hard_negatives, sample_negatives
 
 
 @dataclass

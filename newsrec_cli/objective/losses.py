@@ -16,7 +16,7 @@ from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.settings import TrainSettings
 
 if TYPE_CHECKING:
-    from newsrec_cli.train.distributed import BatchShard
+    from newsrec_cli.objective.shard import BatchShard
 
 
 def listwise_loss(logits: Tensor) -> Tensor:

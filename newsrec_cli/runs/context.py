@@ -17,20 +17,23 @@ import torch
 
 from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, MissingVectorsError, SettingsError
-from newsrec_cli.mind import Impressions, NewsTable, Vocab
+from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
 from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
 from newsrec_cli.model.inputs import needed_news
+from newsrec_cli.plural import counted
+from newsrec_cli.settings import TrainSettings
 
 __all__ = [
     "TextVectors",
     "Vocabularies",
     "build_vocabularies",
     "check_coverage",
-    "check_modalities",
-    "check_store_texts",  # re-exported: run.py checks the store it opens here
+    "DataContext",
+    "check_store_texts",  # re-exported: loading.py checks the store it opens here
     "needed_news",  # re-exported: callers of this module use it beside news_features
     "news_features",
     "open_store",
+    "prepare_context",
     "text_vectors",
 ]
 
@@ -195,8 +198,81 @@ def _mask(size: int, rows: np.ndarray) -> torch.Tensor:
     return mask
 
 
-def check_modalities(use_id: bool, use_text: bool, use_graph: bool, use_category: bool) -> None:
-    if not (use_id or use_text or use_graph or use_category):
-        raise SettingsError(
-            "train: every modality is off (use_id, use_text, use_graph, use_category); turn at least one on"
+@dataclass
+class DataContext:
+    """What `build_model` needs from the data: vocabularies, per-news inputs, text size, graph."""
+
+    vocabs: Vocabularies
+    features: NewsFeatures
+    text_dim: int | None = None
+    graph: Any = None  # newsrec_cli.graph.NewsGraph or None
+    text_check: Any = None  # newsrec_cli.embed.store.TextCheck of the store against the dataset
+    text_meta: dict[str, Any] | None = None  # the store's meta.json (provider, model, template)
+
+
+def prepare_context(
+    settings: TrainSettings,
+    dataset: MindDataset,
+    train: Impressions,
+    valid: Impressions,
+    *,
+    store: str | Path | None,
+    graph: str | Path | None,
+    trained_dim: int | None = None,
+) -> tuple[DataContext, list[str]]:
+    """Vocabularies, text vectors, graph nodes and categories for a fresh model, and the needed
+    news the store lacks (allowed only with missing="learned"). `newsrec train` and `diagnose
+    --init` both build their model from this, so a checked configuration is the trained one.
+    """
+    vocabs = build_vocabularies(dataset.news_vocab, dataset.news, train, users=settings.use_user_id)
+    text, lacking, text_dim, text_check, text_meta = None, [], None, None, None
+    if settings.use_text:
+        if store is None:
+            raise SettingsError(
+                "train: text vectors need --embeddings STORE (or turn text off: --no-use-text)"
+            )
+        needed = needed_news(train, valid)
+        if settings.missing == "error":
+            # No store can hold text for news that news.tsv lacks: say so rather than "embed them".
+            dataset.require_rows(train, valid)
+        opened = open_store(store)
+        text_check = check_store_texts(
+            opened, dataset.news, [dataset.news_vocab.ids[i] for i in needed], data=dataset.root
         )
+        text, lacking = text_vectors(
+            opened,
+            dataset.news_vocab.ids,
+            needed,
+            missing=settings.missing,
+            expected_dim=trained_dim,
+        )
+        text_dim = opened.dim
+        text_meta = dict(opened.meta)
+        if settings.finetune_text and text_check.unverified:
+            raise InputError(
+                f"--finetune-text reads each news' text again, but {counted(text_check.unverified, 'vector')} of "
+                "the store cannot be checked against its text (no fingerprint); embed it again with newsrec embed",
+                path=opened.path,
+            )
+    news_graph = None
+    if graph is not None and settings.use_graph:
+        from newsrec_cli.graph import load_graph  # torch_geometric loads only when a graph is used
+
+        news_graph = load_graph(graph)
+    features = news_features(
+        dataset.news_vocab,
+        dataset.news,
+        vocabs,
+        text=text,
+        graph_index=news_graph.news_index if news_graph is not None else None,
+        known=needed_news(train),
+    )
+    context = DataContext(
+        vocabs=vocabs,
+        features=features,
+        text_dim=text_dim,
+        graph=news_graph,
+        text_check=text_check,
+        text_meta=text_meta,
+    )
+    return context, lacking

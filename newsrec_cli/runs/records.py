@@ -7,9 +7,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from newsrec_cli import atomic
+from newsrec_cli.errors import NewsrecError
+
+if TYPE_CHECKING:
+    from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 
 @dataclass
@@ -140,3 +144,33 @@ def log_epoch(writer: Any, record: EpochRecord) -> None:
         if math.isfinite(value):
             writer.add_scalar(f"valid/{name}", value, record.global_step)
     writer.flush()
+
+
+class TrainingInterrupted(NewsrecError):
+    """Ctrl-C (or a callback) stopped training; last.pt holds the exact position."""
+
+    exit_code = 130
+
+
+class TrainingDiverged(NewsrecError):
+    """The loss became NaN or infinite."""
+
+
+class TrainFunction(Protocol):
+    """The signature of the training loop's `train`: the command layer passes it to the packages that
+    run training (ablate, tune), which therefore depend on this contract and not on train/."""
+
+    def __call__(
+        self,
+        data: str | Path | None,
+        out: str | Path,
+        *,
+        store: str | Path | None = None,
+        graph: str | Path | None = None,
+        settings: TrainSettings | None = None,
+        data_settings: DataSettings | None = None,
+        graph_settings: GraphSettings | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        callbacks: TrainCallbacks | None = None,
+    ) -> TrainResult: ...
