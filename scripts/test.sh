@@ -6,4 +6,4 @@ bash scripts/install.sh
 .venv/bin/ruff check newsrec_cli tests benchmarks examples
 .venv/bin/ruff format --check --quiet newsrec_cli tests benchmarks examples
 # -rs: list every skipped test with its reason (most need ../shared/data, see docs/development.md).
-.venv/bin/python -m pytest -rs "$@"
+.venv/bin/python -m pytest -rs --durations=20 "$@"

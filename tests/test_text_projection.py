@@ -3,19 +3,10 @@ LayerNorm; the centre is saved with the weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-from train_helpers import hashing_store, synth
 
-from newsrec_cli.embed.store import EmbeddingStore
-from newsrec_cli.mind import load_dataset
 from newsrec_cli.model.text_projection import TextProjection
-from newsrec_cli.runs.loading import load_run
-from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train import train
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
@@ -52,15 +43,3 @@ def test_the_centre_is_a_saved_buffer_and_a_bad_kind_is_refused() -> None:
     assert not any(p is projection.center for p in projection.parameters())  # never trained
     with pytest.raises(ValueError, match="TextProjection: kind must be linear or mlp"):
         TextProjection(4, 2, "deep")  # type: ignore[arg-type]
-
-
-def test_a_trained_runs_centre_is_the_mean_of_all_its_news(tmp_path: Path) -> None:
-    data = synth(tmp_path, news=120, users=60)
-    store = hashing_store(data, tmp_path / "store")
-    settings = TrainSettings(dim=8, heads=2, max_steps=1, threads=1, device="cpu")
-    train(data, tmp_path / "run", store=store, settings=settings)
-    center = load_run(tmp_path / "run", device="cpu").model.news_encoder.text.center.numpy()
-    opened = EmbeddingStore.open(store)
-    news = load_dataset(data, behaviors=False).news.ids  # every news of every split, not only training's
-    all_news = np.stack([opened.vectors[opened.row_of(i)] for i in news]).mean(axis=0)
-    np.testing.assert_allclose(center, all_news, rtol=1e-5, atol=1e-6)
