@@ -97,3 +97,14 @@ def make_impressions(lengths: list[int], labels: np.ndarray | None = None, seed:
         user_vocab=Vocab(["U1"]),
         source="behaviors.tsv",
     )
+
+
+def train_tiny_run(data: Path, run: Path, store: Path, **settings: object) -> Path:
+    """One epoch of a tiny model on `make_mind` data; its 4 training impressions leave none to hold
+    out, so valid/ chooses the epoch (and is then also reported)."""
+    from newsrec_cli.settings import DataSettings, TrainSettings
+    from newsrec_cli.train import train
+
+    tiny = TrainSettings(**{"dim": 8, "heads": 2, "epochs": 1, "device": "cpu", "threads": 1, **settings})
+    train(data, run, store=store, settings=tiny, data_settings=DataSettings(select_on="valid"))
+    return run

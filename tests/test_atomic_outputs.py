@@ -8,13 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from evaluate_helpers import make_mind, make_store
+from evaluate_helpers import make_mind, make_store, train_tiny_run
 from typer.testing import CliRunner
 
 from newsrec_cli import atomic
 from newsrec_cli.cli import app
-from newsrec_cli.settings import DataSettings, TrainSettings
-from newsrec_cli.train import train
 
 runner = CliRunner()
 APPENDED = {"history.jsonl"}  # one line per epoch, appended (and flushed) as each epoch ends
@@ -43,13 +41,7 @@ def _files(folder: Path) -> set[Path]:
 def test_a_run_folder_is_written_through_atomic(tmp_path: Path, written: set[Path]) -> None:
     data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
     run = tmp_path / "run"
-    train(
-        data,
-        run,
-        store=store,
-        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
-        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
-    )
+    train_tiny_run(data, run, store)
     expected = {
         p
         for p in _files(run)

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from evaluate_helpers import NEWS, make_mind, make_store
+from evaluate_helpers import NEWS, make_mind, make_store, train_tiny_run
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
@@ -59,13 +59,7 @@ def _without_news(data: Path, out: Path, drop: set[str]) -> Path:
 def test_news_without_a_row_are_refused_as_train_refuses_them(tmp_path: Path) -> None:
     data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
     run = tmp_path / "run"
-    train(
-        data,
-        run,
-        store=store,
-        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
-        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
-    )
+    train_tiny_run(data, run, store)
     lacking = _without_news(data, tmp_path / "lacking", {"N5", "N6"})
     empty = _without_news(data, tmp_path / "empty", set(NEWS))
     for other, count, first in ((lacking, 2, "N5, N6"), (empty, 6, "N1, N3, N2, N4, N5")):
@@ -86,8 +80,7 @@ def test_news_without_a_row_are_refused_as_train_refuses_them(tmp_path: Path) ->
 def test_a_run_trained_with_missing_learned_scores_them_and_says_how_many(tmp_path: Path) -> None:
     data, store = make_mind(tmp_path / "mind"), make_store(tmp_path / "store")
     run = tmp_path / "run"
-    settings = TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1, missing="learned")
-    train(data, run, store=store, settings=settings, data_settings=DataSettings(select_on="valid"))
+    train_tiny_run(data, run, store, missing="learned")
     lacking = _without_news(data, tmp_path / "lacking", {"N5", "N6"})
     result = runner.invoke(app, ["evaluate", str(run), "--data", str(lacking)])
     assert result.exit_code == 0, result.output

@@ -11,12 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from evaluate_helpers import make_mind, make_store
+from evaluate_helpers import make_mind, make_store, train_tiny_run
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
-from newsrec_cli.settings import DataSettings, TrainSettings
-from newsrec_cli.train import train
 
 NEWSREC = Path(sys.executable).parent / "newsrec"
 runner = CliRunner()
@@ -27,13 +25,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lines")
     data, store = make_mind(root / "mind"), make_store(root / "store")
     run = root / "run"
-    train(
-        data,
-        run,
-        store=store,
-        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
-        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
-    )
+    train_tiny_run(data, run, store)
     return run, data
 
 

@@ -10,14 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evaluate_helpers import NEWS, make_mind, make_store
+from evaluate_helpers import NEWS, make_mind, make_store, train_tiny_run
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
 from newsrec_cli.embed.store import commit, new_meta
 from newsrec_cli.serve.engine import Engine, ServeConfig
-from newsrec_cli.settings import DataSettings, TrainSettings
-from newsrec_cli.train import train
 
 runner = CliRunner()
 
@@ -28,13 +26,7 @@ def moved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, P
     root = tmp_path_factory.mktemp("moved")
     data, store = make_mind(root / "mind"), make_store(root / "store")
     run = root / "run"
-    train(
-        data,
-        run,
-        store=store,
-        settings=TrainSettings(dim=8, heads=2, epochs=1, device="cpu", threads=1),
-        data_settings=DataSettings(select_on="valid"),  # 4 training impressions: none to hold out
-    )
+    train_tiny_run(data, run, store)
     now = root / "elsewhere" / "store"
     now.parent.mkdir()
     shutil.move(store, now)
