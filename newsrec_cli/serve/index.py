@@ -89,14 +89,10 @@ class Retriever:
             found = self.ann.search(query, min(n, k)).keys.astype(np.int64)
             return found[found < n][:k]
         if query is not None:
-            scores = self.keys[:n] @ query
-        else:
-            scores = np.concatenate(
-                [
-                    backend.score(state, vectors[None, s : s + SCORE_CHUNK])[0]
-                    for s in range(0, n, SCORE_CHUNK)
-                ]
-            )
+            return self._exact(query[None], n, [k], [allowed])[0]
+        scores = np.concatenate(
+            [backend.score(state, vectors[None, s : s + SCORE_CHUNK])[0] for s in range(0, n, SCORE_CHUNK)]
+        )
         return _top(scores, k, allowed)
 
     def search_many(
@@ -114,18 +110,37 @@ class Retriever:
                 self.search(backend, s, vectors, k, a) for s, k, a in zip(states, ks, allowed, strict=True)
             ]
         queries = np.concatenate([backend.queries(s) for s in states])  # (B, D)
-        scores = queries @ self.keys[: len(vectors)].T
-        return [_top(scores[j], k, a) for j, (k, a) in enumerate(zip(ks, allowed, strict=True))]
+        return self._exact(queries, len(vectors), ks, allowed)
+
+    def _exact(
+        self, queries: np.ndarray, n: int, ks: list[int], allowed: list[np.ndarray | None]
+    ) -> list[np.ndarray]:
+        """Exact top-k of each query over the first n keys."""
+        keys = self.keys[:n]
+        if len(queries) == 1:
+            return [_top(keys @ queries[0], ks[0], allowed[0])]
+        # (N, D) x (D, B) reads the keys row by row for every query at once (measured faster than
+        # (B, D) x (D, N)); the (B, N) copy then makes each query's partition run along a row,
+        # ~2.5x faster than down a column.
+        scores = np.ascontiguousarray((keys @ queries.T).T)
+        return [
+            _top(scores[j], k, mask, in_place=True)
+            for j, (k, mask) in enumerate(zip(ks, allowed, strict=True))
+        ]
 
 
-def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
-    """Rows of the best k scores where `allowed` (bool, None = all), in no particular order."""
+def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None, in_place: bool = False) -> np.ndarray:
+    """Rows of the best k scores where `allowed` (bool, None = all), in no particular order.
+    `in_place`: the caller's `scores` may be overwritten (saves a copy per query)."""
     n = len(scores)
     if allowed is not None:
-        scores = np.where(allowed, scores, -np.inf)
+        if in_place:
+            scores[~allowed] = -np.inf
+        else:
+            scores = np.where(allowed, scores, -np.inf)
         k = min(k, int(allowed.sum()))
     if k <= 0:
         return np.zeros(0, np.int64)
     if k >= n:
         return np.argsort(-scores, kind="stable")[:k]
-    return np.argpartition(-scores, k - 1)[:k]
+    return np.argpartition(scores, n - k)[n - k :]
