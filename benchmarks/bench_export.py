@@ -49,7 +49,12 @@ def parse() -> argparse.Namespace:
 
 
 def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the command as a user runs it: no thread variables (newsrec caps its own threads)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=user_env())
+
+
+def user_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
 
 
 def build(work: Path, data: Path) -> dict[str, Path]:

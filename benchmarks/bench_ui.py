@@ -62,7 +62,12 @@ def parse() -> argparse.Namespace:
 
 
 def sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # the command as a user runs it: no thread variables (newsrec caps its own threads)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=user_env())
+
+
+def user_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
 
 
 def build(args: argparse.Namespace) -> Path:
@@ -96,7 +101,7 @@ def start_server(source: Path, backend: str, data: Path, log: Path) -> tuple[sub
         [*NEWSREC, "serve", str(source), "--backend", backend, "--data", str(data), "--port", str(port)],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=user_env(),
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
