@@ -81,6 +81,18 @@ class RankedNews(BaseModel):
     rank: int
 
 
+class Freshness(BaseModel):
+    latest_event: str | None = Field(
+        description="UTC time of the latest impression counted: the training period's last one "
+        "until events arrive"
+    )
+    events: int = Field(description="Impressions applied through POST /v1/events since the training period")
+    training_end: str | None = Field(description="UTC time of the training period's last impression")
+    counted_at: str | None = Field(
+        description="The counts' clock: one second after the latest event (decay runs on event time)"
+    )
+
+
 class RecommendResponse(BaseModel):
     model_version: str
     backend: str
@@ -93,6 +105,9 @@ class RecommendResponse(BaseModel):
     history_truncated: int = Field(description="Oldest history news dropped beyond the model's length.")
     excluded: int
     cached_user: bool
+    popularity: Freshness | None = Field(
+        None, description="A model trained with popularity: how fresh the counts it scored with are."
+    )
 
 
 class Entity(BaseModel):

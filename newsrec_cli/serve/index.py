@@ -97,7 +97,7 @@ class Retriever:
                     for s in range(0, n, SCORE_CHUNK)
                 ]
             )
-        return _top(scores, k, allowed)
+        return top_rows(scores, k, allowed)
 
     def search_many(
         self,
@@ -115,10 +115,10 @@ class Retriever:
             ]
         queries = np.concatenate([backend.queries(s) for s in states])  # (B, D)
         scores = queries @ self.keys[: len(vectors)].T
-        return [_top(scores[j], k, a) for j, (k, a) in enumerate(zip(ks, allowed, strict=True))]
+        return [top_rows(scores[j], k, a) for j, (k, a) in enumerate(zip(ks, allowed, strict=True))]
 
 
-def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
+def top_rows(scores: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
     """Rows of the best k scores where `allowed` (bool, None = all), in no particular order."""
     n = len(scores)
     if allowed is not None:

@@ -1,0 +1,255 @@
+"""The incremental popularity counter: the counts of `popularity.py`, updated one batch of events
+at a time (what serving's POST /v1/events applies), keyed by news ID.
+
+Each news' sums are kept relative to a fixed origin second o, so that adding an event is one
+addition, in any order (two replicas adding to one Redis at once agree):
+
+.. math::
+    \\tilde C_n = \\sum_j y_j\\, 2^{(t_j - o)/h}, \\qquad
+    C_n(t) = \\tilde C_n\\, 2^{-(t - o)/h}
+
+and likewise for impressions. Read at a time t after every event applied, that is exactly
+`PopularityCounts`' C_n(t) (the same decay, the same smoothing and age: `assemble_features`).
+The origin is the end of the counts the server started from (the training period); an event more
+than `MAX_HALF_LIVES` half-lives after it would overflow float64 and is refused.
+
+The sums live in a `SumStore`: `MemorySums` here (one process, saved as JSON), or Redis
+(`newsrec_cli.serve.redis_sums`). A store holds the grown sums, each news' first event time, the
+latest event time and how many impressions were applied.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from newsrec_cli import atomic
+from newsrec_cli.errors import InputError
+from newsrec_cli.mind.popularity import GLOBAL, PopularityCounts, assemble_features
+
+GLOBAL_KEY = ""  # the whole stream's sums (no news ID is empty)
+MAX_HALF_LIVES = 1000  # 2^1000 ~ 1e301: the grown sums stay inside float64
+FORMAT = "newsrec-popularity-counts"
+NO_EVENT = -1  # `latest` and `first` where there is none
+
+
+@dataclass(frozen=True)
+class CountsSpec:
+    """What the sums mean: the run's half-life and prior, and the origin second they grow from."""
+
+    half_life_hours: float
+    prior: float
+    origin: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"half_life_hours": self.half_life_hours, "prior": self.prior, "origin": self.origin}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of events summed per key (news IDs and GLOBAL_KEY): what a store adds at once."""
+
+    keys: list[str]
+    clicks: np.ndarray  # float64 [K] grown sums
+    shows: np.ndarray  # float64 [K]
+    first: np.ndarray  # int64 [K] earliest event second of each key in the batch
+    latest: int
+    impressions: int
+
+
+class SumStore(Protocol):
+    def add(self, batch: Batch) -> None: ...
+
+    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Grown clicks, shows (float64) and first event seconds (int64, NO_EVENT where none)."""
+        ...
+
+    def clock(self) -> tuple[int, int]:
+        """(latest event second or NO_EVENT, impressions applied)."""
+        ...
+
+
+class RunningCounts:
+    """Popularity features of news IDs from a `SumStore`, and the batches of events it adds."""
+
+    def __init__(self, spec: CountsSpec, store: SumStore) -> None:
+        self.spec = spec
+        self.store = store
+
+    def _weights(self, times: np.ndarray) -> np.ndarray:
+        exponent = (np.asarray(times, np.int64) - self.spec.origin) / (self.spec.half_life_hours * 3600.0)
+        if len(exponent) and exponent.max() > MAX_HALF_LIVES:
+            raise ValueError(
+                f"an event lies more than {MAX_HALF_LIVES} half-lives after the counts' origin "
+                f"({self.spec.origin}); export the run again from data that reaches its time"
+            )
+        return np.exp2(exponent)
+
+    def batch(self, news: list[str], times: np.ndarray, clicks: np.ndarray, impressions: int) -> Batch:
+        """Candidate slots (news ID, second, clicked 0/1), each under its news and GLOBAL_KEY."""
+        times = np.asarray(times, np.int64)
+        weights = self._weights(times)
+        keys, inverse = np.unique(
+            np.asarray([*news, *([GLOBAL_KEY] * len(news))], dtype=object), return_inverse=True
+        )
+        weights, times = np.concatenate([weights, weights]), np.concatenate([times, times])
+        clicked = np.concatenate([clicks, clicks]).astype(np.float64)
+        first = np.full(len(keys), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(first, inverse, times)
+        return Batch(
+            keys=[str(k) for k in keys],
+            clicks=np.bincount(inverse, weights=weights * clicked, minlength=len(keys)),
+            shows=np.bincount(inverse, weights=weights, minlength=len(keys)),
+            first=first,
+            latest=int(times.max()) if len(times) else NO_EVENT,
+            impressions=impressions,
+        )
+
+    def apply(self, news: list[str], times: np.ndarray, clicks: np.ndarray, impressions: int) -> None:
+        self.store.add(self.batch(news, times, clicks, impressions))
+
+    def now(self) -> int:
+        """The counts' clock: one second after the latest event (never before the origin), so that
+        every event applied counts, as `PopularityCounts` reads times strictly after events."""
+        latest, _ = self.store.clock()
+        return max(latest + 1, self.spec.origin)
+
+    def features(self, news: list[str], at: int | None = None) -> np.ndarray:
+        """Features float32 [N, F] of news IDs at second `at` (default `now()`)."""
+        at = self.now() if at is None else int(at)
+        clicks, shows, first = self.store.get([*news, GLOBAL_KEY])
+        decay = np.exp2(-(at - self.spec.origin) / (self.spec.half_life_hours * 3600.0))
+        clicks, shows = clicks * decay, shows * decay
+        n = len(news)
+        return assemble_features(
+            clicks[:n],
+            shows[:n],
+            first[:n],
+            np.full(n, clicks[n]),
+            np.full(n, shows[n]),
+            np.full(n, at, np.int64),
+            self.spec.prior,
+        )
+
+
+def frozen_batch(counts: PopularityCounts, news_ids: list[str], impressions: int) -> tuple[CountsSpec, Batch]:
+    """The counts of a stream frozen one second after its end (the offline protocol), as a batch
+    a store starts from; `news_ids[i]` is the ID of news index i (the counts' vocabulary)."""
+    origin = counts.end + 1
+    index = np.unique(counts.news)
+    clicks, shows, first = counts.sums_before(index, np.full(len(index), origin, np.int64))
+    keys = [GLOBAL_KEY if i == GLOBAL else news_ids[i] for i in index]
+    spec = CountsSpec(counts.half_life_hours, counts.prior, origin)
+    latest = counts.end if len(counts.news) else NO_EVENT
+    return spec, Batch(keys, clicks, shows, first.astype(np.int64), latest, impressions)
+
+
+class MemorySums:
+    """Sums held in this process, saved to a JSON file (atomically) after every batch when `path`
+    is given; thread-safe."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.index: dict[str, int] = {}
+        self.clicks = np.zeros(0, np.float64)
+        self.shows = np.zeros(0, np.float64)
+        self.first = np.zeros(0, np.int64)
+        self.latest = NO_EVENT
+        self.impressions = 0
+        self.spec: CountsSpec | None = None
+        self.lock = threading.Lock()
+
+    def _rows(self, keys: list[str]) -> np.ndarray:
+        rows = [self.index.setdefault(k, len(self.index)) for k in keys]
+        if len(self.index) > len(self.clicks):
+            grow = max(len(self.index), 2 * len(self.clicks)) - len(self.clicks)
+            self.clicks = np.concatenate([self.clicks, np.zeros(grow)])
+            self.shows = np.concatenate([self.shows, np.zeros(grow)])
+            self.first = np.concatenate([self.first, np.full(grow, NO_EVENT, np.int64)])
+        return np.asarray(rows, np.int64)
+
+    def add(self, batch: Batch) -> None:
+        with self.lock:
+            rows = self._rows(batch.keys)
+            self.clicks[rows] += batch.clicks
+            self.shows[rows] += batch.shows
+            old = self.first[rows]
+            self.first[rows] = np.where(old == NO_EVENT, batch.first, np.minimum(old, batch.first))
+            self.latest = max(self.latest, batch.latest)
+            self.impressions += batch.impressions
+            if self.path is not None:
+                self._save(self.path)
+
+    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with self.lock:
+            rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
+            known = rows >= 0
+            safe = np.where(known, rows, 0)
+            if not len(self.clicks):
+                return np.zeros(len(keys)), np.zeros(len(keys)), np.full(len(keys), NO_EVENT, np.int64)
+            return (
+                np.where(known, self.clicks[safe], 0.0),
+                np.where(known, self.shows[safe], 0.0),
+                np.where(known, self.first[safe], NO_EVENT),
+            )
+
+    def clock(self) -> tuple[int, int]:
+        with self.lock:
+            return self.latest, self.impressions
+
+    # ------------------------------------------------------------------ files
+
+    def to_dict(self) -> dict[str, Any]:
+        n = len(self.index)
+        return {
+            "format": FORMAT,
+            "spec": self.spec.to_dict() if self.spec else None,
+            "latest": self.latest,
+            "impressions": self.impressions,
+            "keys": list(self.index),
+            "clicks": self.clicks[:n].tolist(),  # repr round-trips float64 exactly
+            "shows": self.shows[:n].tolist(),
+            "first": self.first[:n].tolist(),
+        }
+
+    def _save(self, path: Path) -> None:
+        atomic.write_text(path, json.dumps(self.to_dict()) + "\n")
+
+    def save(self, path: Path) -> None:
+        with self.lock:
+            self._save(path)
+
+    @classmethod
+    def load(cls, path: Path, save_to: Path | None = None) -> MemorySums:
+        """Sums saved by `save` (an export's frozen counts, or a server's state); InputError naming
+        the file and field when it is not one."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read popularity counts ({exc})", path=path) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InputError(f"not popularity counts (format {FORMAT!r} expected)", path=path, field="format")
+        try:
+            spec = CountsSpec(**data["spec"])
+            keys = [str(k) for k in data["keys"]]
+            clicks = np.asarray(data["clicks"], np.float64)
+            shows = np.asarray(data["shows"], np.float64)
+            first = np.asarray(data["first"], np.int64)
+            latest, impressions = int(data["latest"]), int(data["impressions"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed popularity counts ({exc})", path=path, field="spec") from None
+        if not (len(keys) == len(clicks) == len(shows) == len(first)) or not (
+            np.isfinite(clicks).all() and np.isfinite(shows).all()
+        ):
+            raise InputError("popularity counts of unequal lengths or not finite", path=path, field="clicks")
+        sums = cls(save_to)
+        sums.spec = spec
+        sums.index = {k: i for i, k in enumerate(keys)}
+        sums.clicks, sums.shows, sums.first = clicks, shows, first
+        sums.latest, sums.impressions = latest, impressions
+        return sums
