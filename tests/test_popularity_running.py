@@ -26,8 +26,7 @@ def test_frozen_then_fed_reads_as_the_batch_counts(prior: float, tmp_path: Path)
     later = _impressions([5 * HOUR, 5 * HOUR, 9 * HOUR], [[1, 4], [4, 2], [4, 3]], [[0, 1], [1, 0], [0, 0]])
     counts = PopularityCounts.from_impressions(known, half_life_hours=2.0, prior=prior)
     spec, start = frozen_batch(counts, IDS, len(known))
-    sums = MemorySums(tmp_path / "counts.json")
-    sums.spec = spec
+    sums = MemorySums(spec, tmp_path / "counts.json")
     sums.add(start)
     running = RunningCounts(spec, sums)
     news = np.arange(1, 5)
@@ -53,8 +52,26 @@ def test_an_unknown_news_reads_as_never_seen() -> None:
         _impressions([0], [[1, 2]], [[1, 0]]), half_life_hours=1.0, prior=0.0
     )
     spec, start = frozen_batch(counts, IDS, 1)
-    sums = MemorySums()
+    sums = MemorySums(spec)
     sums.add(start)
     np.testing.assert_array_equal(
         RunningCounts(spec, sums).features(["fresh"]), counts.features(np.array([9]), counts.end + 1)
     )
+
+
+def test_events_years_later_and_out_of_order_stay_exact() -> None:
+    """Each key's sums are kept as of its own latest event: no exponent grows with time, and an
+    event older than the latest merges in as well."""
+    year = 365 * 24 * HOUR
+    known = _impressions([0, HOUR], [[1, 2], [1, 2]], [[1, 0], [0, 1]])
+    counts = PopularityCounts.from_impressions(known, half_life_hours=1.0, prior=1.0)
+    spec, start = frozen_batch(counts, IDS, 0)
+    sums = MemorySums(spec)
+    sums.add(start)
+    running = RunningCounts(spec, sums)
+    later = _impressions([10 * year, 10 * year - 5 * HOUR], [[1, 3], [2, 3]], [[0, 1], [1, 1]])
+    running.apply(*_slots(later), impressions=2)
+    both = PopularityCounts.from_impressions(known, later, half_life_hours=1.0, prior=1.0)
+    news = np.arange(1, 4)
+    np.testing.assert_allclose(running.features(IDS[1:4]), both.features(news, both.end + 1), rtol=1e-6)
+    assert np.isfinite(running.features(IDS[1:4])).all()

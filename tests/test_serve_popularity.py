@@ -143,7 +143,181 @@ def test_every_backend_ranks_as_evaluate_offline(
     else:
         assert agree == checked
         np.testing.assert_allclose(served, logits, atol=1e-4)
-    # the popularity term matters: without it the served scores would be evaluate's content logits
+    # the popularity term is there to be matched: scores without it are far from the served ones
+    from newsrec_cli.model.inference import score_impressions
+
+    content = score_impressions(_load(pop_run["run"]), dataset, valid)
+    assert np.abs(served - content).max() > 0.05
+    answer = engine.recommend(history=[], candidates=[ids[valid.candidates[0]]], k=1)
+    assert answer["popularity"]["events"] == 0 and answer["popularity"]["training_end"] is not None
+
+
+def _load(run: Path):  # type: ignore[no-untyped-def]
+    from newsrec_cli.runs.loading import load_run
+
+    return load_run(run, device="cpu")
+
+
+# ----------------------------------------------------------------------------- POST /v1/events
+
+
+@pytest.fixture(scope="module")
+def pop_server(pop_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from serve_helpers import Server
+
+    state = tmp_path_factory.mktemp("pop_state")
+    server = Server(
+        pop_run["export"],
+        "--backend",
+        "onnx",
+        "--state-dir",
+        str(state),
+        "--no-ui",
+        log=state.parent / "pop.log",
+    )
+    server.state = state
+    yield server
+    server.stop()
+
+
+def _events(valid, rows) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Impressions as POST /v1/events takes them, with MIND's naive times (read as UTC)."""
+    ids = valid.news_vocab.ids
+    out = []
+    for i in rows:
+        cands = valid.candidates_of(i)
+        labels = valid.labels[valid.candidate_offsets[i] : valid.candidate_offsets[i + 1]]
+        out.append(
+            {
+                "time": str(valid.times[i].astype("datetime64[s]")),
+                "shown": [ids[c] for c in cands],
+                "clicked": [ids[c] for c, y in zip(cands, labels, strict=True) if y == 1],
+            }
+        )
+    return out
+
+
+def _scores(server, body: dict) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    r = server.post("/v1/recommend", body)
+    assert r.status_code == 200, r.text
+    return {it["news_id"]: it["score"] for it in r.json()["items"]}
+
+
+def test_replaying_a_split_through_events_gives_the_replay_counts(
+    pop_run: dict[str, Path], pop_server
+) -> None:  # type: ignore[no-untyped-def]
+    """POST every validation impression, in time order: the server's counts are the replay
+    protocol's (evaluate --protocol replay) after the split, and so are its scores."""
+    from newsrec_cli.mind.popularity import protocol_view
+    from newsrec_cli.mind.running_counts import MemorySums, RunningCounts
+    from newsrec_cli.model.inference import score_impressions
+    from newsrec_cli.model.popularity import popularity_logits
+
+    dataset, valid, known, _ = _valid(pop_run["run"])
+    loaded = _load(pop_run["run"])
+    duplicated = [
+        i
+        for i in range(len(valid))
+        if len(set(valid.candidates_of(i).tolist())) != len(valid.candidates_of(i))
+    ]
+    assert not duplicated  # the generator shows each news once per impression
+    order = np.argsort(valid.times, kind="stable")
+    for lo in range(0, len(order), 40):
+        r = pop_server.post("/v1/events", {"impressions": _events(valid, order[lo : lo + 40])})
+        assert r.status_code == 200, r.text
+    assert r.json()["popularity"]["events"] == len(valid)
+    settings = loaded.settings
+    view = protocol_view(
+        "replay", known, valid, half_life_hours=settings.popularity_half_life, prior=settings.popularity_prior
+    )
+    at = view.counts.end + 1
+    assert r.json()["popularity"]["latest_event"] == str(np.datetime64(view.counts.end, "s")) + "Z"
+    # the counts the server saved in its state folder, read as the server reads them
+    saved = MemorySums.load(pop_server.state / "popularity.json")
+    news = np.unique(np.concatenate([known.candidates, valid.candidates]))
+    ids = valid.news_vocab.ids
+    served = RunningCounts(saved.spec, saved).features([ids[n] for n in news])
+    np.testing.assert_allclose(served, view.counts.features(news, at), rtol=1e-5, atol=1e-6)
+    # and the scores: the model's content logits plus its popularity term from the replay counts
+    content = score_impressions(loaded, dataset, valid)
+    expected = content + popularity_logits(loaded.model.popularity, view.counts, valid, at=at)
+    for i in range(0, len(valid), max(1, len(valid) // 10)):
+        cands = [ids[c] for c in valid.candidates_of(i)]
+        got = _scores(
+            pop_server,
+            {
+                "history": [ids[h] for h in valid.history_of(i)],
+                "candidates": cands,
+                "k": len(cands),
+                "exclude_history": False,
+            },
+        )
+        lo = valid.candidate_offsets[i]
+        np.testing.assert_allclose([got[c] for c in cands], expected[lo : lo + len(cands)], atol=1e-4)
+
+
+def test_an_event_changes_the_next_response_and_survives_a_restart(
+    pop_run: dict[str, Path], pop_server
+) -> None:  # type: ignore[no-untyped-def]
+    _, valid, _, _ = _valid(pop_run["run"])
+    ids = valid.news_vocab.ids
+    cands = [ids[c] for c in valid.candidates_of(0)]
+    body = {"history": [ids[h] for h in valid.history_of(0)], "candidates": cands, "k": len(cands)}
+    before = pop_server.post("/v1/recommend", body).json()
+    target = before["items"][-1]["news_id"]  # the lowest-ranked news is clicked by everyone
+    latest = np.datetime64(before["popularity"]["latest_event"].rstrip("Z"))
+    burst = [
+        {"time": str(latest + np.timedelta64(60 + s, "s")) + "+00:00", "shown": [target], "clicked": [target]}
+        for s in range(20)
+    ]
+    r = pop_server.post("/v1/events", {"impressions": burst})
+    assert r.status_code == 200, r.text
+    after = pop_server.post("/v1/recommend", body).json()
+    assert after["popularity"]["events"] == before["popularity"]["events"] + 20
+    assert after["popularity"]["latest_event"] == str(latest + np.timedelta64(79, "s")) + "Z"
+    old = {it["news_id"]: it["score"] for it in before["items"]}
+    new = {it["news_id"]: it["score"] for it in after["items"]}
+    assert new[target] > old[target] + 0.01  # clicked 20 times in a row: more popular
+    pop_server.restart()  # the counts were saved in the state folder: the same answer after
+    again = pop_server.post("/v1/recommend", body).json()
+    assert again["items"] == after["items"] and again["popularity"] == after["popularity"]
+
+
+def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    _, valid, _, _ = _valid(pop_run["run"])
+    news = valid.news_vocab.ids[valid.candidates[0]]
+    ok = {"time": "2019-11-15T08:00:00Z", "shown": [news], "clicked": []}
+    bad = {
+        "unknown news": {"impressions": [ok | {"shown": [news, "N-nope"]}]},
+        "click not shown": {"impressions": [ok | {"clicked": ["N-other"]}]},
+        "shown twice": {"impressions": [ok | {"shown": [news, news]}]},
+        "number time": {"impressions": [ok | {"time": 1573804800}]},
+        "no time": {"impressions": [{"shown": [news]}]},
+        "not a time": {"impressions": [ok | {"time": "yesterday"}]},
+        "empty": {"impressions": []},
+        "nothing shown": {"impressions": [ok | {"shown": []}]},
+        "too many": {"impressions": [ok] * 1001},
+        "too many shown": {"impressions": [ok | {"shown": [news] * 1001}]},
+        "extra field": {"impressions": [ok | {"user": "U1"}]},
+    }
+    for name, body in bad.items():
+        r = pop_server.post("/v1/events", body)
+        assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
+    for raw in (
+        b'{"impressions": [{"time": "2019-11-15T08:00:00", "shown": ["x"], "clicked": NaN}]}',
+        b"\xff",
+    ):
+        r = httpx.post(
+            f"{pop_server.url}/v1/events", content=raw, headers={"content-type": "application/json"}
+        )
+        assert 400 <= r.status_code < 500, r.text
+    unknown = pop_server.post("/v1/events", bad["unknown news"]).json()
+    assert unknown["detail"][0]["ctx"]["unknown"] == ["N-nope"]
+    # a naive time is read as UTC: the same second as with Z
+    before = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2030-01-01T00:00:00"}]}).json()
+    after = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2030-01-01T00:00:00Z"}]}).json()
     assert (
-        engine.recommend(history=[], candidates=[ids[valid.candidates[0]]], k=1)["popularity"]["events"] == 0
+        before["popularity"]["latest_event"] == after["popularity"]["latest_event"] == "2030-01-01T00:00:00Z"
     )

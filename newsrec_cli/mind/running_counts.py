@@ -1,21 +1,21 @@
 """The incremental popularity counter: the counts of `popularity.py`, updated one batch of events
 at a time (what serving's POST /v1/events applies), keyed by news ID.
 
-Each news' sums are kept relative to a fixed origin second o, so that adding an event is one
-addition, in any order (two replicas adding to one Redis at once agree):
+Each key (a news ID, or GLOBAL_KEY for the whole stream) holds its decayed sums as of its own
+reference second T (its latest event), so no exponent ever grows and events may come in any
+order; two sums merge by decaying both to the later reference:
 
 .. math::
-    \\tilde C_n = \\sum_j y_j\\, 2^{(t_j - o)/h}, \\qquad
-    C_n(t) = \\tilde C_n\\, 2^{-(t - o)/h}
+    C_n(T) = \\sum_{j:\\, t_j \\le T} y_j\\, 2^{-(T - t_j)/h}, \\qquad
+    C_n(t) = C_n(T)\\, 2^{-(t - T)/h} \\quad (t > T)
 
-and likewise for impressions. Read at a time t after every event applied, that is exactly
-`PopularityCounts`' C_n(t) (the same decay, the same smoothing and age: `assemble_features`).
-The origin is the end of the counts the server started from (the training period); an event more
-than `MAX_HALF_LIVES` half-lives after it would overflow float64 and is refused.
+and likewise for impressions. Read at a time after every event applied, that is exactly
+`PopularityCounts`' C_n(t): the same decay (`growth`), the same smoothing and age
+(`assemble_features`).
 
 The sums live in a `SumStore`: `MemorySums` here (one process, saved as JSON), or Redis
-(`newsrec_cli.serve.redis_sums`). A store holds the grown sums, each news' first event time, the
-latest event time and how many impressions were applied.
+(`newsrec_cli.serve.redis_sums`); both merge a batch with `merge`. A store also holds each
+news' first event time, the latest event time and how many impressions were applied.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ import numpy as np
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError
-from newsrec_cli.mind.popularity import GLOBAL, PopularityCounts, assemble_features
+from newsrec_cli.mind.popularity import GLOBAL, PopularityCounts, assemble_features, growth
 
 GLOBAL_KEY = ""  # the whole stream's sums (no news ID is empty)
-MAX_HALF_LIVES = 1000  # 2^1000 ~ 1e301: the grown sums stay inside float64
 FORMAT = "newsrec-popularity-counts"
 NO_EVENT = -1  # `latest` and `first` where there is none
 
 
 @dataclass(frozen=True)
 class CountsSpec:
-    """What the sums mean: the run's half-life and prior, and the origin second they grow from."""
+    """What the sums mean: the run's half-life and prior, and the second the counts started at
+    (one second after the training period: the offline protocol's clock)."""
 
     half_life_hours: float
     prior: float
@@ -55,8 +55,9 @@ class Batch:
     """A batch of events summed per key (news IDs and GLOBAL_KEY): what a store adds at once."""
 
     keys: list[str]
-    clicks: np.ndarray  # float64 [K] grown sums
+    clicks: np.ndarray  # float64 [K] decayed sums as of `ref`
     shows: np.ndarray  # float64 [K]
+    ref: np.ndarray  # int64 [K] each key's reference second (its latest event here)
     first: np.ndarray  # int64 [K] earliest event second of each key in the batch
     latest: int
     impressions: int
@@ -65,8 +66,9 @@ class Batch:
 class SumStore(Protocol):
     def add(self, batch: Batch) -> None: ...
 
-    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Grown clicks, shows (float64) and first event seconds (int64, NO_EVENT where none)."""
+    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Clicks and shows (float64) as of each key's reference second, the reference and first
+        event seconds (int64, NO_EVENT where none)."""
         ...
 
     def clock(self) -> tuple[int, int]:
@@ -81,30 +83,24 @@ class RunningCounts:
         self.spec = spec
         self.store = store
 
-    def _weights(self, times: np.ndarray) -> np.ndarray:
-        exponent = (np.asarray(times, np.int64) - self.spec.origin) / (self.spec.half_life_hours * 3600.0)
-        if len(exponent) and exponent.max() > MAX_HALF_LIVES:
-            raise ValueError(
-                f"an event lies more than {MAX_HALF_LIVES} half-lives after the counts' origin "
-                f"({self.spec.origin}); export the run again from data that reaches its time"
-            )
-        return np.exp2(exponent)
-
     def batch(self, news: list[str], times: np.ndarray, clicks: np.ndarray, impressions: int) -> Batch:
         """Candidate slots (news ID, second, clicked 0/1), each under its news and GLOBAL_KEY."""
         times = np.asarray(times, np.int64)
-        weights = self._weights(times)
         keys, inverse = np.unique(
             np.asarray([*news, *([GLOBAL_KEY] * len(news))], dtype=object), return_inverse=True
         )
-        weights, times = np.concatenate([weights, weights]), np.concatenate([times, times])
+        times = np.concatenate([times, times])
         clicked = np.concatenate([clicks, clicks]).astype(np.float64)
+        ref = np.full(len(keys), np.iinfo(np.int64).min, np.int64)
+        np.maximum.at(ref, inverse, times)
         first = np.full(len(keys), np.iinfo(np.int64).max, np.int64)
         np.minimum.at(first, inverse, times)
+        weights = growth(times, ref[inverse], self.spec.half_life_hours)
         return Batch(
             keys=[str(k) for k in keys],
             clicks=np.bincount(inverse, weights=weights * clicked, minlength=len(keys)),
             shows=np.bincount(inverse, weights=weights, minlength=len(keys)),
+            ref=ref,
             first=first,
             latest=int(times.max()) if len(times) else NO_EVENT,
             impressions=impressions,
@@ -122,8 +118,8 @@ class RunningCounts:
     def features(self, news: list[str], at: int | None = None) -> np.ndarray:
         """Features float32 [N, F] of news IDs at second `at` (default `now()`)."""
         at = self.now() if at is None else int(at)
-        clicks, shows, first = self.store.get([*news, GLOBAL_KEY])
-        decay = np.exp2(-(at - self.spec.origin) / (self.spec.half_life_hours * 3600.0))
+        clicks, shows, ref, first = self.store.get([*news, GLOBAL_KEY])
+        decay = growth(ref, at, self.spec.half_life_hours)
         clicks, shows = clicks * decay, shows * decay
         n = len(news)
         return assemble_features(
@@ -137,6 +133,26 @@ class RunningCounts:
         )
 
 
+def merge(
+    half_life_hours: float,
+    old: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    batch: Batch,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sums (clicks, shows, ref, first) of `old` (a store's, for the batch's keys; ref and
+    first NO_EVENT where none) with the batch added: both decayed to the later reference."""
+    clicks, shows, ref, first = old
+    new = ref == NO_EVENT
+    at = np.where(new, batch.ref, np.maximum(ref, batch.ref))
+    keep = np.where(new, 0.0, growth(np.where(new, at, ref), at, half_life_hours))
+    add = growth(batch.ref, at, half_life_hours)
+    return (
+        clicks * keep + batch.clicks * add,
+        shows * keep + batch.shows * add,
+        at,
+        np.where(new, batch.first, np.minimum(first, batch.first)),
+    )
+
+
 def frozen_batch(counts: PopularityCounts, news_ids: list[str], impressions: int) -> tuple[CountsSpec, Batch]:
     """The counts of a stream frozen one second after its end (the offline protocol), as a batch
     a store starts from; `news_ids[i]` is the ID of news index i (the counts' vocabulary)."""
@@ -146,22 +162,24 @@ def frozen_batch(counts: PopularityCounts, news_ids: list[str], impressions: int
     keys = [GLOBAL_KEY if i == GLOBAL else news_ids[i] for i in index]
     spec = CountsSpec(counts.half_life_hours, counts.prior, origin)
     latest = counts.end if len(counts.news) else NO_EVENT
-    return spec, Batch(keys, clicks, shows, first.astype(np.int64), latest, impressions)
+    ref = np.full(len(index), origin, np.int64)
+    return spec, Batch(keys, clicks, shows, ref, first.astype(np.int64), latest, impressions)
 
 
 class MemorySums:
     """Sums held in this process, saved to a JSON file (atomically) after every batch when `path`
     is given; thread-safe."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, spec: CountsSpec, path: Path | None = None) -> None:
+        self.spec = spec
         self.path = path
         self.index: dict[str, int] = {}
         self.clicks = np.zeros(0, np.float64)
         self.shows = np.zeros(0, np.float64)
+        self.ref = np.zeros(0, np.int64)
         self.first = np.zeros(0, np.int64)
         self.latest = NO_EVENT
         self.impressions = 0
-        self.spec: CountsSpec | None = None
         self.lock = threading.Lock()
 
     def _rows(self, keys: list[str]) -> np.ndarray:
@@ -170,31 +188,33 @@ class MemorySums:
             grow = max(len(self.index), 2 * len(self.clicks)) - len(self.clicks)
             self.clicks = np.concatenate([self.clicks, np.zeros(grow)])
             self.shows = np.concatenate([self.shows, np.zeros(grow)])
+            self.ref = np.concatenate([self.ref, np.full(grow, NO_EVENT, np.int64)])
             self.first = np.concatenate([self.first, np.full(grow, NO_EVENT, np.int64)])
         return np.asarray(rows, np.int64)
 
     def add(self, batch: Batch) -> None:
         with self.lock:
             rows = self._rows(batch.keys)
-            self.clicks[rows] += batch.clicks
-            self.shows[rows] += batch.shows
-            old = self.first[rows]
-            self.first[rows] = np.where(old == NO_EVENT, batch.first, np.minimum(old, batch.first))
+            old = (self.clicks[rows], self.shows[rows], self.ref[rows], self.first[rows])
+            merged = merge(self.spec.half_life_hours, old, batch)
+            self.clicks[rows], self.shows[rows], self.ref[rows], self.first[rows] = merged
             self.latest = max(self.latest, batch.latest)
             self.impressions += batch.impressions
             if self.path is not None:
                 self._save(self.path)
 
-    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with self.lock:
             rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
             known = rows >= 0
-            safe = np.where(known, rows, 0)
             if not len(self.clicks):
-                return np.zeros(len(keys)), np.zeros(len(keys)), np.full(len(keys), NO_EVENT, np.int64)
+                none = np.full(len(keys), NO_EVENT, np.int64)
+                return np.zeros(len(keys)), np.zeros(len(keys)), none, none
+            safe = np.where(known, rows, 0)
             return (
                 np.where(known, self.clicks[safe], 0.0),
                 np.where(known, self.shows[safe], 0.0),
+                np.where(known, self.ref[safe], NO_EVENT),
                 np.where(known, self.first[safe], NO_EVENT),
             )
 
@@ -208,12 +228,13 @@ class MemorySums:
         n = len(self.index)
         return {
             "format": FORMAT,
-            "spec": self.spec.to_dict() if self.spec else None,
+            "spec": self.spec.to_dict(),
             "latest": self.latest,
             "impressions": self.impressions,
             "keys": list(self.index),
             "clicks": self.clicks[:n].tolist(),  # repr round-trips float64 exactly
             "shows": self.shows[:n].tolist(),
+            "ref": self.ref[:n].tolist(),
             "first": self.first[:n].tolist(),
         }
 
@@ -239,17 +260,17 @@ class MemorySums:
             keys = [str(k) for k in data["keys"]]
             clicks = np.asarray(data["clicks"], np.float64)
             shows = np.asarray(data["shows"], np.float64)
+            ref = np.asarray(data["ref"], np.int64)
             first = np.asarray(data["first"], np.int64)
             latest, impressions = int(data["latest"]), int(data["impressions"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed popularity counts ({exc})", path=path, field="spec") from None
-        if not (len(keys) == len(clicks) == len(shows) == len(first)) or not (
+        if not (len(keys) == len(clicks) == len(shows) == len(ref) == len(first)) or not (
             np.isfinite(clicks).all() and np.isfinite(shows).all()
         ):
             raise InputError("popularity counts of unequal lengths or not finite", path=path, field="clicks")
-        sums = cls(save_to)
-        sums.spec = spec
+        sums = cls(spec, save_to)
         sums.index = {k: i for i, k in enumerate(keys)}
-        sums.clicks, sums.shows, sums.first = clicks, shows, first
+        sums.clicks, sums.shows, sums.ref, sums.first = clicks, shows, ref, first
         sums.latest, sums.impressions = latest, impressions
         return sums

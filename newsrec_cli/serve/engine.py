@@ -36,6 +36,7 @@ log = logging.getLogger("newsrec.serve")
 MAX_HISTORY_ITEMS = 1000  # longer histories are refused (413); between H and this, truncated
 MAX_CANDIDATES = 1000  # more candidates are refused (413)
 MAX_K = 1000
+MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refused: 422)
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
@@ -512,6 +513,52 @@ class Engine:
             [k for _, k, _, _ in items],
             masks,
         )
+
+    # ------------------------------------------------------------------ events
+
+    def record_events(self, impressions: list[tuple[datetime, list[str], list[str]]]) -> dict[str, Any]:
+        """Add impressions (aware UTC time, news shown, news clicked among them) to the live
+        popularity counts; every news must be known and every click one of the news shown."""
+        if not self.ready or self.table is None:
+            raise RequestError(503, "not ready: the model and index are still loading")
+        if self.popularity is None:
+            raise RequestError(409, "this model was trained without popularity: it has no counts to update")
+        if len(impressions) > MAX_EVENT_IMPRESSIONS:
+            raise RequestError(
+                413, f"{len(impressions)} impressions; at most {MAX_EVENT_IMPRESSIONS} per request"
+            )
+        index = self.table.index
+        shown_all = [n for _, shown, _ in impressions for n in shown]
+        unknown = list(
+            dict.fromkeys(
+                n for n in [*shown_all, *(c for *_, cl in impressions for c in cl)] if n not in index
+            )
+        )
+        if unknown:
+            raise RequestError(
+                422,
+                {"message": "unknown news IDs (add them through POST /v1/news first)", "unknown": unknown},
+            )
+        news: list[str] = []
+        seconds: list[int] = []
+        clicks: list[int] = []
+        for i, (when, shown, clicked) in enumerate(impressions):
+            if len(set(shown)) != len(shown):
+                raise RequestError(422, f"impressions[{i}].shown lists a news twice")
+            stray = sorted(set(clicked) - set(shown))
+            if stray:
+                raise RequestError(
+                    422, f"impressions[{i}].clicked has news that were not shown: {', '.join(stray)}"
+                )
+            second = int(utc_seconds(when).astype(np.int64))
+            picked = set(clicked)
+            news += shown
+            seconds += [second] * len(shown)
+            clicks += [n in picked for n in shown]
+        self.popularity.apply(
+            news, np.asarray(seconds, np.int64), np.asarray(clicks, np.float64), len(impressions)
+        )
+        return {"model_version": self.version, "applied": len(impressions), "popularity": self.freshness()}
 
     # ------------------------------------------------------------------ news
 

@@ -741,7 +741,6 @@ def export_run(
     else:  # torch as evaluate scores it offline; the graphs read the frozen counts as served
         known = select_split(dataset, "valid", run.data_settings).train
         torch_logits = run_scores(run, dataset, valid, known, "offline").astype(np.float32)
-        assert frozen.spec is not None
         ids = dataset.news_vocab.ids
         popularity = RunningCounts(frozen.spec, frozen).features([ids[i] for i in valid.candidates])
     user_rows = run.user_rows(valid)

@@ -46,8 +46,7 @@ def frozen_counts(run: Any) -> MemorySums:
         known, half_life_hours=run.settings.popularity_half_life, prior=run.settings.popularity_prior
     )
     spec, batch = frozen_batch(counts, list(dataset.news_vocab.ids), impressions=0)  # none since
-    sums = MemorySums()
-    sums.spec = spec
+    sums = MemorySums(spec)
     sums.add(batch)
     return sums
 
@@ -57,7 +56,6 @@ def open_counts(
 ) -> RunningCounts:
     """The live counts: in Redis (seeded once from the frozen ones `start`), or in this process
     from the state folder's saved counts when there are, else from `start`, saved after each batch."""
-    assert start.spec is not None
     if redis_url:
         from newsrec_cli.serve.redis_sums import RedisSums
 
