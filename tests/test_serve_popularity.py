@@ -321,3 +321,67 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
     assert (
         before["popularity"]["latest_event"] == after["popularity"]["latest_event"] == "2030-01-01T00:00:00Z"
     )
+
+
+# ----------------------------------------------------------------------------- Redis: shared counts
+
+
+def test_two_replicas_share_the_counts_in_redis(pop_run: dict[str, Path], tmp_path: Path) -> None:
+    """Two real `newsrec serve` processes on one real redis-server: an event posted to one
+    changes the other's next response identically, and concurrent posts to both all count."""
+    import threading
+
+    from serve_helpers import Redis, Server
+
+    _, valid, _, _ = _valid(pop_run["run"])
+    ids = valid.news_vocab.ids
+    cands = [ids[c] for c in valid.candidates_of(1)]
+    body = {"history": [ids[h] for h in valid.history_of(1)], "candidates": cands, "k": len(cands)}
+    redis = Redis()
+    servers = []
+    try:
+        for name in ("a", "b"):
+            args = [
+                "--backend",
+                "onnx",
+                "--redis-url",
+                redis.url,
+                "--state-dir",
+                str(tmp_path / name),
+                "--no-ui",
+            ]
+            servers.append(Server(pop_run["export"], *args, log=tmp_path / f"{name}.log"))
+        a, b = servers
+        before = b.post("/v1/recommend", body).json()
+        assert before["popularity"]["events"] == 0  # seeded once from the export, not twice
+        assert a.post("/v1/recommend", body).json()["items"] == before["items"]
+        target = before["items"][-1]["news_id"]
+        latest = np.datetime64(before["popularity"]["latest_event"].rstrip("Z"))
+        event = {"time": str(latest + np.timedelta64(30, "s")) + "Z", "shown": [target], "clicked": [target]}
+        assert a.post("/v1/events", {"impressions": [event] * 5}).status_code == 200
+        on_a, on_b = a.post("/v1/recommend", body).json(), b.post("/v1/recommend", body).json()
+        assert on_b["items"] == on_a["items"] and on_b["popularity"] == on_a["popularity"]
+        assert on_b["popularity"]["events"] == 5
+        assert {i["news_id"]: i["score"] for i in on_b["items"]}[target] > before["items"][-1]["score"] + 0.01
+
+        def post(server: Server, second: int) -> None:
+            for s in range(10):
+                t = latest + np.timedelta64(60 + second + 2 * s, "s")
+                r = server.post(
+                    "/v1/events", {"impressions": [event | {"time": str(t) + "Z", "clicked": []}]}
+                )
+                assert r.status_code == 200, r.text
+
+        threads = [threading.Thread(target=post, args=(server, i)) for i, server in enumerate(servers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        final_a, final_b = a.post("/v1/recommend", body).json(), b.post("/v1/recommend", body).json()
+        assert final_a["popularity"]["events"] == final_b["popularity"]["events"] == 25  # none lost
+        assert final_a["items"] == final_b["items"]
+        assert not (tmp_path / "a" / "popularity.json").exists()  # the counts live in Redis
+    finally:
+        for server in servers:
+            server.stop()
+        redis.stop()
