@@ -26,7 +26,7 @@ def test_frozen_then_fed_reads_as_the_batch_counts(prior: float, tmp_path: Path)
     later = _impressions([5 * HOUR, 5 * HOUR, 9 * HOUR], [[1, 4], [4, 2], [4, 3]], [[0, 1], [1, 0], [0, 0]])
     counts = PopularityCounts.from_impressions(known, half_life_hours=2.0, prior=prior)
     spec, start = frozen_batch(counts, IDS, len(known))
-    sums = MemorySums(spec, tmp_path / "counts.json")
+    sums = MemorySums(spec, tmp_path / "counts.npz")
     sums.add(start)
     running = RunningCounts(spec, sums)
     news = np.arange(1, 5)
@@ -43,7 +43,7 @@ def test_frozen_then_fed_reads_as_the_batch_counts(prior: float, tmp_path: Path)
     # N4 was first shown at 5 h: its age comes from the running counts' own first time
     assert running.features(["N4"])[0, 3] == pytest.approx(4.0 + 1 / 3600)
     # saved after every batch, and read back the same
-    again = RunningCounts(spec, MemorySums.load(tmp_path / "counts.json"))
+    again = RunningCounts(spec, MemorySums.load(tmp_path / "counts.npz"))
     np.testing.assert_array_equal(again.features(IDS[1:]), running.features(IDS[1:]))
 
 

@@ -101,8 +101,8 @@ def test_export_takes_the_popularity_features_as_scorer_inputs(pop_run: dict[str
 
     manifest = json.loads((pop_run["export"] / "export.json").read_text())
     assert manifest["popularity"]["head"] == "gate"
-    assert manifest["popularity"]["counts"] == "popularity.json"
-    assert "popularity.json" in manifest["checksums"]
+    assert manifest["popularity"]["counts"] == "popularity.npz"
+    assert "popularity.npz" in manifest["checksums"]
     for name in (manifest["graphs"]["fp32"]["score"], manifest["graphs"]["int8"]["score"]):
         inputs = [i.name for i in onnx.load(str(pop_run["export"] / name)).graph.input]
         assert inputs == ["user_state", "candidates", "popularity", "history_length"]
@@ -233,7 +233,7 @@ def test_replaying_a_split_through_events_gives_the_replay_counts(
     at = view.counts.end + 1
     assert r.json()["popularity"]["latest_event"] == str(np.datetime64(view.counts.end, "s")) + "Z"
     # the counts the server saved in its state folder, read as the server reads them
-    saved = MemorySums.load(pop_server.state / "popularity.json")
+    saved = MemorySums.load(pop_server.state / "popularity.npz")
     news = np.unique(np.concatenate([known.candidates, valid.candidates]))
     ids = valid.news_vocab.ids
     served = RunningCounts(saved.spec, saved).features([ids[n] for n in news])
@@ -380,7 +380,7 @@ def test_two_replicas_share_the_counts_in_redis(pop_run: dict[str, Path], tmp_pa
         final_a, final_b = a.post("/v1/recommend", body).json(), b.post("/v1/recommend", body).json()
         assert final_a["popularity"]["events"] == final_b["popularity"]["events"] == 25  # none lost
         assert final_a["items"] == final_b["items"]
-        assert not (tmp_path / "a" / "popularity.json").exists()  # the counts live in Redis
+        assert not (tmp_path / "a" / "popularity.npz").exists()  # the counts live in Redis
     finally:
         for server in servers:
             server.stop()

@@ -3,7 +3,7 @@ the features and freshness a recommendation reads.
 
 A run trained with --use-popularity adds a per-news term to each logit from that news' counts
 (model/popularity.py). Until events arrive, the server reads the counts frozen one second after
-the training period (the offline protocol), which `newsrec export` writes to `popularity.json`.
+the training period (the offline protocol), which `newsrec export` writes to `popularity.npz`.
 POST /v1/events adds impressions to them (`mind/running_counts.py`: the same decayed sums,
 smoothed CTR and age as training and `evaluate --protocol replay`). The live counts are held in
 Redis with --redis-url (replicas share them), or in this process and saved in the state folder.
@@ -19,7 +19,7 @@ import numpy as np
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.running_counts import NO_EVENT, MemorySums, RunningCounts, frozen_batch
 
-POPULARITY_FILE = "popularity.json"  # in an export: the frozen counts; in a state folder: the live ones
+POPULARITY_FILE = "popularity.npz"  # in an export: the frozen counts; in a state folder: the live ones
 
 
 def frozen_counts(run: Any) -> MemorySums:
@@ -61,7 +61,6 @@ def open_counts(
 
         return RunningCounts(start.spec, RedisSums.open(redis_url, model_version, start))
     saved = state_dir / POPULARITY_FILE
-    state_dir.mkdir(parents=True, exist_ok=True)
     if saved.is_file():
         sums = MemorySums.load(saved, save_to=saved)
         if sums.spec != start.spec:
@@ -73,8 +72,7 @@ def open_counts(
             )
     else:
         sums = start
-        sums.path = saved
-        sums.save(saved)
+        sums.path = saved  # written at the first batch of events
     return RunningCounts(start.spec, sums)
 
 
