@@ -385,3 +385,25 @@ def test_two_replicas_share_the_counts_in_redis(pop_run: dict[str, Path], tmp_pa
         for server in servers:
             server.stop()
         redis.stop()
+
+
+def test_explain_shows_the_popularity_term_of_the_served_score(
+    pop_run: dict[str, Path], tmp_path: Path
+) -> None:
+    from newsrec_cli.serve.explain import Explainer
+
+    _, valid, _, _ = _valid(pop_run["run"])
+    ids = valid.news_vocab.ids
+    engine = _engine(pop_run["export"], "torch", tmp_path / "state")
+    history = [ids[h] for h in valid.history_of(2)]
+    cands = [ids[c] for c in valid.candidates_of(2)]
+    served = engine.recommend(history=history, candidates=cands, k=len(cands), exclude_history=False)
+    why = Explainer(engine).explain(history, cands)
+    assert why["popularity"]["head"] == "gate" and "gate_no_history" in why["popularity"]
+    by_id = {it["news_id"]: it["score"] for it in served["items"]}
+    terms = []
+    for item in why["items"]:
+        assert item["score"] == pytest.approx(by_id[item["news_id"]], abs=1e-4)  # the served score
+        assert 0 < item["popularity"]["ctr"] < 1 and item["popularity"]["trust"] > 0
+        terms.append(item["popularity"]["term"])
+    assert np.ptp(terms) > 0.01  # popularity moves the scores apart
