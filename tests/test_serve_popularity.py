@@ -407,3 +407,13 @@ def test_explain_shows_the_popularity_term_of_the_served_score(
         assert 0 < item["popularity"]["ctr"] < 1 and item["popularity"]["trust"] > 0
         terms.append(item["popularity"]["term"])
     assert np.ptp(terms) > 0.01  # popularity moves the scores apart
+
+
+def test_a_run_directory_serves_with_its_frozen_counts_too(pop_run: dict[str, Path], tmp_path: Path) -> None:
+    """`newsrec serve RUN_DIR` counts the training impressions itself: the export's scores."""
+    _, valid, _, _ = _valid(pop_run["run"])
+    from_run = _engine(pop_run["run"], "torch", tmp_path / "run_state")
+    from_export = _engine(pop_run["export"], "torch", tmp_path / "export_state")
+    for i in range(3):
+        assert _ranked(from_run, valid, i) == _ranked(from_export, valid, i)
+    assert from_run.freshness() == from_export.freshness()

@@ -1,4 +1,4 @@
-"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /healthz, /readyz, /metrics, and the
+"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /v1/events, /healthz, /readyz, /metrics, and the
 web page at /ui with the routes it uses (ui.py).
 
 The engine loads in a background thread at start-up, so /healthz answers at once and /readyz

@@ -3,7 +3,9 @@
 `Engine.load()` reads an export folder (any backend) or a run directory (torch backend), encodes
 or loads the news vectors, re-encodes the news ingested earlier (persisted under `state_dir`) and
 builds the retrieval structure. `recommend` ranks given candidates or retrieves the top k;
-`ingest` adds or updates fresh news. Client mistakes raise `RequestError` with an HTTP status.
+`ingest` adds or updates fresh news; `record_events` adds impressions to the popularity counts of
+a run trained with popularity (serve/popularity.py), which `recommend` scores with. Client
+mistakes raise `RequestError` with an HTTP status.
 Used by the HTTP app (app.py) and by `newsrec recommend`; knows nothing of HTTP or terminals.
 """
 
