@@ -13,6 +13,9 @@ HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded:
   with `--no-batch` (threads capped, concurrent retrievals not batched), for comparison
 - retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
   with a usearch HNSW index (--ann-threshold below the size)
+- event ingest (POST /v1/events, 10 impressions of 20 shown news per request) into a run trained
+  with --use-popularity: counts held in process (saved in the state folder after each request)
+  and in a real redis-server; the table gives impressions/s (events/s) beside req/s
 
 The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
 also gives the CPU time the server and the clients spent per request, which other processes on
@@ -21,6 +24,7 @@ load reaches on an idle 2-core machine.
 
     python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
     python benchmarks/bench_serve.py --seconds 3 --clients 1,8 --only "retrieve 51k"
+    python benchmarks/bench_serve.py --seconds 5 --clients 1,4 --only events
 """
 
 from __future__ import annotations
@@ -80,6 +84,24 @@ def build(work: Path, data: Path) -> Path:
         "--epochs", "1", "--threads", "1", "--dim", "64", "--heads", "4", "--device", "cpu",
     )  # fmt: skip
     sh(*NEWSREC, "export", str(work / "run"), "--out", str(export), "--quantize", "int8")
+    return export
+
+
+def build_popularity(work: Path, data: Path) -> Path:
+    """A run trained with --use-popularity on `data`, exported (skipped when already there)."""
+    export = work / "export_popularity"
+    if (export / "export.json").exists():
+        return export
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "store" / "meta.json").exists():
+        sh(*NEWSREC, "embed", "news", str(data), "--out", str(work / "store"), "--provider", "hashing")
+    if not (work / "run_popularity" / "model.pt").exists():
+        sh(
+            *NEWSREC, "train", str(data), "-e", str(work / "store"), "-o", str(work / "run_popularity"),
+            "--epochs", "1", "--threads", "1", "--dim", "64", "--heads", "4", "--device", "cpu",
+            "--use-popularity",
+        )  # fmt: skip
+    sh(*NEWSREC, "export", str(work / "run_popularity"), "--out", str(export), "--quantize", "none")
     return export
 
 
@@ -150,7 +172,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drive(url: str, bodies, clients: int, seconds: float, cap: int, pid: int | None = None) -> dict:  # type: ignore[no-untyped-def]
+async def drive(  # type: ignore[no-untyped-def]
+    url: str,
+    bodies,
+    clients: int,
+    seconds: float,
+    cap: int,
+    pid: int | None = None,
+    path: str = "/v1/recommend",
+) -> dict:
     """Load from `clients` concurrent clients; with the server's `pid`, also the CPU time that
     server and clients spent per request: on a shared machine, a figure that other processes
     barely move (wall-clock req/s falls with every process that shares the cores).
@@ -167,7 +197,7 @@ async def drive(url: str, bodies, clients: int, seconds: float, cap: int, pid: i
         url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
     ) as client:
         for payload in payloads[:5]:  # warm-up, outside the measurement
-            async with client.post("/v1/recommend", data=payload, headers=headers) as r:
+            async with client.post(path, data=payload, headers=headers) as r:
                 await r.read()
         deadline = time.perf_counter() + seconds
 
@@ -178,7 +208,7 @@ async def drive(url: str, bodies, clients: int, seconds: float, cap: int, pid: i
                 payload = payloads[i % len(payloads)]
                 i += clients
                 start = time.perf_counter()
-                async with client.post("/v1/recommend", data=payload, headers=headers) as r:
+                async with client.post(path, data=payload, headers=headers) as r:
                     await r.read()
                 latencies.append(time.perf_counter() - start)
                 errors += r.status != 200
@@ -218,9 +248,35 @@ def bodies_retrieve(ids: list[str], seed: int = 0):  # type: ignore[no-untyped-d
         yield {"history": rng.sample(ids, 20), "k": 10}
 
 
+EVENT_IMPRESSIONS = 10  # impressions per POST /v1/events
+EVENT_SHOWN = 20  # news shown per impression
+
+
+def bodies_events(ids: list[str], seed: int = 0):  # type: ignore[no-untyped-def]
+    """Impressions one second apart from 2019-11-15 on (after mind_recon_dev's days), one click each."""
+    rng = random.Random(seed)
+    second = 0
+    start = np.datetime64("2019-11-15T00:00:00")
+    while True:
+        impressions = []
+        for _ in range(EVENT_IMPRESSIONS):
+            shown = rng.sample(ids, EVENT_SHOWN)
+            second += 1
+            when = str(start + np.timedelta64(second, "s")) + "Z"
+            impressions.append({"time": when, "shown": shown, "clicked": [shown[0]]})
+        yield {"impressions": impressions}
+
+
 def main() -> None:
     args = parse()
     console = Console(stderr=True)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    event_scenarios = ["events memory onnx", "events redis onnx"]
+    events = [name for name in event_scenarios if not only or any(o in name for o in only)]
+    rows = []
+    if only and only <= {"events", *event_scenarios}:  # the events alone need no other run
+        rows += bench_events(args, console, events)
+        return render(args, rows)
     console.print(f"building run and export in {args.work} (once)")
     export = build(args.work, args.data)
     ids = [line.split("\t", 1)[0] for line in (export / "news.tsv").read_text().splitlines()]
@@ -256,12 +312,9 @@ def main() -> None:
             args.big,
         ),
     ]
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    chosen = [sc for sc in scenarios if not only or any(o in sc[0] for o in only)]
     clients = [int(c) for c in args.clients.split(",")]
-    rows = []
-    for name, flags, make, size in scenarios:
-        if only and not any(o in name for o in only):
-            continue
+    for name, flags, make, size in chosen:
         console.print(f"{name}: starting server")
         start = time.perf_counter()
         server = Server(export, *flags)
@@ -274,6 +327,12 @@ def main() -> None:
                 rows.append({"scenario": name, "news": size, "clients": count, "ready_s": ready, **result})
         finally:
             server.stop()
+    if events:
+        rows += bench_events(args, console, events)
+    render(args, rows)
+
+
+def render(args: argparse.Namespace, rows: list[dict]) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -288,6 +347,7 @@ def main() -> None:
         "p99 ms",
         "server CPU ms/req",
         "client CPU ms/req",
+        "events/s",
         "requests",
         "errors",
         "ready s",
@@ -304,11 +364,67 @@ def main() -> None:
             f"{r['p99_ms']:.1f}",
             f"{r['server_cpu_ms']:.2f}",
             f"{r['client_cpu_ms']:.2f}",
+            f"{r['events_s']:.0f}" if "events_s" in r else "",
             f"{r['requests']:,}",
             str(r["errors"]),
             f"{r['ready_s']:.1f}",
         )
     Console().print(table)
+
+
+def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -> list[dict]:
+    """POST /v1/events into a popularity run's export: in process (a fresh state folder), and in
+    a redis-server started here (Debian's redis-server on PATH)."""
+    import shutil
+    import socket
+    import tempfile
+
+    export = build_popularity(args.work, args.data)
+    ids = [line.split("\t", 1)[0] for line in (export / "news.tsv").read_text().splitlines()]
+    rows = []
+    for name in names:
+        state = Path(tempfile.mkdtemp(prefix="events_", dir=args.work))
+        flags = ["--backend", "onnx", "--state-dir", str(state)]
+        redis = None
+        if "redis" in name:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+            redis = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+            flags += ["--redis-url", f"redis://127.0.0.1:{port}/0"]
+        console.print(f"{name}: starting server")
+        start = time.perf_counter()
+        server = Server(export, *flags)
+        ready = time.perf_counter() - start
+        try:
+            for count in [int(c) for c in args.clients.split(",")]:
+                result = asyncio.run(
+                    drive(
+                        server.url,
+                        bodies_events(ids, seed=count),
+                        count,
+                        args.seconds,
+                        args.max_requests,
+                        server.proc.pid,
+                        path="/v1/events",
+                    )
+                )
+                result["events_s"] = result["req_s"] * EVENT_IMPRESSIONS
+                rows.append(
+                    {"scenario": name, "news": len(ids), "clients": count, "ready_s": ready, **result}
+                )
+        finally:
+            server.stop()
+            if redis is not None:
+                redis.terminate()
+                redis.wait(10)
+            shutil.rmtree(state, ignore_errors=True)
+    return rows
 
 
 if __name__ == "__main__":

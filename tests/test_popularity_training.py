@@ -202,15 +202,3 @@ def test_a_run_with_popularity_needs_training_clicks(trending: dict[str, Path]) 
 
     with pytest.raises(InputError, match="needs labelled training impressions"):
         run_scores(run, dataset, dataset.splits["valid"], None, "offline")
-
-
-def test_export_refuses_a_run_with_popularity(trending: dict[str, Path], tmp_path: Path) -> None:
-    """Serving has no click stream yet: exporting the run would drop its popularity term."""
-    from train_helpers import runner
-
-    from newsrec_cli.cli import app
-
-    result = runner.invoke(app, ["export", str(trending["popularity"]), "--out", str(tmp_path / "export")])
-    assert result.exit_code != 0
-    assert "scores with popularity" in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "export").exists()

@@ -464,6 +464,21 @@ def test_metrics_and_docs(torch_server: Server) -> None:
     assert "/v1/recommend" in schema["paths"] and "/v1/news" in schema["paths"]
 
 
+def test_recommend_body_is_exactly_the_documented_model(torch_server: Server) -> None:
+    """/v1/recommend renders the engine's dict itself (no response_model pass): it must have
+    exactly RecommendResponse's fields, each of the documented type."""
+    from newsrec_cli.serve.app import RecommendResponse
+
+    ids = [
+        it["news_id"] for it in torch_server.post("/v1/recommend", {"history": [], "k": 5}).json()["items"]
+    ]
+    for body in ({"history": ids[:2], "k": 3}, {"history": ids[:1], "candidates": ids[1:], "k": 2}):
+        answer = torch_server.post("/v1/recommend", body).json()
+        assert set(answer) == set(RecommendResponse.model_fields)
+        parsed = RecommendResponse.model_validate(answer, strict=True)
+        assert parsed.model_dump(mode="json") == answer
+
+
 # ----------------------------------------------------------------------------- a run with a graph
 
 

@@ -135,19 +135,15 @@ class PopularityCounts:
         return out.reshape(*shape, len(FEATURES))
 
     def _features(self, news: np.ndarray, at: np.ndarray) -> np.ndarray:
-        clicks, shows, first = self._before(news, at)
+        clicks, shows, first = self.sums_before(news, at)
         # the stream's CTR depends on the time alone: once per distinct second (impressions share them)
         moments, inverse = np.unique(at, return_inverse=True)
-        global_clicks, global_shows, _ = self._before(np.full_like(moments, GLOBAL), moments)
-        global_clicks, global_shows = global_clicks[inverse], global_shows[inverse]
-        base = np.where(global_shows > 0, global_clicks / np.maximum(global_shows, 1e-300), DEFAULT_CTR)
-        seen = first >= 0
-        ctr = (clicks + self.prior * base) / np.maximum(shows + self.prior, 1e-12)
-        ctr = np.where(seen | (self.prior > 0), ctr, base)  # no smoothing and no event: the base
-        age = np.where(seen, (at - np.where(seen, first, at)) / 3600.0, 0.0)
-        return np.stack([clicks, shows, ctr, age, seen.astype(np.float64)], axis=1).astype(np.float32)
+        global_clicks, global_shows, _ = self.sums_before(np.full_like(moments, GLOBAL), moments)
+        return assemble_features(
+            clicks, shows, first, global_clicks[inverse], global_shows[inverse], at, self.prior
+        )
 
-    def _before(self, news: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sums_before(self, news: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decayed clicks, shows as of `at` from events strictly before it, and the first event
         time (-1 where none)."""
         span = self.end - self.start + 2
@@ -159,11 +155,36 @@ class PopularityCounts:
         g = np.searchsorted(self.keys, news * span + offset, side="left") - 1  # last group strictly before
         safe = np.maximum(g, 0)
         found = (g >= 0) & (self.news[safe] == news)
-        decay = np.exp2(-np.maximum(at - self.times[safe], 0) / (self.half_life_hours * 3600.0))
+        decay = growth(self.times[safe], at, self.half_life_hours)
         clicks = np.where(found, self.clicks[safe] * decay, 0.0)
         shows = np.where(found, self.shows[safe] * decay, 0.0)
         first = np.where(found, self.first[safe], -1)
         return clicks, shows, first
+
+
+def growth(since: np.ndarray | int, at: np.ndarray | int, half_life_hours: float) -> np.ndarray:
+    """2^-((at - since)/h): what a count made at `since` weighs at `at` (at >= since)."""
+    elapsed = np.maximum(np.asarray(at, np.int64) - np.asarray(since, np.int64), 0)
+    return np.exp2(-elapsed / (half_life_hours * 3600.0))
+
+
+def assemble_features(
+    clicks: np.ndarray,
+    shows: np.ndarray,
+    first: np.ndarray,
+    global_clicks: np.ndarray,
+    global_shows: np.ndarray,
+    at: np.ndarray,
+    prior: float,
+) -> np.ndarray:
+    """Features float32 [N, F] from each news' decayed sums as of `at` (first event time, -1 where
+    none) and the whole stream's: the one definition batch counts and running counts share."""
+    base = np.where(global_shows > 0, global_clicks / np.maximum(global_shows, 1e-300), DEFAULT_CTR)
+    seen = first >= 0
+    ctr = (clicks + prior * base) / np.maximum(shows + prior, 1e-12)
+    ctr = np.where(seen | (prior > 0), ctr, base)  # no smoothing and no event: the base
+    age = np.where(seen, (at - np.where(seen, first, at)) / 3600.0, 0.0)
+    return np.stack([clicks, shows, ctr, age, seen.astype(np.float64)], axis=1).astype(np.float32)
 
 
 PROTOCOLS = ("offline", "replay")

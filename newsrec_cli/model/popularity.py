@@ -8,13 +8,10 @@ per-news input and not part of the user state: user-state caches stay valid whil
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from newsrec_cli.errors import SettingsError
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.popularity import FEATURES, PopularityCounts, impression_seconds
 
@@ -123,14 +120,3 @@ def popularity_logits(
     finally:
         head.train(was_training)
     return out
-
-
-def refuse_popularity(run: Any, what: str) -> None:
-    """Serving and the ONNX export score without the click stream yet: a run trained with
-    --use-popularity would be served without its popularity term, another model than evaluated."""
-    if getattr(run.model, "popularity", None) is not None:
-        raise SettingsError(
-            f"{what}: this run scores with popularity (--use-popularity), which serving and the ONNX "
-            "export do not compute yet; evaluate it with newsrec evaluate, or serve a run trained "
-            "with --no-use-popularity",
-        )

@@ -1,4 +1,4 @@
-"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /healthz, /readyz, /metrics, and the
+"""The HTTP service (FastAPI): /v1/recommend, /v1/news, /v1/events, /healthz, /readyz, /metrics, and the
 web page at /ui with the routes it uses (ui.py).
 
 The engine loads in a background thread at start-up, so /healthz answers at once and /readyz
@@ -37,7 +37,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsrec_cli import __version__
 from newsrec_cli.errors import NewsrecError
-from newsrec_cli.serve.engine import MAX_K, Engine, NewsRecord, RequestError, ServeConfig
+from newsrec_cli.serve.engine import (
+    MAX_CANDIDATES,
+    MAX_EVENT_IMPRESSIONS,
+    MAX_K,
+    Engine,
+    NewsRecord,
+    RequestError,
+    ServeConfig,
+)
 from newsrec_cli.serve.times import as_utc, iso_text
 from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
 from newsrec_cli.serve.wire import StrictJsonRoute, errors, request_error, validation_error
@@ -83,6 +91,18 @@ class RankedNews(BaseModel):
     rank: int
 
 
+class Freshness(BaseModel):
+    latest_event: str | None = Field(
+        description="UTC time of the latest impression counted: the training period's last one "
+        "until events arrive"
+    )
+    events: int = Field(description="Impressions applied through POST /v1/events since the training period")
+    training_end: str | None = Field(description="UTC time of the training period's last impression")
+    counted_at: str | None = Field(
+        description="The counts' clock: one second after the latest event (decay runs on event time)"
+    )
+
+
 class RecommendResponse(BaseModel):
     model_version: str
     backend: str
@@ -95,6 +115,9 @@ class RecommendResponse(BaseModel):
     history_truncated: int = Field(description="Oldest history news dropped beyond the model's length.")
     excluded: int
     cached_user: bool
+    popularity: Freshness | None = Field(
+        None, description="A model trained with popularity: how fresh the counts it scored with are."
+    )
 
 
 class Entity(BaseModel):
@@ -150,6 +173,36 @@ class IngestResponse(BaseModel):
     model_version: str
     results: list[IngestResult]
     news_count: int
+
+
+EventNewsId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class ImpressionIn(BaseModel):
+    model_config = STRICT
+
+    time: Published = Field(
+        description="ISO 8601 time the impression was shown; an offset is applied, a naive time is "
+        "read as UTC (as MIND's times are)."
+    )
+    shown: list[EventNewsId] = Field(
+        min_length=1, max_length=MAX_CANDIDATES, description="News IDs shown, each once."
+    )
+    clicked: list[EventNewsId] = Field(
+        default_factory=list, max_length=MAX_CANDIDATES, description="The news clicked, among those shown."
+    )
+
+
+class EventsBatch(BaseModel):
+    model_config = STRICT
+
+    impressions: list[ImpressionIn] = Field(min_length=1, max_length=MAX_EVENT_IMPRESSIONS)
+
+
+class EventsResponse(BaseModel):
+    model_version: str
+    applied: int = Field(description="Impressions added to the counts")
+    popularity: Freshness
 
 
 class Health(BaseModel):
@@ -357,6 +410,18 @@ def create_app(
         ]
         results = engine.ingest(records)
         return {"model_version": engine.version, "results": results, "news_count": len(engine.table or [])}
+
+    @app.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        responses=errors(
+            e400="the body could not be read",
+            e409="the model was trained without popularity",
+            e503="loading",
+        ),
+    )
+    def add_events(body: EventsBatch) -> dict[str, Any]:
+        return engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions])
 
     add_ui(app, engine, ui, page=config.ui)  # before /v1/news/{news_id}: its /v1/news/lookup first
 

@@ -7,7 +7,9 @@ no change here:
 - `encode_news(inputs)`: per-news inputs (ID row, category, subcategory, text vector, graph
   vector) -> (N, D)
 - `encode_users(clicked (B, H, D), mask (B, H), users (B,))` -> user state (B, ...), cacheable
-- `score(state, candidates (B, K, D))` -> (B, K) logits
+- `score(state, candidates (B, K, D), popularity (B, K, F), history_length (B, 1))` -> (B, K)
+  logits; the popularity features (`mind/popularity.py` FEATURES) and the users' history lengths
+  are given for, and only for, a model trained with popularity (its head adds its term)
 - `keys(vectors (N, D))` -> (N, D') and `queries(state)` -> (B, D'), where the model's score is
   their inner product (`inner_product` True): what retrieval indexes and searches with. A model
   whose score is no inner product (candidate attention) has neither; retrieval then scores
@@ -28,6 +30,7 @@ import numpy as np
 NEWS_INPUTS = ("id_index", "category", "subcategory", "text", "text_present", "graph_vector", "graph_present")
 USER_INPUTS = ("clicked", "mask", "users")
 SCORE_INPUTS = ("user_state", "candidates")
+POPULARITY_INPUTS = ("popularity", "history_length")  # the scorer's, with a popularity head
 KEYS_INPUTS = ("vectors",)
 QUERIES_INPUTS = ("user_state",)
 
@@ -116,7 +119,13 @@ class Backend(Protocol):
 
     def encode_users(self, clicked: np.ndarray, mask: np.ndarray, users: np.ndarray) -> np.ndarray: ...
 
-    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray: ...
+    def score(
+        self,
+        state: np.ndarray,
+        candidates: np.ndarray,
+        popularity: np.ndarray | None = None,
+        history_length: np.ndarray | None = None,
+    ) -> np.ndarray: ...
 
     def keys(self, vectors: np.ndarray) -> np.ndarray: ...
 
@@ -170,9 +179,20 @@ class TorchBackend:
             state = self.model.encode_user_state(self._t(clicked), self._t(mask), self._t(users))
         return state.float().cpu().numpy()
 
-    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def score(
+        self,
+        state: np.ndarray,
+        candidates: np.ndarray,
+        popularity: np.ndarray | None = None,
+        history_length: np.ndarray | None = None,
+    ) -> np.ndarray:
+        from newsrec_cli.model.popularity import add_to_logits
+
         with self.torch.no_grad():
             logits = self.model.score(self._t(state), self._t(candidates))
+            if popularity is not None and history_length is not None:
+                extra = {"popularity": self._t(popularity), "history_length": self._t(history_length)}
+                logits = add_to_logits(self.model, logits, extra)
         return logits.float().cpu().numpy()
 
     def keys(self, vectors: np.ndarray) -> np.ndarray:
@@ -232,11 +252,20 @@ class OnnxBackend:
         }
         return self._run("user", feed)
 
-    def score(self, state: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def score(
+        self,
+        state: np.ndarray,
+        candidates: np.ndarray,
+        popularity: np.ndarray | None = None,
+        history_length: np.ndarray | None = None,
+    ) -> np.ndarray:
         feed = {
             "user_state": np.ascontiguousarray(state, dtype=np.float32),
             "candidates": np.ascontiguousarray(candidates, dtype=np.float32),
         }
+        if popularity is not None and history_length is not None:
+            feed["popularity"] = np.ascontiguousarray(popularity, dtype=np.float32)
+            feed["history_length"] = np.ascontiguousarray(history_length, dtype=np.float32)
         return self._run("score", feed)
 
     def keys(self, vectors: np.ndarray) -> np.ndarray:

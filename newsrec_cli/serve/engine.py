@@ -3,7 +3,9 @@
 `Engine.load()` reads an export folder (any backend) or a run directory (torch backend), encodes
 or loads the news vectors, re-encodes the news ingested earlier (persisted under `state_dir`) and
 builds the retrieval structure. `recommend` ranks given candidates or retrieves the top k;
-`ingest` adds or updates fresh news. Client mistakes raise `RequestError` with an HTTP status.
+`ingest` adds or updates fresh news; `record_events` adds impressions to the popularity counts of
+a run trained with popularity (serve/popularity.py), which `recommend` scores with. Client
+mistakes raise `RequestError` with an HTTP status.
 Used by the HTTP app (app.py) and by `newsrec recommend`; knows nothing of HTTP or terminals.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
+from newsrec_cli.mind.running_counts import RunningCounts
 from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
@@ -35,6 +38,7 @@ log = logging.getLogger("newsrec.serve")
 MAX_HISTORY_ITEMS = 1000  # longer histories are refused (413); between H and this, truncated
 MAX_CANDIDATES = 1000  # more candidates are refused (413)
 MAX_K = 1000
+MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refused: 422)
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
@@ -182,6 +186,7 @@ class Engine:
         self.graph_vectors: dict[str, np.ndarray] = {}  # GNN vector of each run news on the graph
         self.run: Any = None  # the loaded torch run (run directory or torch backend), for explanations
         self.run_dir: Path | None = None  # the run the model comes from (export.json names it)
+        self.popularity: RunningCounts | None = None  # a run trained with popularity: the live counts
 
     # ------------------------------------------------------------------ loading
 
@@ -258,6 +263,11 @@ class Engine:
         else:
             names = manifest_graphs(manifest, backend == "int8")
             self.backend = OnnxBackend(graph_files(self.source, names), backend, self.config.threads)
+        if manifest.get("popularity"):
+            from newsrec_cli.mind.running_counts import MemorySums
+
+            frozen = MemorySums.load(self.source / str(manifest["popularity"]["counts"]))
+            self._open_popularity(frozen)
         ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in ids]
@@ -265,16 +275,18 @@ class Engine:
         self.table.upsert(records, vectors)
 
     def _load_run(self) -> None:
-        from newsrec_cli.model.popularity import refuse_popularity
         from newsrec_cli.runs.loading import load_run
         from newsrec_cli.serve.backends import TorchBackend
         from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
 
         run = load_run(self.source, device="cpu", store=self.config.run_store)
         refuse_finetuned(run, "serve")
-        refuse_popularity(run, "serve")
         self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)
+        if run.model.popularity is not None:
+            from newsrec_cli.serve.popularity import frozen_counts
+
+            self._open_popularity(frozen_counts(run))
         self.history = run.settings.history
         self.text_inputs = run.model.news_encoder.text is not None
         self.graph_dim = run.model.dim if run.model.news_encoder.graph is not None else None
@@ -300,6 +312,13 @@ class Engine:
         news = _run_news(run)
         self.table = ServedNews(vectors.shape[1])
         self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
+
+    def _open_popularity(self, frozen: Any) -> None:
+        from newsrec_cli.serve.popularity import open_counts
+
+        self.popularity = open_counts(
+            frozen, state_dir=self.state_dir, redis_url=self.config.redis_url, model_version=self.version
+        )
 
     def _build_retriever(self) -> None:
         assert self.table is not None and self.backend is not None
@@ -382,6 +401,9 @@ class Engine:
         user_row = users.get(user_id) if users is not None and user_id else 0
         state, cached = self.user_state(used, user_row)
         vectors, n = self.table.view()
+        # one reading of the counts per request: retrieval and the scores returned agree
+        counted_at = self.popularity.now() if self.popularity is not None else None
+        history_length = np.asarray([[len(history)]], np.float32)  # as training: the whole history
         seen = set(rows) if exclude_history else set()
         if candidates is not None:
             mode = "rank"
@@ -397,14 +419,19 @@ class Engine:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
                     allowed &= self.table.published[:n] >= utc_seconds(since)
-            if self._retrievals is not None:
+            if self.popularity is not None:  # the popularity term is no inner product of keys
+                picked = self._retrieve_with_popularity(
+                    state, vectors[:n], k, allowed, history_length, counted_at
+                )
+            elif self._retrievals is not None:
                 picked = self._retrievals((state, k, allowed, n))
             else:
                 picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
             excluded = len(seen)
         items: list[dict[str, Any]] = []
         if len(picked):
-            scores = self.backend.score(state, vectors[picked][None])[0]
+            extra = self._popularity_feed(picked, history_length, counted_at)
+            scores = self.backend.score(state, vectors[picked][None], **extra)[0]
             order = np.argsort(-scores, kind="stable")[:k]
             ids = self.table.ids
             items = [
@@ -415,7 +442,11 @@ class Engine:
             "model_version": self.version,
             "backend": self.config.backend,
             "mode": mode,
-            "retrieval": self.retriever.method if mode == "retrieve" else None,
+            "retrieval": (
+                ("exact-model" if self.popularity is not None else self.retriever.method)
+                if mode == "retrieve"
+                else None
+            ),
             "cold_start": not used,
             "items": items,
             "unknown": unknown,
@@ -423,7 +454,46 @@ class Engine:
             "history_truncated": truncated,
             "excluded": excluded,
             "cached_user": cached,
+            "popularity": None if self.popularity is None else self.freshness(),
         }
+
+    def freshness(self) -> dict[str, Any]:
+        from newsrec_cli.serve.popularity import freshness
+
+        assert self.popularity is not None
+        return freshness(self.popularity)
+
+    def _popularity_feed(
+        self, rows: np.ndarray, history_length: np.ndarray, at: int | None
+    ) -> dict[str, np.ndarray]:
+        """The scorer's popularity inputs for the news at `rows` ({} without popularity)."""
+        if self.popularity is None:
+            return {}
+        assert self.table is not None
+        ids = self.table.ids
+        features = self.popularity.features([ids[r] for r in rows], at)
+        return {"popularity": features[None], "history_length": history_length}
+
+    def _retrieve_with_popularity(
+        self,
+        state: np.ndarray,
+        vectors: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        history_length: np.ndarray,
+        at: int | None,
+    ) -> np.ndarray:
+        """Exact retrieval with the popularity term: every news scored through the backend."""
+        from newsrec_cli.serve.index import SCORE_CHUNK, top_rows
+
+        assert self.backend is not None
+        n = len(vectors)
+        scores = np.empty(n, np.float32)
+        for s in range(0, n, SCORE_CHUNK):
+            rows = np.arange(s, min(n, s + SCORE_CHUNK))
+            extra = self._popularity_feed(rows, history_length, at)
+            scores[rows] = self.backend.score(state, vectors[None, rows], **extra)[0]
+        return top_rows(scores, k, allowed)
 
     def _search_batch(self, items: list[tuple[np.ndarray, int, np.ndarray | None, int]]) -> list[np.ndarray]:
         """Retrieval for concurrent requests (state, k, allowed, news count when it came) in one
@@ -445,6 +515,52 @@ class Engine:
             [k for _, k, _, _ in items],
             masks,
         )
+
+    # ------------------------------------------------------------------ events
+
+    def record_events(self, impressions: list[tuple[datetime, list[str], list[str]]]) -> dict[str, Any]:
+        """Add impressions (aware UTC time, news shown, news clicked among them) to the live
+        popularity counts; every news must be known and every click one of the news shown."""
+        if not self.ready or self.table is None:
+            raise RequestError(503, "not ready: the model and index are still loading")
+        if self.popularity is None:
+            raise RequestError(409, "this model was trained without popularity: it has no counts to update")
+        if len(impressions) > MAX_EVENT_IMPRESSIONS:
+            raise RequestError(
+                413, f"{len(impressions)} impressions; at most {MAX_EVENT_IMPRESSIONS} per request"
+            )
+        index = self.table.index
+        shown_all = [n for _, shown, _ in impressions for n in shown]
+        unknown = list(
+            dict.fromkeys(
+                n for n in [*shown_all, *(c for *_, cl in impressions for c in cl)] if n not in index
+            )
+        )
+        if unknown:
+            raise RequestError(
+                422,
+                {"message": "unknown news IDs (add them through POST /v1/news first)", "unknown": unknown},
+            )
+        news: list[str] = []
+        seconds: list[int] = []
+        clicks: list[int] = []
+        for i, (when, shown, clicked) in enumerate(impressions):
+            if len(set(shown)) != len(shown):
+                raise RequestError(422, f"impressions[{i}].shown lists a news twice")
+            stray = sorted(set(clicked) - set(shown))
+            if stray:
+                raise RequestError(
+                    422, f"impressions[{i}].clicked has news that were not shown: {', '.join(stray)}"
+                )
+            second = int(utc_seconds(when).astype(np.int64))
+            picked = set(clicked)
+            news += shown
+            seconds += [second] * len(shown)
+            clicks += [n in picked for n in shown]
+        self.popularity.apply(
+            news, np.asarray(seconds, np.int64), np.asarray(clicks, np.float64), len(impressions)
+        )
+        return {"model_version": self.version, "applied": len(impressions), "popularity": self.freshness()}
 
     # ------------------------------------------------------------------ news
 

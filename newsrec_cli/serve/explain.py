@@ -9,7 +9,10 @@ For a history and the recommended news, `Explainer.explain` returns, per recomme
   pooling, the same for every candidate; candidate-aware encoder: the candidate's own attention
   over the history) and the cosine of the raw text vectors, ranked by what differs per candidate
   (candidate attention, else text similarity, else the NRMS attention);
-- the entities and categories it shares with the clicked news.
+- the entities and categories it shares with the clicked news;
+- for a run trained with popularity, the popularity term added to its logit from the live counts
+  (`popularity`: the term, the smoothed CTR, decayed clicks and impressions, and the gate's trust
+  for this history length with the gate head), and the head's learned weights.
 
 News ingested through the API are explained from their records and kept text vectors, encoded as
 the service encodes them. The ONNX graphs do not expose these intermediate values, so explanations always run the torch
@@ -153,6 +156,9 @@ class Explainer:
             state = model.encode_user_state(clicked, mask, torch.tensor([user_row]))
             candidates = vectors[H:][None]  # (1, K, dim)
             scores = model.score(state, candidates)[0].numpy()
+            popularity = self._popularity(items, len(history))
+            if popularity is not None:  # the score as served: with the popularity term
+                scores = scores + np.asarray([p["term"] for p in popularity], np.float32)
             per_candidate = model.history_attention(state, candidates)
             if not H:
                 attention = None
@@ -193,6 +199,7 @@ class Explainer:
                     "modality_weights": None
                     if fusion is None
                     else {m: float(w) for m, w in zip(self.modalities, fusion[H + k], strict=True)},
+                    "popularity": None if popularity is None else popularity[k],
                     "contributors": contributors[:top],
                     **_shared(record, records),
                 }
@@ -207,8 +214,40 @@ class Explainer:
             "attention": self.attention_kind,
             "ranked_by": ranked_by,
             "history_used": H,
+            "popularity": None
+            if popularity is None
+            else {"head": model.popularity.mode, **model.popularity.describe(), **engine.freshness()},
             "items": out,
         }
+
+    def _popularity(self, items: list[str], history_length: int) -> list[dict[str, Any]] | None:
+        """Per item: the popularity term of its logit and what it came from (None without popularity).
+        Called under the model's lock, in no_grad."""
+        import torch
+
+        from newsrec_cli.mind.popularity import FEATURES
+
+        head = getattr(self.model, "popularity", None)
+        if head is None or self.engine.popularity is None:
+            return None
+        raw = self.engine.popularity.features(items)  # (K, F)
+        length = torch.tensor([[float(history_length)]])
+        term = head(torch.from_numpy(raw)[None], length)[0].numpy()  # (K,)
+        trust = None
+        if head.mode == "gate":
+            trust = float(2 * torch.sigmoid(head.gate(torch.log1p(length)[..., None]))[0, 0, 0])
+        named = [dict(zip(FEATURES, row.tolist(), strict=True)) for row in raw]
+        return [
+            {
+                "term": float(term[k]),
+                "trust": trust,
+                "ctr": named[k]["ctr"],
+                "clicks": named[k]["clicks"],
+                "impressions": named[k]["impressions"],
+                "age_hours": named[k]["age_hours"] if named[k]["seen"] else None,
+            }
+            for k in range(len(items))
+        ]
 
 
 def _concat(parts: list[np.ndarray | None]) -> np.ndarray | None:

@@ -47,15 +47,18 @@ import numpy as np
 
 from newsrec_cli import __version__, atomic, manifests
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
+from newsrec_cli.mind.popularity import FEATURES as POPULARITY_FEATURES
 from newsrec_cli.serve.backends import (
     KEYS_INPUTS,
     NEWS_INPUTS,
+    POPULARITY_INPUTS,
     QUERIES_INPUTS,
     SCORE_INPUTS,
     USER_INPUTS,
     NewsInputs,
     OnnxBackend,
 )
+from newsrec_cli.serve.popularity import POPULARITY_FILE
 from newsrec_cli.serve.vector_table import Dtype, roundtrip
 
 EXPORT_FORMAT = "newsrec-export"
@@ -222,10 +225,12 @@ def backend_scores(
     history: int,
     user_rows: np.ndarray | None,
     table: Callable[[np.ndarray], np.ndarray] | None = None,
+    popularity: np.ndarray | None = None,
 ) -> np.ndarray:
     """Logits aligned with `imps.candidates` through a backend: news once, users once, then scores
     (the same order of work as model/inference.py's score_with_model). `table` maps the news
-    vectors to what the served table holds (an int8 table's round trip)."""
+    vectors to what the served table holds (an int8 table's round trip); `popularity` float32
+    [C, F] the features of each candidate slot (a run trained with popularity)."""
     from newsrec_cli.model.inputs import needed_news, recent_history
 
     news = needed_news(imps)
@@ -245,9 +250,15 @@ def backend_scores(
     imp_of = imps.candidate_impression
     cand = compact[imps.candidates.astype(np.int64)]
     scores = np.empty(len(cand), dtype=np.float32)
+    lengths = np.asarray(imps.history_lengths, np.float32)[imp_of]
     for start in range(0, len(cand), 65536):
         part = slice(start, start + 65536)
-        scores[part] = backend.score(state[imp_of[part]], table[cand[part]][:, None, :])[:, 0]
+        extra = (
+            {}
+            if popularity is None
+            else {"popularity": popularity[part][:, None, :], "history_length": lengths[part][:, None]}
+        )
+        scores[part] = backend.score(state[imp_of[part]], table[cand[part]][:, None, :], **extra)[:, 0]
     return scores
 
 
@@ -257,6 +268,7 @@ def backend_scores(
 def _wrappers(model: Any) -> dict[str, Any]:
     from torch import nn
 
+    from newsrec_cli.model.popularity import add_to_logits
     from newsrec_cli.serve.backends import encode_news_with
 
     with_text = model.news_encoder.text is not None
@@ -285,8 +297,14 @@ def _wrappers(model: Any) -> dict[str, Any]:
             super().__init__()
             self.model = model
 
-        def forward(self, user_state, candidates):  # type: ignore[no-untyped-def]
-            return self.model.score(user_state, candidates)
+        def forward(self, user_state, candidates, *popularity):  # type: ignore[no-untyped-def]
+            logits = self.model.score(user_state, candidates)
+            if not popularity:
+                return logits
+            features, history_length = popularity
+            return add_to_logits(
+                self.model, logits, {"popularity": features, "history_length": history_length}
+            )
 
     class KeysGraph(nn.Module):
         def __init__(self) -> None:
@@ -368,6 +386,19 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             },
         ),
     }
+    if getattr(model, "popularity", None) is not None:
+        # The popularity head's inputs: per-candidate features and the users' history lengths,
+        # plausible values (counts >= 0, a CTR in (0, 1), the seen flag) so no branch folds away.
+        features = torch.rand(B, K, len(POPULARITY_FEATURES)) * torch.tensor([5.0, 50.0, 0.9, 48.0, 1.0])
+        features[..., 4] = features[..., 4].round()
+        lengths = torch.tensor([[3.0], [0.0]])
+        args, names, outputs, axes = jobs["score"]
+        jobs["score"] = (
+            (*args, features, lengths),
+            [*names, *POPULARITY_INPUTS],
+            outputs,
+            axes | {"popularity": {0: "batch", 1: "candidates"}, "history_length": {0: "batch"}},
+        )
     if model.inner_product_score:
         jobs["keys"] = (
             (torch.randn(B * K, dim),),
@@ -641,9 +672,13 @@ def export_run(
     import torch
 
     from newsrec_cli.evaluate.metrics import compute_metrics
+    from newsrec_cli.evaluate.model_scores import run_scores
+    from newsrec_cli.evaluate.runner import select_split
+    from newsrec_cli.mind.running_counts import RunningCounts
     from newsrec_cli.model.inference import score_impressions
     from newsrec_cli.runs.loading import load_run
     from newsrec_cli.serve.backends import TorchBackend
+    from newsrec_cli.serve.popularity import frozen_counts
 
     say = say or (lambda _m: None)
     if quantize not in QUANTIZE:
@@ -654,9 +689,6 @@ def export_run(
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu", store=store)
     refuse_finetuned(run, "export")
-    from newsrec_cli.model.popularity import refuse_popularity  # torch is loaded by load_run anyway
-
-    refuse_popularity(run, "export")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -665,6 +697,7 @@ def export_run(
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in out.glob("*.onnx"):
         stale.unlink()
+    (out / POPULARITY_FILE).unlink(missing_ok=True)
     version = model_version(run_dir)
     ids, inputs, servable = run_news_inputs(run)
     say(f"exporting ONNX graphs (opset {opset})")
@@ -692,11 +725,24 @@ def export_run(
     for name in VOCABS:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)
+    head = getattr(run.model, "popularity", None)
+    frozen = None
+    if head is not None:  # what the server reads until events arrive (the offline protocol)
+        say("counting popularity over the training impressions")
+        frozen = frozen_counts(run)
+        frozen.save(out / POPULARITY_FILE)
 
     # Parity on the validation split: torch (what evaluate scores) against each graph set.
     say("checking parity on the validation split")
     dataset, valid = validation_impressions(run, parity_impressions)
-    torch_logits = score_impressions(run, dataset, valid)
+    popularity = None
+    if frozen is None:
+        torch_logits = score_impressions(run, dataset, valid)
+    else:  # torch as evaluate scores it offline; the graphs read the frozen counts as served
+        known = select_split(dataset, "valid", run.data_settings).train
+        torch_logits = run_scores(run, dataset, valid, known, "offline").astype(np.float32)
+        ids = dataset.news_vocab.ids
+        popularity = RunningCounts(frozen.spec, frozen).features([ids[i] for i in valid.candidates])
     user_rows = run.user_rows(valid)
     data_inputs = dataset_news_inputs(run, dataset, valid)
     history = run.settings.history
@@ -713,7 +759,9 @@ def export_run(
 
     fp32 = OnnxBackend(graph_files(out, fp32_names), "onnx")
     t0 = time.perf_counter()
-    fp32_logits = backend_scores(fp32, data_inputs, valid, history=history, user_rows=user_rows)
+    fp32_logits = backend_scores(
+        fp32, data_inputs, valid, history=history, user_rows=user_rows, popularity=popularity
+    )
     parity = [
         row("torch", torch_logits, None, 0.0),
         row("onnx fp32", fp32_logits, torch_logits, time.perf_counter() - t0),
@@ -727,6 +775,7 @@ def export_run(
             history=history,
             user_rows=user_rows,
             table=lambda v: roundtrip(v, "int8", parts),  # what the int8 table gives back
+            popularity=popularity,
         )
         parity.append(row("onnx int8", int8_logits, fp32_logits, time.perf_counter() - t0))
         parity[-1]["auc_diff_vs_fp32"] = parity[-1]["auc"] - parity[1]["auc"]
@@ -779,6 +828,16 @@ def export_run(
             "history": history,
         },
         "news": len(served_ids),
+        # a run trained with popularity: the scorer's popularity inputs and the frozen counts
+        "popularity": None
+        if frozen is None or head is None
+        else {
+            "head": head.mode,
+            "counts": POPULARITY_FILE,
+            "features": list(POPULARITY_FEATURES),
+            "half_life_hours": run.settings.popularity_half_life,
+            "prior": run.settings.popularity_prior,
+        },
         "history": history,
         "use_user_id": bool(run.settings.use_user_id),
         "missing": run.settings.missing,

@@ -93,7 +93,7 @@ class Retriever:
         scores = np.concatenate(
             [backend.score(state, vectors[None, s : s + SCORE_CHUNK])[0] for s in range(0, n, SCORE_CHUNK)]
         )
-        return _top(scores, k, allowed)
+        return top_rows(scores, k, allowed)
 
     def search_many(
         self,
@@ -118,18 +118,18 @@ class Retriever:
         """Exact top-k of each query over the first n keys."""
         keys = self.keys[:n]
         if len(queries) == 1:
-            return [_top(keys @ queries[0], ks[0], allowed[0])]
+            return [top_rows(keys @ queries[0], ks[0], allowed[0])]
         # (N, D) x (D, B) reads the keys row by row for every query at once (measured faster than
         # (B, D) x (D, N)); the (B, N) copy then makes each query's partition run along a row,
         # ~2.5x faster than down a column.
         scores = np.ascontiguousarray((keys @ queries.T).T)
         return [
-            _top(scores[j], k, mask, in_place=True)
+            top_rows(scores[j], k, mask, in_place=True)
             for j, (k, mask) in enumerate(zip(ks, allowed, strict=True))
         ]
 
 
-def _top(scores: np.ndarray, k: int, allowed: np.ndarray | None, in_place: bool = False) -> np.ndarray:
+def top_rows(scores: np.ndarray, k: int, allowed: np.ndarray | None, in_place: bool = False) -> np.ndarray:
     """Rows of the best k scores where `allowed` (bool, None = all), in no particular order.
     `in_place`: the caller's `scores` may be overwritten (saves a copy per query)."""
     n = len(scores)

@@ -264,6 +264,14 @@ function renderExplanation(li, x, meta) {
   } else {
     box.append(el("p", { class: "meta", text: meta.weights }));
   }
+  if (x.popularity) {
+    // A run trained with popularity: what the click stream added to this news' score.
+    const p = x.popularity;
+    const parts = [`popularity ${p.term >= 0 ? "+" : ""}${p.term.toFixed(2)} to the score`, `CTR ${(100 * p.ctr).toFixed(1)}%`];
+    parts.push(`${p.clicks.toFixed(1)} clicks in ${p.impressions.toFixed(1)} impressions (decayed)`);
+    if (p.trust !== null) parts.push(`trust ${p.trust.toFixed(2)} for this history`);
+    box.append(el("p", { class: "meta popularity", text: parts.join(", ") }));
+  }
   const reasons = el("ul", { class: "reasons" });
   for (const c of x.contributors) {
     const nums = [];
