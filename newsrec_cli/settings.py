@@ -323,6 +323,17 @@ class TrainSettings(StageSettings):
     negatives: int = Field(
         4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4)."
     )
+    history_positives: float = Field(
+        0.0,
+        ge=0.0,
+        description="History clicks trained on as extra positives, per click of the training impressions "
+        "(0: off): each with the user's other history clicks as context and news of other histories "
+        "as negatives.",
+    )
+    history_negatives: Literal["category", "random"] = Field(
+        "category",
+        description="Negatives of a history positive: history news of its category, or of any.",
+    )
     pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
     gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
     # optimisation

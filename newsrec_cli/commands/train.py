@@ -128,6 +128,17 @@ def train_command(
         _opt("Weight of the auxiliary loss: the clicked news' category from the user.", "--aux-category"),
     ] = None,
     negatives: Annotated[int | None, _opt("Unclicked news per click (K).", "--negatives")] = None,
+    history_positives: Annotated[
+        float | None,
+        _opt(
+            "History clicks trained on as extra positives, per impression click (0: off; e.g. 0.5).",
+            "--history-positives",
+        ),
+    ] = None,
+    history_negatives: Annotated[
+        str | None,
+        _opt("Negatives of a history positive: category (default) or random.", "--history-negatives"),
+    ] = None,
     pos_weight: Annotated[float | None, _opt("Click weight of the pointwise loss.", "--pos-weight")] = None,
     gamma: Annotated[float | None, _opt("Focal loss gamma.", "--gamma")] = None,
     # optimisation
@@ -246,6 +257,8 @@ def train_command(
         hard_negatives=hard_negatives,
         aux_category=aux_category,
         negatives=negatives,
+        history_positives=history_positives,
+        history_negatives=history_negatives,
         pos_weight=pos_weight,
         gamma=gamma,
         epochs=epochs,

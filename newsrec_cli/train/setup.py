@@ -20,6 +20,7 @@ from newsrec_cli.mind.popularity import PopularityCounts, PopularityView, protoc
 from newsrec_cli.model.assembly import build_model
 from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
+from newsrec_cli.objective.history_samples import HistorySamples, history_impressions
 from newsrec_cli.objective.param_groups import param_groups
 from newsrec_cli.objective.samples import ClickSamples, click_samples
 from newsrec_cli.runs import checkpoint
@@ -30,6 +31,8 @@ from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 # Settings a resumed run may change: when to stop and the hardware, never what is trained.
 CHANGEABLE_ON_RESUME = ("time_budget", "checkpoint_every", "device", "workers", "threads", "eval_batch_size")
+# A history positive's pool of negatives holds this many times --negatives (K are drawn each epoch).
+HISTORY_POOL = 4
 # The budget is of one command: a resume has its own (none unless given), never the spent one.
 PER_COMMAND = ("time_budget",)
 
@@ -59,7 +62,9 @@ class TrainingData:
     train: Impressions
     valid: Impressions
     validation: str  # how validation was split off, for the user
-    samples: ClickSamples
+    samples: ClickSamples  # clicks of `fit`
+    fit: Impressions  # what the batches read: `train`, then any history samples as impressions
+    history: HistorySamples | None = None  # --history-positives
     popularity: PopularityCounts | None = None  # counts of the training impressions (--use-popularity)
     valid_popularity: PopularityView | None = None  # what validation reads (--valid-protocol)
 
@@ -72,7 +77,7 @@ class ModelParts:
     lacking: list[str]  # news without a text vector (the learned missing vector stands in)
     model: NewsRecommender
     optimizer: torch.optim.Optimizer
-    train_users: np.ndarray | None  # user-ID row of each training impression
+    train_users: np.ndarray | None  # user-ID row of each impression of `TrainingData.fit`
     valid_users: np.ndarray | None
     cached_tokens: int = 0  # tokens of the news texts the fine-tuned text layers run over
     cached_news: int = 0
@@ -175,7 +180,19 @@ def load_training_data(run: RunRequest) -> TrainingData:
         )
         valid_imps = valid_imps.subset(np.sort(pick))
         validation += f"; validating on a fixed sample of {settings.valid_impressions} impressions"
-    samples = click_samples(train_imps)
+    fit, history = train_imps, None
+    if settings.history_positives:
+        history = history_impressions(
+            train_imps,
+            news_categories(dataset, train_imps),
+            per_click=settings.history_positives,
+            pool=HISTORY_POOL * settings.negatives,
+            context=settings.history,
+            negatives=settings.history_negatives,
+            seed=settings.seed,
+        )
+        fit = Impressions.concat([train_imps, history.impressions])
+    samples = click_samples(fit)
     if len(samples) == 0:
         raise InputError("no click with an unclicked candidate beside it: nothing to train on", path=run.data)
     popularity = valid_popularity = None
@@ -191,7 +208,23 @@ def load_training_data(run: RunRequest) -> TrainingData:
             half_life_hours=settings.popularity_half_life,
             prior=settings.popularity_prior,
         )
-    return TrainingData(dataset, train_imps, valid_imps, validation, samples, popularity, valid_popularity)
+    return TrainingData(
+        dataset, train_imps, valid_imps, validation, samples, fit, history, popularity, valid_popularity
+    )
+
+
+def news_categories(dataset: MindDataset, imps: Impressions) -> np.ndarray:
+    """The category code of each news index of `imps` (0: unknown), int64 [news vocabulary]."""
+    news = dataset.news
+    codes: dict[str, int] = {}
+    return np.fromiter(
+        (
+            codes.setdefault(news.category[news.index[id_]], len(codes) + 1) if id_ in news.index else 0
+            for id_ in imps.news_vocab.ids
+        ),
+        dtype=np.int64,
+        count=len(imps.news_vocab),
+    )
 
 
 def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> ModelParts:
@@ -234,7 +267,7 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
         lacking=lacking,
         model=model,
         optimizer=optimizer,
-        train_users=user_rows(settings, context.vocabs, data.train),
+        train_users=user_rows(settings, context.vocabs, data.fit),
         valid_users=user_rows(settings, context.vocabs, data.valid),
         cached_tokens=cached_tokens,
         cached_news=cached_news,

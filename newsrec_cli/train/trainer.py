@@ -196,6 +196,12 @@ class Trainer:
             },
             "samples": {"clicks": len(data.samples), "dropped_clicks": data.samples.dropped},
         }
+        if data.history is not None:
+            extra["samples"]["history"] = {
+                "samples": len(data.history.impressions),
+                "available": data.history.available,
+                "dropped": data.history.dropped,
+            }
         write_json(
             run.out / CONFIG,
             run_config(
@@ -381,7 +387,7 @@ class Trainer:
         if settings.hard_negatives:
             scores = negative_scores(
                 self.model,
-                self.data.train,
+                self.data.fit,
                 settings,
                 self.parts.train_users,
                 self.ranks,
@@ -411,7 +417,7 @@ class Trainer:
             )
         self.plan = self.epoch_plan()
         batches = EpochBatches(
-            self.data.train,
+            self.data.fit,
             self.data.samples,
             self.plan,
             batch_size=settings.batch_size,
