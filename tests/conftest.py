@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# pytest-xdist gives its workers COLUMNS (the controller's width), and a rich Console created
+# while COLUMNS is set keeps that width for good: the tests that pass their own COLUMNS to a
+# command would see 80. Without it, as in a serial run, the consoles read COLUMNS at each print.
+os.environ.pop("COLUMNS", None)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -20,8 +26,6 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _behaviors_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Parse-once caches of the tests go to a temporary folder, never beside ../shared/data."""
-    import os
-
     from newsrec_cli.mind.cache import ENV
 
     if ENV not in os.environ:

@@ -142,7 +142,8 @@ def test_stats_on_a_bad_file_is_one_line(synth_dir: Path, tmp_path: Path) -> Non
 def test_not_a_dataset(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "stats", str(tmp_path)])
     assert result.exit_code == 1 and "not a MIND dataset" in result.stderr
-    result = runner.invoke(app, ["data", "validate", str(tmp_path / "nope")])
+    # wide: at 80 columns a long temporary path (xdist's popen-gwN/ adds one) wraps the reason
+    result = runner.invoke(app, ["data", "validate", str(tmp_path / "nope")], env={"COLUMNS": "160"})
     assert result.exit_code == 1 and "dataset folder not found" in result.stdout
 
 

@@ -319,9 +319,10 @@ def _schemathesis() -> str:
     return found
 
 
-def test_schemathesis_all_checks_pass(server: Server) -> None:
+def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     """schemathesis (examples, coverage, fuzzing and stateful phases) with every check, including
-    status-code, content-type and response-schema conformance, against the live schema."""
+    status-code, content-type and response-schema conformance, against the live schema. It runs in
+    tmp_path: its cache (.schemathesis/ in the working directory) starts empty each time."""
     config = Path(__file__).with_name("schemathesis.toml")
     cmd = [
         _schemathesis(),
@@ -337,7 +338,7 @@ def test_schemathesis_all_checks_pass(server: Server) -> None:
         "1",
         "--no-color",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary
     assert re.search(r"\d+ generated, \d+ passed", summary), summary
