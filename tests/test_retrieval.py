@@ -143,3 +143,67 @@ def test_hnsw_index_over_the_model_keys_finds_the_model_top_k() -> None:
     worst = int(np.argsort(every)[0])
     retriever.update(np.asarray([worst]), vectors[best][None], len(vectors))
     assert worst in retriever.search(backend, state, vectors, 2, None).tolist()
+
+
+class _IdentityBackend:
+    """Keys and queries are the vectors themselves: the search alone is under test."""
+
+    inner_product = True
+
+    def keys(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors
+
+    def queries(self, state: np.ndarray) -> np.ndarray:
+        return state
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batched_search_is_the_exact_top_k_with_exclusions(threads: int) -> None:
+    """The batched search (one onnxruntime product + TopK per batch) returns, for every query,
+    exactly the best k of the news it may return: none of its history, none filtered by `since`,
+    all of them when fewer than k are left, at every batch size."""
+    from newsrec_cli.serve.index import top_rows
+
+    rng = np.random.default_rng(3)
+    backend = _IdentityBackend()
+    for trial in range(60):
+        n, dim, batch = int(rng.integers(1, 2500)), 8, int(rng.integers(1, 18))
+        vectors = rng.standard_normal((n, dim)).astype(np.float32)
+        retriever = Retriever(backend, batch_threads=threads)
+        retriever.rebuild(vectors)
+        states = [rng.standard_normal((1, dim)).astype(np.float32) for _ in range(batch)]
+        ks = [int(rng.integers(1, 40)) for _ in range(batch)]
+        masks: list[np.ndarray | None] = []
+        for _ in range(batch):
+            kind = rng.random()
+            if kind < 0.3:
+                masks.append(None)
+            elif kind < 0.7:  # a history
+                mask = np.ones(n, bool)
+                mask[rng.choice(n, min(n, int(rng.integers(0, 60))), replace=False)] = False
+                masks.append(mask)
+            else:  # `since`: most news filtered out
+                masks.append(rng.random(n) < rng.random())
+        found = retriever.search_many(backend, states, vectors, ks, masks)
+        for j in range(batch):
+            scores = vectors @ states[j][0]
+            expected = top_rows(scores.copy(), ks[j], masks[j])
+            assert len(found[j]) == len(expected), (trial, j)
+            np.testing.assert_allclose(np.sort(scores[found[j]]), np.sort(scores[expected]), atol=1e-5)
+            if masks[j] is not None:
+                assert masks[j][found[j]].all(), (trial, j)
+
+
+def test_serve_backend_auto_picks_onnx_for_an_export_and_torch_for_a_run(tmp_path: Path) -> None:
+    from newsrec_cli.serve.engine import default_backend
+    from newsrec_cli.serve.export import MANIFEST
+
+    run, export, int8_only = tmp_path / "run", tmp_path / "export", tmp_path / "int8"
+    for folder in (run, export, int8_only):
+        folder.mkdir()
+    (run / "config.json").write_text("{}")
+    for folder in (export, int8_only):
+        (folder / MANIFEST).write_text("{}")
+        (folder / "news_encoder.int8.onnx").write_bytes(b"")
+    (export / "news_encoder.onnx").write_bytes(b"")
+    assert [default_backend(f) for f in (run, export, int8_only)] == ["torch", "onnx", "int8"]

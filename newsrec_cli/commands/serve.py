@@ -129,8 +129,13 @@ def serve_command(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
     backend: Annotated[
-        str, typer.Option("--backend", help="torch, onnx or int8 (onnx and int8 need an export).")
-    ] = "torch",
+        str,
+        typer.Option(
+            "--backend",
+            help="auto, torch, onnx or int8 (onnx and int8 need an export). auto: onnx for an "
+            "export (int8 for an int8-only one), torch for a run directory.",
+        ),
+    ] = "auto",
     redis_url: Annotated[
         str | None, typer.Option("--redis-url", help="Cache user states in Redis (else an in-process LRU).")
     ] = None,
@@ -141,6 +146,15 @@ def serve_command(
             "--threads", help="Compute threads per worker (numpy's BLAS, torch, onnxruntime).", min=1
         ),
     ] = 1,
+    search_threads: Annotated[
+        int | None,
+        typer.Option(
+            "--search-threads",
+            help="Threads of the batched retrieval, which runs one batch at a time "
+            "(default: the cores divided by --workers).",
+            min=1,
+        ),
+    ] = None,
     batch: Annotated[
         bool,
         typer.Option(
@@ -200,14 +214,17 @@ def serve_command(
     import uvicorn
 
     from newsrec_cli.serve.app import CONFIG_ENV, create_app
-    from newsrec_cli.serve.engine import Engine, ServeConfig
+    from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend, default_search_threads
     from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD
 
-    if backend not in ("torch", "onnx", "int8"):
-        raise SettingsError(f"--backend {backend!r}: torch, onnx or int8")
+    if backend not in ("auto", "torch", "onnx", "int8"):
+        raise SettingsError(f"--backend {backend!r}: auto, torch, onnx or int8")
+    if backend == "auto":
+        backend = default_backend(source)
     config = ServeConfig(
         source=str(source.resolve()),
         backend=backend,
+        search_threads=search_threads or default_search_threads(workers),
         redis_url=redis_url,
         state_dir=str(state_dir.resolve()) if state_dir else None,
         threads=threads,
@@ -276,7 +293,10 @@ def recommend_command(
     user: Annotated[
         str | None, typer.Option("--user", help="User ID (for runs trained with user IDs).")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch, onnx or int8.")] = "torch",
+    backend: Annotated[
+        str,
+        typer.Option("--backend", help="auto (onnx for an export, torch for a run), torch, onnx or int8."),
+    ] = "auto",
     include_history: Annotated[
         bool, typer.Option("--include-history", help="Allow news from the history in the result.")
     ] = False,
@@ -290,12 +310,12 @@ def recommend_command(
 
     Example: newsrec recommend exports/nrms --history "N55189 N42782" --candidates "N1 N2 N3" -k 10
     """
-    from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig
+    from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig, default_backend
 
     engine = Engine(
         ServeConfig(
             source=str(source),
-            backend=backend,
+            backend=default_backend(source) if backend == "auto" else backend,
             threads=1,
             run_store=str(run_embeddings) if run_embeddings else None,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,7 @@ class ServeConfig:
     redis_url: str | None = None
     state_dir: str | None = None
     threads: int = 1
+    search_threads: int = 0  # the batched retrieval's threads; 0: default_search_threads()
     ann_threshold: int = DEFAULT_ANN_THRESHOLD
     cache_ttl: int = 3600
     cache_size: int = 10_000
@@ -158,6 +160,23 @@ def content_version(vector: np.ndarray) -> str:
 
 def _date(text: str | None) -> np.datetime64:
     return utc_seconds(text)  # aware, in UTC: an offset is applied, a naive time is read as UTC
+
+
+def default_backend(source: Path) -> str:
+    """`--backend auto`: an export is served by its ONNX graphs (fp32 when it has them, else int8;
+    both parity-checked against torch at export time, and cheaper per request than torch); a run
+    directory by torch."""
+    from newsrec_cli.serve.export import MANIFEST
+
+    if not (source / MANIFEST).is_file():
+        return "torch"
+    return "onnx" if (source / "news_encoder.onnx").is_file() else "int8"
+
+
+def default_search_threads(workers: int = 1) -> int:
+    """Threads of the batched retrieval: the worker's share of the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
 
 
 class Engine:
@@ -323,7 +342,11 @@ class Engine:
     def _build_retriever(self) -> None:
         assert self.table is not None and self.backend is not None
         vectors, n = self.table.view()
-        self.retriever = Retriever(self.backend, self.config.ann_threshold)
+        self.retriever = Retriever(
+            self.backend,
+            self.config.ann_threshold,
+            batch_threads=self.config.search_threads or default_search_threads(),
+        )
         self.retriever.rebuild(vectors[:n])
 
     # ------------------------------------------------------------------ users

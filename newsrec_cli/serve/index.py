@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from newsrec_cli.serve.exact_search import ExactSearch
+
 DEFAULT_ANN_THRESHOLD = 250_000  # measured: exact search stays under 25 ms p50 below it (README)
 SCORE_CHUNK = 65536  # news per backend.score call when every news is scored
 
@@ -24,8 +26,12 @@ SCORE_CHUNK = 65536  # news per backend.score call when every news is scored
 class Retriever:
     """Holds the search structure over the first `count` rows of a growing vector table."""
 
-    def __init__(self, backend: Any, ann_threshold: int = DEFAULT_ANN_THRESHOLD) -> None:
+    def __init__(
+        self, backend: Any, ann_threshold: int = DEFAULT_ANN_THRESHOLD, batch_threads: int = 1
+    ) -> None:
         self.backend = backend
+        self.batch_threads = batch_threads  # threads of the batched search (one batch at a time)
+        self._batched: ExactSearch | None = None
         self.inner_product = bool(backend.inner_product)
         self.ann_threshold = ann_threshold
         self.ann: Any = None
@@ -103,14 +109,34 @@ class Retriever:
         ks: list[int],
         allowed: list[np.ndarray | None],
     ) -> list[np.ndarray]:
-        """`search` for several users at once: exact search over keys reads them once for all (one
-        (B, D) x (D, N) product instead of B passes over N news); other methods go one by one."""
-        if self.ann is not None or not self.inner_product or len(states) == 1:
+        """`search` for several users at once, called one batch at a time (batch.py): exact search
+        over keys reads them once for all, in one onnxruntime call on `batch_threads` threads
+        (exact_search.py); other methods go one by one."""
+        if self.ann is not None or not self.inner_product:
             return [
                 self.search(backend, s, vectors, k, a) for s, k, a in zip(states, ks, allowed, strict=True)
             ]
         queries = np.concatenate([backend.queries(s) for s in states])  # (B, D)
-        return self._exact(queries, len(vectors), ks, allowed)
+        n = len(vectors)
+        keys = self.keys[:n]
+        if self._batched is None or self._batched.dim != keys.shape[1]:
+            self._batched = ExactSearch(keys.shape[1], self.batch_threads)
+        out: list[np.ndarray | None] = [None] * len(states)
+        shared: list[int] = []
+        blocked: list[np.ndarray] = []
+        for j, mask in enumerate(allowed):
+            rows = np.zeros(0, np.int64) if mask is None else np.flatnonzero(~mask)
+            if len(rows) > max(256, n // 16):  # `since` blocks most news: on its own
+                out[j] = self._exact(queries[j : j + 1], n, [ks[j]], [mask])[0]
+            else:
+                shared.append(j)
+                blocked.append(rows)
+        if shared:
+            wanted = [min(ks[j], n - len(b)) for j, b in zip(shared, blocked, strict=True)]
+            found = self._batched.top(keys, queries[shared], wanted, blocked)
+            for j, rows in zip(shared, found, strict=True):
+                out[j] = rows
+        return out  # type: ignore[return-value]
 
     def _exact(
         self, queries: np.ndarray, n: int, ks: list[int], allowed: list[np.ndarray | None]
