@@ -513,6 +513,8 @@ def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None: 
     rows = browser.find_elements(By.CSS_SELECTOR, "#metrics-table tbody tr")
     assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == [r["name"] for r in metrics["rows"]]
     assert {"random", "popularity"} <= {r["name"] for r in metrics["rows"]}  # baselines beside the model
+    note = browser.find_element(By.ID, "protocol-note").text  # the protocol, in plain words
+    assert metrics["selection"] in note and "Offline protocol" in note and "Replay figures" in note
     ablation = browser.find_element(By.ID, "chart-ablation").text
     assert "without category" in ablation and "Ablation" in ablation  # bars labelled with text
     assert "Logits before the sigmoid" in browser.find_element(By.ID, "chart-saturation").text

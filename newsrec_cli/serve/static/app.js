@@ -381,7 +381,18 @@ function metricsTable(metrics) {
     body.append(tr);
   }
   table.append(body);
-  return table;
+  return el("div", {}, table, protocolNote(metrics));
+}
+
+// Both protocols in plain words, and which one the table above is (metrics.json's `protocol`).
+function protocolNote(metrics) {
+  const protocol = metrics.protocol || "offline";
+  const chosen = metrics.selection ? `${metrics.selection}${metrics.optimistic ? " (optimistic: one split chose and reports)" : ""}. ` : "";
+  const offline = "Offline protocol: the model is scored as it stood at the end of training; news popularity, if the model uses it, is frozen there.";
+  const replay = "Online replay: the reported days are played back in time order and each impression is scored with the clicks of every earlier one, as if the model had been live (newsrec evaluate --protocol replay).";
+  const which = protocol === "replay" ? replay : offline;
+  const other = protocol === "replay" ? "The offline figure answers another question; compare replay figures with replay figures only." : "Replay figures answer another question; compare offline figures with offline figures only.";
+  return el("p", { id: "protocol-note", class: "muted", text: `${chosen}This table: ${which} ${other}` });
 }
 
 async function loadRun() {
