@@ -122,7 +122,9 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, shared_da
     reference = tmp_path / "reference"
     assert embed(str(data), "--out", str(reference), *HASHING, "--batch-size", "4").exit_code == 0
     store = tmp_path / "s"
-    process = _embed_subprocess(data, store, delay=0.25)
+    # 1 s a batch: the signal lands with 9 batches to go even when a parallel test run starves
+    # this process (at 0.25 s the run once finished before the signal came, under pytest-xdist)
+    process = _embed_subprocess(data, store, delay=1.0)
     _wait_for_chunks(store, 3, process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=30)
