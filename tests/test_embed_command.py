@@ -103,7 +103,14 @@ def _embed_subprocess(data: Path, store: Path, delay: float) -> subprocess.Popen
     script = "from newsrec_cli.commands.embed import app; app(prog_name='newsrec embed')"
     command = [sys.executable, "-c", script, str(data), "--out", str(store)]
     return subprocess.Popen(
-        [*command, *HASHING, "--batch-size", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*command, *HASHING, "--batch-size", "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # SIGINT as a shell gives it: an ignored SIGINT is inherited through exec (Python then
+        # installs no KeyboardInterrupt handler). Twice under pytest-xdist in CI the run ignored
+        # the signal and finished with 0; the ignoring ancestor was not found.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -122,9 +129,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, shared_da
     reference = tmp_path / "reference"
     assert embed(str(data), "--out", str(reference), *HASHING, "--batch-size", "4").exit_code == 0
     store = tmp_path / "s"
-    # 1 s a batch: the signal lands with 9 batches to go even when a parallel test run starves
-    # this process (at 0.25 s the run once finished before the signal came, under pytest-xdist)
-    process = _embed_subprocess(data, store, delay=1.0)
+    process = _embed_subprocess(data, store, delay=0.25)
     _wait_for_chunks(store, 3, process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=30)
