@@ -22,7 +22,14 @@ import json
 import sys
 from pathlib import Path
 
-from bench_scale import NEWSREC, gib, make_store, run, timing  # the script's folder is on sys.path
+from bench_scale import (  # the script's folder is on sys.path
+    NEWSREC,
+    gib,
+    make_store,
+    run,
+    synth_large,
+    timing,
+)
 
 TARGET = 1.5  # replay time at most this many times the offline time
 
@@ -46,22 +53,7 @@ def main() -> None:
     args = parse()
     data = args.root / "large"
     if not (data / "valid" / "behaviors.tsv").exists():
-        must(
-            run(
-                "synth",
-                [
-                    *NEWSREC,
-                    "data",
-                    "synth",
-                    "--preset",
-                    "large",
-                    "--scale",
-                    str(args.scale),
-                    "--out",
-                    str(data),
-                ],
-            )
-        )
+        must(synth_large(data, args.scale))
     must(run("prepare", [*NEWSREC, "data", "prepare", str(data)]))
     store = make_store(data, args.root / "store-random-384")
     run_dir = args.root / "run-popularity"

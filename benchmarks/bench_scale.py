@@ -91,6 +91,12 @@ def run(name: str, args: list[str], env: dict[str, str] | None = None) -> Step:
     return Step(name, seconds, cpu, usage.ru_maxrss * 1024, stdout, child.returncode)
 
 
+def synth_large(data: Path, scale: float) -> Step:
+    """`newsrec data synth --preset large --scale SCALE --out DATA` as its own process."""
+    command = [*NEWSREC, "data", "synth", "--preset", "large", "--scale", str(scale), "--out", str(data)]
+    return run("synth", command)
+
+
 def timing(step: Step) -> str:
     """Wall time and CPU time: on a shared machine the CPU time says more than the wall time."""
     return f"{step.seconds:,.1f} s (CPU {step.cpu:,.1f} s)"
@@ -118,20 +124,7 @@ def main() -> None:
     if data is None:
         data = root / ("large" if args.scale == 1 else f"large-{args.scale:g}")
         if not (data / "valid" / "behaviors.tsv").exists():
-            step = run(
-                "synth",
-                [
-                    *NEWSREC,
-                    "data",
-                    "synth",
-                    "--preset",
-                    "large",
-                    "--scale",
-                    str(args.scale),
-                    "--out",
-                    str(data),
-                ],
-            )
+            step = synth_large(data, args.scale)
             rows.append(("synthesise the dataset (once)", timing(step), gib(step.peak_rss), ""))
     behaviors_gb = sum((data / s / "behaviors.tsv").stat().st_size for s in ("train", "valid")) / 1e9
 
