@@ -9,20 +9,17 @@ defaults (per-impression scores averaged over the seeds first).
     python benchmarks/bench_history.py --data ../shared/data/mind_recon_dev --store STORE \\
         --variants defaults 'history 0.5 category' --seeds 0 1 2
 
-Runs already in --work are reused (a killed one resumes), so variants can be added later.
+Runs already in --work are reused (variant_runs.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from variant_runs import METRICS, delta_auc, mean_cells, trained_runs, variant_parser, write_json
 
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
@@ -30,19 +27,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "history 0.5 random": {"history_positives": 0.5, "history_negatives": "random"},
     "history 1 category": {"history_positives": 1.0, "history_negatives": "category"},
 }
-METRICS = ("auc", "ndcg@10")
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--store", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=Path("bench_history"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--threads", type=int, default=None)
+    parser = variant_parser(__doc__.splitlines()[0], VARIANTS, "bench_history")
     parser.add_argument("--train-only", action="store_true", help="Train the runs, print nothing.")
-    parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
 
 
@@ -58,35 +47,23 @@ def chosen_auc(run_dir: Path) -> float:
 
 def main() -> None:
     args = parse()
-    from newsrec_cli.ablate.stats import mean_std, paired_bootstrap
     from newsrec_cli.evaluate.metrics import compute_metrics
     from newsrec_cli.evaluate.model_scores import run_scores
     from newsrec_cli.mind import load_dataset
-    from newsrec_cli.runs.files import CONFIG
     from newsrec_cli.runs.loading import load_run
-    from newsrec_cli.settings import DataSettings, TrainSettings
-    from newsrec_cli.train.loop import train
 
     dataset = load_dataset(args.data)
     known, target = dataset.splits["train"], dataset.splits["valid"]
     labels, offsets = target.labels.astype(np.int64), target.candidate_offsets
     per: dict[str, list[np.ndarray]] = {}
     rows: dict[str, list[dict[str, float]]] = {}
-    for name in args.variants:
-        for seed in args.seeds:
-            run_dir = args.work / name.replace(" ", "-") / f"seed{seed}"
-            if not (run_dir / CONFIG).exists():
-                print(f"training {name}, seed {seed} -> {run_dir}", file=sys.stderr, flush=True)
-                settings = TrainSettings(seed=seed, threads=args.threads, **VARIANTS[name])
-                train(args.data, run_dir, store=args.store, settings=settings, data_settings=DataSettings())
-            else:
-                train(None, run_dir, resume=True)  # a finished run stays as it is
-            if args.train_only:
-                continue
-            scores = run_scores(load_run(run_dir, "cpu"), dataset, target, known, "offline")
-            result = compute_metrics(scores, labels, offsets, list(METRICS))
-            per.setdefault(name, []).append(np.asarray(result.per_impression["auc"]))
-            rows.setdefault(name, []).append({"chosen_auc": chosen_auc(run_dir), **result.values})
+    for name, _, run_dir in trained_runs(args, VARIANTS):
+        if args.train_only:
+            continue
+        scores = run_scores(load_run(run_dir, "cpu"), dataset, target, known, "offline")
+        result = compute_metrics(scores, labels, offsets, list(METRICS))
+        per.setdefault(name, []).append(np.asarray(result.per_impression["auc"]))
+        rows.setdefault(name, []).append({"chosen_auc": chosen_auc(run_dir), **result.values})
     if args.train_only:
         return
     print(
@@ -99,23 +76,17 @@ def main() -> None:
     print("|---|---|---|---|---|")
     table = []
     for name, values in rows.items():
-        cells = []
-        for metric in ("chosen_auc", *METRICS):
-            mean, std = mean_std([v[metric] for v in values])
-            cells.append(f"{mean:.4f} ± {std:.4f}")
         row: dict[str, object] = {
             "model": name,
             **{m: [v[m] for v in values] for m in ("chosen_auc", *METRICS)},
         }
         delta = ""
         if name != "defaults" and "defaults" in per:
-            mid, low, high = paired_bootstrap(np.mean(per[name], axis=0), np.mean(per["defaults"], axis=0))
-            delta = f"{mid:+.4f} [{low:+.4f}, {high:+.4f}]"
-            row["delta_auc"] = [mid, low, high]
+            delta, row["delta_auc"] = delta_auc(per[name], per["defaults"])
         table.append(row)
+        cells = mean_cells(values, ("chosen_auc", *METRICS))
         print(f"| {name} | " + " | ".join(cells) + f" | {delta} |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(table, indent=2) + "\n")
+    write_json(args.json, table)
 
 
 if __name__ == "__main__":
