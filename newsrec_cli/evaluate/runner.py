@@ -31,7 +31,7 @@ from newsrec_cli.evaluate.predictions import (
 )
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
-from newsrec_cli.mind.popularity import FEATURES, protocol_view, slot_features
+from newsrec_cli.mind.popularity import protocol_view, slot_features
 from newsrec_cli.mind.protocol import carve
 from newsrec_cli.plural import agree, counted
 from newsrec_cli.settings import DataSettings, EvaluateSettings, TrainSettings
@@ -390,7 +390,7 @@ def _add_baselines(
             half_life_hours=defaults.popularity_half_life,
             prior=defaults.popularity_prior,
         )
-        ctr = slot_features(view.counts, target, view.at)[:, FEATURES.index("ctr")].astype(np.float64)
+        ctr = slot_features(view.counts, target, view.at, columns=("ctr",))[:, 0].astype(np.float64)
         add("popularity (causal CTR)", "baseline", ctr, time.perf_counter() - start)
     else:
         start = time.perf_counter()

@@ -157,11 +157,11 @@ def frozen_batch(counts: PopularityCounts, news_ids: list[str], impressions: int
     """The counts of a stream frozen one second after its end (the offline protocol), as a batch
     a store starts from; `news_ids[i]` is the ID of news index i (the counts' vocabulary)."""
     origin = counts.end + 1
-    index = np.unique(counts.news)
+    index = counts.seen_news()
     clicks, shows, first = counts.sums_before(index, np.full(len(index), origin, np.int64))
     keys = [GLOBAL_KEY if i == GLOBAL else news_ids[i] for i in index]
     spec = CountsSpec(counts.half_life_hours, counts.prior, origin)
-    latest = counts.end if len(counts.news) else NO_EVENT
+    latest = counts.end if len(counts.keys) else NO_EVENT
     ref = np.full(len(index), origin, np.int64)
     return spec, Batch(keys, clicks, shows, ref, first.astype(np.int64), latest, impressions)
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from newsrec_cli.mind.behaviors import Impressions
-from newsrec_cli.mind.popularity import FEATURES, PopularityCounts, impression_seconds
+from newsrec_cli.mind.popularity import FEATURES, PopularityCounts, impression_seconds, slot_chunks
 
 CTR_EPS = 1e-4  # CTRs are clipped to [eps, 1-eps] before the logit
 
@@ -108,15 +108,14 @@ def popularity_logits(
     device = head.raw_weight.device
     out = np.empty(len(imps.candidates), dtype=np.float32)
     counts_per = imps.candidate_counts
-    lengths = np.repeat(np.asarray(imps.history_lengths, dtype=np.float32), counts_per)
-    seconds = None if at is not None else np.repeat(impression_seconds(imps), counts_per)
-    step = 1 << 20
+    lengths = np.asarray(imps.history_lengths, dtype=np.float32)
+    seconds = impression_seconds(imps) if at is None else None
     try:
-        for lo in range(0, len(out), step):
-            part = slice(lo, lo + step)
-            when = np.int64(at) if seconds is None else seconds[part]
-            raw = torch.from_numpy(counts.features(np.asarray(imps.candidates[part]), when)).to(device)
-            out[part] = head(raw, torch.from_numpy(lengths[part]).to(device)).float().cpu().numpy()
+        for rows, slots in slot_chunks(imps, 1 << 20):
+            when = np.int64(at) if seconds is None else np.repeat(seconds[rows], counts_per[rows])
+            raw = torch.from_numpy(counts.features(np.asarray(imps.candidates[slots]), when)).to(device)
+            length = torch.from_numpy(np.repeat(lengths[rows], counts_per[rows])).to(device)
+            out[slots] = head(raw, length).float().cpu().numpy()
     finally:
         head.train(was_training)
     return out
