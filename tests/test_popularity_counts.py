@@ -154,3 +154,39 @@ def test_bad_settings_are_refused() -> None:
             half_life_hours=1,
             prior=1,
         )
+
+
+def test_many_passes_match_a_brute_force_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts grouped a few news at a time (as on MIND-large) and features read a few impressions
+    at a time equal the definition, slot by slot, stream CTR and age included."""
+    import newsrec_cli.mind.popularity as popularity
+
+    monkeypatch.setattr(popularity, "BUCKET_EVENTS", 7)
+    monkeypatch.setattr(popularity, "QUERY_CHUNK", 5)
+    rng = np.random.default_rng(2)
+    times = sorted(rng.integers(0, 2 * 86_400, 40).tolist())
+    candidates = [
+        rng.choice(np.arange(1, 12), size=int(rng.integers(0, 5)), replace=False).tolist() for _ in times
+    ]
+    labels = [(rng.random(len(c)) < 0.3).astype(int).tolist() for c in candidates]
+    known = _impressions(times[:25], candidates[:25], labels[:25])
+    scored = _impressions(times[25:], candidates[25:], labels[25:])
+    half_life, prior = 3.0, 4.0
+    counts = PopularityCounts.from_impressions(known, scored, half_life_hours=half_life, prior=prior)
+    got = np.concatenate(
+        [slot_features(counts, scored)[slots] for _, slots in popularity.slot_chunks(scored, 3)]
+    )
+    news = np.concatenate([known.candidates, scored.candidates]).astype(np.int64)
+    origin = int(np.datetime64("2019-11-09T00:00:00", "s").astype(np.int64))  # _impressions' day
+    at = origin + np.repeat(np.asarray(times, np.int64), [len(c) for c in candidates])
+    clicked = np.concatenate([known.labels, scored.labels]) == 1
+    slot_times = np.repeat(scored.times.astype(np.int64), scored.candidate_counts)
+    for row, n, t in zip(got, scored.candidates, slot_times, strict=True):
+        decay = np.exp2(-(t - at) / (half_life * HOUR))
+        stream = at < t
+        mine = stream & (news == n)
+        clicks, shows = (decay * clicked)[mine].sum(), decay[mine].sum()
+        base = (decay * clicked)[stream].sum() / decay[stream].sum() if stream.any() else DEFAULT_CTR
+        age = (t - at[mine].min()) / HOUR if mine.any() else 0.0
+        expected = [clicks, shows, (clicks + prior * base) / (shows + prior), age, float(mine.any())]
+        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
