@@ -201,13 +201,16 @@ def load_training_data(run: RunRequest) -> TrainingData:
         popularity = PopularityCounts.from_impressions(
             train_imps, half_life_hours=settings.popularity_half_life, prior=settings.popularity_prior
         )
-        valid_popularity = protocol_view(
-            settings.valid_protocol,
-            train_imps,
-            valid_imps,
-            half_life_hours=settings.popularity_half_life,
-            prior=settings.popularity_prior,
-        )
+        if settings.valid_protocol == "offline":  # the same counts, frozen at their end: built once
+            valid_popularity = PopularityView(popularity, popularity.end + 1)
+        else:
+            valid_popularity = protocol_view(
+                settings.valid_protocol,
+                train_imps,
+                valid_imps,
+                half_life_hours=settings.popularity_half_life,
+                prior=settings.popularity_prior,
+            )
     return TrainingData(
         dataset, train_imps, valid_imps, validation, samples, fit, history, popularity, valid_popularity
     )
