@@ -8,7 +8,7 @@ back bit-identical, so replicas compute identical features.
 A batch is merged optimistically: WATCH the hashes, read the batch's keys, merge them with
 `running_counts.merge` (the in-process arithmetic), write in MULTI/EXEC; a concurrent write by
 another replica aborts the EXEC and the merge is redone on the new values (redis-py's
-`transaction`). Reads are one MULTI of HMGETs, a consistent snapshot. The counts are seeded once
+`transaction`). Reads are one MULTI of HMGETs (with the clock for `read`), a consistent snapshot. The counts are seeded once
 from the export's frozen ones, in a transaction that only the first replica's succeeds in.
 """
 
@@ -90,6 +90,22 @@ class RedisSums:
             return _columns(pipe.execute())
         except redis.RedisError:
             raise RequestError(503, UNREACHABLE) from None
+
+    def read(
+        self, keys: list[str]
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
+        """The sums of `keys` and the clock in one MULTI: a snapshot no replica writes into."""
+        import redis
+
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for key in self.hashes:
+                pipe.hmget(key, keys)
+            pipe.hmget(self.clock_key, ["latest", "impressions"])
+            *columns, (latest, impressions) = pipe.execute()
+        except redis.RedisError:
+            raise RequestError(503, UNREACHABLE) from None
+        return _columns(columns), (int(latest or NO_EVENT), int(impressions or 0))
 
     def clock(self) -> tuple[int, int]:
         import redis
