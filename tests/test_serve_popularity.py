@@ -582,3 +582,34 @@ def test_an_export_without_the_popularity_graphs_retrieves_through_the_scorer(
         np.testing.assert_allclose(
             [it["score"] for it in answer["items"]], np.sort(scores)[::-1][:10], atol=1e-5
         )
+
+
+def test_a_redis_read_of_many_news_is_the_in_process_one(pop_run: dict[str, Path]) -> None:
+    """Retrieval reads every news at once, from the whole hashes (HGETALL) past WHOLE_HASHES
+    keys: the same sums and clock as in process, after the frozen counts and a batch of events."""
+    from serve_helpers import Redis
+
+    from newsrec_cli.mind.running_counts import MemorySums, RunningCounts
+    from newsrec_cli.serve.redis_sums import WHOLE_HASHES, RedisSums
+
+    path = pop_run["export"] / "popularity.npz"
+    memory = MemorySums.load(path)
+    redis = Redis()
+    try:
+        shared = RedisSums.open(redis.url, "test-read", MemorySums.load(path))
+        news = list(memory.index)[1:40]  # news with counts (key 0 is the whole stream's)
+        for store in (memory, shared):
+            counts = RunningCounts(memory.spec, store)
+            counts.apply(news, np.full(len(news), memory.spec.origin + 60), np.ones(len(news)), 3)
+        keys = [*news, *(f"N-none-{i}" for i in range(WHOLE_HASHES))]  # unknown ones read as none
+        want, got = (
+            RunningCounts(memory.spec, memory).read(keys),
+            RunningCounts(memory.spec, shared).read(keys),
+        )
+        np.testing.assert_array_equal(got.features, want.features)
+        assert (got.at, got.latest, got.impressions) == (want.at, want.latest, want.impressions)
+        assert want.impressions == 3 and want.features[: len(news), 0].min() > 0  # the clicks count
+        few = RunningCounts(memory.spec, shared).read(news)  # HMGET below the threshold: the same
+        np.testing.assert_array_equal(few.features, want.features[: len(news)])
+    finally:
+        redis.stop()

@@ -23,6 +23,10 @@ from newsrec_cli.serve.engine import RequestError
 
 FIELDS = ("clicks", "shows", "ref", "first")
 UNREACHABLE = "the popularity counts' Redis is unreachable"
+# `read` of more keys than this fetches the whole hashes (HGETALL) instead of HMGET: retrieval
+# reads every served news, most without counts, and HMGET's 51k arguments cost redis-py ~0.2-0.9 s
+# to pack and parse against ~50 ms for the whole hashes (benchmarks/bench_serve.py's popularity run)
+WHOLE_HASHES = 1024
 
 
 class RedisSums:
@@ -97,14 +101,21 @@ class RedisSums:
         """The sums of `keys` and the clock in one MULTI: a snapshot no replica writes into."""
         import redis
 
+        whole = len(keys) > WHOLE_HASHES
         try:
             pipe = self.client.pipeline(transaction=True)
             for key in self.hashes:
-                pipe.hmget(key, keys)
+                if whole:
+                    pipe.hgetall(key)
+                else:
+                    pipe.hmget(key, keys)
             pipe.hmget(self.clock_key, ["latest", "impressions"])
             *columns, (latest, impressions) = pipe.execute()
         except redis.RedisError:
             raise RequestError(503, UNREACHABLE) from None
+        if whole:
+            wanted = [k.encode() for k in keys]
+            columns = [[values.get(k) for k in wanted] for values in columns]
         return _columns(columns), (int(latest or NO_EVENT), int(impressions or 0))
 
     def clock(self) -> tuple[int, int]:
