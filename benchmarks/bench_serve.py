@@ -18,7 +18,8 @@ HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded:
   and in a real redis-server; the table gives impressions/s (events/s) beside req/s
 - retrieval (k=10) from that popularity run's export, its counts in process and in a real
   redis-server: every news' popularity term read from the live counts (`--popularity-export`
-  serves another such export)
+  serves another such export); and the same while one more client posts events every 0.1 s
+  (each a new snapshot of the counts to read)
 
 The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
 also gives the CPU time the server and the clients spent per request, which other processes on
@@ -391,7 +392,32 @@ POPULARITY_SCENARIOS = {
     "retrieve popularity memory onnx": "/v1/recommend",
     "retrieve popularity memory torch": "/v1/recommend",
     "retrieve popularity redis onnx": "/v1/recommend",
+    # while one more client posts events (every 0.1 s): each moves the counts' clock, a new snapshot
+    "retrieve popularity under events memory onnx": "/v1/recommend",
+    "retrieve popularity under events redis onnx": "/v1/recommend",
 }
+EVENT_INTERVAL = 0.1  # seconds between the event posts of the "under events" scenarios
+
+
+async def under_events(url: str, ids: list[str], seconds: float, load):  # type: ignore[no-untyped-def]
+    """Run `load` (a drive() coroutine) while posting events every EVENT_INTERVAL for `seconds`;
+    its result with the impressions applied per second."""
+    bodies = bodies_events(ids, seed=99)
+    headers = {"content-type": "application/json"}
+
+    async def feed() -> int:
+        posted = 0
+        stop = time.perf_counter() + seconds
+        async with aiohttp.ClientSession(url) as client:
+            while time.perf_counter() < stop:
+                async with client.post("/v1/events", data=json.dumps(next(bodies)), headers=headers) as r:
+                    await r.read()
+                    posted += r.status == 200
+                await asyncio.sleep(EVENT_INTERVAL)
+        return posted
+
+    result, posted = await asyncio.gather(load, feed())
+    return result | {"events_s": posted * EVENT_IMPRESSIONS / seconds}
 
 
 def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -> list[dict]:
@@ -429,9 +455,12 @@ def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -
             for count in [int(c) for c in args.clients.split(",")]:
                 ingest = path == "/v1/events"
                 bodies = bodies_events(ids, seed=count) if ingest else bodies_retrieve(ids)
-                result = asyncio.run(
-                    drive(server.url, bodies, count, args.seconds, args.max_requests, server.proc.pid, path)
+                load = drive(
+                    server.url, bodies, count, args.seconds, args.max_requests, server.proc.pid, path
                 )
+                if "under events" in name:
+                    load = under_events(server.url, ids, args.seconds, load)
+                result = asyncio.run(load)
                 if ingest:
                     result["events_s"] = result["req_s"] * EVENT_IMPRESSIONS
                 rows.append(

@@ -119,12 +119,15 @@ class NewsTerms:
 
     def current(self, ids: list[str], count: int) -> Snapshot:
         """A snapshot of the counts now for news `ids[:count]` (it may cover more rows)."""
-        clock = self.counts.store.clock()
+        latest, impressions = self.counts.store.clock()
         with self._lock:
             last = self._last
+            # every batch of events adds impressions: a snapshot with at least the ones this request
+            # saw is as fresh as the counts when it came (one taken while it waited is fresher)
             if (
                 last is not None
-                and (last.reading.latest, last.reading.impressions) == clock
+                and last.reading.impressions >= impressions
+                and last.reading.latest >= latest
                 and last.count >= count
             ):
                 return last
