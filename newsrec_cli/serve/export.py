@@ -72,7 +72,10 @@ MANIFEST = "export.json"
 EXPORT_VERSION = 2  # 2: keys/queries graphs, int8 tables, per-part graph names in the manifest
 GRAPHS = {"news": "news_encoder.onnx", "user": "user_encoder.onnx", "score": "scorer.onnx"}
 RETRIEVAL_GRAPHS = {"keys": "keys.onnx", "queries": "queries.onnx"}
-POPULARITY_GRAPHS = {"popularity_keys": "popularity_keys.onnx", "popularity_queries": "popularity_queries.onnx"}
+POPULARITY_GRAPHS = {
+    "popularity_keys": "popularity_keys.onnx",
+    "popularity_queries": "popularity_queries.onnx",
+}
 # int8 pays where there are weights: matrix products and embedding tables. The scorer, keys and
 # queries have none (a scale and normalisations), so int8 would only add nodes (measured: the
 # int8 scorer was 48% larger than fp32); they are served from their fp32 files.
