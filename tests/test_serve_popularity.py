@@ -547,6 +547,18 @@ def test_retrieval_with_popularity_is_the_brute_force_top_k(
     assert after["popularity"]["events"] == 30
     rank = {it["news_id"]: it["rank"] for it in after["items"]}
     assert rank[target] < 40  # it moved up: the retrieval read the new counts
+    if backend == "onnx":  # one by one (--no-batch), and with an HNSW index there: still exact
+        from newsrec_cli.serve.engine import Engine, ServeConfig
+
+        for batch in (False, True):
+            config = ServeConfig(
+                str(export), backend=backend, state_dir=str(tmp_path / "state"), batch=batch, ann_threshold=10
+            )
+            other = Engine(config)
+            other.load()
+            assert other.retriever.ann is not None
+            for history in users[:4]:
+                _assert_retrieves_the_brute_force_top_k(other, history, 10)
     # `since` keeps only fresh news with a time: most news blocked, each request searched alone
     fresh = [
         NewsRecord(news_id=f"F{i}", category="news", title=f"fresh {i}", published="2030-01-02")
