@@ -13,8 +13,8 @@ their history length) times each news' factor read from the live counts at secon
 (`PopularityHead.user_weight`, `news_term`; backends' `popularity_queries`, `popularity_keys`).
 The logit is then the inner product [query(u), w(u)] . [key(n), p_t(n)], searched exactly (the
 news factors change with every event, so no HNSW index holds them): `popularity` = (the users'
-weights, every news' p_t). Either way the k found are re-scored through the backend by the caller, so the
-scores returned are the model's logits and their order is the model's.
+weights, every news' p_t). Either way the k found are re-scored through the backend by the
+caller, so the scores returned are the model's logits and their order is the model's.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ back bit-identical, so replicas compute identical features.
 A batch is merged optimistically: WATCH the hashes, read the batch's keys, merge them with
 `running_counts.merge` (the in-process arithmetic), write in MULTI/EXEC; a concurrent write by
 another replica aborts the EXEC and the merge is redone on the new values (redis-py's
-`transaction`). Reads are one MULTI of HMGETs (with the clock for `read`), a consistent snapshot. The counts are seeded once
-from the export's frozen ones, in a transaction that only the first replica's succeeds in.
+`transaction`). Reads are one MULTI of HMGETs, or of HGETALLs for many keys, with the clock for
+`read`: a consistent snapshot. The counts are seeded once from the export's frozen ones, in a
+transaction that only the first replica's succeeds in.
 """
 
 from __future__ import annotations
