@@ -102,7 +102,9 @@ def build(work: Path, data: Path) -> Path:
 def build_popularity(work: Path, data: Path) -> Path:
     """A run trained with --use-popularity on `data`, exported (skipped when already there)."""
     export = work / "export_popularity"
-    if (export / "export.json").exists():
+    manifest = export / "export.json"
+    # an export made before the popularity graphs would measure the scorer over every news
+    if manifest.exists() and "popularity_keys" in (json.loads(manifest.read_text())["graphs"]["fp32"] or {}):
         return export
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "store" / "meta.json").exists():
