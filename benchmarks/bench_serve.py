@@ -18,8 +18,8 @@ HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded:
   and in a real redis-server; the table gives impressions/s (events/s) beside req/s
 - retrieval (k=10) from that popularity run's export, its counts in process and in a real
   redis-server: every news' popularity term read from the live counts (`--popularity-export`
-  serves another such export); and the same while one more client posts events every 0.1 s
-  (each a new snapshot of the counts to read)
+  serves another such export); and the same ("live") while one more client posts events every
+  0.1 s (each a new snapshot of the counts to read)
 
 The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
 also gives the CPU time the server and the clients spent per request, which other processes on
@@ -395,10 +395,10 @@ POPULARITY_SCENARIOS = {
     "retrieve popularity memory torch": "/v1/recommend",
     "retrieve popularity redis onnx": "/v1/recommend",
     # while one more client posts events (every 0.1 s): each moves the counts' clock, a new snapshot
-    "retrieve popularity under events memory onnx": "/v1/recommend",
-    "retrieve popularity under events redis onnx": "/v1/recommend",
+    "retrieve popularity live memory onnx": "/v1/recommend",
+    "retrieve popularity live redis onnx": "/v1/recommend",
 }
-EVENT_INTERVAL = 0.1  # seconds between the event posts of the "under events" scenarios
+EVENT_INTERVAL = 0.1  # seconds between the event posts of the "live" scenarios
 
 
 async def under_events(url: str, ids: list[str], seconds: float, load):  # type: ignore[no-untyped-def]
@@ -460,7 +460,7 @@ def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -
                 load = drive(
                     server.url, bodies, count, args.seconds, args.max_requests, server.proc.pid, path
                 )
-                if "under events" in name:
+                if " live " in name:
                     load = under_events(server.url, ids, args.seconds, load)
                 result = asyncio.run(load)
                 if ingest:
