@@ -16,6 +16,10 @@ HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded:
 - event ingest (POST /v1/events, 10 impressions of 20 shown news per request) into a run trained
   with --use-popularity: counts held in process (saved in the state folder after each request)
   and in a real redis-server; the table gives impressions/s (events/s) beside req/s
+- retrieval (k=10) from that popularity run's export, its counts in process and in a real
+  redis-server: every news' popularity term read from the live counts (`--popularity-export`
+  serves another such export); and the same ("live") while one more client posts events every
+  0.1 s (each a new snapshot of the counts to read)
 
 The clients share the CPU with the server (2 cores here), so figures are conservative. Each row
 also gives the CPU time the server and the clients spent per request, which other processes on
@@ -25,6 +29,7 @@ load reaches on an idle 2-core machine.
     python benchmarks/bench_serve.py                       # ~3 minutes after the one-time build
     python benchmarks/bench_serve.py --seconds 3 --clients 1,8 --only "retrieve 51k"
     python benchmarks/bench_serve.py --seconds 5 --clients 1,4 --only events
+    python benchmarks/bench_serve.py --only "retrieve popularity"
 """
 
 from __future__ import annotations
@@ -63,6 +68,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=20_000, help="Cap per scenario.")
     p.add_argument("--big", type=int, default=200_000, help="News in the large retrieval scenario.")
     p.add_argument("--only", default="", help="Comma-separated scenario names to run (default all).")
+    p.add_argument(
+        "--popularity-export",
+        type=Path,
+        default=None,
+        help="Export of a run trained with --use-popularity for the events and popularity retrieval "
+        "scenarios (default: trained and exported once in --work).",
+    )
     p.add_argument("--json", action="store_true", help="Print JSON rows instead of a table.")
     return p.parse_args()
 
@@ -90,7 +102,9 @@ def build(work: Path, data: Path) -> Path:
 def build_popularity(work: Path, data: Path) -> Path:
     """A run trained with --use-popularity on `data`, exported (skipped when already there)."""
     export = work / "export_popularity"
-    if (export / "export.json").exists():
+    manifest = export / "export.json"
+    # an export made before the popularity graphs would measure the scorer over every news
+    if manifest.exists() and "popularity_keys" in (json.loads(manifest.read_text())["graphs"]["fp32"] or {}):
         return export
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "store" / "meta.json").exists():
@@ -271,10 +285,10 @@ def main() -> None:
     args = parse()
     console = Console(stderr=True)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    event_scenarios = ["events memory onnx", "events redis onnx"]
+    event_scenarios = [*POPULARITY_SCENARIOS]
     events = [name for name in event_scenarios if not only or any(o in name for o in only)]
     rows = []
-    if only and only <= {"events", *event_scenarios}:  # the events alone need no other run
+    if only and all(any(o in name for name in event_scenarios) for o in only):  # no other run needed
         rows += bench_events(args, console, events)
         return render(args, rows)
     console.print(f"building run and export in {args.work} (once)")
@@ -372,19 +386,57 @@ def render(args: argparse.Namespace, rows: list[dict]) -> None:
     Console().print(table)
 
 
+# a popularity run's scenarios and the path each posts to; the last word of a name is the backend,
+# "redis" in it keeps the counts in Redis
+POPULARITY_SCENARIOS = {
+    "events memory onnx": "/v1/events",
+    "events redis onnx": "/v1/events",
+    "retrieve popularity memory onnx": "/v1/recommend",
+    "retrieve popularity memory torch": "/v1/recommend",
+    "retrieve popularity redis onnx": "/v1/recommend",
+    # while one more client posts events (every 0.1 s): each moves the counts' clock, a new snapshot
+    "retrieve popularity live memory onnx": "/v1/recommend",
+    "retrieve popularity live redis onnx": "/v1/recommend",
+}
+EVENT_INTERVAL = 0.1  # seconds between the event posts of the "live" scenarios
+
+
+async def under_events(url: str, ids: list[str], seconds: float, load):  # type: ignore[no-untyped-def]
+    """Run `load` (a drive() coroutine) while posting events every EVENT_INTERVAL for `seconds`;
+    its result with the impressions applied per second."""
+    bodies = bodies_events(ids, seed=99)
+    headers = {"content-type": "application/json"}
+
+    async def feed() -> int:
+        posted = 0
+        stop = time.perf_counter() + seconds
+        async with aiohttp.ClientSession(url) as client:
+            while time.perf_counter() < stop:
+                async with client.post("/v1/events", data=json.dumps(next(bodies)), headers=headers) as r:
+                    await r.read()
+                    posted += r.status == 200
+                await asyncio.sleep(EVENT_INTERVAL)
+        return posted
+
+    result, posted = await asyncio.gather(load, feed())
+    return result | {"events_s": posted * EVENT_IMPRESSIONS / seconds}
+
+
 def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -> list[dict]:
-    """POST /v1/events into a popularity run's export: in process (a fresh state folder), and in
-    a redis-server started here (Debian's redis-server on PATH)."""
+    """A popularity run's export: POST /v1/events, and retrieval (k=10) reading the live counts;
+    the counts in process (a fresh state folder), or in a redis-server started here (Debian's
+    redis-server on PATH)."""
     import shutil
     import socket
     import tempfile
 
-    export = build_popularity(args.work, args.data)
+    export = args.popularity_export or build_popularity(args.work, args.data)
     ids = [line.split("\t", 1)[0] for line in (export / "news.tsv").read_text().splitlines()]
     rows = []
     for name in names:
         state = Path(tempfile.mkdtemp(prefix="events_", dir=args.work))
-        flags = ["--backend", "onnx", "--state-dir", str(state)]
+        path = POPULARITY_SCENARIOS[name]
+        flags = ["--backend", name.rsplit(" ", 1)[1], "--state-dir", str(state)]
         redis = None
         if "redis" in name:
             with socket.socket() as s:
@@ -403,18 +455,16 @@ def bench_events(args: argparse.Namespace, console: Console, names: list[str]) -
         ready = time.perf_counter() - start
         try:
             for count in [int(c) for c in args.clients.split(",")]:
-                result = asyncio.run(
-                    drive(
-                        server.url,
-                        bodies_events(ids, seed=count),
-                        count,
-                        args.seconds,
-                        args.max_requests,
-                        server.proc.pid,
-                        path="/v1/events",
-                    )
+                ingest = path == "/v1/events"
+                bodies = bodies_events(ids, seed=count) if ingest else bodies_retrieve(ids)
+                load = drive(
+                    server.url, bodies, count, args.seconds, args.max_requests, server.proc.pid, path
                 )
-                result["events_s"] = result["req_s"] * EVENT_IMPRESSIONS
+                if " live " in name:
+                    load = under_events(server.url, ids, args.seconds, load)
+                result = asyncio.run(load)
+                if ingest:
+                    result["events_s"] = result["req_s"] * EVENT_IMPRESSIONS
                 rows.append(
                     {"scenario": name, "news": len(ids), "clients": count, "ready_s": ready, **result}
                 )

@@ -8,6 +8,7 @@ backends are checked in process against evaluate, the routes on real `newsrec se
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,36 @@ def pop_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"data": data, "run": root / "run", "export": out, "root": root}
 
 
+@pytest.fixture(scope="module")
+def ctr_export(pop_run: dict[str, Path]) -> Path:
+    """The same data with the ctr head (one epoch, fp32 export): the other form of the term."""
+    from newsrec_cli.train import train
+
+    root = pop_run["root"]
+    settings = TrainSettings(
+        dim=16,
+        heads=2,
+        epochs=1,
+        lr=1e-2,  # so that one epoch learns a CTR weight that reorders the top 10 (~0.3)
+        threads=1,
+        device="cpu",
+        seed=0,
+        use_popularity=True,
+        popularity_head="ctr",
+    )
+    train(
+        pop_run["data"],
+        root / "run_ctr",
+        store=root / "store",
+        settings=settings,
+        data_settings=DataSettings(valid_days=1),
+    )
+    out = root / "export_ctr"
+    result = runner.invoke(app, ["export", str(root / "run_ctr"), "--out", str(out), "--quantize", "none"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def _valid(run: Path):  # type: ignore[no-untyped-def]
     """(dataset, the run's validation impressions, evaluate's offline logits of them)."""
     from newsrec_cli.evaluate.model_scores import run_scores
@@ -106,6 +137,12 @@ def test_export_takes_the_popularity_features_as_scorer_inputs(pop_run: dict[str
     for name in (manifest["graphs"]["fp32"]["score"], manifest["graphs"]["int8"]["score"]):
         inputs = [i.name for i in onnx.load(str(pop_run["export"] / name)).graph.input]
         assert inputs == ["user_state", "candidates", "popularity", "history_length"]
+    # retrieval's form of the term: the news factor and the user's weight, each its own graph
+    assert manifest["graphs"]["int8"]["popularity_keys"] == "popularity_keys.onnx"
+    for name, inputs in (("popularity_keys", ["popularity"]), ("popularity_queries", ["history_length"])):
+        graph = onnx.load(str(pop_run["export"] / manifest["graphs"]["fp32"][name])).graph
+        assert [i.name for i in graph.input] == inputs
+    assert manifest["parity"]["popularity_product_max_abs_diff"] <= 1e-4
     rows = {r["backend"]: r for r in manifest["parity"]["rows"]}
     assert rows["onnx fp32"]["max_abs_logit_diff"] <= 1e-4
     assert abs(rows["onnx int8"]["auc_diff_vs_fp32"]) <= 0.003
@@ -380,6 +417,11 @@ def test_two_replicas_share_the_counts_in_redis(pop_run: dict[str, Path], tmp_pa
         final_a, final_b = a.post("/v1/recommend", body).json(), b.post("/v1/recommend", body).json()
         assert final_a["popularity"]["events"] == final_b["popularity"]["events"] == 25  # none lost
         assert final_a["items"] == final_b["items"]
+        # retrieval reads every news' counts from Redis: the same top k on both replicas
+        retrieve = {"history": body["history"], "k": 10}
+        got_a, got_b = a.post("/v1/recommend", retrieve).json(), b.post("/v1/recommend", retrieve).json()
+        assert got_a["retrieval"] == "exact" and len(got_a["items"]) == 10
+        assert got_a["items"] == got_b["items"] and got_a["popularity"] == final_a["popularity"]
         assert not (tmp_path / "a" / "popularity.npz").exists()  # the counts live in Redis
     finally:
         for server in servers:
@@ -417,3 +459,169 @@ def test_a_run_directory_serves_with_its_frozen_counts_too(pop_run: dict[str, Pa
     for i in range(3):
         assert _ranked(from_run, valid, i) == _ranked(from_export, valid, i)
     assert from_run.freshness() == from_export.freshness()
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def _brute_force(engine, history: list[str], since: str | None = None) -> tuple[np.ndarray, dict]:  # type: ignore[no-untyped-def]
+    """Every news scored through the engine's backend with the counts as they are now (the
+    history excluded, `since` applied): the exact-model retrieval scores, -inf where excluded."""
+    from newsrec_cli.serve.times import utc_seconds
+
+    table = engine.table
+    vectors, n = table.view()
+    rows = [table.index[h] for h in history]
+    state, _ = engine.user_state(rows, 0)
+    reading = engine.popularity.read(table.ids[:n])
+    scores = engine.backend.score(
+        state,
+        vectors[None, :n],
+        popularity=reading.features[None],
+        history_length=np.asarray([[len(history)]], np.float32),
+    )[0]
+    scores[rows] = -np.inf
+    if since is not None:
+        scores[~(table.published[:n] >= utc_seconds(since))] = -np.inf
+    return scores, engine.freshness(reading)
+
+
+def _assert_retrieves_the_brute_force_top_k(
+    engine, history: list[str], k: int, since: str | None = None
+) -> dict:  # type: ignore[no-untyped-def]
+    answer = engine.recommend(history=history, k=k, since=since)
+    scores, fresh = _brute_force(engine, history, since)
+    assert answer["retrieval"] == "exact"  # the term as one more column of the keys
+    assert answer["popularity"] == fresh
+    by_id = dict(zip(engine.table.ids, scores.tolist(), strict=False))
+    got = [it["score"] for it in answer["items"]]
+    best = np.sort(scores[np.isfinite(scores)])[::-1][:k]
+    assert len(got) == len(best)
+    np.testing.assert_allclose(got, best, atol=1e-5)  # the top k, ties aside
+    for item in answer["items"]:  # each the scorer's score of that news
+        assert item["score"] == pytest.approx(by_id[item["news_id"]], abs=1e-5)
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("head", "backend"),
+    [("gate", "onnx"), ("gate", "torch"), ("gate", "int8"), ("ctr", "onnx"), ("ctr", "torch")],
+)
+def test_retrieval_with_popularity_is_the_brute_force_top_k(
+    pop_run: dict[str, Path], ctr_export: Path, head: str, backend: str, tmp_path: Path
+) -> None:
+    """Retrieval searches [query, weight] . [key, news term] exactly: the same top k as scoring
+    every news through the backend, before and after events, with the history excluded and with
+    `since`, concurrent requests batched."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsrec_cli.serve.engine import NewsRecord
+
+    export = pop_run["export"] if head == "gate" else ctr_export
+    engine = _engine(export, backend, tmp_path / "state")
+    assert (
+        json.loads((export / "export.json").read_text())["parity"]["popularity_product_max_abs_diff"] <= 1e-4
+    )
+    _, valid, _, _ = _valid(pop_run["run"])
+    ids = valid.news_vocab.ids
+    users = [[ids[h] for h in valid.history_of(i)] for i in range(0, len(valid), max(1, len(valid) // 24))]
+    moved = 0
+    for history in users:
+        answer = _assert_retrieves_the_brute_force_top_k(engine, history, 10)
+        # control: the content term alone (the keys without the popularity column) picks others
+        state, _ = engine.user_state([engine.table.index[h] for h in history], 0)
+        content = engine.retriever.keys @ engine.backend.queries(state)[0]
+        content[[engine.table.index[h] for h in history]] = -np.inf
+        alone = {engine.table.ids[r] for r in np.argsort(-content)[:10]}
+        moved += alone != {it["news_id"] for it in answer["items"]}
+    assert moved >= len(users) // 5
+    # events: one news clicked by everyone climbs into every top 10
+    answer = engine.recommend(history=users[0], k=40)
+    target = answer["items"][-1]["news_id"]
+    latest = np.datetime64(answer["popularity"]["latest_event"].rstrip("Z"))
+    burst = [(latest + np.timedelta64(60 + s, "s"), [target], [target]) for s in range(30)]
+    engine.record_events([(t.astype(object).replace(tzinfo=UTC), n, c) for t, n, c in burst])
+    with ThreadPoolExecutor(4) as pool:  # concurrent retrievals share a batch and one snapshot
+        list(pool.map(lambda h: _assert_retrieves_the_brute_force_top_k(engine, h, 10), users))
+    after = _assert_retrieves_the_brute_force_top_k(engine, users[0], 40)
+    assert after["popularity"]["events"] == 30
+    rank = {it["news_id"]: it["rank"] for it in after["items"]}
+    assert rank[target] < 40  # it moved up: the retrieval read the new counts
+    if backend == "onnx":  # one by one (--no-batch), and with an HNSW index there: still exact
+        from newsrec_cli.serve.engine import Engine, ServeConfig
+
+        for batch in (False, True):
+            config = ServeConfig(
+                str(export), backend=backend, state_dir=str(tmp_path / "state"), batch=batch, ann_threshold=10
+            )
+            other = Engine(config)
+            other.load()
+            assert other.retriever.ann is not None
+            for history in users[:4]:
+                _assert_retrieves_the_brute_force_top_k(other, history, 10)
+    # `since` keeps only fresh news with a time: most news blocked, each request searched alone
+    fresh = [
+        NewsRecord(news_id=f"F{i}", category="news", title=f"fresh {i}", published="2030-01-02")
+        for i in range(12)
+    ]
+    engine.ingest(fresh)
+    _assert_retrieves_the_brute_force_top_k(engine, users[1], 5, since="2030-01-01")
+
+
+def test_an_export_without_the_popularity_graphs_retrieves_through_the_scorer(
+    pop_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """An export made before the popularity graphs: every news scored through scorer.onnx
+    (`exact-model`), with the same snapshot of the counts, the same top k."""
+    import shutil
+
+    older = tmp_path / "older"
+    shutil.copytree(pop_run["export"], older)
+    manifest = json.loads((older / "export.json").read_text())
+    for names in manifest["graphs"].values():
+        for part in ("popularity_keys", "popularity_queries"):
+            (older / names.pop(part)).unlink(missing_ok=True)
+    (older / "export.json").write_text(json.dumps(manifest))
+    engine = _engine(older, "onnx", tmp_path / "state")
+    assert not engine.backend.popularity_product
+    _, valid, _, _ = _valid(pop_run["run"])
+    ids = valid.news_vocab.ids
+    for i in range(0, len(valid), max(1, len(valid) // 5)):
+        history = [ids[h] for h in valid.history_of(i)]
+        answer = engine.recommend(history=history, k=10)
+        scores, fresh = _brute_force(engine, history)
+        assert answer["retrieval"] == "exact-model" and answer["popularity"] == fresh
+        np.testing.assert_allclose(
+            [it["score"] for it in answer["items"]], np.sort(scores)[::-1][:10], atol=1e-5
+        )
+
+
+def test_a_redis_read_of_many_news_is_the_in_process_one(pop_run: dict[str, Path]) -> None:
+    """Retrieval reads every news at once, from the whole hashes (HGETALL) past WHOLE_HASHES
+    keys: the same sums and clock as in process, after the frozen counts and a batch of events."""
+    from serve_helpers import Redis
+
+    from newsrec_cli.mind.running_counts import MemorySums, RunningCounts
+    from newsrec_cli.serve.redis_sums import WHOLE_HASHES, RedisSums
+
+    path = pop_run["export"] / "popularity.npz"
+    memory = MemorySums.load(path)
+    redis = Redis()
+    try:
+        shared = RedisSums.open(redis.url, "test-read", MemorySums.load(path))
+        news = list(memory.index)[1:40]  # news with counts (key 0 is the whole stream's)
+        for store in (memory, shared):
+            counts = RunningCounts(memory.spec, store)
+            counts.apply(news, np.full(len(news), memory.spec.origin + 60), np.ones(len(news)), 3)
+        keys = [*news, *(f"N-none-{i}" for i in range(WHOLE_HASHES))]  # unknown ones read as none
+        want, got = (
+            RunningCounts(memory.spec, memory).read(keys),
+            RunningCounts(memory.spec, shared).read(keys),
+        )
+        np.testing.assert_array_equal(got.features, want.features)
+        assert (got.at, got.latest, got.impressions) == (want.at, want.latest, want.impressions)
+        assert want.impressions == 3 and want.features[: len(news), 0].min() > 0  # the clicks count
+        few = RunningCounts(memory.spec, shared).read(news)  # HMGET below the threshold: the same
+        np.testing.assert_array_equal(few.features, want.features[: len(news)])
+    finally:
+        redis.stop()

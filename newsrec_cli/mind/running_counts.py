@@ -75,6 +75,22 @@ class SumStore(Protocol):
         """(latest event second or NO_EVENT, impressions applied)."""
         ...
 
+    def read(
+        self, keys: list[str]
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
+        """`get` and `clock` as one consistent snapshot (no batch applied between the two)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Features of news read in one snapshot of the counts, with that snapshot's clock."""
+
+    features: np.ndarray  # float32 [N, F]
+    at: int  # the second they are read at: RunningCounts.now() of this snapshot
+    latest: int  # latest event second or NO_EVENT
+    impressions: int  # impressions applied
+
 
 class RunningCounts:
     """Popularity features of news IDs from a `SumStore`, and the batches of events it adds."""
@@ -113,12 +129,27 @@ class RunningCounts:
         """The counts' clock: one second after the latest event (never before the origin), so that
         every event applied counts, as `PopularityCounts` reads times strictly after events."""
         latest, _ = self.store.clock()
+        return self.second_after(latest)
+
+    def second_after(self, latest: int) -> int:
         return max(latest + 1, self.spec.origin)
 
     def features(self, news: list[str], at: int | None = None) -> np.ndarray:
         """Features float32 [N, F] of news IDs at second `at` (default `now()`)."""
         at = self.now() if at is None else int(at)
-        clicks, shows, ref, first = self.store.get([*news, GLOBAL_KEY])
+        return self._assemble(news, self.store.get([*news, GLOBAL_KEY]), at)
+
+    def read(self, news: list[str]) -> Reading:
+        """Features of news IDs at `now()`, sums and clock from one snapshot of the store: the
+        features, their second and the freshness a response reports agree even while events land."""
+        sums, (latest, impressions) = self.store.read([*news, GLOBAL_KEY])
+        at = self.second_after(latest)
+        return Reading(self._assemble(news, sums, at), at, latest, impressions)
+
+    def _assemble(
+        self, news: list[str], sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], at: int
+    ) -> np.ndarray:
+        clicks, shows, ref, first = sums
         decay = growth(ref, at, self.spec.half_life_hours)
         clicks, shows = clicks * decay, shows * decay
         n = len(news)
@@ -205,22 +236,31 @@ class MemorySums:
 
     def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with self.lock:
-            rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
-            known = rows >= 0
-            if not len(self.clicks):
-                none = np.full(len(keys), NO_EVENT, np.int64)
-                return np.zeros(len(keys)), np.zeros(len(keys)), none, none
-            safe = np.where(known, rows, 0)
-            return (
-                np.where(known, self.clicks[safe], 0.0),
-                np.where(known, self.shows[safe], 0.0),
-                np.where(known, self.ref[safe], NO_EVENT),
-                np.where(known, self.first[safe], NO_EVENT),
-            )
+            return self._get(keys)
+
+    def _get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
+        known = rows >= 0
+        if not len(self.clicks):
+            none = np.full(len(keys), NO_EVENT, np.int64)
+            return np.zeros(len(keys)), np.zeros(len(keys)), none, none
+        safe = np.where(known, rows, 0)
+        return (
+            np.where(known, self.clicks[safe], 0.0),
+            np.where(known, self.shows[safe], 0.0),
+            np.where(known, self.ref[safe], NO_EVENT),
+            np.where(known, self.first[safe], NO_EVENT),
+        )
 
     def clock(self) -> tuple[int, int]:
         with self.lock:
             return self.latest, self.impressions
+
+    def read(
+        self, keys: list[str]
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
+        with self.lock:
+            return self._get(keys), (self.latest, self.impressions)
 
     # ------------------------------------------------------------------ files
 

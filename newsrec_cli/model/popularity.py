@@ -67,12 +67,26 @@ class PopularityHead(nn.Module):
             nn.init.zeros_(self.gate.bias)
 
     def forward(self, features: Tensor, history_length: Tensor) -> Tensor:
+        if self.mode == "ctr":
+            return self.news_term(features)  # (B, K)
+        return self.user_weight(history_length) * self.news_term(features)  # (B, K)
+
+    def news_term(self, features: Tensor) -> Tensor:
+        """The user-independent factor of the term, (..., F) -> (...): w logit(ctr), plus the MLP
+        with the gate. The term is `user_weight * news_term`, so serving retrieves with it as one
+        more column of an inner product (serve/index.py)."""
         x = transform(features)  # (B, K, F)
         term = self.raw_weight * x[..., 2]  # (B, K)
         if self.mode == "ctr":
             return term
-        trust = 2 * torch.sigmoid(self.gate(torch.log1p(history_length.float())[..., None]))[..., 0]  # (B, 1)
-        return trust * (term + self.mlp(x)[..., 0])  # (B, K)
+        return term + self.mlp(x)[..., 0]
+
+    def user_weight(self, history_length: Tensor) -> Tensor:
+        """The user's factor of the term, history lengths (B, 1) -> (B, 1): the gate's trust, 1
+        for ``ctr``."""
+        if self.mode == "ctr":
+            return torch.ones_like(history_length, dtype=torch.float32)
+        return 2 * torch.sigmoid(self.gate(torch.log1p(history_length.float())[..., None]))[..., 0]
 
     def describe(self) -> dict[str, float]:
         """The learned trust in popularity, for reports: the CTR weight, and the gate at 0 and 50 clicks."""

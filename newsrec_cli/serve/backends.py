@@ -14,6 +14,11 @@ no change here:
   their inner product (`inner_product` True): what retrieval indexes and searches with. A model
   whose score is no inner product (candidate attention) has neither; retrieval then scores
   every news through `score`.
+- `popularity_keys(features (N, F))` -> (N,) and `popularity_queries(history_length (B, 1))` ->
+  (B,), for a model with popularity (`popularity_product` True): the popularity term of `score`
+  is their product (`PopularityHead.news_term` and `user_weight`), so retrieval searches it as
+  one more column of the keys. An export made before these graphs has neither; retrieval then
+  scores every news through `score`.
 
 The ONNX graphs are exported from small wrapper modules around the same methods (export.py).
 """
@@ -33,6 +38,8 @@ SCORE_INPUTS = ("user_state", "candidates")
 POPULARITY_INPUTS = ("popularity", "history_length")  # the scorer's, with a popularity head
 KEYS_INPUTS = ("vectors",)
 QUERIES_INPUTS = ("user_state",)
+POPULARITY_KEYS_INPUTS = ("popularity",)
+POPULARITY_QUERIES_INPUTS = ("history_length",)
 
 
 @dataclass
@@ -114,6 +121,7 @@ def encode_news_with(model: Any, feed: dict[str, Any]) -> Any:
 class Backend(Protocol):
     name: str
     inner_product: bool
+    popularity_product: bool
 
     def encode_news(self, inputs: NewsInputs) -> np.ndarray: ...
 
@@ -130,6 +138,10 @@ class Backend(Protocol):
     def keys(self, vectors: np.ndarray) -> np.ndarray: ...
 
     def queries(self, state: np.ndarray) -> np.ndarray: ...
+
+    def popularity_keys(self, features: np.ndarray) -> np.ndarray: ...
+
+    def popularity_queries(self, history_length: np.ndarray) -> np.ndarray: ...
 
 
 CHUNK = 4096  # news per news-encoder call
@@ -159,6 +171,7 @@ class TorchBackend:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.inner_product = bool(model.inner_product_score)
+        self.popularity_product = self.inner_product and getattr(model, "popularity", None) is not None
         self._lock = threading.Lock()
 
     def _t(self, array: np.ndarray) -> Any:
@@ -203,6 +216,14 @@ class TorchBackend:
         with self.torch.no_grad():
             return self.model.score_queries(self._t(state)).float().cpu().numpy()
 
+    def popularity_keys(self, features: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model.popularity.news_term(self._t(features)).float().cpu().numpy()
+
+    def popularity_queries(self, history_length: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model.popularity.user_weight(self._t(history_length)).float().cpu().numpy()[:, 0]
+
 
 class OnnxBackend:
     """ONNX Runtime sessions of an export (fp32 or int8 graphs). `files` maps each part (news,
@@ -228,6 +249,11 @@ class OnnxBackend:
         }
         self.inner_product = (
             self.sessions.get("keys") is not None and self.sessions.get("queries") is not None
+        )
+        self.popularity_product = (
+            self.inner_product
+            and self.sessions.get("popularity_keys") is not None
+            and self.sessions.get("popularity_queries") is not None
         )
 
     def _run(self, part: str, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -273,3 +299,10 @@ class OnnxBackend:
 
     def queries(self, state: np.ndarray) -> np.ndarray:
         return self._run("queries", {"user_state": np.ascontiguousarray(state, dtype=np.float32)})
+
+    def popularity_keys(self, features: np.ndarray) -> np.ndarray:
+        return self._run("popularity_keys", {"popularity": np.ascontiguousarray(features, dtype=np.float32)})
+
+    def popularity_queries(self, history_length: np.ndarray) -> np.ndarray:
+        feed = {"history_length": np.ascontiguousarray(history_length, dtype=np.float32)}
+        return self._run("popularity_queries", feed)[:, 0]

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,16 @@ MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refuse
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
+
+
+class Search(NamedTuple):
+    """One retrieval waiting for the batched search."""
+
+    state: np.ndarray
+    k: int
+    allowed: np.ndarray | None  # bool over the `count` rows, None = all
+    count: int  # news in the table when the request came
+    popularity: tuple[np.ndarray, np.ndarray] | None  # (the user's weight (1,), every news' term)
 
 
 class RequestError(Exception):
@@ -206,6 +216,7 @@ class Engine:
         self.run: Any = None  # the loaded torch run (run directory or torch backend), for explanations
         self.run_dir: Path | None = None  # the run the model comes from (export.json names it)
         self.popularity: RunningCounts | None = None  # a run trained with popularity: the live counts
+        self.news_terms: Any = None  # with popularity: every news' counts per snapshot (NewsTerms)
 
     # ------------------------------------------------------------------ loading
 
@@ -229,6 +240,11 @@ class Engine:
                 "neither a run directory (config.json) nor an export (export.json)", path=self.source
             )
         self._build_retriever()
+        if self.popularity is not None:
+            from newsrec_cli.serve.popularity import NewsTerms
+
+            assert self.backend is not None
+            self.news_terms = NewsTerms(self.popularity, self.backend, self.backend.popularity_product)
         self._load_ingested()
         self.ready = True
 
@@ -424,15 +440,21 @@ class Engine:
         user_row = users.get(user_id) if users is not None and user_id else 0
         state, cached = self.user_state(used, user_row)
         vectors, n = self.table.view()
-        # one reading of the counts per request: retrieval and the scores returned agree
-        counted_at = self.popularity.now() if self.popularity is not None else None
         history_length = np.asarray([[len(history)]], np.float32)  # as training: the whole history
         seen = set(rows) if exclude_history else set()
+        # One reading of the counts per request (retrieval: per snapshot, shared by requests), so
+        # that retrieval, the scores returned and the freshness reported agree.
+        reading: Any = None  # mind.running_counts.Reading of the news scored, or of every news
+        method = None
         if candidates is not None:
             mode = "rank"
             wanted = [index[c] for c in dict.fromkeys(candidates) if c in index]
             picked = np.asarray([r for r in wanted if r not in seen], dtype=np.int64)
             excluded = len(wanted) - len(picked)
+            if self.popularity is not None:
+                ids = self.table.ids
+                reading = self.popularity.read([ids[r] for r in picked])
+            features = None if reading is None else reading.features
         else:
             mode = "retrieve"
             allowed = None
@@ -442,18 +464,32 @@ class Engine:
                     allowed[np.fromiter(seen, np.int64)] = False
                 if since is not None:
                     allowed &= self.table.published[:n] >= utc_seconds(since)
-            if self.popularity is not None:  # the popularity term is no inner product of keys
+            popularity = None
+            method = self.retriever.method
+            if self.popularity is not None:
+                snapshot = self.news_terms.current(self.table.ids, n)
+                reading = snapshot.reading
+                if snapshot.terms is None:  # no popularity graphs (an older export): the scorer
+                    method = "exact-model"
+                else:  # the term as one more column: [query, weight] . [key, news term]
+                    method = "exact"
+                    weight = self.backend.popularity_queries(history_length)
+                    popularity = (weight, snapshot.terms)
+            if method == "exact-model" and reading is not None:
                 picked = self._retrieve_with_popularity(
-                    state, vectors[:n], k, allowed, history_length, counted_at
+                    state, vectors[:n], k, allowed, history_length, reading.features
                 )
             elif self._retrievals is not None:
-                picked = self._retrievals((state, k, allowed, n))
+                picked = self._retrievals(Search(state, k, allowed, n, popularity))
             else:
-                picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed)
+                picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed, popularity)
             excluded = len(seen)
+            features = None if reading is None else reading.features[picked]
         items: list[dict[str, Any]] = []
         if len(picked):
-            extra = self._popularity_feed(picked, history_length, counted_at)
+            extra = (
+                {} if features is None else {"popularity": features[None], "history_length": history_length}
+            )
             scores = self.backend.score(state, vectors[picked][None], **extra)[0]
             order = np.argsort(-scores, kind="stable")[:k]
             ids = self.table.ids
@@ -465,11 +501,7 @@ class Engine:
             "model_version": self.version,
             "backend": self.config.backend,
             "mode": mode,
-            "retrieval": (
-                ("exact-model" if self.popularity is not None else self.retriever.method)
-                if mode == "retrieve"
-                else None
-            ),
+            "retrieval": method if mode == "retrieve" else None,
             "cold_start": not used,
             "items": items,
             "unknown": unknown,
@@ -477,25 +509,15 @@ class Engine:
             "history_truncated": truncated,
             "excluded": excluded,
             "cached_user": cached,
-            "popularity": None if self.popularity is None else self.freshness(),
+            "popularity": None if self.popularity is None else self.freshness(reading),
         }
 
-    def freshness(self) -> dict[str, Any]:
+    def freshness(self, reading: Any = None) -> dict[str, Any]:
+        """The popularity block of a response: of `reading` (the counts it scored with), or now."""
         from newsrec_cli.serve.popularity import freshness
 
         assert self.popularity is not None
-        return freshness(self.popularity)
-
-    def _popularity_feed(
-        self, rows: np.ndarray, history_length: np.ndarray, at: int | None
-    ) -> dict[str, np.ndarray]:
-        """The scorer's popularity inputs for the news at `rows` ({} without popularity)."""
-        if self.popularity is None:
-            return {}
-        assert self.table is not None
-        ids = self.table.ids
-        features = self.popularity.features([ids[r] for r in rows], at)
-        return {"popularity": features[None], "history_length": history_length}
+        return freshness(self.popularity, reading)
 
     def _retrieve_with_popularity(
         self,
@@ -504,39 +526,59 @@ class Engine:
         k: int,
         allowed: np.ndarray | None,
         history_length: np.ndarray,
-        at: int | None,
+        features: np.ndarray,
     ) -> np.ndarray:
-        """Exact retrieval with the popularity term: every news scored through the backend."""
+        """Exact retrieval with the popularity term for a backend without its factors (an export
+        made before the popularity graphs): every news scored through the backend's scorer."""
         from newsrec_cli.serve.index import SCORE_CHUNK, top_rows
 
         assert self.backend is not None
         n = len(vectors)
         scores = np.empty(n, np.float32)
         for s in range(0, n, SCORE_CHUNK):
-            rows = np.arange(s, min(n, s + SCORE_CHUNK))
-            extra = self._popularity_feed(rows, history_length, at)
+            rows = slice(s, min(n, s + SCORE_CHUNK))
+            extra = {"popularity": features[None, rows], "history_length": history_length}
             scores[rows] = self.backend.score(state, vectors[None, rows], **extra)[0]
         return top_rows(scores, k, allowed)
 
-    def _search_batch(self, items: list[tuple[np.ndarray, int, np.ndarray | None, int]]) -> list[np.ndarray]:
-        """Retrieval for concurrent requests (state, k, allowed, news count when it came) in one
-        pass over the news; each request searches the news there were when it came."""
+    def _search_batch(self, items: list[Search]) -> list[np.ndarray]:
+        """Retrieval for concurrent requests in one pass over the news per snapshot of the counts
+        (nearly always one); each request searches the news there were when it came."""
+        groups: dict[int, list[int]] = {}
+        for j, item in enumerate(items):  # requests share a snapshot's news terms array
+            groups.setdefault(0 if item.popularity is None else id(item.popularity[1]), []).append(j)
+        out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(items)
+        for group in groups.values():
+            for j, rows in zip(group, self._search_group([items[j] for j in group]), strict=True):
+                out[j] = rows
+        return out
+
+    def _search_group(self, items: list[Search]) -> list[np.ndarray]:
+        """`_search_batch` for requests that share one snapshot of the counts (or have none)."""
         assert self.table is not None and self.retriever is not None
         vectors, _ = self.table.view()
-        n = max(count for _, _, _, count in items)
+        n = max(item.count for item in items)
         masks = []
-        for _, _, allowed, count in items:
-            if count < n:  # news added since this request came stay out of its search
+        for item in items:
+            allowed = item.allowed
+            if item.count < n:  # news added since this request came stay out of its search
                 full = np.zeros(n, bool)
-                full[:count] = True if allowed is None else allowed
+                full[: item.count] = True if allowed is None else allowed
                 allowed = full
             masks.append(allowed)
+        first = items[0].popularity
+        popularity = (
+            None
+            if first is None
+            else (np.concatenate([item.popularity[0] for item in items if item.popularity]), first[1])
+        )
         return self.retriever.search_many(
             self.backend,
-            [state for state, _, _, _ in items],
+            [item.state for item in items],
             vectors[:n],
-            [k for _, k, _, _ in items],
+            [item.k for item in items],
             masks,
+            popularity,
         )
 
     # ------------------------------------------------------------------ events

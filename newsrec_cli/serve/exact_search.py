@@ -10,6 +10,10 @@ TopK also cost ~15% less CPU than numpy's product and partition.
 The keys go in as they are (a contiguous float32 array is read in place), so the table may grow
 between calls. Exclusions (a user's history) stay exact: each query asks for its k plus its
 excluded rows, and the excluded ones are dropped from what comes back.
+
+With `popularity` (a run trained with popularity), the score has one more term, a per-user weight
+times a per-news term (the popularity head's factors, `PopularityHead.news_term` and
+`user_weight`): the graph adds their outer product to the product before the TopK.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import numpy as np
 
 
 class ExactSearch:
-    def __init__(self, dim: int, threads: int = 1) -> None:
+    def __init__(self, dim: int, threads: int = 1, popularity: bool = False) -> None:
         self.dim = dim
         self.threads = threads
+        self.popularity = popularity
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -33,17 +38,26 @@ class ExactSearch:
                 import onnxruntime as ort
                 from onnx import TensorProto, helper
 
+                inputs = [
+                    helper.make_tensor_value_info("queries", TensorProto.FLOAT, ["B", self.dim]),
+                    helper.make_tensor_value_info("keys", TensorProto.FLOAT, ["N", self.dim]),
+                    helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+                ]
+                nodes = [helper.make_node("Gemm", ["queries", "keys"], ["scores"], transB=1)]
+                if self.popularity:  # scores = queries keys^T + weights terms (B, 1) x (1, N)
+                    inputs += [
+                        helper.make_tensor_value_info("weights", TensorProto.FLOAT, ["B", 1]),
+                        helper.make_tensor_value_info("terms", TensorProto.FLOAT, [1, "N"]),
+                    ]
+                    nodes = [
+                        helper.make_node("Mul", ["weights", "terms"], ["popularity"]),
+                        helper.make_node("Gemm", ["queries", "keys", "popularity"], ["scores"], transB=1),
+                    ]
+                nodes.append(helper.make_node("TopK", ["scores", "k"], ["values", "rows"], axis=1, sorted=0))
                 graph = helper.make_graph(
-                    [
-                        helper.make_node("Gemm", ["queries", "keys"], ["scores"], transB=1),
-                        helper.make_node("TopK", ["scores", "k"], ["values", "rows"], axis=1, sorted=0),
-                    ],
+                    nodes,
                     "exact_search",
-                    [
-                        helper.make_tensor_value_info("queries", TensorProto.FLOAT, ["B", self.dim]),
-                        helper.make_tensor_value_info("keys", TensorProto.FLOAT, ["N", self.dim]),
-                        helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
-                    ],
+                    inputs,
                     [
                         helper.make_tensor_value_info("values", TensorProto.FLOAT, ["B", "K"]),
                         helper.make_tensor_value_info("rows", TensorProto.INT64, ["B", "K"]),
@@ -64,21 +78,30 @@ class ExactSearch:
             return self._session
 
     def top(
-        self, keys: np.ndarray, queries: np.ndarray, ks: list[int], blocked: list[np.ndarray]
+        self,
+        keys: np.ndarray,
+        queries: np.ndarray,
+        ks: list[int],
+        blocked: list[np.ndarray],
+        popularity: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """Rows of the best `ks[j]` keys for `queries[j]` (inner product), none of `blocked[j]`,
-        in no particular order. Each ks[j] must be at most len(keys) - len(blocked[j])."""
+        """Rows of the best `ks[j]` keys for `queries[j]` (inner product, plus weights[j] x
+        terms[row] with `popularity` = (weights (B,), terms (N,))), none of `blocked[j]`, in no
+        particular order. Each ks[j] must be at most len(keys) - len(blocked[j])."""
         want = min(len(keys), max(k + len(b) for k, b in zip(ks, blocked, strict=True)))
         if want <= 0:
             return [np.zeros(0, np.int64) for _ in ks]
-        values, rows = self._session_for().run(
-            None,
-            {
-                "queries": np.ascontiguousarray(queries, np.float32),
-                "keys": np.ascontiguousarray(keys, np.float32),
-                "k": np.asarray([want], np.int64),
-            },
-        )
+        feed = {
+            "queries": np.ascontiguousarray(queries, np.float32),
+            "keys": np.ascontiguousarray(keys, np.float32),
+            "k": np.asarray([want], np.int64),
+        }
+        if self.popularity:
+            assert popularity is not None
+            weights, terms = popularity
+            feed["weights"] = np.ascontiguousarray(weights, np.float32).reshape(-1, 1)
+            feed["terms"] = np.ascontiguousarray(terms, np.float32).reshape(1, -1)
+        values, rows = self._session_for().run(None, feed)
         out = []
         for j, (k, b) in enumerate(zip(ks, blocked, strict=True)):
             found, scores = rows[j], values[j]

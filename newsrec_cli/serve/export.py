@@ -9,6 +9,10 @@ Layout of an export folder (see "Serving" in the README):
     keys.onnx            news vectors (N, D) -> retrieval keys (N, D'): the model's score_keys
     queries.onnx         user state (B, ...) -> retrieval queries (B, D'): its score_queries;
                          the logit of a news is query . key (models without candidate attention)
+    popularity_keys.onnx popularity features (N, F) -> (N,): a popularity run's news factor of
+                         its term (PopularityHead.news_term)
+    popularity_queries.onnx  history lengths (B, 1) -> (B, 1): the user's factor (user_weight);
+                         retrieval searches [query, weight] . [key, news factor] (serve/index.py)
     *.int8.onnx          int8 graphs (--quantize int8): the news encoder's matrix products and its
                          embedding tables, the user encoder's matrix products; a graph that int8
                          makes no smaller (the scorer, keys, queries) is served from its fp32 file
@@ -52,6 +56,8 @@ from newsrec_cli.serve.backends import (
     KEYS_INPUTS,
     NEWS_INPUTS,
     POPULARITY_INPUTS,
+    POPULARITY_KEYS_INPUTS,
+    POPULARITY_QUERIES_INPUTS,
     QUERIES_INPUTS,
     SCORE_INPUTS,
     USER_INPUTS,
@@ -66,6 +72,10 @@ MANIFEST = "export.json"
 EXPORT_VERSION = 2  # 2: keys/queries graphs, int8 tables, per-part graph names in the manifest
 GRAPHS = {"news": "news_encoder.onnx", "user": "user_encoder.onnx", "score": "scorer.onnx"}
 RETRIEVAL_GRAPHS = {"keys": "keys.onnx", "queries": "queries.onnx"}
+POPULARITY_GRAPHS = {
+    "popularity_keys": "popularity_keys.onnx",
+    "popularity_queries": "popularity_queries.onnx",
+}
 # int8 pays where there are weights: matrix products and embedding tables. The scorer, keys and
 # queries have none (a scale and normalisations), so int8 would only add nodes (measured: the
 # int8 scorer was 48% larger than fp32); they are served from their fp32 files.
@@ -322,12 +332,31 @@ def _wrappers(model: Any) -> dict[str, Any]:
         def forward(self, user_state):  # type: ignore[no-untyped-def]
             return self.model.score_queries(user_state)
 
+    class PopularityKeysGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = model.popularity
+
+        def forward(self, features):  # type: ignore[no-untyped-def]
+            return self.head.news_term(features)
+
+    class PopularityQueriesGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = model.popularity
+
+        def forward(self, history_length):  # type: ignore[no-untyped-def]
+            return self.head.user_weight(history_length)
+
+    with_popularity = getattr(model, "popularity", None) is not None
     return {
         "news": NewsGraph,
         "user": UserGraph(),
         "score": ScoreGraph(),
         "keys": KeysGraph(),
         "queries": QueriesGraph(),
+        "popularity_keys": PopularityKeysGraph() if with_popularity else None,
+        "popularity_queries": PopularityQueriesGraph() if with_popularity else None,
         "with_text": with_text,
     }
 
@@ -386,7 +415,8 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             },
         ),
     }
-    if getattr(model, "popularity", None) is not None:
+    with_popularity = getattr(model, "popularity", None) is not None
+    if with_popularity:
         # The popularity head's inputs: per-candidate features and the users' history lengths,
         # plausible values (counts >= 0, a CTR in (0, 1), the seen flag) so no branch folds away.
         features = torch.rand(B, K, len(POPULARITY_FEATURES)) * torch.tensor([5.0, 50.0, 0.9, 48.0, 1.0])
@@ -412,6 +442,19 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             ["queries"],
             {"user_state": state_dyn, "queries": {0: "batch"}},
         )
+    if model.inner_product_score and with_popularity:
+        jobs["popularity_keys"] = (
+            (features.reshape(B * K, -1),),
+            list(POPULARITY_KEYS_INPUTS),
+            ["terms"],
+            {"popularity": {0: "news"}, "terms": {0: "news"}},
+        )
+        jobs["popularity_queries"] = (
+            (lengths,),
+            list(POPULARITY_QUERIES_INPUTS),
+            ["weights"],
+            {"history_length": {0: "batch"}, "weights": {0: "batch"}},
+        )
     for part, (args, names, outputs, axes) in jobs.items():
         wrapper = wrappers[part].eval()
         with warnings.catch_warnings():
@@ -419,7 +462,7 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
             torch.onnx.export(
                 wrapper,
                 args,
-                str(out / (GRAPHS | RETRIEVAL_GRAPHS)[part]),
+                str(out / (GRAPHS | RETRIEVAL_GRAPHS | POPULARITY_GRAPHS)[part]),
                 dynamo=False,
                 input_names=names,
                 output_names=outputs,
@@ -430,6 +473,7 @@ def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict
     return {
         "dim": dim,
         "retrieval": "keys" if model.inner_product_score else "model",
+        "popularity_graphs": "popularity_keys" in jobs,
         "user_state": [None, *state.shape[1:]],
         "text_dim": None if inputs.text is None else int(inputs.text.shape[1]),
         "graph_dim": None if inputs.graph_vector is None else int(inputs.graph_vector.shape[1]),
@@ -537,8 +581,10 @@ def quantise_embedding_rows(path: Path, min_rows: int = 64) -> None:
 
 
 def graph_files(folder: Path, names: dict[str, str]) -> dict[str, Path | None]:
-    """Paths of a graph set (news, user, score, and keys/queries when the export has them)."""
-    return {part: folder / names[part] if names.get(part) else None for part in (*GRAPHS, *RETRIEVAL_GRAPHS)}
+    """Paths of a graph set (news, user, score, and keys/queries and the popularity factors when
+    the export has them)."""
+    parts = (*GRAPHS, *RETRIEVAL_GRAPHS, *POPULARITY_GRAPHS)
+    return {part: folder / names[part] if names.get(part) else None for part in parts}
 
 
 def manifest_graphs(manifest: dict[str, Any], int8: bool) -> dict[str, str]:
@@ -703,6 +749,7 @@ def export_run(
     say(f"exporting ONNX graphs (opset {opset})")
     shapes = export_graphs(run.model, inputs, out, opset)
     fp32_names = dict(GRAPHS) | (dict(RETRIEVAL_GRAPHS) if shapes["retrieval"] == "keys" else {})
+    fp32_names |= dict(POPULARITY_GRAPHS) if shapes["popularity_graphs"] else {}
     torch_backend = TorchBackend(run.model)
     say(f"encoding {len(ids):,} news")
     keep = np.flatnonzero(servable)
@@ -782,6 +829,15 @@ def export_run(
     diff = parity[1]["max_abs_logit_diff"]
     if not diff <= FP32_TOLERANCE:
         raise ParityError(f"export: fp32 ONNX logits differ from torch by {diff:.3g} (> {FP32_TOLERANCE})")
+    product_diff = None
+    if popularity is not None and fp32.popularity_product:
+        lengths = np.asarray(valid.history_lengths, np.float32)[valid.candidate_impression][:, None]
+        product_diff = popularity_product_diff(fp32, run.model.popularity, popularity, lengths)
+        if not product_diff <= FP32_TOLERANCE:
+            raise ParityError(
+                f"export: the popularity graphs' product differs from the torch term by {product_diff:.3g} "
+                f"(> {FP32_TOLERANCE})"
+            )
     if int8_names:
         auc_diff = parity[2]["auc_diff_vs_fp32"]
         if not abs(auc_diff) <= INT8_AUC_TOLERANCE or not np.isfinite(auc_diff):
@@ -853,6 +909,8 @@ def export_run(
             "rows": parity,
             "fp32_tolerance": FP32_TOLERANCE,
             "int8_auc_tolerance": INT8_AUC_TOLERANCE,
+            # popularity_keys x popularity_queries against the torch head's term (retrieval's form)
+            "popularity_product_max_abs_diff": product_diff,
         },
         "checksums": files,
     }
@@ -869,6 +927,17 @@ def export_run(
         seconds=time.perf_counter() - started,
         parity_impressions=len(valid),
     )
+
+
+def popularity_product_diff(backend: Any, head: Any, features: np.ndarray, lengths: np.ndarray) -> float:
+    """Max |popularity_keys x popularity_queries - the torch head's term| over candidate slots
+    (features [C, F], history lengths [C, 1]): retrieval's form of the term against the scorer's."""
+    import torch
+
+    with torch.no_grad():
+        term = head(torch.from_numpy(features[:, None, :]), torch.from_numpy(lengths))[:, 0].numpy()
+    product = backend.popularity_keys(features) * backend.popularity_queries(lengths)
+    return float(np.abs(product - term).max(initial=0.0))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

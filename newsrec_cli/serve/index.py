@@ -6,8 +6,15 @@ queries.onnx). The retriever holds the key of every news and searches them with 
 exactly (a matrix product) or through an HNSW index of the keys. A model whose score is no inner
 product (candidate attention: `backend.inner_product` False) has no keys; every news is then
 scored through the backend. Nothing is inferred from the scores: a new head brings its own keys
-and queries. Either way the k found are re-scored through the backend by the caller, so the
-scores returned are the model's logits and their order is the model's.
+and queries.
+
+A run trained with popularity adds a term w(u) p_t(n) to each logit: the user's weight (from
+their history length) times each news' factor read from the live counts at second t
+(`PopularityHead.user_weight`, `news_term`; backends' `popularity_queries`, `popularity_keys`).
+The logit is then the inner product [query(u), w(u)] . [key(n), p_t(n)], searched exactly (the
+news factors change with every event, so no HNSW index holds them): `popularity` = (the users'
+weights, every news' p_t). Either way the k found are re-scored through the backend by the
+caller, so the scores returned are the model's logits and their order is the model's.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ class Retriever:
     ) -> None:
         self.backend = backend
         self.batch_threads = batch_threads  # threads of the batched search (one batch at a time)
-        self._batched: ExactSearch | None = None
+        self._searchers: dict[bool, ExactSearch] = {}  # the batched search, with popularity or not
         self.inner_product = bool(backend.inner_product)
         self.ann_threshold = ann_threshold
         self.ann: Any = None
@@ -78,11 +85,21 @@ class Retriever:
                 self.ann.add(rows.astype(np.uint64), keys)
 
     def search(
-        self, backend: Any, state: np.ndarray, vectors: np.ndarray, k: int, allowed: np.ndarray | None
+        self,
+        backend: Any,
+        state: np.ndarray,
+        vectors: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        popularity: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Rows of the (about, with HNSW) best k among `vectors` where `allowed` (bool, None = all)."""
+        """Rows of the (about, with HNSW) best k among `vectors` where `allowed` (bool, None = all);
+        with `popularity` (the user's weight (1,), each news' term), exact over keys and terms."""
         n = len(vectors)
         query = backend.queries(state)[0] if self.inner_product else None
+        if popularity is not None:
+            assert query is not None, "the popularity column needs keys and queries"
+            return self._exact(query[None], n, [k], [allowed], popularity)[0]
         if self.ann is not None and allowed is not None:
             blocked = n - int(allowed.sum())
             if blocked < 1000:  # a few exclusions: ask the index for that many more
@@ -108,41 +125,61 @@ class Retriever:
         vectors: np.ndarray,
         ks: list[int],
         allowed: list[np.ndarray | None],
+        popularity: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """`search` for several users at once, called one batch at a time (batch.py): exact search
         over keys reads them once for all, in one onnxruntime call on `batch_threads` threads
-        (exact_search.py); other methods go one by one."""
-        if self.ann is not None or not self.inner_product:
+        (exact_search.py); other methods go one by one. `popularity`: (the users' weights (B,),
+        every news' term), shared by the batch (one reading of the counts)."""
+        if popularity is None and (self.ann is not None or not self.inner_product):
             return [
                 self.search(backend, s, vectors, k, a) for s, k, a in zip(states, ks, allowed, strict=True)
             ]
         queries = np.concatenate([backend.queries(s) for s in states])  # (B, D)
         n = len(vectors)
         keys = self.keys[:n]
-        if self._batched is None or self._batched.dim != keys.shape[1]:
-            self._batched = ExactSearch(keys.shape[1], self.batch_threads)
+        if popularity is not None:
+            popularity = (popularity[0], popularity[1][:n])
+        searcher = self._searchers.get(popularity is not None)
+        if searcher is None or searcher.dim != keys.shape[1]:
+            searcher = ExactSearch(keys.shape[1], self.batch_threads, popularity is not None)
+            self._searchers[popularity is not None] = searcher
         out: list[np.ndarray | None] = [None] * len(states)
         shared: list[int] = []
         blocked: list[np.ndarray] = []
         for j, mask in enumerate(allowed):
             rows = np.zeros(0, np.int64) if mask is None else np.flatnonzero(~mask)
             if len(rows) > max(256, n // 16):  # `since` blocks most news: on its own
-                out[j] = self._exact(queries[j : j + 1], n, [ks[j]], [mask])[0]
+                own = None if popularity is None else (popularity[0][j : j + 1], popularity[1])
+                out[j] = self._exact(queries[j : j + 1], n, [ks[j]], [mask], own)[0]
             else:
                 shared.append(j)
                 blocked.append(rows)
         if shared:
             wanted = [min(ks[j], n - len(b)) for j, b in zip(shared, blocked, strict=True)]
-            found = self._batched.top(keys, queries[shared], wanted, blocked)
+            picked = None if popularity is None else (popularity[0][shared], popularity[1])
+            found = searcher.top(keys, queries[shared], wanted, blocked, picked)
             for j, rows in zip(shared, found, strict=True):
                 out[j] = rows
         return out  # type: ignore[return-value]
 
     def _exact(
-        self, queries: np.ndarray, n: int, ks: list[int], allowed: list[np.ndarray | None]
+        self,
+        queries: np.ndarray,
+        n: int,
+        ks: list[int],
+        allowed: list[np.ndarray | None],
+        popularity: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
-        """Exact top-k of each query over the first n keys."""
+        """Exact top-k of each query over the first n keys (plus weight x term with `popularity`)."""
         keys = self.keys[:n]
+        if popularity is not None:
+            weights, terms = popularity
+            scores = np.ascontiguousarray((keys @ queries.T).T) + np.outer(weights, terms[:n])
+            return [
+                top_rows(scores[j], k, mask, in_place=True)
+                for j, (k, mask) in enumerate(zip(ks, allowed, strict=True))
+            ]
         if len(queries) == 1:
             return [top_rows(keys @ queries[0], ks[0], allowed[0])]
         # (N, D) x (D, B) reads the keys row by row for every query at once (measured faster than

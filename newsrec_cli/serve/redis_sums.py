@@ -8,8 +8,9 @@ back bit-identical, so replicas compute identical features.
 A batch is merged optimistically: WATCH the hashes, read the batch's keys, merge them with
 `running_counts.merge` (the in-process arithmetic), write in MULTI/EXEC; a concurrent write by
 another replica aborts the EXEC and the merge is redone on the new values (redis-py's
-`transaction`). Reads are one MULTI of HMGETs, a consistent snapshot. The counts are seeded once
-from the export's frozen ones, in a transaction that only the first replica's succeeds in.
+`transaction`). Reads are one MULTI of HMGETs, or of HGETALLs for many keys, with the clock for
+`read`: a consistent snapshot. The counts are seeded once from the export's frozen ones, in a
+transaction that only the first replica's succeeds in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from newsrec_cli.serve.engine import RequestError
 
 FIELDS = ("clicks", "shows", "ref", "first")
 UNREACHABLE = "the popularity counts' Redis is unreachable"
+# `read` of more keys than this fetches the whole hashes (HGETALL) instead of HMGET: retrieval
+# reads every served news, most without counts, and HMGET's 51k arguments cost redis-py ~0.2-0.9 s
+# to pack and parse against ~50 ms for the whole hashes (benchmarks/bench_serve.py's popularity run)
+WHOLE_HASHES = 1024
 
 
 class RedisSums:
@@ -90,6 +95,29 @@ class RedisSums:
             return _columns(pipe.execute())
         except redis.RedisError:
             raise RequestError(503, UNREACHABLE) from None
+
+    def read(
+        self, keys: list[str]
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
+        """The sums of `keys` and the clock in one MULTI: a snapshot no replica writes into."""
+        import redis
+
+        whole = len(keys) > WHOLE_HASHES
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            for key in self.hashes:
+                if whole:
+                    pipe.hgetall(key)
+                else:
+                    pipe.hmget(key, keys)
+            pipe.hmget(self.clock_key, ["latest", "impressions"])
+            *columns, (latest, impressions) = pipe.execute()
+        except redis.RedisError:
+            raise RequestError(503, UNREACHABLE) from None
+        if whole:
+            wanted = [k.encode() for k in keys]
+            columns = [[values.get(k) for k in wanted] for values in columns]
+        return _columns(columns), (int(latest or NO_EVENT), int(impressions or 0))
 
     def clock(self) -> tuple[int, int]:
         import redis
