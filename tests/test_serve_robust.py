@@ -129,6 +129,12 @@ def test_schema_matches_the_service(server: Server, robust_run: tuple[Path, Path
         assert r.status_code == 422 and "ISO 8601" in r.text, bad
         r = server.post("/v1/recommend", {"history": [], "since": bad})
         assert r.status_code == 422, bad
+    # An offset that takes the time out of years 1-9999 in UTC: a 422 with the reason, not a 500.
+    for bad in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        r = server.post("/v1/news", {"news": [{"news_id": "T0", "title": "t", "published": bad}]})
+        assert r.status_code == 422 and "outside the years 1 to 9999" in r.text, (bad, r.text)
+        r = server.post("/v1/recommend", {"history": [], "since": bad})
+        assert r.status_code == 422 and "outside the years 1 to 9999" in r.text, (bad, r.text)
     # Strict types, as the schema says: "3" is no integer, "false" no boolean.
     assert server.post("/v1/recommend", {"history": [], "k": "3"}).status_code == 422
     assert server.post("/v1/recommend", {"history": [], "strict": "false"}).status_code == 422
