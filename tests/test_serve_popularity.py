@@ -2,7 +2,8 @@
 
 One tiny run (`data synth --preset trending`, the gate head) is trained and exported once; the
 backends are checked in process against evaluate, the routes on real `newsrec serve` processes
-(and a real redis-server) on loopback ports.
+(and a real redis-server) on loopback ports; last, POST /v1/events is fuzzed (schemathesis and
+hostile bodies) with the server's raw counts read back after every request.
 """
 
 from __future__ import annotations
