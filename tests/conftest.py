@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,12 @@ def _behaviors_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     if ENV not in os.environ:
         os.environ[ENV] = str(tmp_path_factory.mktemp("behaviors-cache"))
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound here and never listened
+    on, so no other process (another pytest-xdist worker's server) can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]

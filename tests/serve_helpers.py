@@ -1,7 +1,13 @@
-"""Real processes for the serve tests: a redis-server and `newsrec serve` (uvicorn) on free ports."""
+"""Real processes for the serve tests: a redis-server and `newsrec serve` (uvicorn) on loopback ports.
+
+No port is picked here and bound later (another pytest-xdist worker could take it meanwhile):
+`newsrec serve --port 0` binds a free one itself and names it in its serving line, and a
+redis-server is started on a free port again until the one answering there is this process.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -12,11 +18,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+STARTS = 5  # redis-server on another free port after one was taken in the meantime
+SERVING = re.compile(r"serving\s.*?http://127\.0\.0\.1:(\d+)", re.S)  # rich may wrap the line
+
 
 def free_port() -> int:
+    """A port free now, for a server that binds it later (and may find it taken then)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_in_log(path: Path, offset: int, pattern: re.Pattern[str]) -> int | None:
+    """The port a server named in its log after `offset` (bytes), if it has yet."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        found = pattern.search(f.read().decode("utf-8", "replace"))
+    return int(found.group(1)) if found else None
 
 
 def redis_binary() -> str:
@@ -33,31 +51,46 @@ def redis_binary() -> str:
 
 class Redis:
     def __init__(self) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                redis_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
+        for _ in range(STARTS):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [
+                    redis_binary(),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._answers():
+                return
+            self.stop()
+        raise RuntimeError(f"redis-server did not start on {STARTS} free ports")
+
+    def _answers(self) -> bool:
+        """True once this redis-server answers on its port; False when it exits (the port was
+        taken after it was picked) or another process answers there for 10 s."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if client.info("server")["process_id"] == self.proc.pid:
+                        return True
+                except redis.RedisError:  # not listening yet
+                    pass
                 time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
+            return False
+        finally:
+            client.close()
 
     @property
     def url(self) -> str:
@@ -70,11 +103,12 @@ class Redis:
 
 
 class Server:
-    """`python -m newsrec_cli serve SOURCE ...` on a free loopback port, waited for until ready."""
+    """`python -m newsrec_cli serve SOURCE --port 0 ...` on loopback, waited for until ready; the
+    port is the one it names (a restart may get another)."""
 
     def __init__(self, source: Path, *args: str, log: Path) -> None:
         self.source, self.args, self.log_path = source, args, log
-        self.port = free_port()
+        self.port = 0
         self.start()
 
     @property
@@ -82,23 +116,21 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = self.log_path.open("a")
-        cmd = [
-            sys.executable,
-            "-m",
-            "newsrec_cli",
-            "serve",
-            str(self.source),
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
+        cmd = [sys.executable, "-m", "newsrec_cli", "serve", str(self.source), "--port", "0", *self.args]
         # The environment as the user's: the server caps its own compute threads.
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        port = None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            port = port or port_in_log(self.log_path, offset, SERVING)
+            if port is None:  # not bound yet
+                time.sleep(0.1)
+                continue
+            self.port = port
             try:
                 r = httpx.get(f"{self.url}/readyz", timeout=1)
                 if r.status_code == 200:
@@ -109,7 +141,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError("server not ready in 120 s")
+        raise RuntimeError(f"server not ready in 120 s: {self.log_path.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -176,11 +175,8 @@ def test_corrupt_archive(server: MirrorServer, archives, tmp_path: Path) -> None
     assert not (tmp_path / "mind" / "train").exists()
 
 
-def test_offline_and_missing(server: MirrorServer, tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    offline = download(tmp_path / "a", f"http://127.0.0.1:{port}")
+def test_offline_and_missing(server: MirrorServer, tmp_path: Path, refused_port: int) -> None:
+    offline = download(tmp_path / "a", f"http://127.0.0.1:{refused_port}")
     assert offline.exit_code == 1
     assert offline.stderr.strip().startswith("error: cannot reach http://127.0.0.1:")
     assert "offline?" in offline.stderr and offline.stderr.strip().count("\n") == 0

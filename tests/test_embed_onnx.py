@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from embed_helpers import write_news
+from filelock import FileLock
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
 from newsrec_cli.embed.providers import describe, local_runtime
 from newsrec_cli.embed.providers.local import DEFAULT_MODEL, LocalProvider, bundled_model_path
-from newsrec_cli.embed.providers.onnx_local import OnnxProvider, cache_dir, exported_model, model_structure
+from newsrec_cli.embed.providers.onnx_local import (
+    EXPORT_LOCK,
+    OnnxProvider,
+    cache_dir,
+    exported_model,
+    model_structure,
+)
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
 from newsrec_cli.settings import EmbedSettings
@@ -98,7 +106,16 @@ def test_export_is_cached_and_redone_when_the_weights_change(
     (folder / "config.json").unlink()
     config = json.loads(Path(source / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "note": "changed"}))
-    assert exported_model(folder, int8=False).stat().st_mtime_ns != stamp
+    # Another process exporting holds the cache's lock: this one waits, deleting nothing meanwhile
+    # (it used to delete the file the other had just made, before the other opened it).
+    made: list[Path] = []
+    with FileLock(folder / "onnx" / EXPORT_LOCK):
+        waiting = threading.Thread(target=lambda: made.append(exported_model(folder, int8=False)))
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive() and first.stat().st_mtime_ns == stamp
+    waiting.join(300)
+    assert made == [first] and first.stat().st_mtime_ns != stamp
     assert json.loads((folder / "onnx" / "manifest.json").read_text())["source"] != manifest["source"]
     assert "Loading weights" not in capfd.readouterr().err
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -65,12 +64,6 @@ def index_url(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens once the socket is closed
-
-
 def test_no_gpu_and_cpu_index_reachable_uses_it(tmp_path: Path, index_url: str) -> None:
     chosen, why, _ = _choice(tmp_path, gpu=False, index=index_url)
     assert chosen == index_url
@@ -91,8 +84,8 @@ def test_gpu_keeps_plain_pip(tmp_path: Path, index_url: str) -> None:
     assert "NVIDIA GPU is present" in why
 
 
-def test_unreachable_index_falls_back_to_pip_fast(tmp_path: Path) -> None:
-    index = f"http://127.0.0.1:{_closed_port()}/whl/cpu"
+def test_unreachable_index_falls_back_to_pip_fast(tmp_path: Path, refused_port: int) -> None:
+    index = f"http://127.0.0.1:{refused_port}/whl/cpu"
     chosen, why, seconds = _choice(tmp_path, gpu=False, index=index)
     assert chosen == "pip"
     assert "unreachable" in why and index in why

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 import tomllib
 from pathlib import Path
@@ -120,14 +119,8 @@ def test_counts_have_separators_and_plurals(synth: Path, tmp_path: Path) -> None
     assert lines is not None and "," in lines.group(1)  # over a thousand lines: 1,234
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_refused_base_url_fails_at_once_and_leaves_nothing(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/v1"
+def test_refused_base_url_fails_at_once_and_leaves_nothing(tmp_path: Path, refused_port: int) -> None:
+    url = f"http://127.0.0.1:{refused_port}/v1"
     provider = OpenAIProvider(base_url=url, max_retries=6)
     start = time.monotonic()
     with pytest.raises(ProviderError, match=r"cannot reach .*Connection refused.*not retried"):

@@ -2,7 +2,8 @@
 
 One tiny run (`data synth --preset trending`, the gate head) is trained and exported once; the
 backends are checked in process against evaluate, the routes on real `newsrec serve` processes
-(and a real redis-server) on loopback ports.
+(and a real redis-server) on loopback ports; last, POST /v1/events is fuzzed (schemathesis and
+hostile bodies) with the server's raw counts read back after every request.
 """
 
 from __future__ import annotations
@@ -338,10 +339,28 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
         "too many": {"impressions": [ok] * 1001},
         "too many shown": {"impressions": [ok | {"shown": [news] * 1001}]},
         "extra field": {"impressions": [ok | {"user": "U1"}]},
+        # in UTC before year 1 or after 9999: a 422, not the 500 of an OverflowError
+        "before year 1 in UTC": {"impressions": [ok | {"time": "0001-01-01T00:00:00+01:00"}]},
+        "after 9999 in UTC": {"impressions": [ok | {"time": "9999-12-31T23:59:59-01:00"}]},
+        # before 1970 the counters lose the news (second -1 is "no event", a first event < 0 is
+        # "never seen"); at 9999-12-31T23:59:59 the clock (a second later) is no time a client reads
+        "before 1970": {"impressions": [ok, ok | {"time": "1969-12-31T23:59:59Z"}]},
+        "long before 1970": {"impressions": [ok | {"time": "1900-01-01T00:00:00Z"}]},
+        "the calendar's last second": {"impressions": [ok | {"time": "9999-12-31T23:59:59Z"}]},
     }
+    clock = pop_server.post("/v1/events", {"impressions": [ok]}).json()["popularity"]
     for name, body in bad.items():
         r = pop_server.post("/v1/events", body)
         assert 400 <= r.status_code < 500, (name, r.status_code, r.text)
+    for when in ("1969-12-31T23:59:59Z", "9999-12-31T23:59:59Z"):
+        r = pop_server.post("/v1/events", {"impressions": [ok | {"time": when}]})
+        assert "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z" in r.json()["detail"][0]["msg"], r.text
+    r = pop_server.post("/v1/events", {"impressions": [ok | {"time": "0001-01-01T00:00:00+01:00"}]})
+    assert "outside the years 1 to 9999" in r.json()["detail"][0]["msg"], r.text
+    assert (
+        pop_server.post("/v1/events", {"impressions": [ok]}).json()["popularity"]["events"]
+        == clock["events"] + 1
+    )
     for raw in (
         b'{"impressions": [{"time": "2019-11-15T08:00:00", "shown": ["x"], "clicked": NaN}]}',
         b"\xff",
@@ -358,6 +377,10 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
     assert (
         before["popularity"]["latest_event"] == after["popularity"]["latest_event"] == "2030-01-01T00:00:00Z"
     )
+    # the first and the last second the counts take (last: it leaves the clock at the calendar's end)
+    edges = {"impressions": [ok | {"time": "1970-01-01T00:00:00Z"}, ok | {"time": "9999-12-31T23:59:58Z"}]}
+    r = pop_server.post("/v1/events", edges)
+    assert r.status_code == 200 and r.json()["popularity"]["counted_at"] == "9999-12-31T23:59:59Z", r.text
 
 
 # ----------------------------------------------------------------------------- Redis: shared counts
@@ -624,4 +647,310 @@ def test_a_redis_read_of_many_news_is_the_in_process_one(pop_run: dict[str, Path
         few = RunningCounts(memory.spec, shared).read(news)  # HMGET below the threshold: the same
         np.testing.assert_array_equal(few.features, want.features[: len(news)])
     finally:
+        redis.stop()
+
+
+# ----------------------------------------------------------------------------- fuzzing the counts
+
+# Examples per generation mode (positive, negative): bounded and derandomized, ~8 s a server.
+# /v1/recommend is fuzzed here for its reading of the counts (test_serve_robust fuzzes the rest).
+FUZZ_EXAMPLES = {"/v1/events": 25, "/v1/recommend": 10}
+# Times a client's clock or a bad parser really sends: offsets at the ends of the calendar, before
+# 1970 (the counters' "no event" is second -1), the last second there is, and fractions of one.
+HOSTILE_TIMES = (
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "1969-12-31T23:59:59Z",
+    "1900-01-01T00:00:00Z",
+    "0001-01-01",
+    "9999-12-31T23:59:59Z",
+    "1970-01-01T00:00:00Z",
+    "2019-11-15T08:00:00.999999+14:00",
+    "9999-12-31T23:59:58Z",
+)
+
+
+class Counts:
+    """The raw sums a server holds (its state folder's npz, or its Redis hashes) and its clock."""
+
+    def __init__(self, export: Path, state: Path | None = None, redis_url: str | None = None) -> None:
+        self.export, self.state, self.redis_url = export, state, redis_url
+
+    def read(self) -> tuple[dict[str, tuple[float, float, int, int]], tuple[int, int]]:
+        from newsrec_cli.mind.running_counts import MemorySums
+
+        if self.redis_url is None:
+            assert self.state is not None
+            saved = self.state / "popularity.npz"
+            sums = MemorySums.load(saved if saved.exists() else self.export / "popularity.npz")
+            n = len(sums.index)
+            rows = zip(sums.clicks[:n], sums.shows[:n], sums.ref[:n], sums.first[:n], strict=True)
+            return dict(zip(sums.index, map(tuple, rows), strict=True)), (sums.latest, sums.impressions)
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url)
+        (clock,) = client.keys("newsrec:popularity:*:clock")
+        prefix = clock.decode()[: -len("clock")]
+        columns = [client.hgetall(prefix + name) for name in ("clicks", "shows", "ref", "first")]
+        keys = sorted(k.decode() for k in columns[0])
+        clock_values = client.hgetall(clock)
+        sums = {
+            k: (
+                float(columns[0][k.encode()]),
+                float(columns[1][k.encode()]),
+                int(columns[2][k.encode()]),
+                int(columns[3][k.encode()]),
+            )
+            for k in keys
+        }
+        return sums, (int(clock_values[b"latest"]), int(clock_values[b"impressions"]))
+
+
+def _utc_second(text: str) -> int:
+    """The UTC second of an event time, read as the server reads it."""
+    from pydantic import TypeAdapter
+
+    from newsrec_cli.serve.app import Published
+
+    when = TypeAdapter(Published).validate_python(text)
+    return int(np.datetime64(when.replace(tzinfo=None), "s").astype(np.int64))
+
+
+class EventsModel:
+    """What the counts must be after each POST /v1/events: a rejected body changes nothing; an
+    accepted one adds its impressions, moves the clock to its latest time, and every news shown
+    is counted (finite sums, seen from its earliest time on)."""
+
+    def __init__(self, server, counts: Counts, known: list[str]) -> None:  # type: ignore[no-untyped-def]
+        import httpx
+
+        self.server, self.counts = server, counts
+        self.client = httpx.Client(base_url=server.url, timeout=60)  # one connection: ~1 ms a request
+        self.probe = {"history": known[:3], "candidates": known[3:23], "k": 20}
+        self.before = self.snapshot()
+        _, (self.latest, self.events) = self.before[1]
+        self.training_end = self.before[0]["popularity"]["training_end"]
+        self.statuses: list[int] = []
+
+    def snapshot(self):  # type: ignore[no-untyped-def]
+        r = self.client.post("/v1/recommend", json=self.probe)
+        assert r.status_code == 200, r.text
+        return r.json() | {"cached_user": None}, self.counts.read()
+
+    def check(self, body: object, response) -> None:  # type: ignore[no-untyped-def]
+        self.statuses.append(response.status_code)
+        assert response.status_code < 500, (response.status_code, response.text[:300])
+        after = self.snapshot()
+        if response.status_code >= 400:
+            assert after == self.before, f"a rejected body changed the counts: {str(body)[:300]}"
+            return
+        assert response.status_code == 200
+        assert isinstance(body, dict)
+        impressions = body["impressions"]
+        seconds = [_utc_second(imp["time"]) for imp in impressions]
+        assert min(seconds) >= 0, f"accepted a time before 1970: {impressions[seconds.index(min(seconds))]}"
+        self.events += len(impressions)
+        self.latest = max(self.latest, *seconds)
+        sums, clock = after[1]
+        assert clock == (self.latest, self.events)
+        for key, (clicks, shows, ref, first) in sums.items():
+            assert np.isfinite([clicks, shows]).all() and 0 <= clicks <= shows + 1e-9, key
+            assert ref >= first, key
+        for imp, second in zip(impressions, seconds, strict=True):
+            for news in imp["shown"]:
+                assert 0 <= sums[news][3] <= second, (news, imp["time"], sums[news])
+        self.check_freshness(response.json()["popularity"])
+        self.check_freshness(after[0]["popularity"])
+        self.before = after
+
+    def check_freshness(self, block: dict) -> None:
+        from datetime import datetime
+
+        counted = datetime.fromisoformat(block["counted_at"])  # a time a client can read
+        assert block["latest_event"] == str(np.datetime64(self.latest, "s")) + "Z", block
+        assert _utc_second(block["counted_at"]) == self.latest + 1 and counted.tzinfo is not None
+        assert block["events"] == self.events and block["training_end"] == self.training_end
+
+
+def _known_ids(export: Path) -> list[str]:
+    from newsrec_cli.mind.running_counts import GLOBAL_KEY, MemorySums
+
+    return sorted(k for k in MemorySums.load(export / "popularity.npz").index if k != GLOBAL_KEY)
+
+
+def _hostile_events(known: list[str]) -> list[tuple[bytes, bool]]:
+    """(raw body, accepted?) of what clients really send to POST /v1/events."""
+    a, b, c = known[:3]
+
+    def body(*impressions: dict) -> bytes:
+        return json.dumps({"impressions": list(impressions)}).encode()
+
+    ok = {"time": "2019-11-15T08:00:00Z", "shown": [a, b], "clicked": [a]}
+    raw = [
+        (body(ok), True),
+        (body(*[ok] * 200), True),  # the same impression again and again: each counts
+        (body(*[ok | {"shown": known[:100], "clicked": known[:7]}] * 50), True),
+        (body(ok | {"time": "2019-11-15T08:00:00.5-05:00"}), True),
+        (body(ok, ok | {"shown": [a, "N-never-seen"]}), False),  # one unknown: none is applied
+        (body(ok, ok | {"shown": [a, a]}), False),  # shown twice
+        (body(ok, ok | {"clicked": [c]}), False),  # clicked, never shown
+        (body(*[ok] * 1001), False),
+        (body(ok | {"shown": [a] * 1001}), False),
+        (body(ok | {"time": 1573804800}), False),
+        (body(ok | {"time": "2019-02-30T00:00:00Z"}), False),
+        (body(ok | {"time": ""}), False),
+        (body(), False),
+        (
+            b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["'
+            + a.encode()
+            + b'"], "clicked": NaN}]}',
+            False,
+        ),
+        (b'{"impressions": [{"time": Infinity, "shown": ["' + a.encode() + b'"]}]}', False),
+        (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": [-Infinity]}]}', False),
+        (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["\\ud800"]}]}', False),
+        (
+            b'{"impressions": [{"time": "2019-11-15T08:00:00\\udfffZ", "shown": ["' + a.encode() + b'"]}]}',
+            False,
+        ),
+        (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["a\\ud83d"]}]}', False),
+        (b'{"impressions": [1e999]}', False),
+        (b'{"impressions": ' + b"[" * 5000 + b"]" * 5000 + b"}", False),
+        (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["\xff"]}]}', False),
+        (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["' + a.encode() + b'"]', False),
+    ]
+    for when in HOSTILE_TIMES:
+        accepted = 0 <= _utc_second_or(when, -1) <= _utc_second("9999-12-31T23:59:58")
+        raw.append((body(ok | {"time": when}), accepted))
+    return raw
+
+
+def _utc_second_or(text: str, default: int) -> int:
+    try:
+        return _utc_second(text)
+    except (OverflowError, ValueError):
+        return default
+
+
+def _fuzz_events(server, counts: Counts, export: Path) -> None:  # type: ignore[no-untyped-def]
+    """schemathesis (positive and negative bodies, every response checked against the schema) on
+    /v1/events and /v1/recommend, half of the event bodies rewritten to known news so that they
+    count, then hostile raw bodies; the counts follow `EventsModel` throughout, and a valid
+    recommend afterwards has finite scores and the right freshness."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    known = _known_ids(export)
+    model = EventsModel(server, counts, known)
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+
+    zones = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=9, minutes=30))])
+    recent = st.datetimes(datetime(1970, 1, 2), datetime(2100, 1, 1), timezones=zones)
+
+    seen = [0]
+    failures: list[Exception] = []
+
+    def counted(case, data) -> None:  # type: ignore[no-untyped-def]
+        """3 in 4 events bodies: their news replaced by known ones (each once), clicks among them;
+        every other one of those with times since 1970 (schemathesis' span years 1 to 9999), so
+        that a fixed share of the bodies counts: what schemathesis generates for a given seed
+        still varies with what ran before in the process (an xdist worker's other files)."""
+        body = case.body
+        if not (isinstance(body, dict) and isinstance(body.get("impressions"), list)):
+            return
+        seen[0] += 1  # decides what is used of the draws below, which are the same for every case
+        for imp in body["impressions"]:
+            if isinstance(imp, dict) and isinstance(imp.get("shown"), list) and imp["shown"]:
+                shown = data.draw(st.lists(st.sampled_from(known), min_size=1, max_size=8, unique=True))
+                clicked = data.draw(st.lists(st.sampled_from(shown), max_size=3, unique=True))
+                when = data.draw(recent).isoformat()
+                if seen[0] % 4 == 0:
+                    continue
+                imp["shown"] = shown
+                if isinstance(imp.get("clicked"), list):
+                    imp["clicked"] = clicked
+                if seen[0] % 2 == 1 and isinstance(imp.get("time"), str):
+                    imp["time"] = when
+
+    def fuzz(path: str, mode: GenerationMode) -> None:
+        events = path == "/v1/events"
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES[path],
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+            phases=[Phase.generate],  # the counts carry over: a failure is shown, not shrunk
+            report_multiple_bugs=False,
+        )
+        @given(case=schema[path]["POST"].as_strategy(generation_mode=mode), data=st.data())
+        def run(case, data) -> None:  # type: ignore[no-untyped-def]
+            if events:
+                counted(case, data)
+            if failures:  # hypothesis replays a failing case: the counts moved on, show the first error
+                raise failures[0]
+            try:
+                response = case.call(base_url=server.url, timeout=30)
+                case.validate_response(response, checks=checks)
+                if events:
+                    model.check(case.body, response)
+            except Exception as exc:
+                failures.append(exc)
+                raise
+
+        run()
+
+    for path in FUZZ_EXAMPLES:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz(path, mode)
+    assert model.statuses.count(200) >= 10, model.statuses  # bodies that counted, not only refusals
+    for raw, accepted in _hostile_events(known):
+        r = model.client.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+        assert (r.status_code == 200) == accepted, (raw[:200], r.status_code, r.text[:300])
+        model.check(json.loads(raw) if accepted else raw, r)
+    assert sum(400 <= s < 500 for s in model.statuses) >= 40
+    # afterwards: a valid recommend, ranked and retrieved, with finite scores and the right clock
+    for body in (model.probe, {"history": known[:3], "k": 10}):
+        r = server.post("/v1/recommend", body)
+        assert r.status_code == 200, r.text
+        scores = [item["score"] for item in r.json()["items"]]
+        assert len(scores) == body["k"] and np.isfinite(scores).all()
+        model.check_freshness(r.json()["popularity"])
+    model.client.close()
+
+
+def test_fuzzed_events_keep_the_counts_in_process(pop_run: dict[str, Path], pop_server) -> None:  # type: ignore[no-untyped-def]
+    """Runs after the tests above: it leaves the server's clock wherever the fuzzing took it."""
+    _fuzz_events(pop_server, Counts(pop_run["export"], state=pop_server.state), pop_run["export"])
+
+
+def test_fuzzed_events_keep_the_counts_in_redis(pop_run: dict[str, Path], tmp_path: Path) -> None:
+    from serve_helpers import Redis, Server
+
+    redis = Redis()
+    server = None
+    try:
+        args = ["--backend", "onnx", "--redis-url", redis.url, "--state-dir", str(tmp_path), "--no-ui"]
+        server = Server(pop_run["export"], *args, log=tmp_path / "serve.log")
+        _fuzz_events(server, Counts(pop_run["export"], redis_url=redis.url), pop_run["export"])
+    finally:
+        if server is not None:
+            server.stop()
         redis.stop()

@@ -29,7 +29,7 @@ import torch
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
-from serve_helpers import Server, free_port  # noqa: E402
+from serve_helpers import Server, port_in_log  # noqa: E402
 from train_helpers import hashing_store, invoke, synth  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -129,6 +129,12 @@ def test_schema_matches_the_service(server: Server, robust_run: tuple[Path, Path
         assert r.status_code == 422 and "ISO 8601" in r.text, bad
         r = server.post("/v1/recommend", {"history": [], "since": bad})
         assert r.status_code == 422, bad
+    # An offset that takes the time out of years 1-9999 in UTC: a 422 with the reason, not a 500.
+    for bad in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        r = server.post("/v1/news", {"news": [{"news_id": "T0", "title": "t", "published": bad}]})
+        assert r.status_code == 422 and "outside the years 1 to 9999" in r.text, (bad, r.text)
+        r = server.post("/v1/recommend", {"history": [], "since": bad})
+        assert r.status_code == 422 and "outside the years 1 to 9999" in r.text, (bad, r.text)
     # Strict types, as the schema says: "3" is no integer, "false" no boolean.
     assert server.post("/v1/recommend", {"history": [], "k": "3"}).status_code == 422
     assert server.post("/v1/recommend", {"history": [], "strict": "false"}).status_code == 422
@@ -371,7 +377,7 @@ def test_a_model_that_cannot_load_exits_with_the_reason(
             return (print, ("this checkpoint ran code",))
 
     torch.save({"model": Evil()}, tampered / "model.pt")
-    proc = _serve(tampered, "--port", str(free_port()), "--state-dir", str(tmp_path / "state"))
+    proc = _serve(tampered, "--port", "0", "--state-dir", str(tmp_path / "state"))
     try:
         out, err = proc.communicate(timeout=120)
     finally:
@@ -383,29 +389,28 @@ def test_a_model_that_cannot_load_exits_with_the_reason(
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "model.pt" in lines[-1] and "refused" in lines[-1], err
 
-    port = free_port()
     config = ServeConfig(source=str(tampered), state_dir=str(tmp_path / "state2"), ui=False)
     env = {**os.environ, CONFIG_ENV: config.to_json(), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "uvicorn", "newsrec_cli.serve.app:app_from_env", "--factory"]
-    uvicorn = subprocess.Popen(
-        [*cmd, "--port", str(port), "--log-level", "critical"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "uvicorn.log"
+    with log.open("w") as out:  # uvicorn binds a free port (--port 0) and names it at level info
+        uvicorn = subprocess.Popen(
+            [*cmd, "--port", "0", "--log-level", "info"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
-        ready = None
+        ready = port = None
         while time.monotonic() < deadline:
+            port = port or port_in_log(log, 0, re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)"))
             with contextlib.suppress(httpx.HTTPError):  # not listening yet
-                ready = httpx.get(f"{url}/readyz", timeout=2).json()
-                if ready["status"] != "loading":
-                    break
+                if port is not None:
+                    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()
+                    if ready["status"] != "loading":
+                        break
             time.sleep(0.2)
         assert ready is not None and ready["status"] == "failed" and "model.pt" in ready["error"]
         for _ in range(3):
-            health = httpx.get(f"{url}/healthz", timeout=2)
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
             assert health.status_code == 503 and health.json()["status"] == "failed"
             assert "refused" in health.json()["error"]
     finally:

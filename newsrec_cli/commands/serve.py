@@ -127,7 +127,12 @@ def serve_command(
         ),
     ],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1, max=65535)] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", help="Port to listen on; 0: a free one, named in the serving line.", min=0, max=65535
+        ),
+    ] = 8000,
     backend: Annotated[
         str,
         typer.Option(
@@ -238,6 +243,7 @@ def serve_command(
         run_store=str(run_embeddings.resolve()) if run_embeddings else None,
     )
     sock = _listen(host, port)
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
     if workers > 1:
         # Each worker loads its own copy; one load here first, so a model that cannot load is
         # one line and an exit, not workers restarted for ever.

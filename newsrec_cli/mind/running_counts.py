@@ -35,6 +35,11 @@ from newsrec_cli.mind.popularity import GLOBAL, PopularityCounts, assemble_featu
 GLOBAL_KEY = ""  # the whole stream's sums (no news ID is empty)
 FORMAT = "newsrec-popularity-counts"
 NO_EVENT = -1  # `latest` and `first` where there is none
+# The event seconds the counts hold: from the Unix epoch (NO_EVENT is second -1, and a news counts
+# as seen from a first event at a second >= 0) to the calendar's last second but one, so that the
+# clock (one second after the latest event) is still a time a client can read.
+FIRST_SECOND = 0
+LAST_SECOND = int(np.datetime64("9999-12-31T23:59:58", "s").astype(np.int64))
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class ImpressionIn(BaseModel):
 
     time: Published = Field(
         description="ISO 8601 time the impression was shown; an offset is applied, a naive time is "
-        "read as UTC (as MIND's times are)."
+        "read as UTC (as MIND's times are). From 1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z."
     )
     shown: list[EventNewsId] = Field(
         min_length=1, max_length=MAX_CANDIDATES, description="News IDs shown, each once."

@@ -27,7 +27,7 @@ import numpy as np
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Vocab
-from newsrec_cli.mind.running_counts import RunningCounts
+from newsrec_cli.mind.running_counts import FIRST_SECOND, LAST_SECOND, RunningCounts
 from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
@@ -618,6 +618,12 @@ class Engine:
                     422, f"impressions[{i}].clicked has news that were not shown: {', '.join(stray)}"
                 )
             second = int(utc_seconds(when).astype(np.int64))
+            if not FIRST_SECOND <= second <= LAST_SECOND:
+                raise RequestError(
+                    422,
+                    f"impressions[{i}].time {when.isoformat()}: the counts take times from "
+                    "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z",
+                )
             picked = set(clicked)
             news += shown
             seconds += [second] * len(shown)

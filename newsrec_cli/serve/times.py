@@ -23,7 +23,12 @@ def as_utc(value: date | datetime) -> datetime:
     """`value` as an aware UTC datetime (naive: read as UTC; a date: its 00:00 UTC)."""
     if not isinstance(value, datetime):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC: a 422, not a 500
+        raise ValueError("out of range: in UTC it falls outside the years 1 to 9999") from None
 
 
 def utc_seconds(value: str | date | datetime | None) -> np.datetime64:

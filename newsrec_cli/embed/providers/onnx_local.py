@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from newsrec_cli import atomic
 from newsrec_cli.embed.providers.base import (
@@ -39,6 +40,7 @@ from newsrec_cli.errors import InputError
 
 EXPORT_VERSION = 1  # bump when the exported graph or the quantisation changes
 OPSET = 17
+EXPORT_LOCK = ".export.lock"  # in the cache folder: one process checks and exports at a time
 INSTALL_HINT = "pip install 'newsrec-cli[local]' (onnxruntime and onnx)"
 SUPPORTED = {
     "sentence_transformers.models.Transformer",
@@ -109,23 +111,28 @@ def cache_dir(folder: Path) -> Path:
 
 
 def exported_model(folder: Path, *, int8: bool) -> Path:
-    """The ONNX file of `folder` (int8 or float), exported and cached on first use."""
+    """The ONNX file of `folder` (int8 or float), exported and cached on first use.
+
+    One process at a time checks and makes the cache (a file lock in it): another one that found
+    it stale too would otherwise delete the files this one had just made, before this one opened
+    them (two embeds at once, or test workers, on a fresh install)."""
     pooling, _, _ = model_structure(folder)
     target = cache_dir(folder)
     manifest_path = target / "manifest.json"
     expected = {"source": source_fingerprint(folder), "export_version": EXPORT_VERSION, "pooling": pooling}
-    manifest: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     fp32, quantized = target / "model.onnx", target / "model-int8.onnx"
-    stale = {k: manifest.get(k) for k in expected} != expected
-    if stale or not fp32.is_file():
-        for path in (fp32, quantized):
-            path.unlink(missing_ok=True)
-        _export(folder, fp32, pooling)
-        _write_json(manifest_path, expected)
-    if int8 and not quantized.is_file():
-        _quantize(fp32, quantized)
+    with FileLock(target / EXPORT_LOCK):
+        manifest: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        stale = {k: manifest.get(k) for k in expected} != expected
+        if stale or not fp32.is_file():
+            for path in (fp32, quantized):
+                path.unlink(missing_ok=True)
+            _export(folder, fp32, pooling)
+            _write_json(manifest_path, expected)
+        if int8 and not quantized.is_file():
+            _quantize(fp32, quantized)
     return quantized if int8 else fp32
 
 
