@@ -9,6 +9,7 @@ hostile bodies) with the server's raw counts read back after every request.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC
 from pathlib import Path
 
@@ -347,6 +348,8 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
         "before 1970": {"impressions": [ok, ok | {"time": "1969-12-31T23:59:59Z"}]},
         "long before 1970": {"impressions": [ok | {"time": "1900-01-01T00:00:00Z"}]},
         "the calendar's last second": {"impressions": [ok | {"time": "9999-12-31T23:59:59Z"}]},
+        # ahead of the server's clock (without --future-events): the counts' clock would stay there
+        "ahead of the clock": {"impressions": [ok, ok | {"time": "2999-01-01T00:00:00Z"}]},
     }
     clock = pop_server.post("/v1/events", {"impressions": [ok]}).json()["popularity"]
     for name, body in bad.items():
@@ -357,6 +360,8 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
         assert "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z" in r.json()["detail"][0]["msg"], r.text
     r = pop_server.post("/v1/events", {"impressions": [ok | {"time": "0001-01-01T00:00:00+01:00"}]})
     assert "outside the years 1 to 9999" in r.json()["detail"][0]["msg"], r.text
+    r = pop_server.post("/v1/events", {"impressions": [ok | {"time": "9999-12-31T23:59:58Z"}]})
+    assert "ahead of this server's clock" in r.json()["detail"][0]["msg"], r.text
     assert (
         pop_server.post("/v1/events", {"impressions": [ok]}).json()["popularity"]["events"]
         == clock["events"] + 1
@@ -372,15 +377,14 @@ def test_bad_events_are_4xx(pop_run: dict[str, Path], pop_server) -> None:  # ty
     unknown = pop_server.post("/v1/events", bad["unknown news"]).json()
     assert unknown["detail"][0]["ctx"]["unknown"] == ["N-nope"]
     # a naive time is read as UTC: the same second as with Z
-    before = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2030-01-01T00:00:00"}]}).json()
-    after = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2030-01-01T00:00:00Z"}]}).json()
+    before = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2026-01-01T00:00:00"}]}).json()
+    after = pop_server.post("/v1/events", {"impressions": [ok | {"time": "2026-01-01T00:00:00Z"}]}).json()
     assert (
-        before["popularity"]["latest_event"] == after["popularity"]["latest_event"] == "2030-01-01T00:00:00Z"
+        before["popularity"]["latest_event"] == after["popularity"]["latest_event"] == "2026-01-01T00:00:00Z"
     )
-    # the first and the last second the counts take (last: it leaves the clock at the calendar's end)
-    edges = {"impressions": [ok | {"time": "1970-01-01T00:00:00Z"}, ok | {"time": "9999-12-31T23:59:58Z"}]}
-    r = pop_server.post("/v1/events", edges)
-    assert r.status_code == 200 and r.json()["popularity"]["counted_at"] == "9999-12-31T23:59:59Z", r.text
+    # the first second the counts take (the last, with --future-events: the Redis fuzzing below)
+    r = pop_server.post("/v1/events", {"impressions": [ok | {"time": "1970-01-01T00:00:00Z"}]})
+    assert r.status_code == 200 and r.json()["popularity"]["counted_at"] == "2026-01-01T00:00:01Z", r.text
 
 
 # ----------------------------------------------------------------------------- Redis: shared counts
@@ -778,8 +782,9 @@ def _known_ids(export: Path) -> list[str]:
     return sorted(k for k in MemorySums.load(export / "popularity.npz").index if k != GLOBAL_KEY)
 
 
-def _hostile_events(known: list[str]) -> list[tuple[bytes, bool]]:
-    """(raw body, accepted?) of what clients really send to POST /v1/events."""
+def _hostile_events(known: list[str], horizon: int) -> list[tuple[bytes, bool]]:
+    """(raw body, accepted?) of what clients really send to POST /v1/events, to a server that
+    takes times up to the second `horizon`."""
     a, b, c = known[:3]
 
     def body(*impressions: dict) -> bytes:
@@ -820,7 +825,7 @@ def _hostile_events(known: list[str]) -> list[tuple[bytes, bool]]:
         (b'{"impressions": [{"time": "2019-11-15T08:00:00Z", "shown": ["' + a.encode() + b'"]', False),
     ]
     for when in HOSTILE_TIMES:
-        accepted = 0 <= _utc_second_or(when, -1) <= _utc_second("9999-12-31T23:59:58")
+        accepted = 0 <= _utc_second_or(when, -1) <= horizon
         raw.append((body(ok | {"time": when}), accepted))
     return raw
 
@@ -832,7 +837,7 @@ def _utc_second_or(text: str, default: int) -> int:
         return default
 
 
-def _fuzz_events(server, counts: Counts, export: Path) -> None:  # type: ignore[no-untyped-def]
+def _fuzz_events(server, counts: Counts, export: Path, future: bool = False) -> None:  # type: ignore[no-untyped-def]
     """schemathesis (positive and negative bodies, every response checked against the schema) on
     /v1/events and /v1/recommend, half of the event bodies rewritten to known news so that they
     count, then hostile raw bodies; the counts follow `EventsModel` throughout, and a valid
@@ -850,6 +855,9 @@ def _fuzz_events(server, counts: Counts, export: Path) -> None:  # type: ignore[
         status_code_conformance,
     )
 
+    from newsrec_cli.mind.running_counts import LAST_SECOND
+    from newsrec_cli.serve.engine import FUTURE_TOLERANCE
+
     known = _known_ids(export)
     model = EventsModel(server, counts, known)
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
@@ -861,7 +869,8 @@ def _fuzz_events(server, counts: Counts, export: Path) -> None:  # type: ignore[
     ]
 
     zones = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=9, minutes=30))])
-    recent = st.datetimes(datetime(1970, 1, 2), datetime(2100, 1, 1), timezones=zones)
+    # without --future-events a time ahead of the server's clock is refused: most of them count
+    recent = st.datetimes(datetime(1970, 1, 2), datetime(2100 if future else 2026, 1, 1), timezones=zones)
 
     seen = [0]
     failures: list[Exception] = []
@@ -921,7 +930,8 @@ def _fuzz_events(server, counts: Counts, export: Path) -> None:  # type: ignore[
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(path, mode)
     assert model.statuses.count(200) >= 10, model.statuses  # bodies that counted, not only refusals
-    for raw, accepted in _hostile_events(known):
+    horizon = LAST_SECOND if future else int(time.time()) + FUTURE_TOLERANCE
+    for raw, accepted in _hostile_events(known, horizon):
         r = model.client.post("/v1/events", content=raw, headers={"content-type": "application/json"})
         assert (r.status_code == 200) == accepted, (raw[:200], r.status_code, r.text[:300])
         model.check(json.loads(raw) if accepted else raw, r)
@@ -948,8 +958,8 @@ def test_fuzzed_events_keep_the_counts_in_redis(pop_run: dict[str, Path], tmp_pa
     server = None
     try:
         args = ["--backend", "onnx", "--redis-url", redis.url, "--state-dir", str(tmp_path), "--no-ui"]
-        server = Server(pop_run["export"], *args, log=tmp_path / "serve.log")
-        _fuzz_events(server, Counts(pop_run["export"], redis_url=redis.url), pop_run["export"])
+        server = Server(pop_run["export"], *args, "--future-events", log=tmp_path / "serve.log")
+        _fuzz_events(server, Counts(pop_run["export"], redis_url=redis.url), pop_run["export"], future=True)
     finally:
         if server is not None:
             server.stop()

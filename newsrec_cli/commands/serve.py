@@ -166,6 +166,15 @@ def serve_command(
             "--batch/--no-batch", help="Concurrent retrievals share one pass over the news (exact search)."
         ),
     ] = True,
+    future_events: Annotated[
+        bool,
+        typer.Option(
+            "--future-events",
+            help="POST /v1/events takes times ahead of this machine's clock (a simulated stream). "
+            "By default a time over 5 minutes ahead is refused: it would move the popularity "
+            "counts' clock there for good.",
+        ),
+    ] = False,
     state_dir: Annotated[
         Path | None, typer.Option("--state-dir", help="Where ingested news persist (default: SOURCE/served).")
     ] = None,
@@ -237,6 +246,7 @@ def serve_command(
         cache_ttl=cache_ttl,
         cache_size=cache_size,
         batch=batch,
+        future_events=future_events,
         ui=ui,
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,

@@ -43,6 +43,9 @@ MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refuse
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
+# POST /v1/events refuses times further ahead of the server's clock than this (clock skew), unless
+# --future-events: one far-future event would move the counts' clock there for good.
+FUTURE_TOLERANCE = 300
 
 
 class Search(NamedTuple):
@@ -88,6 +91,7 @@ class ServeConfig:
     cache_ttl: int = 3600
     cache_size: int = 10_000
     batch: bool = True  # concurrent exact retrievals share one matrix product (batch.py)
+    future_events: bool = False  # accept events dated ahead of this machine's clock (simulations)
     ui: bool = True  # the web page at /ui
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
@@ -609,6 +613,7 @@ class Engine:
         news: list[str] = []
         seconds: list[int] = []
         clicks: list[int] = []
+        horizon = LAST_SECOND if self.config.future_events else int(time.time()) + FUTURE_TOLERANCE
         for i, (when, shown, clicked) in enumerate(impressions):
             if len(set(shown)) != len(shown):
                 raise RequestError(422, f"impressions[{i}].shown lists a news twice")
@@ -623,6 +628,14 @@ class Engine:
                     422,
                     f"impressions[{i}].time {when.isoformat()}: the counts take times from "
                     "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z",
+                )
+            if second > horizon:
+                raise RequestError(
+                    422,
+                    f"impressions[{i}].time {when.isoformat()} is ahead of this server's clock "
+                    f"({np.datetime64(horizon - FUTURE_TOLERANCE, 's')}Z): the counts' clock would move "
+                    "there for good and every count decay to nothing (serve --future-events takes a "
+                    "simulated stream dated ahead)",
                 )
             picked = set(clicked)
             news += shown
