@@ -294,13 +294,19 @@ def _wrappers(model: Any) -> dict[str, Any]:
         def forward(self, *args):  # type: ignore[no-untyped-def]
             return encode_news_with(self.model, dict(zip(self.names, args, strict=True)))
 
-    class UserGraph(nn.Module):
-        def __init__(self) -> None:
+    class MethodGraph(nn.Module):
+        """One method of the model (a dotted path: `popularity.news_term`) as a graph to trace."""
+
+        def __init__(self, path: str) -> None:
             super().__init__()
             self.model = model
+            self.path = path
 
-        def forward(self, clicked, mask, users):  # type: ignore[no-untyped-def]
-            return self.model.encode_user_state(clicked, mask, users)
+        def forward(self, *args):  # type: ignore[no-untyped-def]
+            fn: Any = self.model
+            for name in self.path.split("."):
+                fn = getattr(fn, name)
+            return fn(*args)
 
     class ScoreGraph(nn.Module):
         def __init__(self) -> None:
@@ -316,47 +322,15 @@ def _wrappers(model: Any) -> dict[str, Any]:
                 self.model, logits, {"popularity": features, "history_length": history_length}
             )
 
-    class KeysGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, vectors):  # type: ignore[no-untyped-def]
-            return self.model.score_keys(vectors)
-
-    class QueriesGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, user_state):  # type: ignore[no-untyped-def]
-            return self.model.score_queries(user_state)
-
-    class PopularityKeysGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = model.popularity
-
-        def forward(self, features):  # type: ignore[no-untyped-def]
-            return self.head.news_term(features)
-
-    class PopularityQueriesGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = model.popularity
-
-        def forward(self, history_length):  # type: ignore[no-untyped-def]
-            return self.head.user_weight(history_length)
-
     with_popularity = getattr(model, "popularity", None) is not None
     return {
         "news": NewsGraph,
-        "user": UserGraph(),
+        "user": MethodGraph("encode_user_state"),
         "score": ScoreGraph(),
-        "keys": KeysGraph(),
-        "queries": QueriesGraph(),
-        "popularity_keys": PopularityKeysGraph() if with_popularity else None,
-        "popularity_queries": PopularityQueriesGraph() if with_popularity else None,
+        "keys": MethodGraph("score_keys"),
+        "queries": MethodGraph("score_queries"),
+        "popularity_keys": MethodGraph("popularity.news_term") if with_popularity else None,
+        "popularity_queries": MethodGraph("popularity.user_weight") if with_popularity else None,
         "with_text": with_text,
     }
 
