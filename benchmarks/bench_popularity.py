@@ -21,8 +21,13 @@ from variant_runs import METRICS, delta_auc, mean_cells, trained_runs, variant_p
 
 VARIANTS: dict[str, dict[str, object]] = {
     "defaults": {},
-    "popularity gate, chosen offline": {"use_popularity": True},
-    "popularity gate, chosen by replay": {"use_popularity": True, "valid_protocol": "replay"},
+    # the head named: the default head is ctr since it chose better on mind_recon_dev
+    "popularity gate, chosen offline": {"use_popularity": True, "popularity_head": "gate"},
+    "popularity gate, chosen by replay": {
+        "use_popularity": True,
+        "popularity_head": "gate",
+        "valid_protocol": "replay",
+    },
     "popularity ctr, chosen by replay": {
         "use_popularity": True,
         "popularity_head": "ctr",
