@@ -71,11 +71,6 @@ class Batch:
 class SumStore(Protocol):
     def add(self, batch: Batch) -> None: ...
 
-    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Clicks and shows (float64) as of each key's reference second, the reference and first
-        event seconds (int64, NO_EVENT where none)."""
-        ...
-
     def clock(self) -> tuple[int, int]:
         """(latest event second or NO_EVENT, impressions applied)."""
         ...
@@ -83,7 +78,9 @@ class SumStore(Protocol):
     def read(
         self, keys: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
-        """`get` and `clock` as one consistent snapshot (no batch applied between the two)."""
+        """The keys' clicks and shows (float64) as of each key's reference second, the reference
+        and first event seconds (int64, NO_EVENT where none), and `clock()`, in one consistent
+        snapshot (no batch applied between the two)."""
         ...
 
 
@@ -142,7 +139,8 @@ class RunningCounts:
     def features(self, news: list[str], at: int | None = None) -> np.ndarray:
         """Features float32 [N, F] of news IDs at second `at` (default `now()`)."""
         at = self.now() if at is None else int(at)
-        return self._assemble(news, self.store.get([*news, GLOBAL_KEY]), at)
+        sums, _ = self.store.read([*news, GLOBAL_KEY])
+        return self._assemble(news, sums, at)
 
     def read(self, news: list[str]) -> Reading:
         """Features of news IDs at `now()`, sums and clock from one snapshot of the store: the
@@ -239,24 +237,6 @@ class MemorySums:
             if self.path is not None:
                 self._save(self.path)
 
-    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        with self.lock:
-            return self._get(keys)
-
-    def _get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
-        known = rows >= 0
-        if not len(self.clicks):
-            none = np.full(len(keys), NO_EVENT, np.int64)
-            return np.zeros(len(keys)), np.zeros(len(keys)), none, none
-        safe = np.where(known, rows, 0)
-        return (
-            np.where(known, self.clicks[safe], 0.0),
-            np.where(known, self.shows[safe], 0.0),
-            np.where(known, self.ref[safe], NO_EVENT),
-            np.where(known, self.first[safe], NO_EVENT),
-        )
-
     def clock(self) -> tuple[int, int]:
         with self.lock:
             return self.latest, self.impressions
@@ -265,7 +245,20 @@ class MemorySums:
         self, keys: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
         with self.lock:
-            return self._get(keys), (self.latest, self.impressions)
+            clock = (self.latest, self.impressions)
+            if not len(self.clicks):
+                none = np.full(len(keys), NO_EVENT, np.int64)
+                return (np.zeros(len(keys)), np.zeros(len(keys)), none, none), clock
+            rows = np.asarray([self.index.get(k, -1) for k in keys], np.int64)
+            known = rows >= 0
+            safe = np.where(known, rows, 0)
+            sums = (
+                np.where(known, self.clicks[safe], 0.0),
+                np.where(known, self.shows[safe], 0.0),
+                np.where(known, self.ref[safe], NO_EVENT),
+                np.where(known, self.first[safe], NO_EVENT),
+            )
+            return sums, clock
 
     # ------------------------------------------------------------------ files
 

@@ -85,17 +85,6 @@ class RedisSums:
         except redis.RedisError:
             raise RequestError(503, UNREACHABLE) from None
 
-    def get(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        import redis
-
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            for key in self.hashes:
-                pipe.hmget(key, keys)
-            return _columns(pipe.execute())
-        except redis.RedisError:
-            raise RequestError(503, UNREACHABLE) from None
-
     def read(
         self, keys: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
