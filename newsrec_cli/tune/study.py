@@ -18,7 +18,6 @@ none twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import multiprocessing
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
@@ -174,29 +175,31 @@ def load_study(setup: TuneSetup, offset: int = 0, storage: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def study_lock(out: Path) -> Iterator[StudyLock]:
+def study_lock(out: Path, timeout: float = -1) -> Iterator[StudyLock]:
     """One worker at a time counts trials and asks for the next one (no overshoot of --trials);
-    the holder may release it early (`StudyLock.release`: once its trial is asked)."""
+    the holder may release it early (`StudyLock.release`: once its trial is asked). It waits
+    `timeout` seconds at most (-1: for ever), then raises filelock.Timeout."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+") as handle:
-        lock = StudyLock(handle)
-        try:
-            yield lock
-        finally:
-            lock.release()
+    lock = StudyLock(out / LOCK, timeout)
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 class StudyLock:
-    """The file lock of `study_lock`, held from its start."""
+    """The file lock of `study_lock`, held from its start. filelock's (an OS lock on the file, which
+    the kernel drops when its process dies), one instance per holder: two holders exclude each other
+    whether they are processes or threads of one."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    def __init__(self, path: Path, timeout: float = -1) -> None:
+        self._lock = FileLock(path, timeout=timeout)
+        self._lock.acquire()
         self.held = True
 
     def release(self) -> None:
         if self.held:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self._lock.release()
             self.held = False
 
 
