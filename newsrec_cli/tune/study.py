@@ -35,8 +35,10 @@ from filelock import FileLock
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.manifests import read_manifest
-from newsrec_cli.runs.records import TrainFunction
+from newsrec_cli.runs.records import TrainFunction, TrainingInterrupted
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
+from newsrec_cli.tune.events import TuneEvents
 from newsrec_cli.tune.space import SearchSpace, parse_space
 
 TUNE_FILE = "tune.json"
@@ -93,20 +95,6 @@ class TuneSetup:
             "seed": self.seed,
             "defaults": self.defaults,
         }
-
-
-class TuneEvents:
-    """Hooks the command layer overrides to show progress (only the in-process worker calls them)."""
-
-    def on_trial_start(self, number: int, params: dict[str, Any], defaults: bool) -> None: ...
-
-    def on_epoch_end(self, number: int, record: Any) -> None: ...
-
-    def on_trial_end(self, trial: Any) -> None:
-        """`trial` is Optuna's FrozenTrial of the finished trial."""
-
-    def on_poll(self, counted: int, total: int) -> None:
-        """While waiting for worker processes: trials counted so far."""
 
 
 # ----------------------------------------------------------------------------- storage
@@ -388,9 +376,6 @@ def run_trial(
     or TrialStopped; `study.optimize` records the state (and beats the trial's heartbeat)."""
     import optuna
 
-    from newsrec_cli.runs.records import TrainingInterrupted
-    from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
-
     assert setup.space is not None
     started = time.monotonic()
     defaults = bool(trial.user_attrs.get("defaults"))
@@ -492,8 +477,6 @@ def run_worker(
     parent_pid: int | None = None,
 ) -> None:
     """Ask, train (with `train`) and tell until the study has --trials trials or the deadline passes."""
-    from newsrec_cli.runs.records import TrainingInterrupted
-
     quiet_optuna()
     events = events or TuneEvents()
     storage = open_storage(setup.storage_url())
