@@ -321,6 +321,15 @@ def test_the_study_lock_excludes_a_second_writer(tmp_path: Path) -> None:
     assert second_process() == "taken"
 
 
+def test_the_study_imports_and_locks_where_fcntl_does_not_exist(tmp_path: Path) -> None:
+    """As on Windows: `import fcntl` fails, and the study still imports and takes its lock."""
+    no_fcntl = "import sys\nsys.modules['fcntl'] = None  # import fcntl raises ImportError\n"
+    result = subprocess.run(
+        [sys.executable, "-c", no_fcntl + TAKE_LOCK, str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "taken", result.stderr[-500:]
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
