@@ -9,15 +9,16 @@ the reported split takes `select_on="valid"` (`--select-on valid`), and says so.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.layout import SINGLE
 from newsrec_cli.mind.split import DAY, split_by_impression, split_by_time
+
+if TYPE_CHECKING:
+    from newsrec_cli.mind.dataset import MindDataset
 
 SplitKind = Literal["auto", "time", "impression"]
 SelectOn = Literal["auto", "valid"]
@@ -81,17 +82,8 @@ def carve(
     )
 
 
-class Splits(typing.Protocol):
-    """What the protocol reads of a dataset: a `MindDataset` (typed here by shape, so that this
-    module and the dataset loader, which calls it, do not import each other)."""
-
-    root: Path
-    folders: dict[str, Path]
-    splits: dict[str, Impressions]
-
-
 def make_protocol(
-    dataset: Splits,
+    dataset: MindDataset,
     split: SplitKind = "auto",
     valid_days: int | None = None,
     valid_fraction: float = 0.1,
