@@ -180,14 +180,14 @@ def _after(request: Any) -> str:
 
 
 class Unreachable(openai.OpenAIError):
-    """Nothing answers at the address: the SDK passes an OpenAIError raised while sending on as it
-    is, without retrying it (its retry loop catches only the HTTP library's errors)."""
+    """Nothing answers at the address. The SDK re-raises an OpenAIError raised while sending as it
+    is, before its retry of other errors (openai >= 3.0; read in 3.0.0 and 3.63.0)."""
 
 
 class _FailFastClient(openai.DefaultHttpxClient):
     """The SDK's default HTTP client, where a refused connection or an unknown host raises
     `Unreachable`: the SDK's retry settings cannot tell those from a dropped connection, which
-    is worth retrying; the SDK would wait through every backoff (23 s at 6 retries) for nothing."""
+    is worth retrying; the SDK would wait through every backoff (about 20 s at 6 retries) for nothing."""
 
     def send(self, request: Any, **kwargs: Any) -> Any:
         try:
