@@ -42,7 +42,8 @@ def test_no_hand_written_sha256_file_helper() -> None:
     offenders = [
         f"{path.relative_to(PACKAGE)}:{name}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        for name in _hand_written_file_hashes(path.read_text(encoding="utf-8"))
+        if "hashlib.sha256()" in (text := path.read_text(encoding="utf-8"))  # parse only the candidates
+        for name in _hand_written_file_hashes(text)
     ]
     assert offenders == []
     # control: the pattern the check looks for is found where it is written
