@@ -52,7 +52,7 @@ CASES = {
     "unlabeled training impressions": (
         lambda: {"train": _unlabel(TRAIN)},
         PROTOCOL,
-        ["`train` refuses it: the training impressions (train) have no click labels (NewsID-0/1)"],
+        ["`train` refuses it: the training impressions have no click labels (NewsID-0/1)"],
         "have no click labels",
     ),
     "no click beside a non-click": (

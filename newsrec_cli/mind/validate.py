@@ -101,14 +101,10 @@ def _default_protocol(root: Path, folders: dict[str, Path], splits: dict[str, Im
         chosen = split_protocol(splits, folders, root)
     except NewsrecError as exc:
         return Check(name, "-", "FAIL", f"`train` refuses this dataset: {exc}")
-    for part, words in ((chosen.train, "training"), (chosen.select, "validation")):
+    for part, words in ((chosen.train, "training impressions"), (chosen.select, chosen.select_name)):
         if not part.labeled:
             return Check(
-                name,
-                "-",
-                "FAIL",
-                f"`train` refuses it: the {words} impressions ({chosen.select_name if words == 'validation' else 'train'})"
-                " have no click labels (NewsID-0/1)",
+                name, "-", "FAIL", f"`train` refuses it: the {words} have no click labels (NewsID-0/1)"
             )
     if not chosen.report.labeled:
         return Check(
@@ -272,6 +268,7 @@ def _coverage(s: _Split) -> list[Check]:
     if s.imps is None or s.known is None or s.anywhere is None:
         return []
     checks = []
+    uses = None  # where the unknown IDs are, found once (it reads the file up to them)
     for name, ids in zip(COVERAGE, (s.imps.history, s.imps.candidates), strict=True):
         nowhere = ~s.anywhere[ids]
         n = int(nowhere.sum())
@@ -279,7 +276,8 @@ def _coverage(s: _Split) -> list[Check]:
             distinct = np.unique(ids[nowhere])
             first = ", ".join(s.imps.news_vocab.ids[i] for i in distinct[:FIRST_FEW])
             field = "History" if name.startswith("history") else "Impressions"
-            use = next(u for u in unknown_uses([s.imps], ~s.anywhere) if u.field == field)
+            uses = uses if uses is not None else unknown_uses([s.imps], ~s.anywhere)
+            use = next(u for u in uses if u.field == field)
             detail = (
                 f"{n:,} of {len(ids):,} missing from every news.tsv, {len(distinct):,} distinct (first: {first}); "
                 f"{Path(use.path).name} {use.describe(with_path=False)}; {REFUSED_UNKNOWN}"
