@@ -253,7 +253,7 @@ def prepare(
             "candidates": info.candidates,
             "cache": str(info.folder),
             "bytes": info.bytes,
-            "status": "cached already (checksums verified)"
+            "status": "cached already (whole source hashed, cache checksums verified)"
             if info.hit
             else "damaged: parsed again and written"
             if info.damage

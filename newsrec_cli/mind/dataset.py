@@ -16,6 +16,7 @@ from newsrec_cli.mind.layout import SINGLE, find_splits  # also imported from he
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.protocol import Protocol, make_protocol
 from newsrec_cli.mind.report import ReadReport
+from newsrec_cli.mind.unknown import unknown_uses
 from newsrec_cli.mind.vocab import Vocab
 from newsrec_cli.plural import agree, counted
 
@@ -59,7 +60,8 @@ class MindDataset:
         return needed[~self.in_news(needed)]
 
     def require_rows(self, *parts: Impressions) -> None:
-        """InputError naming the count and the first IDs when an impression uses a news news.tsv lacks.
+        """InputError naming the count, the first IDs, and per file and field the first line and
+        the number of lines, when an impression uses a news news.tsv lacks.
 
         A model scores a news by its row (text, category, entities): one without a row would be
         scored on padding, a wrong number given as a right one. Train and evaluate both refuse.
@@ -67,13 +69,20 @@ class MindDataset:
         unknown = self.without_rows(*parts)
         if not len(unknown):
             return
+        marked = np.zeros(len(self.news_vocab), dtype=bool)
+        marked[unknown] = True
+        uses = unknown_uses(parts, marked)
         first = ", ".join(self.news_vocab.ids[i] for i in unknown[:5])
+        where = "; ".join(use.describe(with_path=use.path != uses[0].path) for use in uses)
+        # the error points at the earliest line of the first file, whichever field it is in
+        at = min((u for u in uses if u.path == uses[0].path), key=lambda u: u.line or 0, default=None)
         raise InputError(
             f"{counted(len(unknown), 'news ID')} in the impressions {agree(len(unknown), 'has', 'have')} "
-            f"no row in news.tsv (first: {first}); drop them with `newsrec filter --require-embeddings "
-            "STORE`, or train with --missing learned",
-            path=parts[0].source or self.root,
-            field="History/Impressions",
+            f"no row in news.tsv (first: {first}); {where}; drop them with `newsrec filter "
+            "--require-embeddings STORE`, or train with --missing learned",
+            path=at.path if at else parts[0].source or self.root,
+            line=at.line if at else None,
+            field=at.field if at else "History/Impressions",
         )
 
     def protocol(

@@ -37,7 +37,6 @@ model's learned "no graph" vector, as in torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli import __version__, atomic, manifests
+from newsrec_cli.digests import file_sha256 as sha256
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.mind.popularity import FEATURES as POPULARITY_FEATURES
 from newsrec_cli.serve.backends import (
@@ -123,14 +123,6 @@ class ExportReport:
             "parity_impressions": self.parity_impressions,
             "seconds": round(self.seconds, 2),
         }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_version(run_dir: Path) -> str:
