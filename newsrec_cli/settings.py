@@ -37,9 +37,11 @@ class Flag:
     panel: str | None = None
     name: str | None = None
     prefix: str = ""
+    short: str | None = None  # a one-letter alias: -p
 
 
 MODEL, POPULARITY, LOSS, SCHEDULE, RUN = (Flag(p) for p in ("model", "popularity", "loss", "schedule", "run"))
+API, HASHING = Flag("api"), Flag("hashing")
 # The GNN's settings sit beside the recommender's in `train`, whose --heads and --dropout are its own.
 GNN = Flag("graph", prefix="graph-")
 
@@ -129,12 +131,12 @@ class EmbedSettings(StageSettings):
 
     section: ClassVar[str] = "embed"
 
-    provider: Literal["local", "openai", "hashing"] = Field(
+    provider: Annotated[Literal["local", "openai", "hashing"], Flag(short="-p")] = Field(
         "local",
         description="local: sentence-transformers, offline; openai: the API or a compatible "
         "server; hashing: deterministic, NOT semantic, for smoke tests only.",
     )
-    model: str | None = Field(
+    model: Annotated[str | None, Flag(short="-m")] = Field(
         None,
         description="Model name or path (default: all-MiniLM-L6-v2 for local, "
         "text-embedding-3-small for openai).",
@@ -163,18 +165,26 @@ class EmbedSettings(StageSettings):
         None, ge=1, description="CPU threads of the local model (default: the runtime's choice)."
     )
     normalize: bool = Field(True, description="L2-normalise vectors before storing them.")
-    dimensions: int | None = Field(
+    dimensions: Annotated[int | None, API] = Field(
         None, ge=1, description="Output size: for OpenAI text-embedding-3 models, and for hashing."
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible server (vLLM, Ollama, LiteLLM).")
-    max_batch_tokens: int = Field(
+    base_url: Annotated[str | None, API] = Field(
+        None, description="OpenAI-compatible server (vLLM, Ollama, LiteLLM)."
+    )
+    max_batch_tokens: Annotated[int, API] = Field(
         250_000, ge=1, description="Token budget per API request (the API allows 300k)."
     )
-    max_batch_texts: int = Field(2048, ge=1, description="Texts per API request (the API limit).")
-    max_retries: int = Field(6, ge=0, description="Retries of a failed request (429, 5xx, timeout).")
-    timeout: float = Field(60.0, gt=0, description="Seconds before a request is retried.")
-    hashing_dim: int = Field(256, ge=8, description="Dimension of the hashing provider (when no dimensions).")
-    hashing_delay: float = Field(
+    max_batch_texts: Annotated[int, API] = Field(
+        2048, ge=1, description="Texts per API request (the API limit)."
+    )
+    max_retries: Annotated[int, API] = Field(
+        6, ge=0, description="Retries of a failed request (429, 5xx, timeout)."
+    )
+    timeout: Annotated[float, API] = Field(60.0, gt=0, description="Seconds before a request is retried.")
+    hashing_dim: Annotated[int, HASHING] = Field(
+        256, ge=8, description="Dimension of the hashing provider (when no dimensions)."
+    )
+    hashing_delay: Annotated[float, HASHING] = Field(
         0.0,
         ge=0,
         description="Seconds the hashing provider sleeps per batch (tests slow a run to interrupt it).",

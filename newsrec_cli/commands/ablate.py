@@ -71,7 +71,7 @@ def ablate_command(
     """
     from newsrec_cli.ablate import ablation_variants, run_ablation
     from newsrec_cli.ablate.variants import parse_vary
-    from newsrec_cli.train import train
+    from newsrec_cli.train import train_job
 
     if plot is not None:
         from newsrec_cli.diagnose.plots import require_matplotlib
@@ -105,7 +105,7 @@ def ablate_command(
         data_settings=data_settings,
         graph_settings=graph_settings,
         say=say,
-        train=train,
+        train=train_job,
     )
     if plot is not None:
         from newsrec_cli.ablate.plot import plot_ablation

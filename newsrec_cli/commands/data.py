@@ -58,22 +58,19 @@ TRENDING = 2.5  # --preset trending: the buzz weight unless --trending is given
 @handle_errors
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write train/ and valid/ into.")],
-    news: Annotated[int | None, typer.Option(help="Number of news items (default 3000).")] = None,
-    users: Annotated[int | None, typer.Option(help="Number of users (default 2000).")] = None,
-    days: Annotated[
-        int | None, typer.Option(help="Days of impressions; the last is valid/ (default 7).")
-    ] = None,
-    impressions_per_user: Annotated[
-        float | None, typer.Option(help="Mean impressions per user (default 2.5).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Same seed, same files (default 0).")] = None,
+    news: Annotated[int | None, typer.Option(help="Number of news items.")] = None,
+    users: Annotated[int | None, typer.Option(help="Number of users.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of impressions; the last is valid/.")] = None,
+    impressions_per_user: Annotated[float | None, typer.Option(help="Mean impressions per user.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same files.")] = None,
     trending: Annotated[
         float | None,
-        typer.Option(help="Weight of a time-varying buzz per news in the clicks (default 0; trending: 2.5)."),
+        typer.Option(help="Weight of a time-varying buzz per news in the clicks (--preset trending: 2.5)."),
     ] = None,
     preset: Annotated[
         Preset,
         typer.Option(
+            metavar="<name>",
             help="default: the built-in dataset (the options above); trending: the same with clicks "
             "that follow a time-varying popularity (--trending 2.5); large: MIND-large-shaped "
             "(161k news, 1M users, 2.2M train and 2.4M valid impressions) for the scale benchmark.",

@@ -9,7 +9,9 @@ the `<bool>` placeholder of on/off flags, which take no value.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,7 @@ def annotate(command: Any, path: tuple[str, ...] = ()) -> None:
     setattr(command, MARK, True)
     hide_flag_types(command)
     stack_switches(command)
+    command.help = unwrap_paragraphs(command.help)
     resolved: dict[type[StageSettings], tuple[StageSettings, dict[str, str]]] = {}
     for param in getattr(command, "params", []):
         if param.param_type_name != "option" or param.default is not None:
@@ -117,6 +120,17 @@ def annotate(command: Any, path: tuple[str, ...] = ()) -> None:
                 shown += ", from " + where.replace("env ", "").replace("file ", "")
             # escaped: help is rich markup, and "[default: 5]" would read as a style tag
             param.help = f"{param.help or ''} {escape(f'[default: {shown}]')}".strip()
+
+
+def unwrap_paragraphs(text: str | None) -> str | None:
+    """Join the lines of each paragraph: Typer's rich help keeps a docstring's line breaks, which
+    then fall mid-sentence once the terminal wraps the text again. A line that starts with
+    "Example" keeps its own line."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    # "\b" asks click to keep a paragraph's lines as they are
+    return "\n\n".join(p if p.startswith("\b") else re.sub(r"\n(?!Example)", " ", p) for p in paragraphs)
 
 
 def stack_switches(command: Any) -> None:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 
 from newsrec_cli.commands.common import ConfigOption
-from newsrec_cli.settings import StageSettings, flag_name, panel_of, resolve
+from newsrec_cli.settings import StageSettings, flag_name, flag_of, panel_of, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Where a command built by `settings_options` records {option name: (stage model, field)}.
@@ -33,8 +33,11 @@ SETTINGS_ATTR = "newsrec_settings_options"
 
 # -- options that several commands share, declared once
 
-DataPathOption = Annotated[
-    Path, typer.Option("--data", help="MIND dataset folder.", exists=True, file_okay=False)
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="MIND folder, or a parent of train/ valid/ test/.", exists=True, rich_help_panel="Data"
+    ),
 ]
 EmbeddingsOption = Annotated[
     Path | None,
@@ -51,7 +54,9 @@ GraphOption = Annotated[
 
 
 # The order of the help panels of a command; options in no panel come first, under "Options".
-PANELS = ("data", "run", "model", "popularity", "loss", "schedule", "graph", "distributed")
+PANELS = ("data", "run", "model", "popularity", "loss", "schedule", "graph", "api", "hashing", "distributed")
+
+PANEL_TITLES = {"api": "API"}
 
 
 def _panel_rank(param: inspect.Parameter) -> int:
@@ -66,33 +71,38 @@ def _panel_rank(param: inspect.Parameter) -> int:
 
 @dataclass(frozen=True)
 class Stage:
-    """Which fields of a stage a command offers: all but `exclude` (settings it does not use)."""
+    """Which fields of a stage a command offers: `only` these, or all but `exclude` (settings it
+    does not use)."""
 
     model: type[StageSettings]
     exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
 
     def fields(self) -> list[str]:
-        return [name for name in self.model.model_fields if name not in self.exclude]
+        names = self.model.model_fields if self.only is None else self.only
+        return [name for name in names if name not in self.exclude]
 
 
-def settings_options(*stages: Stage) -> Callable[[F], F]:
+def settings_options(
+    *stages: Stage, config_of: Callable[[dict[str, Any]], Path | None] | None = None
+) -> Callable[[F], F]:
     """Replace each parameter of the command annotated with a stage model by that stage's options.
 
-    The command receives the model resolved from `--config`, the environment and the flags. A
-    stage not listed in `stages` offers every field. Two fields with the same flag in one command
-    are an error at import, not a silently shadowed setting.
+    The command receives the model resolved from the settings file (`--config`, or what
+    `config_of` picks from the command's arguments), the environment and the flags. A stage not
+    listed in `stages` offers every field. Two fields with the same flag in one command are an
+    error at import, not a silently shadowed setting.
     """
     chosen = {stage.model: stage for stage in stages}
 
     def decorate(func: F) -> F:
-        signature = inspect.signature(func, eval_str=True)
         kept: list[inspect.Parameter] = []
         stage_params: dict[str, type[StageSettings]] = {}
-        for param in signature.parameters.values():
+        for param in command_parameters(func):
             if isinstance(param.annotation, type) and issubclass(param.annotation, StageSettings):
                 stage_params[param.name] = param.annotation
             else:
-                kept.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+                kept.append(param)
         options: dict[str, tuple[type[StageSettings], str]] = {}
         generated: list[inspect.Parameter] = []
         taken = {p.name for p in kept}
@@ -116,6 +126,8 @@ def settings_options(*stages: Stage) -> Callable[[F], F]:
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
             config = kwargs["config"] if has_config else kwargs.pop("config")
+            if config_of is not None:
+                config = config_of({**kwargs, "config": config})
             flags: dict[type[StageSettings], dict[str, Any]] = {model: {} for model in stage_params.values()}
             for name, (model, field) in options.items():
                 flags[model][field] = kwargs.pop(name)
@@ -123,12 +135,24 @@ def settings_options(*stages: Stage) -> Callable[[F], F]:
                 kwargs[name] = resolve(model, config=config, overrides=flags[model]).settings
             return func(**kwargs)
 
-        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in params}
         setattr(wrapper, SETTINGS_ATTR, options)
-        return wrapper  # type: ignore[return-value]
+        return with_parameters(wrapper, params)
 
     return decorate
+
+
+def with_parameters(func: Callable[..., Any], params: list[inspect.Parameter]) -> Any:
+    """`func` as Typer sees it: a command with these (evaluated) parameters, called by keyword."""
+    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    func.__annotations__ = {p.name: p.annotation for p in params}
+    return func
+
+
+def command_parameters(func: Callable[..., Any], **names: Any) -> list[inspect.Parameter]:
+    """The parameters of `func`, annotations evaluated (`names`: stand-ins for names that are
+    only imported for type checkers), keyword-only as Typer calls them."""
+    signature = inspect.signature(func, eval_str=True, locals=names)
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()]
 
 
 def option_parameter(model: type[StageSettings], field: str) -> inspect.Parameter:
@@ -140,12 +164,14 @@ def option_parameter(model: type[StageSettings], field: str) -> inspect.Paramete
     kind = cli_type(info.annotation)
     flag = flag_name(model, field)
     declaration = f"{flag}/--no-{flag.removeprefix('--')}" if kind is bool else flag
+    short = flag_of(model, field).short
     panel = panel_of(model, field)
     option = typer.Option(
         declaration,
+        *([short] if short else []),
         help=info.description,
         show_default=False,
-        rich_help_panel=panel.capitalize() if panel else None,
+        rich_help_panel=PANEL_TITLES.get(panel, panel.capitalize()) if panel else None,
     )
     name = flag.removeprefix("--").replace("-", "_")
     return inspect.Parameter(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from newsrec_cli.commands.common import JsonOption, console, err_console, handle_errors, print_json, progress
 from newsrec_cli.commands.options import EmbeddingsOption, GraphOption, Stage, settings_options
+from newsrec_cli.runs.records import TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
@@ -84,17 +84,16 @@ def train_command(
         raise typer.BadParameter(
             "give the dataset folder DATA (only --resume can do without it)", param_hint="DATA"
         )
-    request = TrainRequest(
+    job = TrainJob(
         data=data,
         out=out,
-        embeddings=embeddings,
+        store=embeddings,
         graph=graph,
-        resume=resume,
-        overwrite=overwrite,
         settings=settings,
         data_settings=data_settings,
         graph_settings=graph_settings,
-        json_out=json_out,
+        resume=resume,
+        overwrite=overwrite,
     )
     if nproc is not None and nproc > 1:
         from newsrec_cli.train.distributed import launched_world
@@ -104,88 +103,26 @@ def train_command(
             raise typer.BadParameter(
                 "this process was started by torchrun already: leave --nproc out", param_hint="--nproc"
             )
-        launch(nproc, request.to_json(), out=out, threads=settings.threads)
+        launch(nproc, {"job": job.to_json(), "json_out": json_out}, out=out, threads=settings.threads)
         return
-    run_request(request)
+    run_job(job, json_out=json_out)
 
 
-@dataclass
-class TrainRequest:
-    """What `newsrec train` was asked to do, with its settings resolved: what each worker of
-    `--nproc` receives (as JSON), so that every rank trains with exactly these values."""
-
-    data: Path | None
-    out: Path
-    embeddings: Path | None
-    graph: Path | None
-    resume: bool
-    overwrite: bool
-    settings: TrainSettings
-    data_settings: DataSettings
-    graph_settings: GraphSettings
-    json_out: bool
-
-    def to_json(self) -> dict[str, Any]:
-        paths = {k: None if v is None else str(Path(v).resolve()) for k, v in self._paths().items()}
-        return {
-            **paths,
-            "resume": self.resume,
-            "overwrite": self.overwrite,
-            # Only what was given (flag, file, environment): on --resume the rest comes from the run.
-            "settings": self.settings.model_dump(mode="json", exclude_unset=True),
-            "data_settings": self.data_settings.model_dump(mode="json", exclude_unset=True),
-            "graph_settings": self.graph_settings.model_dump(mode="json", exclude_unset=True),
-            "json_out": self.json_out,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> TrainRequest:
-        def path(key: str) -> Path | None:
-            return None if raw[key] is None else Path(raw[key])
-
-        return cls(
-            data=path("data"),
-            out=Path(raw["out"]),
-            embeddings=path("embeddings"),
-            graph=path("graph"),
-            resume=bool(raw["resume"]),
-            overwrite=bool(raw["overwrite"]),
-            settings=TrainSettings.model_validate(raw["settings"]),
-            data_settings=DataSettings.model_validate(raw["data_settings"]),
-            graph_settings=GraphSettings.model_validate(raw["graph_settings"]),
-            json_out=bool(raw["json_out"]),
-        )
-
-    def _paths(self) -> dict[str, Path | None]:
-        return {"data": self.data, "out": self.out, "embeddings": self.embeddings, "graph": self.graph}
-
-
-def run_request(request: TrainRequest) -> None:
+def run_job(job: TrainJob, *, json_out: bool) -> None:
     """Train as asked, in this process (or as one rank under torchrun: rank 0 alone renders)."""
     from newsrec_cli.train.distributed import launched_world
-    from newsrec_cli.train.loop import train
+    from newsrec_cli.train.loop import train_job
 
     launched = launched_world()
     main = launched is None or launched[0] == 0
-    view = _Progress(quiet=request.json_out or not main)
+    view = _Progress(quiet=json_out or not main)
     try:
-        result = train(
-            request.data,
-            request.out,
-            store=request.embeddings,
-            graph=request.graph,
-            settings=request.settings,
-            data_settings=request.data_settings,
-            graph_settings=request.graph_settings,
-            resume=request.resume,
-            overwrite=request.overwrite,
-            callbacks=view,
-        )
+        result = train_job(job, view)
     finally:
         view.close()
     if not main:
         return
-    if request.json_out:
+    if json_out:
         print_json(result.to_dict())
         return
     _render(result)
