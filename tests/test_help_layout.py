@@ -26,7 +26,9 @@ def _tree(command: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any
     return found
 
 
-TREE = _tree(typer.main.get_command(app))
+ROOT = typer.main.get_command(app)
+help_defaults.annotate(ROOT)  # as `newsrec` does before any help: the defaults in each option's help
+TREE = _tree(ROOT)
 
 
 def _help(path: tuple[str, ...], env: dict[str, str]) -> str:

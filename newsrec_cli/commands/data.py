@@ -29,6 +29,7 @@ from newsrec_cli.commands.common import (
     progress,
     settings_from,
 )
+from newsrec_cli.commands.options import Stage, settings_options
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.cache import ENV as CACHE_ENV
 from newsrec_cli.mind.dataset import load_dataset
@@ -149,28 +150,23 @@ def synth(
     console.print(table)
 
 
-OnBadLinesOption = Annotated[
-    str | None,
-    typer.Option(
-        "--on-bad-lines",
-        help="error: stop at the first malformed line; skip: leave such lines out and report them.",
-    ),
-]
+# Reading a dataset: of the data settings, how malformed lines are handled.
+READ = Stage(DataSettings, only=("on_bad_lines",))
 
 
 @app.command("stats")
 @handle_errors
+@settings_options(READ)
 def stats(
     path: Annotated[Path, typer.Argument(help="A MIND folder, or a parent of train/ valid/ test/.")],
-    on_bad_lines: OnBadLinesOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: DataSettings,
 ) -> None:
     """Describe a dataset per split: sizes, click rate, history lengths, ID coverage, dates.
 
     Example: newsrec data stats data/synth --json
     """
-    settings = settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings
     result = dataset_stats(path, on_bad_lines=settings.on_bad_lines)
     if json_out:
         print_json(result.to_dict())
@@ -211,11 +207,12 @@ def stats(
 
 @app.command("prepare")
 @handle_errors
+@settings_options(READ)
 def prepare(
     path: Annotated[Path, typer.Argument(help="A MIND folder, or a parent of train/ valid/ test/.")],
-    on_bad_lines: OnBadLinesOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: DataSettings,
 ) -> None:
     """Parse every split's behaviors.tsv once into the memory-mapped cache later commands read.
 
@@ -226,7 +223,6 @@ def prepare(
 
     Example: newsrec data prepare data/MINDlarge
     """
-    settings = settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings
     start = time.perf_counter()
     with progress(unit="MB", transient=True) as bar:
         tasks: dict[str, int] = {}

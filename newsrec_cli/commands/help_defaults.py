@@ -21,11 +21,7 @@ from newsrec_cli.commands.options import SETTINGS_ATTR
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.settings import (
     DataSettings,
-    DiagnoseSettings,
-    EmbedSettings,
     EvaluateSettings,
-    FilterSettings,
-    GraphSettings,
     StageSettings,
     SynthSettings,
     TrainSettings,
@@ -35,20 +31,9 @@ from newsrec_cli.settings import (
 # Commands whose options are not built from the settings yet (`options.settings_options`): the
 # models their options feed, matched by option name, first match wins.
 COMMAND_SETTINGS: dict[str, tuple[type[StageSettings], ...]] = {
-    "build-graph": (GraphSettings, DataSettings),
     "evaluate": (EvaluateSettings, DataSettings),
     "ablate": (TrainSettings, DataSettings),
-    "filter": (FilterSettings, DataSettings),
     "data synth": (SynthSettings,),
-    "data stats": (DataSettings,),
-    "data validate": (DataSettings,),
-    "embed news": (EmbedSettings,),
-    "embed entities": (EmbedSettings,),
-    "embed import": (EmbedSettings,),
-    "diagnose data": (DiagnoseSettings,),
-    "diagnose saturation": (DiagnoseSettings,),
-    "diagnose cosine": (DiagnoseSettings,),
-    "diagnose gradients": (DiagnoseSettings,),
 }
 MARK = "_newsrec_defaults_shown"
 
