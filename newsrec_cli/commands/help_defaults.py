@@ -24,7 +24,6 @@ from newsrec_cli.settings import (
     EvaluateSettings,
     StageSettings,
     SynthSettings,
-    TrainSettings,
     resolve,
 )
 
@@ -32,7 +31,6 @@ from newsrec_cli.settings import (
 # models their options feed, matched by option name, first match wins.
 COMMAND_SETTINGS: dict[str, tuple[type[StageSettings], ...]] = {
     "evaluate": (EvaluateSettings, DataSettings),
-    "ablate": (TrainSettings, DataSettings),
     "data synth": (SynthSettings,),
 }
 MARK = "_newsrec_defaults_shown"

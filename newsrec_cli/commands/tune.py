@@ -27,6 +27,7 @@ from newsrec_cli.commands.common import (
     print_json,
     progress,
 )
+from newsrec_cli.commands.options import EmbeddingsOption, GraphOption
 from newsrec_cli.settings import SEED_MAX, DataSettings, GraphSettings, TrainSettings, resolve
 
 EXAMPLE = "newsrec tune data/mind --embeddings stores/minilm --out tune/mind --trials 30 --time-budget 1800"
@@ -62,13 +63,8 @@ def run_command(
         Path, typer.Argument(help="MIND folder, or a parent of train/ valid/ (test/).", exists=True)
     ],
     out: OutDir = ...,  # type: ignore[assignment]
-    embeddings: Annotated[
-        Path | None,
-        typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True),
-    ] = None,
-    graph: Annotated[
-        Path | None, typer.Option("--graph", help="News-entity graph (newsrec build-graph).", exists=True)
-    ] = None,
+    embeddings: EmbeddingsOption = None,
+    graph: GraphOption = None,
     trials: Annotated[
         int, typer.Option("--trials", help="Trials in the study, the defaults' trial included.")
     ] = 20,
