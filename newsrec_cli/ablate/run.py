@@ -28,6 +28,8 @@ from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.evaluate.model_scores import run_scores
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.protocol import Protocol
+from newsrec_cli.runs.files import CONFIG
+from newsrec_cli.runs.loading import load_run
 from newsrec_cli.runs.records import TrainFunction, TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
@@ -136,9 +138,6 @@ def run_ablation(
 
     `train` is the training function (the training package's `train`), given by the caller.
     """
-    from newsrec_cli.runs.files import CONFIG
-    from newsrec_cli.runs.loading import load_run
-
     out, data = Path(out), Path(data)
     say = say or (lambda _msg: None)
     settings = settings or TrainSettings()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.layout import SINGLE
 from newsrec_cli.mind.split import DAY, split_by_impression, split_by_time
 
 if TYPE_CHECKING:
@@ -90,8 +91,6 @@ def make_protocol(
     select_on: SelectOn = "auto",
 ) -> Protocol:
     """The three parts of the offline protocol for this dataset (see the module docstring)."""
-    from newsrec_cli.mind.dataset import SINGLE
-
     if "train" in dataset.splits:
         train, where = dataset.splits["train"], "train/"
     elif SINGLE in dataset.splits:
