@@ -4,7 +4,12 @@ Options that feed a setting default to None on the command line, so that "not gi
 file or a NEWSREC_* variable decide (see `settings.resolve`); Typer then has no default to show.
 This fills it in from the stage's settings model, resolved with the environment as the command
 itself would resolve it (`[default: 5]`, or `[default: 3, from NEWSREC_TRAIN_EPOCHS]`), and drops
-the `<bool>` placeholder of on/off flags, which take no value.
+the `<bool>` placeholder of on/off flags, which take no value. Which field an option sets comes
+from the command (`options.settings_options` records it); the few commands that still declare
+their options by hand are matched by name (`COMMAND_SETTINGS`).
+
+It also keeps help readable at 80 columns: a paragraph's lines are joined (rich wraps them
+again), and an on/off flag's two names share the name column.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ into the command's Typer options and hands the command the resolved models (defa
 NEWSREC_* env < flags), so adding a field adds its flag, its `--help` line with the true default
 (help_defaults.py), its `config show` row, its TOML key and its environment variable.
 
-    @settings_options(Stage(GraphSettings, exclude=("min_confidence",)))
-    def train_command(out: OutOption, settings: TrainSettings, graph_settings: GraphSettings) -> None:
-        ...  # settings and graph_settings arrive resolved; the flags of both are in `--help`
+    @settings_options(Stage(GraphSettings, exclude=("min_confidence", "cooccurrence_min")))
+    def train_command(data: ..., *, settings: TrainSettings, graph_settings: GraphSettings) -> None:
+        ...  # both arrive resolved; every field of both (but the two) is a flag in `--help`
 """
 
 from __future__ import annotations
