@@ -88,7 +88,7 @@ def run_command(
             dir_okay=False,
         ),
     ] = None,
-    pruner: Annotated[str, typer.Option("--pruner", help="median (default), hyperband or none.")] = "median",
+    pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
     seed: Annotated[
         int,
         typer.Option(
