@@ -35,7 +35,7 @@ from filelock import FileLock
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.manifests import read_manifest
-from newsrec_cli.runs.records import TrainFunction, TrainingInterrupted
+from newsrec_cli.runs.records import TrainFunction, TrainingInterrupted, TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
 from newsrec_cli.tune.events import TuneEvents
@@ -398,16 +398,16 @@ def run_trial(
             left = setup.deadline - time.time()
             if own_budget is None or left < own_budget:
                 settings = settings.model_copy(update={"time_budget": max(left, 1.0)})
-        result = train(
-            setup.data,
-            run_dir,
+        job = TrainJob(
+            data=setup.data,
+            out=Path(run_dir),
             store=setup.store,
             graph=setup.graph,
             settings=settings,
             data_settings=DataSettings(**setup.data_settings),
             graph_settings=GraphSettings(**setup.graph_settings),
-            callbacks=callbacks,
         )
+        result = train(job, callbacks)
     except TrialPruned:
         _epoch_attrs(trial, callbacks.records, started)
         trial.set_user_attr("stopped", f"pruned after epoch {callbacks.records[-1].epoch}")
