@@ -28,6 +28,7 @@ from newsrec_cli.runs.records import (
 )
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import distributed
+from newsrec_cli.train.determinism import ordered_ops
 from newsrec_cli.train.lock import run_dir_lock
 from newsrec_cli.train.setup import (
     ModelParts,
@@ -144,7 +145,7 @@ def _train(
     trainer.open_writer()
     try:
         # DDP's own all-reduce (in backward) fails like newsrec's collectives when a peer dies.
-        with distributed.collective(ranks):
+        with distributed.collective(ranks), ordered_ops(trainer.determinism):
             trainer.start_ddp()
             callbacks.on_start(trainer.info)
             if run.saved is None and parts.model.prior is not None:
