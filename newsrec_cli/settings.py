@@ -381,7 +381,7 @@ class TrainSettings(StageSettings):
     )
     seed: Seed = Field(
         42,
-        description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).",
+        description="Same seed, machine and threads: bit-identical numbers (another thread count: last digits vary).",
     )
     # hardware
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")

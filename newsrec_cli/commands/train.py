@@ -170,7 +170,7 @@ def train_command(
         int | None, _opt("Validate on a fixed sample of N impressions.", "--valid-impressions")
     ] = None,
     seed: Annotated[
-        int | None, _opt("Seed (same seed, machine and --threads 1: bit-identical numbers).", "--seed")
+        int | None, _opt("Seed (same seed, machine and --threads: bit-identical numbers).", "--seed")
     ] = None,
     device: Annotated[str | None, _opt("auto, cpu, cuda, cuda:1, ...", "--device")] = None,
     workers: Annotated[int | None, _opt("DataLoader worker processes.", "--workers")] = None,

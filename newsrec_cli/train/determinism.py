@@ -56,10 +56,15 @@ def ordered_ops(determinism: Determinism) -> Iterator[None]:
         return
     before = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    # Deterministic mode would also fill every new tensor with NaN before its kernel writes it:
+    # a guard against kernels reading memory they never wrote, not part of the order, and a cost.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     try:
         yield
     finally:
+        torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
