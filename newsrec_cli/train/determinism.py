@@ -1,11 +1,12 @@
 """Deterministic training: the same seed, data, vectors and `--threads` give bit-identical weights.
 
-On CPU with more than one thread, torch's default kernels for accumulating into rows by index
-(`index_put_(accumulate=True)`, the backward of `vectors[inverse]`, `learned[rows]`, the embedding
-and graph message-passing gradients) split the rows over threads and add with atomics: the order
-of the float additions, and so the last bits of the gradients, change from run to run. Under
-`torch.use_deterministic_algorithms(True)` the same kernels add in index order. Measured cost in
-docs/training.md ("Reproducibility"; benchmarks/bench_train.py --compare-determinism).
+On CPU with more than one thread, torch's kernel for `index_put_(accumulate=True)`, the backward
+of indexing rows by a tensor (`vectors[inverse]`, `learned[rows]`: every gathered news vector),
+splits the rows over threads and adds with atomics: the order of the float additions, and so the
+last bits of the gradients, change from run to run. (`index_add_`, `scatter_add_`, embedding and
+embedding_bag backward are ordered already.) Under `torch.use_deterministic_algorithms(True)` the
+kernel adds in index order, whichever module indexes. Measured cost in docs/training.md
+("Reproducibility"; benchmarks/bench_train.py --compare-determinism).
 
 CUDA is left as it was: torch's deterministic CUDA kernels need `CUBLAS_WORKSPACE_CONFIG` set
 before CUDA starts, and some have no deterministic form at all. A CUDA run records
