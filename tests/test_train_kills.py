@@ -23,6 +23,7 @@ import torch
 from train_helpers import TINY_TRAIN, hashing_store, synth
 
 from newsrec_cli.errors import SettingsError
+from newsrec_cli.runs import checkpoint
 from newsrec_cli.runs.records import TrainCallbacks
 from newsrec_cli.settings import TrainSettings
 from newsrec_cli.train import train
@@ -204,3 +205,21 @@ def test_a_fault_plan_that_does_not_parse_is_refused(raw: str, monkeypatch: pyte
     monkeypatch.setenv(FAULT_ENV, raw)
     with pytest.raises(SettingsError, match=f"{FAULT_ENV}="):
         planned_fault(0)
+
+
+def test_equal_content_with_other_sharing_gives_equal_bytes(tmp_path: Path) -> None:
+    """As a fresh run (one string object in two fields) and a resumed one (two, read from JSON)."""
+    weights = {"w": torch.arange(4.0)}
+    shared = "auto"
+    one = {"model": weights, "settings": {"split": shared, "select_on": shared}}
+    two = {"model": weights, "settings": json.loads('{"split": "auto", "select_on": "auto"}')}
+    two["settings"]["select_on"] = "".join(["au", "to"])  # equal, another object
+    assert one == two and one["settings"]["split"] is one["settings"]["select_on"]
+    checkpoint.save(tmp_path / "one.pt", one)
+    checkpoint.save(tmp_path / "two.pt", two)
+    assert sha256(tmp_path / "one.pt") == sha256(tmp_path / "two.pt")
+    # the control: torch.save as it is pickles the sharing, so the bytes differ
+    torch.save(one, tmp_path / "raw_one.pt")
+    torch.save(two, tmp_path / "raw_two.pt")
+    assert sha256(tmp_path / "raw_one.pt") != sha256(tmp_path / "raw_two.pt")
+    assert checkpoint.load(tmp_path / "two.pt")["settings"] == one["settings"]

@@ -43,7 +43,7 @@ def unshared(value: Any) -> Any:
         return {unshared(k): unshared(v) for k, v in value.items()}
     if kind is list or kind is tuple:
         return kind(unshared(v) for v in value)
-    if kind is str and len(value) > 1:  # shorter ones are interpreter-wide singletons anyway
+    if kind is str:  # a new object (the interpreter's one-character and empty singletons aside)
         return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
     return value
 
