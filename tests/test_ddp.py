@@ -216,8 +216,8 @@ def test_checkpoint_every_resumes_a_dead_rank_inside_the_epoch(runs: dict[str, A
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     report = json.loads(resumed.stdout)
     assert report["info"]["resumed_at"] == [2, (steps + 2) // 2 * 2 - steps]
+    # The same weights bit for bit; not the same bytes: model.pt records --checkpoint-every 2.
     assert max_difference(out, root / "ddp") == 0.0
-    assert sha256(out / "model.pt") == sha256(root / "ddp" / "model.pt")
     assert [r["metrics"] for r in report["history"]] == [r["metrics"] for r in runs["ddp"]["history"]]
 
 
