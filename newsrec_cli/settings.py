@@ -445,7 +445,7 @@ class TrainSettings(StageSettings):
     )
     seed: Annotated[Seed, RUN] = Field(
         42,
-        description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).",
+        description="Same seed, machine and threads: bit-identical numbers (another thread count: last digits vary).",
     )
     # hardware
     device: Annotated[str, RUN] = Field(

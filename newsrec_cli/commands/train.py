@@ -159,7 +159,8 @@ class _Progress:
         err_console.print(
             f"model: {' + '.join(info.modalities)}, {info.parameters:,} parameters, "
             f"{info.news_with_id:,} of {info.news:,} news with an ID vector{missing}; device {info.device} "
-            f"({info.threads} threads{_processes(info)}); {info.steps_per_epoch:,} steps per epoch{resumed}",
+            f"({info.threads} threads{_processes(info)}, {info.determinism}); "
+            f"{info.steps_per_epoch:,} steps per epoch{resumed}",
             highlight=False,
         )
         if info.finetune_text:

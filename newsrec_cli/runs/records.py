@@ -65,6 +65,7 @@ class TrainInfo:
     cached_news: int = 0
     step_tokens: int = 0  # at most this many tokens go through the fine-tuned layers per step
     processes: int = 1  # ranks of a distributed run (each takes its share of every batch)
+    determinism: str = "deterministic"  # or "NOT deterministic: why" (train/determinism.py)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import torch
 from newsrec_cli.runs.records import TrainCallbacks, TrainJob, TrainResult
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import distributed
+from newsrec_cli.train.determinism import ordered_ops
 from newsrec_cli.train.lock import run_dir_lock
 from newsrec_cli.train.setup import (
     ModelParts,
@@ -119,7 +120,7 @@ def _train(
     trainer.open_writer()
     try:
         # DDP's own all-reduce (in backward) fails like newsrec's collectives when a peer dies.
-        with distributed.collective(ranks):
+        with distributed.collective(ranks), ordered_ops(trainer.determinism):
             trainer.start_ddp()
             callbacks.on_start(trainer.info)
             if run.saved is None and parts.model.prior is not None:
