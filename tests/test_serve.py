@@ -226,7 +226,7 @@ def test_int8_only_export_old_exports_and_newer_ones(
     def answer(source: Path, backend: str) -> list[tuple[str, float]]:
         engine = Engine(ServeConfig(str(source), backend=backend, state_dir=str(tmp_path / f"s{backend}")))
         engine.load()
-        return [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body)["items"]]
+        return [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body).as_json()["items"]]
 
     assert answer(small, "int8") == answer(full, "int8")
     refused = runner.invoke(app, ["recommend", str(small), "--backend", "onnx", "--history", ids[0]])
@@ -255,7 +255,7 @@ def test_int8_only_export_old_exports_and_newer_ones(
         engine = Engine(ServeConfig(str(old), backend=backend, state_dir=str(tmp_path / f"v1{backend}")))
         engine.load()
         assert engine.retriever.method == "exact-model"  # no keys graph: every news through the scorer
-        got = [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body)["items"]]
+        got = [(i["news_id"], round(i["score"], 5)) for i in engine.recommend(**body).as_json()["items"]]
         assert got == answer(full, backend)
     v1["version"] = 3
     (old / "export.json").write_text(json.dumps(v1))

@@ -326,7 +326,8 @@ def recommend_command(
 
     Example: newsrec recommend exports/nrms --history "N55189 N42782" --candidates "N1 N2 N3" -k 10
     """
-    from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig, default_backend
+    from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend
+    from newsrec_cli.serve.errors import ServeError, UnknownNews
 
     engine = Engine(
         ServeConfig(
@@ -346,33 +347,32 @@ def recommend_command(
             exclude_history=not include_history,
             strict=strict,
         )
-    except RequestError as exc:
-        detail = exc.detail
-        if isinstance(detail, dict) and detail.get("unknown"):
-            # The HTTP message names the request field (strict=false); here the flag is the way out.
-            detail = f"unknown news IDs: {', '.join(detail['unknown'])} (pass --skip-unknown to skip them)"
-        elif isinstance(detail, dict):
-            detail = str(detail.get("message"))
-        raise SettingsError(f"recommend: {detail}") from None
+    except UnknownNews as exc:
+        # The HTTP message names the request field (strict=false); here the flag is the way out.
+        raise SettingsError(
+            f"recommend: unknown news IDs: {', '.join(exc.ids)} (pass --skip-unknown to skip them)"
+        ) from None
+    except ServeError as exc:
+        raise SettingsError(f"recommend: {exc.reason}") from None
     if json_out:
-        print_json(result)
+        print_json(result.as_json())
         return
-    notes = [f"model {result['model_version']} ({result['backend']})", result["mode"]]
-    if result["cold_start"]:
+    notes = [f"model {result.model_version} ({result.backend})", result.mode]
+    if result.cold_start:
         notes.append("cold start: no known history")
-    if result["history_truncated"]:
-        notes.append(f"history truncated to the last {result['history_used']}")
-    if result["unknown"]:
-        notes.append(f"skipped unknown: {' '.join(result['unknown'])}")
+    if result.history_truncated:
+        notes.append(f"history truncated to the last {result.history_used}")
+    if result.unknown:
+        notes.append(f"skipped unknown: {' '.join(result.unknown)}")
     table = Table(title="recommendations", caption="; ".join(notes))
     for col in ("rank", "news", "score", "category", "title"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
-    for item in result["items"]:
-        rec = engine.get_news(item["news_id"])
+    for item in result.items:
+        rec = engine.get_news(item.news_id)
         table.add_row(
-            str(item["rank"]),
-            item["news_id"],
-            f"{item['score']:.4f}",
+            str(item.rank),
+            item.news_id,
+            f"{item.score:.4f}",
             f"{rec.category}/{rec.subcategory}" if rec else "",
             rec.title if rec else "",
         )

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -43,15 +44,36 @@ from newsrec_cli.serve.engine import (
     MAX_K,
     Engine,
     NewsRecord,
-    RequestError,
     ServeConfig,
+)
+from newsrec_cli.serve.errors import (
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    ProviderFailed,
+    ServeError,
+    TooLarge,
+    Unavailable,
+    Unsupported,
 )
 from newsrec_cli.serve.times import as_utc, iso_text
 from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
-from newsrec_cli.serve.wire import StrictJsonRoute, errors, request_error, validation_error
+from newsrec_cli.serve.wire import StrictJsonRoute, errors, serve_error_handler, validation_error
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
+
+# The one table from the engine's domain errors to HTTP statuses (a subclass takes its nearest
+# class's status: UnknownNews is an InvalidRequest).
+STATUSES: dict[type[ServeError], int] = {
+    NotFound: 404,
+    Unsupported: 409,
+    TooLarge: 413,
+    InvalidRequest: 422,
+    ProviderFailed: 500,  # the embedding provider answered something unusable
+    NotReady: 503,
+    Unavailable: 503,
+}
 
 NewsId = Field(min_length=1, max_length=128)
 # ISO 8601 text only, compared in UTC (times.py): an offset is applied, a naive time is UTC.
@@ -328,7 +350,7 @@ def create_app(
             load()
 
     app.add_middleware(MeasureMiddleware, metrics=metrics)
-    app.add_exception_handler(RequestError, request_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ServeError, serve_error_handler(STATUSES))  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     @app.get(
@@ -373,20 +395,18 @@ def create_app(
         ),
     )
     def recommend(body: RecommendRequest) -> Response:
-        # Rendered here: the engine's dict already has the documented shape (tests check it
-        # against RecommendResponse), and re-validating it through the model costs more than the
-        # ranking of 50 candidates.
-        return JSONResponse(
-            engine.recommend(
-                history=body.history,
-                candidates=body.candidates,
-                k=body.k,
-                user_id=body.user_id,
-                exclude_history=body.exclude_history,
-                strict=body.strict,
-                since=body.since,
-            )
+        # Rendered by hand (tests check the shape against RecommendResponse): validating the
+        # answer through the model costs more than the ranking of 50 candidates.
+        answer = engine.recommend(
+            history=body.history,
+            candidates=body.candidates,
+            k=body.k,
+            user_id=body.user_id,
+            exclude_history=body.exclude_history,
+            strict=body.strict,
+            since=body.since,
         )
+        return JSONResponse(answer.as_json())
 
     @app.post(
         "/v1/news",
@@ -408,7 +428,7 @@ def create_app(
             )
             for n in body.news
         ]
-        results = engine.ingest(records)
+        results = [asdict(r) for r in engine.ingest(records)]
         return {"model_version": engine.version, "results": results, "news_count": len(engine.table or [])}
 
     @app.post(
@@ -421,7 +441,7 @@ def create_app(
         ),
     )
     def add_events(body: EventsBatch) -> dict[str, Any]:
-        return engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions])
+        return asdict(engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions]))
 
     add_ui(app, engine, ui, page=config.ui)  # before /v1/news/{news_id}: its /v1/news/lookup first
 
@@ -432,10 +452,10 @@ def create_app(
     )
     def get_news(news_id: str) -> dict[str, Any]:
         if not engine.ready:
-            raise RequestError(503, "not ready: the model and index are still loading")
+            raise NotReady()
         record = engine.get_news(news_id)
         if record is None:
-            raise RequestError(404, f"unknown news ID {news_id!r}")
+            raise NotFound(f"unknown news ID {news_id!r}")
         return record.__dict__
 
     return app

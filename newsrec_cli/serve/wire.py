@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import pydantic_core
@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from newsrec_cli.serve.engine import RequestError
+from newsrec_cli.serve.errors import ServeError, UnknownNews
 
 
 class Message(BaseModel):
@@ -78,34 +78,50 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def validation_detail(detail: Any) -> list[dict[str, Any]]:
-    """One of the app's own 422 details (a reason, or {message, unknown}) in the documented shape."""
-    if isinstance(detail, dict) and "unknown" in detail:
-        unknown = list(detail["unknown"])
+def validation_detail(exc: ServeError) -> list[dict[str, Any]]:
+    """One of the app's own 422s in the documented shape: unknown news IDs list them in `ctx`."""
+    if isinstance(exc, UnknownNews):
+        unknown = list(exc.ids)
         return [
             {
                 "loc": ["body"],
-                "msg": f"{detail['message']}: {', '.join(unknown)}",
+                "msg": f"{exc.reason}: {', '.join(unknown)}",
                 "type": "unknown_news_ids",
                 "input": unknown,
                 "ctx": {"unknown": unknown},
             }
         ]
-    return [{"loc": [], "msg": str(detail), "type": "value_error"}]
+    return [{"loc": [], "msg": exc.reason, "type": "value_error"}]
 
 
-def one_line(detail: Any) -> str:
-    if isinstance(detail, dict) and "message" in detail:
-        return f"{detail['message']}: {', '.join(detail.get('unknown', []))}"
-    return str(detail)
+def one_line(exc: ServeError) -> str:
+    if isinstance(exc, UnknownNews):
+        return f"{exc.reason}: {', '.join(exc.ids)}"
+    return exc.reason
 
 
-async def request_error(_request: Request, exc: RequestError) -> JSONResponse:
-    if exc.status == 422:
-        content: dict[str, Any] = {"detail": validation_detail(exc.detail)}
-    else:
-        content = {"detail": one_line(exc.detail)}
-    return JSONResponse(status_code=exc.status, content=json_safe(content))
+def status_of(exc: ServeError, statuses: Mapping[type[ServeError], int]) -> int:
+    """The status of the nearest class of `exc` in `statuses` (500 when none is there)."""
+    for kind in type(exc).__mro__:
+        if kind in statuses:
+            return statuses[kind]
+    return 500
+
+
+def serve_error_handler(
+    statuses: Mapping[type[ServeError], int],
+) -> Callable[[Request, ServeError], Coroutine[Any, Any, JSONResponse]]:
+    """The exception handler of the engine's domain errors, with their statuses from `statuses`."""
+
+    async def handle(_request: Request, exc: ServeError) -> JSONResponse:
+        status = status_of(exc, statuses)
+        if status == 422:
+            content: dict[str, Any] = {"detail": validation_detail(exc)}
+        else:
+            content = {"detail": one_line(exc)}
+        return JSONResponse(status_code=status, content=json_safe(content))
+
+    return handle
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
