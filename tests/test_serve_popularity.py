@@ -219,6 +219,15 @@ def pop_server(pop_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     server.stop()
 
 
+def test_schemathesis_all_checks_pass_with_popularity(pop_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The --use-popularity server (its /v1/events counts, the popularity block of each answer)
+    under schemathesis with every check: no failure."""
+    from serve_helpers import run_schemathesis
+
+    summary = run_schemathesis(pop_server, tmp_path, 8)
+    assert "Tested:" in summary, summary
+
+
 def _events(valid, rows) -> list[dict]:  # type: ignore[no-untyped-def]
     """Impressions as POST /v1/events takes them, with MIND's naive times (read as UTC)."""
     ids = valid.news_vocab.ids
