@@ -532,3 +532,28 @@ def test_a_port_in_use_is_one_line_before_serving(robust_run: tuple[Path, Path],
     assert "serving" not in out + err and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"--port {port}" in lines[0] and "in use" in lines[0], err
+
+
+def test_ctrl_c_stops_serving_in_one_line_and_the_url_never_wraps(
+    robust_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped at 80 columns, the serving line is one line with whole URLs (rich broke it inside
+    the URL); Ctrl-C (SIGINT) stops the server with its own line, not embed's and train's
+    "what was finished is saved; rerun the same command to resume"."""
+    import signal
+
+    _, run = robust_run
+    monkeypatch.setenv("COLUMNS", "80")
+    state = tmp_path / "state"  # the run path makes the serving line longer than 80 columns
+    server = Server(run, "--state-dir", str(state), "--no-ui", log=tmp_path / "serve.log")
+    try:
+        server.proc.send_signal(signal.SIGINT)
+        code = server.proc.wait(60)
+    finally:
+        server.stop()
+    log = (tmp_path / "serve.log").read_text()
+    serving = [line for line in log.splitlines() if line.startswith("serving ")]
+    assert len(serving) == 1 and len(serving[0]) > 80, log
+    assert serving[0].endswith(f" on http://127.0.0.1:{server.port} (docs at /docs)"), log
+    assert "rerun the same command" not in log and "Traceback" not in log, log
+    assert log.rstrip().endswith("stopped serving (interrupted)") and code == 130, (code, log)
