@@ -365,6 +365,39 @@ def test_the_body_limit_is_in_the_schema(server: Server) -> None:
         assert "--max-body" in schema["paths"][path]["post"]["responses"]["413"]["description"], path
 
 
+def test_news_ids_carry_their_constraints_in_the_schema(server: Server) -> None:
+    """`{"candidates": [""]}` was schema-valid and refused (schemathesis ST202): every news ID a
+    request takes now says non-empty, at most 128 characters and no whitespace in the schema,
+    and the service refuses exactly what the schema does."""
+    schema = server.get("/openapi.json").json()
+    models = schema["components"]["schemas"]
+    fields = {
+        ("RecommendRequest", "history"),
+        ("RecommendRequest", "candidates"),
+        ("ExplainRequest", "history"),
+        ("ExplainRequest", "items"),
+        ("LookupRequest", "ids"),
+        ("ImpressionIn", "shown"),
+        ("ImpressionIn", "clicked"),
+    }
+    for model, name in fields:
+        prop = models[model]["properties"][name]
+        array = next((p for p in prop.get("anyOf", [prop]) if p.get("type") == "array"), prop)
+        item = array["items"]
+        assert item["minLength"] == 1 and item["maxLength"] == 128 and item["pattern"], (model, name)
+    for bad, kind in (
+        ("", "string_too_short"),
+        ("N 1", "string_pattern_mismatch"),
+        ("N" * 129, "string_too_long"),
+    ):
+        r = server.post("/v1/recommend", {"candidates": [bad]})
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == kind, (bad, r.text)
+    r = server.post("/v1/recommend", {"candidates": ["N-well-formed-unknown"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "unknown_news_ids"
+    described = schema["paths"]["/v1/recommend"]["post"]["responses"]["422"]["description"]
+    assert "unknown_news_ids" in described
+
+
 # ----------------------------------------------------------------------------- echoed input
 
 ERROR_BYTES = 8192  # wire.MAX_ERROR_BYTES: no 422 is longer
