@@ -250,7 +250,7 @@ def test_explain_ingested_news_as_served(ui_run: Path, tmp_path: Path) -> None:
     engine.ingest([fresh])
     history = [*engine.table.ids[:4], "FRESH1"]
     items = ["FRESH1", engine.table.ids[20]]
-    ranked = engine.recommend(history=history[:4], candidates=items, k=2)
+    ranked = engine.recommend(history=history[:4], candidates=items, k=2).as_json()
     why = Explainer(engine).explain(history[:4], items)
     scores = {i["news_id"]: i["score"] for i in ranked["items"]}
     for x in why["items"]:

@@ -121,7 +121,7 @@ def from_run(
     train, valid, _ = dataset.train_valid(ds.split, ds.valid_days, ds.valid_fraction, ds.seed, ds.select_on)
     subject = _subject(run.model, run.settings, dataset, train, valid, sample, seed, f"run {run_dir}", None)
     run.attach_dataset(dataset, subject.valid, subject.train)
-    _cache_text(subject, run._store.meta if run._store is not None else None)
+    _cache_text(subject, run.text_store.meta if run.text_store is not None else None)
     subject.valid_user_rows = run.user_rows(subject.valid)
     subject.train_user_rows = run.user_rows(subject.train)
     return subject
