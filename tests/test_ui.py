@@ -414,6 +414,42 @@ def test_choose_user_shows_history_cards_and_recommend_matches_the_api(browser, 
     wait.until(lambda b: [r["id"] for r in _results(b)] == [i["news_id"] for i in api["items"]])
 
 
+def test_rerank_control_shows_the_apis_list_and_its_diversity(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    user = _user_with_history(server)
+    wait = _open(browser, f"{server.url}/ui/")
+    browser.find_element(By.ID, "user-query").send_keys(user["user_id"])
+    browser.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+    wait.until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history-cards > li")) == len(user["history_ids"])
+    )
+    Select(browser.find_element(By.ID, "rerank-method")).select_by_value("mmr")
+    browser.execute_script(
+        "const w = document.getElementById('rerank-weight'); w.value = '1';"
+        " w.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element(By.ID, "rerank-weight-value").text == "1"
+    browser.find_element(By.ID, "recommend").click()
+    wait.until(lambda b: b.execute_script("return !!document.body.dataset.explainedAt"))
+    body = {
+        "history": user["history_ids"],
+        "k": 10,
+        "strict": False,
+        "rerank": {"method": "mmr", "weight": 1.0},
+    }
+    api = server.post("/v1/recommend", body).json()
+    assert [r["id"] for r in _results(browser)] == [i["news_id"] for i in api["items"]]
+    note = browser.find_element(By.ID, "diversity-note")
+    assert note.get_attribute("data-method") == "mmr"
+    assert float(note.get_attribute("data-ild")) == pytest.approx(api["diversity"]["ild"])
+    assert "ILD" in note.text and "calibration" in note.text
+    plain = server.post("/v1/recommend", {**body, "rerank": {"method": "none", "weight": 0.0}}).json()
+    # the control: the model's own order is less diverse than MMR at full weight
+    assert api["diversity"]["ild"] > plain["diversity"]["ild"]
+
+
 def test_page_at_360_px_and_by_keyboard(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

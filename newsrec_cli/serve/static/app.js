@@ -292,6 +292,24 @@ function renderExplanation(li, x, meta) {
   }
 }
 
+// The list's diversity and calibration, as evaluate defines them (docs/evaluation.md).
+function showDiversity(result) {
+  const note = $("diversity-note");
+  const d = result.diversity;
+  const r = result.rerank;
+  const parts = [r.method === "none" ? "the model's order" : `re-ranked by ${r.method}, λ ${r.weight}`];
+  if (d) {
+    parts.push(d.ild === null ? "ILD n/a" : `ILD ${d.ild.toFixed(3)}`);
+    parts.push(`${d.categories} categories`);
+    parts.push(d.calibration === null ? "calibration n/a (no history)" : `calibration ${d.calibration.toFixed(3)} (JS to the history's categories; lower is closer)`);
+  }
+  note.textContent = parts.join(" · ");
+  note.dataset.method = r.method;
+  note.dataset.weight = String(r.weight);
+  note.dataset.ild = d && d.ild !== null ? String(d.ild) : "";
+  note.dataset.calibration = d && d.calibration !== null ? String(d.calibration) : "";
+}
+
 async function recommend(event) {
   if (event) event.preventDefault();
   await guarded(async () => {
@@ -300,7 +318,10 @@ async function recommend(event) {
     const body = { history: state.history, k, strict: state.strict };
     if (candidates) body.candidates = candidates;
     if (state.userId && state.info && state.info.user_ids) body.user_id = state.userId;
+    const method = $("rerank-method").value;
+    if (method) body.rerank = { method, weight: Number($("rerank-weight").value) };
     $("results").replaceChildren();
+    $("diversity-note").textContent = "";
     $("results-note").textContent = "";
     const result = await api("/v1/recommend", body);
     const ids = result.items.map((i) => i.news_id);
@@ -326,6 +347,7 @@ async function recommend(event) {
       notes.push(`${hits} of ${result.items.length} were clicked in impression #${state.impression.impression_id}`);
     }
     $("results-note").textContent = `(${notes.join("; ")})`;
+    showDiversity(result);
     document.body.dataset.resultsAt = String(performance.now());
     if (result.items.length && !(state.info && state.info.explain_error)) {
       const history = state.history.filter((id) => !result.unknown.includes(id));
@@ -423,6 +445,9 @@ async function start() {
   });
   $("search-form").addEventListener("submit", searchNews);
   $("recommend-form").addEventListener("submit", recommend);
+  $("rerank-weight").addEventListener("input", () => {
+    $("rerank-weight-value").textContent = $("rerank-weight").value;
+  });
   window.addEventListener("hashchange", route);
   await guarded(loadInfo);
   route();
