@@ -299,6 +299,29 @@ def test_run_routes_read_the_run(server: Server, ui_run: Path) -> None:
     assert server.get("/v1/run/charts/nothing.svg").status_code == 404
 
 
+def test_run_view_serves_the_tradeoff_plots_and_nothing_else(server: Server, ui_run: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    (ui_run / "tradeoff-mmr-offline.png").write_bytes(png)
+    (ui_run / "tradeoff-mmr-offline.txt").write_text("not a plot")
+    try:
+        assert server.get("/v1/run").json()["tradeoffs"] == ["tradeoff-mmr-offline.png"]
+        answer = server.get("/v1/run/tradeoff/tradeoff-mmr-offline.png")
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        assert answer.content == png
+        for name in (
+            "tradeoff-mmr-offline.txt",
+            "config.json",
+            "..%2Fconfig.json",
+            "tradeoff-mmr-replay.png",
+        ):
+            answer = server.get(f"/v1/run/tradeoff/{name}")
+            assert answer.status_code == 404, name
+            assert str(ui_run) not in answer.text
+    finally:
+        (ui_run / "tradeoff-mmr-offline.png").unlink()
+        (ui_run / "tradeoff-mmr-offline.txt").unlink()
+
+
 # ----------------------------------------------------------------------------- the page, in Chromium
 
 

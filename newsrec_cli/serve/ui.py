@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import random
+import re
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ log = logging.getLogger("newsrec.serve")
 STATIC = Path(__file__).with_name("static")
 IMPRESSIONS_SHOWN = 10  # latest impressions of a user returned to the page
 SATURATION_SAMPLE = 500  # validation impressions scored for the logit histogram
+# evaluate --tradeoff's plots (evaluate/tradeoff.py names them), shown in the run view
+TRADEOFF_PNG = re.compile(r"tradeoff-[a-z]+-(offline|replay)(-retrieve)?\.png")
 CHARTS = ("loss", "validation", "ablation", "saturation")
 RESERVED_NEWS_IDS = ("lookup",)  # /v1/news/lookup is a route: no news may take its name
 
@@ -235,7 +238,25 @@ class RunView:
             "ablation": self._json(self.ablation_path),
             "ablation_path": str(self.ablation_path) if self.ablation_path else None,
             "charts": list(CHARTS),
+            "tradeoffs": self.tradeoffs(),
         }
+
+    def tradeoffs(self) -> list[str]:
+        """The trade-off plots `evaluate --tradeoff` wrote into the run folder, by name."""
+        if self.run_dir is None or not self.run_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.run_dir.iterdir() if TRADEOFF_PNG.fullmatch(p.name) and p.is_file()
+        )
+
+    def tradeoff(self, name: str) -> bytes:
+        """One trade-off plot's bytes; only the names `tradeoffs` lists (no other file is served)."""
+        if name not in self.tradeoffs():
+            raise NotFound(
+                "no such trade-off plot; newsrec evaluate RUN --data DATA --tradeoff mmr writes one"
+            )
+        assert self.run_dir is not None
+        return (self.run_dir / name).read_bytes()
 
     def chart(self, name: str) -> str:
         if name not in CHARTS:
@@ -568,6 +589,19 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         ready()
         assert state.run is not None
         return Response(state.run.chart(name), media_type="image/svg+xml")
+
+    @app.get(
+        "/v1/run/tradeoff/{name}",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            **errors(e404="no such trade-off plot", e503="loading"),
+        },
+    )
+    def tradeoff(name: str) -> Response:
+        ready()
+        assert state.run is not None
+        return Response(state.run.tradeoff(name), media_type="image/png")
 
     if page:
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")

@@ -425,6 +425,10 @@ async function loadRun() {
   if (run.ablation) await inlineChart("chart-ablation", "ablation");
   else $("chart-ablation").replaceChildren(el("p", { class: "muted", text: "No ablation.json for this run (newsrec ablate writes one; serve --ablation FILE shows it)." }));
   await inlineChart("chart-saturation", "saturation");
+  const plots = run.tradeoffs || [];
+  $("tradeoffs").replaceChildren(...(plots.length
+    ? plots.map((name) => el("figure", {}, el("img", { src: `/v1/run/tradeoff/${encodeURIComponent(name)}`, alt: `accuracy against diversity, one point per λ (${name})`, class: "tradeoff" }), el("figcaption", { text: name })))
+    : [el("p", { class: "muted", text: "No trade-off plot yet: newsrec evaluate RUN --data DATA --tradeoff mmr writes one." })]));
 }
 
 // ------------------------------------------------------------------ start
