@@ -557,6 +557,40 @@ def test_unknown_id_and_bad_k_show_the_api_reason(browser, server: Server) -> No
     assert "greater than or equal to 1" in error.text
 
 
+def test_the_page_starts_without_empty_boxes_and_with_known_example_ids(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    wait = _open(browser, f"{server.url}/ui/")
+    wait.until(lambda b: b.find_element(By.ID, "system").text)
+    assert not browser.find_element(By.ID, "history-cards").is_displayed()  # no empty bordered strip
+    assert not browser.find_element(By.ID, "h-results").is_displayed()  # no heading over nothing
+    assert browser.find_element(By.ID, "history-empty").is_displayed()
+    shown = {
+        p
+        for field in ("history-ids", "candidate-ids")
+        for p in browser.find_element(By.ID, field).get_attribute("placeholder").split()
+    }
+    found = server.post("/v1/news/lookup", {"ids": sorted(shown)}).json()["news"]
+    assert len(shown) >= 2 and {n["news_id"] for n in found} == shown  # examples the service knows
+
+
+def test_the_saturation_legend_sits_above_the_bars_and_the_sample_is_diagnoses() -> None:
+    from newsrec_cli.serve.ui import SATURATION_SAMPLE, histogram_figure
+    from newsrec_cli.settings import DiagnoseSettings
+
+    assert SATURATION_SAMPLE == DiagnoseSettings().sample == 512
+    rng = np.random.default_rng(0)
+    # bars across the whole range: wherever matplotlib's "best" puts a legend, it covers some
+    values = {"not clicked": rng.uniform(-5, 5, 4000), "clicked": rng.uniform(-5, 5, 400)}
+    plt, fig, ax = histogram_figure(values, title="Logits", marks=(-4.6, 4.6))
+    fig.tight_layout()
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for p in ax.patches if p.get_height() > 0]
+    assert bars and not any(legend.overlaps(b) for b in bars)
+    plt.close(fig)
+
+
 def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
@@ -574,6 +608,8 @@ def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None: 
     assert {"random", "popularity"} <= {r["name"] for r in metrics["rows"]}  # baselines beside the model
     note = browser.find_element(By.ID, "protocol-note").text  # the protocol, in plain words
     assert metrics["selection"] in note and "Offline protocol" in note and "Replay figures" in note
+    # the choosing and reported splits are said once, not in the caption and again in the note
+    assert browser.find_element(By.ID, "metrics").text.count("chosen on") == 1
     ablation = browser.find_element(By.ID, "chart-ablation").text
     assert "without category" in ablation and "Ablation" in ablation  # bars labelled with text
     assert "Logits before the sigmoid" in browser.find_element(By.ID, "chart-saturation").text

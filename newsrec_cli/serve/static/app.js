@@ -97,6 +97,11 @@ async function loadInfo() {
     info.data ? `data ${info.data.path}: ${info.data.users.toLocaleString("en")} users, ${info.data.impressions.toLocaleString("en")} impressions` : null,
   ];
   $("system").textContent = parts.filter(Boolean).join(" · ");
+  const examples = info.example_ids || [];
+  if (examples.length) {
+    $("history-ids").placeholder = examples.slice(0, 2).join(" ");
+    $("candidate-ids").placeholder = examples.join(" ");
+  }
   if (!info.data) {
     $("data-note").textContent = info.data_error
       ? `No users: ${info.data_error}`
@@ -154,6 +159,7 @@ function renderHistory() {
   });
   $("history-count").textContent = `(${state.history.length} clicks)`;
   $("history-empty").hidden = state.history.length > 0;
+  list.hidden = state.history.length === 0;  // no empty bordered strip
 }
 
 async function setHistory(ids, { strict }) {
@@ -322,6 +328,7 @@ async function recommend(event) {
     if (method) body.rerank = { method, weight: Number($("rerank-weight").value) };
     $("results").replaceChildren();
     $("diversity-note").textContent = "";
+    $("h-results").hidden = false;
     $("results-note").textContent = "";
     const result = await api("/v1/recommend", body);
     const ids = result.items.map((i) => i.news_id);
@@ -388,7 +395,7 @@ function metricsTable(metrics) {
   if (!metrics || !metrics.rows) return el("p", { class: "muted", text: "No metrics.json: run newsrec evaluate RUN --baselines." });
   const names = metrics.metrics;
   const table = el("table", { id: "metrics-table" });
-  table.append(el("caption", { class: "muted", text: `${metrics.split} split, ${metrics.impressions.toLocaleString("en")} impressions${metrics.split_note ? ` (${metrics.split_note})` : ""}` }));
+  table.append(el("caption", { class: "muted", text: `${metrics.split} split, ${metrics.impressions.toLocaleString("en")} impressions${metrics.split_note && metrics.split_note !== metrics.selection ? ` (${metrics.split_note})` : ""}` }));
   const head = el("tr", {}, el("th", { scope: "col", text: "model" }));
   for (const m of names) head.append(el("th", { scope: "col", text: m }));
   table.append(el("thead", {}, head));
