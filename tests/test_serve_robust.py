@@ -313,6 +313,58 @@ def test_random_bodies_never_answer_5xx(server: Server, robust_run: tuple[Path, 
     assert statuses[200] >= 100 and statuses[422] >= 5000 and statuses[413] >= 10
 
 
+# ----------------------------------------------------------------------------- body size
+
+LIMIT = 1 << 20  # serve --max-body's default
+
+
+def _rss_kb(pid: int) -> int:
+    """The resident memory of process `pid` (VmRSS of /proc/PID/status), in kB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+def _chunks(data: bytes, size: int = 1 << 16) -> Iterator[bytes]:
+    """`data` as a stream: httpx sends a generator chunked, with no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_a_body_over_the_limit_is_refused_unread(server: Server) -> None:
+    """A body of 10x the limit is refused with 413, by its Content-Length and sent chunked alike,
+    and the server's resident memory does not grow with it (parsed whole, 10 MB of IDs took
+    ~50 MB); a body under the limit, padded with JSON whitespace, is still served."""
+    url = f"{server.url}/v1/recommend"
+    headers = {"content-type": "application/json"}
+    ids = b",".join([b'"N%07d"' % i for i in range(10 * LIMIT // 11)])
+    huge = b'{"strict": false, "history": [' + ids + b"]}"
+    assert len(huge) >= 10 * LIMIT
+    for _ in range(2):  # the refusal's own first-use allocations before the measure
+        assert httpx.post(url, content=huge[: 2 * LIMIT], headers=headers, timeout=60).status_code == 413
+    before = _rss_kb(server.proc.pid)
+    for attempt in range(3):
+        declared = httpx.post(url, content=huge, headers=headers, timeout=60)
+        streamed = httpx.post(url, content=_chunks(huge), headers=headers, timeout=60)
+        for answer in (declared, streamed):
+            assert answer.status_code == 413, (attempt, answer.status_code, answer.text[:200])
+            assert answer.json() == {
+                "detail": f"the request body is over the {LIMIT:,}-byte limit (serve --max-body)"
+            }
+    grown = _rss_kb(server.proc.pid) - before
+    assert grown < 4 * 1024, f"the server's memory grew by {grown} kB over six 10 MB bodies"
+    padded = b'{"history": []' + b" " * (LIMIT - 100) + b', "k": 3}'
+    for body in (padded, _chunks(padded)):
+        answer = httpx.post(url, content=body, headers=headers, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["items"]) == 3
+
+
+def test_the_body_limit_is_in_the_schema(server: Server) -> None:
+    schema = server.get("/openapi.json").json()
+    assert f"{LIMIT:,} bytes" in schema["info"]["description"]
+    for path in ("/v1/recommend", "/v1/news", "/v1/events", "/v1/explain", "/v1/news/lookup"):
+        assert "--max-body" in schema["paths"][path]["post"]["responses"]["413"]["description"], path
+
+
 # ----------------------------------------------------------------------------- schemathesis
 
 

@@ -222,6 +222,14 @@ def serve_command(
     cache_size: Annotated[
         int, typer.Option("--cache-size", help="User states the in-process cache holds.", min=1)
     ] = 10_000,
+    max_body: Annotated[
+        int,
+        typer.Option(
+            "--max-body",
+            help="Bytes a request body may hold; a longer one is refused (413) before it is read.",
+            min=1024,
+        ),
+    ] = 1 << 20,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
     ui: Annotated[
         bool,
@@ -283,6 +291,7 @@ def serve_command(
         ablation=str(ablation.resolve()) if ablation else None,
         run_store=str(run_embeddings.resolve()) if run_embeddings else None,
         rerank=str(rerank_spec(rerank)),
+        max_body=max_body,
     )
     sock = _listen(host, port)
     port = sock.getsockname()[1]  # the one the system chose for --port 0

@@ -59,7 +59,14 @@ from newsrec_cli.serve.errors import (
 )
 from newsrec_cli.serve.times import as_utc, iso_text
 from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
-from newsrec_cli.serve.wire import StrictJsonRoute, errors, serve_error_handler, validation_error
+from newsrec_cli.serve.wire import (
+    TOO_LARGE,
+    BodyLimit,
+    StrictJsonRoute,
+    errors,
+    serve_error_handler,
+    validation_error,
+)
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
@@ -351,7 +358,9 @@ def create_app(
     app = FastAPIOffline(
         title="newsrec",
         version=__version__,
-        description="News recommendation service of a trained newsrec run or export.",
+        description="News recommendation service of a trained newsrec run or export. Every request "
+        f"body is at most {config.max_body:,} bytes (serve --max-body); a longer one is refused with "
+        "413 before it is read.",
         docs_url="/docs",
         redoc_url="/redoc",
     )
@@ -395,7 +404,8 @@ def create_app(
         else:
             load()
 
-    app.add_middleware(MeasureMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(MeasureMiddleware, metrics=metrics)  # outermost: a refused body is counted
     app.add_exception_handler(ServeError, serve_error_handler(STATUSES))  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
@@ -436,7 +446,7 @@ def create_app(
         response_model=RecommendResponse,
         responses=errors(
             e400="the body could not be read",
-            e413="too many candidates or too long a history",
+            e413=f"too many candidates or too long a history; {TOO_LARGE}",
             e503="loading",
         ),
     )
@@ -459,7 +469,10 @@ def create_app(
         "/v1/news",
         response_model=IngestResponse,
         responses=errors(
-            e400="the body could not be read", e409="fresh news cannot be embedded", e503="loading"
+            e400="the body could not be read",
+            e409="fresh news cannot be embedded",
+            e413=TOO_LARGE,
+            e503="loading",
         ),
     )
     def add_news(body: NewsBatch) -> dict[str, Any]:
@@ -484,6 +497,7 @@ def create_app(
         responses=errors(
             e400="the body could not be read",
             e409="the model was trained without popularity",
+            e413=TOO_LARGE,
             e503="loading",
         ),
     )

@@ -61,6 +61,9 @@ MAX_HISTORY_ITEMS = 1000  # longer histories are refused (413); between H and th
 MAX_CANDIDATES = 1000  # more candidates are refused (413)
 MAX_K = 1000
 MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refused: 422)
+# Request bodies over this are refused (413) before they are parsed: 1,000 history and 1,000
+# candidate IDs of 128 characters take ~0.27 MB; news to ingest go in batches under it.
+MAX_BODY = 1 << 20
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
@@ -213,6 +216,7 @@ class ServeConfig:
     ablation: str | None = None  # ablation.json shown in the page's run view
     run_store: str | None = None  # the run's text store where it is now (it moved since training)
     rerank: str = "none"  # the re-ranker of requests that name none: mmr:0.3, calibration:0.5, none
+    max_body: int = MAX_BODY  # bytes of a request body; more is refused (413) unparsed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -34,7 +34,7 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine
 from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported
 from newsrec_cli.serve.explain import Explainer
-from newsrec_cli.serve.wire import errors
+from newsrec_cli.serve.wire import TOO_LARGE, errors
 from newsrec_cli.settings import DiagnoseSettings
 
 log = logging.getLogger("newsrec.serve")
@@ -558,7 +558,10 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         hits = [ids[i] for i, t in enumerate(titles) if all(w in t for w in words)]
         return {"query": q, "total": len(hits), "news": [state.card(i) for i in hits[:limit]]}
 
-    @app.post("/v1/news/lookup", responses=errors(e400="the body could not be read", e503="loading"))
+    @app.post(
+        "/v1/news/lookup",
+        responses=errors(e400="the body could not be read", e413=TOO_LARGE, e503="loading"),
+    )
     def lookup(body: LookupRequest) -> dict[str, Any]:
         ready()
         cards = {i: state.card(i) for i in dict.fromkeys(body.ids)}
@@ -570,7 +573,10 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
     @app.post(
         "/v1/explain",
         responses=errors(
-            e400="the body could not be read", e409="no torch run to explain with", e503="loading"
+            e400="the body could not be read",
+            e409="no torch run to explain with",
+            e413=TOO_LARGE,
+            e503="loading",
         ),
     )
     def explain(body: ExplainRequest) -> dict[str, Any]:

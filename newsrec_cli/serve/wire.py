@@ -11,6 +11,9 @@ Error bodies have two documented shapes:
 - 422: `{"detail": [{"loc", "msg", "type", "input"?, "ctx"?}]}`, FastAPI's own validation shape,
   for the app's own 422s too (unknown news IDs list them in `ctx.unknown`);
 - every other 4xx and 503: `{"detail": "the reason"}`.
+
+Every request body is bounded (`BodyLimit`, serve --max-body): refused with 413 by its
+Content-Length, or, sent chunked, once the bytes counted pass the limit, before anything parses it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from newsrec_cli.serve.errors import ServeError, UnknownNews
 
@@ -35,6 +40,77 @@ class Message(BaseModel):
     """Every error but 422: the reason, one line."""
 
     detail: str
+
+
+TOO_LARGE = "a body over the serve --max-body limit (1 MiB by default), refused unread"
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413, before it is parsed (pure ASGI).
+
+    A declared Content-Length over the limit is refused unread (the server discards the rest of
+    the body); a body without one (chunked) is read here up to the limit, then refused as soon as
+    the count passes it, else handed on whole. The memory a request takes stays under the limit
+    whatever it sends."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared <= self.limit:
+            await self.app(scope, receive, send)  # the server reads no more than declared
+            return
+        if declared is not None:
+            await self._refuse(scope, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(scope, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> AsgiMessage:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: a disconnect, when it comes
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        # No Connection: close: the server reads and drops the rest, so the client that is still
+        # sending gets this answer rather than a reset connection.
+        reason = f"the request body is over the {self.limit:,}-byte limit (serve --max-body)"
+        await JSONResponse(status_code=413, content={"detail": reason})(scope, _nothing, send)
+
+
+async def _nothing() -> AsgiMessage:
+    return {"type": "http.disconnect"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared Content-Length (the HTTP parser has refused one that is no number), or None."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() else None
+    return None
 
 
 class StrictJsonRequest(Request):
