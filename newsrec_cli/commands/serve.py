@@ -21,6 +21,36 @@ from newsrec_cli.commands.common import (
     print_json,
 )
 from newsrec_cli.errors import NewsrecError, SettingsError
+from newsrec_cli.rerank import RerankSpec
+
+if TYPE_CHECKING:
+    from newsrec_cli.serve.engine import ListDiversity
+
+RerankOption = Annotated[
+    str,
+    typer.Option(
+        "--rerank",
+        help="Re-rank the top k: mmr:λ (diversity, text vectors), calibration:λ (the history's "
+        "categories) or none; λ in [0, 1].",
+    ),
+]
+
+
+def rerank_spec(text: str) -> RerankSpec:
+    """--rerank's value, or one line naming the flag."""
+    try:
+        return RerankSpec.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"--rerank {text!r}: {exc}") from None
+
+
+def _diversity_note(diversity: ListDiversity) -> str:
+    parts = [] if diversity.ild is None else [f"ILD {diversity.ild:.3f}"]
+    parts.append(f"{diversity.categories} categories")
+    if diversity.calibration is not None:
+        parts.append(f"calibration {diversity.calibration:.3f}")
+    return ", ".join(parts)
+
 
 if TYPE_CHECKING:
     from newsrec_cli.serve.engine import ServeConfig
@@ -228,6 +258,7 @@ def serve_command(
         ),
     ] = None,
     run_embeddings: RunStoreOption = None,
+    rerank: RerankOption = "none",
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs, the web page at /ui.
 
@@ -261,6 +292,7 @@ def serve_command(
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,
         run_store=str(run_embeddings.resolve()) if run_embeddings else None,
+        rerank=str(rerank_spec(rerank)),
         max_body=max_body,
     )
     sock = _listen(host, port)
@@ -359,11 +391,13 @@ def recommend_command(
         bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")
     ] = True,
     run_embeddings: RunStoreOption = None,
+    rerank: RerankOption = "none",
     json_out: JsonOption = False,
 ) -> None:
     """Rank candidates (or retrieve from all news) for a history, as a table with titles.
 
     Example: newsrec recommend exports/nrms --history "N55189 N42782" --candidates "N1 N2 N3" -k 10
+    Example: newsrec recommend demo/run --history "N1 N2" --rerank mmr:0.3   (a more diverse top 10)
     """
     from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend
     from newsrec_cli.serve.errors import ServeError, UnknownNews
@@ -385,6 +419,7 @@ def recommend_command(
             user_id=user,
             exclude_history=not include_history,
             strict=strict,
+            rerank=rerank_spec(rerank),
         )
     except UnknownNews as exc:
         # The HTTP message names the request field (strict=false); here the flag is the way out.
@@ -403,6 +438,10 @@ def recommend_command(
         notes.append(f"history truncated to the last {result.history_used}")
     if result.unknown:
         notes.append(f"skipped unknown: {' '.join(result.unknown)}")
+    if result.rerank.active:
+        notes.append(f"re-ranked: {result.rerank}")
+    if result.diversity is not None:
+        notes.append(_diversity_note(result.diversity))
     table = Table(title="recommendations", caption="; ".join(notes))
     for col in ("rank", "news", "score", "category", "title"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")

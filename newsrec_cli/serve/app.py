@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsrec_cli import __version__
 from newsrec_cli.errors import NewsrecError
+from newsrec_cli.rerank import RerankSpec
 from newsrec_cli.serve.engine import (
     MAX_CANDIDATES,
     MAX_EVENT_IMPRESSIONS,
@@ -104,6 +105,27 @@ Published = Annotated[LaxDatetime, BeforeValidator(iso_text), AfterValidator(as_
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
+class RerankIn(BaseModel):
+    """A re-ranker of the top k (newsrec_cli.rerank; docs/serving.md)."""
+
+    model_config = STRICT
+
+    method: Literal["none", "mmr", "calibration"] = Field(
+        description="mmr: diversity on the news' text vectors (Carbonell and Goldstein 1998); "
+        "calibration: the history's category mix (Steck 2018); none: the model's order"
+    )
+    weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="λ: 0 keeps the model's order, 1 is all diversity or calibration",
+    )
+
+    def spec(self) -> RerankSpec:
+        return RerankSpec(self.method, self.weight)
+
+
 class RecommendRequest(BaseModel):
     model_config = STRICT
 
@@ -119,6 +141,9 @@ class RecommendRequest(BaseModel):
         None,
         description="Retrieval only: news published on or after this time "
         "(an offset is applied; a naive time or a date alone is read as UTC).",
+    )
+    rerank: RerankIn | None = Field(
+        None, description="Re-rank the top k (default: the server's --rerank, none unless set)."
     )
 
 
@@ -140,6 +165,23 @@ class Freshness(BaseModel):
     )
 
 
+class RerankOut(BaseModel):
+    method: str
+    weight: float
+
+
+class Diversity(BaseModel):
+    ild: float | None = Field(
+        description="Intra-list diversity: mean 1 - cosine of the text vectors over pairs (None below 2 news "
+        "or without text vectors)"
+    )
+    categories: int = Field(description="Distinct categories in the list")
+    calibration: float | None = Field(
+        description="Jensen-Shannon divergence (base 2) between the history's categories and the list's, "
+        "rank-weighted; lower is closer (None without history)"
+    )
+
+
 class RecommendResponse(BaseModel):
     model_version: str
     backend: str
@@ -154,6 +196,10 @@ class RecommendResponse(BaseModel):
     cached_user: bool
     popularity: Freshness | None = Field(
         None, description="A model trained with popularity: how fresh the counts it scored with are."
+    )
+    rerank: RerankOut = Field(description="The re-ranker applied (the request's, or the server's default).")
+    diversity: Diversity | None = Field(
+        None, description="The returned list's diversity and calibration (None for an empty list)."
     )
 
 
@@ -436,6 +482,7 @@ def create_app(
             exclude_history=body.exclude_history,
             strict=body.strict,
             since=body.since,
+            rerank=None if body.rerank is None else body.rerank.spec(),
         )
         return JSONResponse(answer.as_json())
 

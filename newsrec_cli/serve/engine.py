@@ -28,8 +28,11 @@ import numpy as np
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.evaluate.beyond import calibration as list_calibration
+from newsrec_cli.evaluate.beyond import category_count, ild
 from newsrec_cli.mind import Vocab
 from newsrec_cli.mind.running_counts import FIRST_SECOND, LAST_SECOND, RunningCounts
+from newsrec_cli.rerank import RerankSpec, category_distribution, pool_size, rerank
 from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
@@ -112,6 +115,8 @@ class Recommendation:
     excluded: int
     cached_user: bool
     popularity: dict[str, Any] | None  # serve.popularity.freshness of the counts scored with
+    rerank: RerankSpec = RerankSpec()
+    diversity: ListDiversity | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The JSON of app.RecommendResponse, by hand: `dataclasses.asdict` deep-copies each item,
@@ -129,7 +134,19 @@ class Recommendation:
             "excluded": self.excluded,
             "cached_user": self.cached_user,
             "popularity": self.popularity,
+            "rerank": self.rerank.to_dict(),
+            "diversity": None if self.diversity is None else asdict(self.diversity),
         }
+
+
+@dataclass(frozen=True)
+class ListDiversity:
+    """The returned list's beyond-accuracy figures, as `evaluate` defines them
+    (newsrec_cli.evaluate.beyond): None where a figure does not apply."""
+
+    ild: float | None  # intra-list diversity of the text vectors; None below 2 news or without text
+    categories: int  # distinct categories
+    calibration: float | None  # JS divergence to the history's categories; None without history
 
 
 @dataclass(frozen=True)
@@ -198,6 +215,7 @@ class ServeConfig:
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
     run_store: str | None = None  # the run's text store where it is now (it moved since training)
+    rerank: str = "none"  # the re-ranker of requests that name none: mmr:0.3, calibration:0.5, none
     max_body: int = MAX_BODY  # bytes of a request body; more is refused (413) unparsed
 
     def to_json(self) -> str:
@@ -215,19 +233,28 @@ class ServedNews:
     the user-state cache keys carry (row numbers differ between replicas and say nothing of
     updates)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, text_dim: int | None = None) -> None:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.records: list[NewsRecord] = []
         self.versions: list[str] = []
         self.vectors = np.zeros((0, dim), np.float32)
         self.published = np.zeros(0, "datetime64[s]")
+        # The re-rankers' inputs: L2-normalised text vectors (None: the run has none) and a code
+        # per category, in order of first appearance (-1: no category).
+        self.text = None if text_dim is None else np.zeros((0, text_dim), np.float32)
+        self.categories = np.zeros(0, np.int64)
+        self.category_codes: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def upsert(self, records: list[NewsRecord], vectors: np.ndarray) -> np.ndarray:
+    def upsert(
+        self, records: list[NewsRecord], vectors: np.ndarray, text: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Add or overwrite `records` with their model vectors and (when the table holds text
+        vectors) their text vectors; the rows they took."""
         with self.lock:
             rows = []
             for rec in records:
@@ -248,8 +275,18 @@ class ServedNews:
                 dates = np.full(len(grown), np.datetime64("NaT"), "datetime64[s]")
                 dates[: len(self.published)] = self.published
                 self.vectors, self.published = grown, dates
+                self.categories = np.concatenate(
+                    [self.categories, np.full(len(grown) - len(self.categories), -1, np.int64)]
+                )
+                if self.text is not None:
+                    more = np.zeros((len(grown) - len(self.text), self.text.shape[1]), np.float32)
+                    self.text = np.concatenate([self.text, more])
             idx = np.asarray(rows, dtype=np.int64)
             self.vectors[idx] = vectors
+            self.categories[idx] = [self._category_code(r.category) for r in records]
+            if self.text is not None and text is not None:
+                norms = np.linalg.norm(text, axis=1, keepdims=True)
+                self.text[idx] = text / np.maximum(norms, 1e-12)
             self.published[idx] = [_date(r.published) for r in records]
             for row in rows:
                 self.versions[row] = content_version(self.vectors[row])
@@ -258,6 +295,16 @@ class ServedNews:
     def view(self) -> tuple[np.ndarray, int]:
         with self.lock:
             return self.vectors, len(self.ids)
+
+    def rerank_view(self) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """(text vectors, category codes, number of categories), read together."""
+        with self.lock:
+            return self.text, self.categories, len(self.category_codes)
+
+    def _category_code(self, category: str) -> int:
+        if not category:
+            return -1
+        return self.category_codes.setdefault(category, len(self.category_codes))
 
     def snapshot(self, rows: list[int]) -> tuple[np.ndarray, list[str], list[str]]:
         """(vectors, IDs, versions) of `rows`, read together: a state and its key always agree
@@ -326,6 +373,10 @@ class Engine:
         self.run_dir: Path | None = None  # the run the model comes from (export.json names it)
         self.popularity: RunningCounts | None = None  # a run trained with popularity: the live counts
         self.news_terms: NewsTerms | None = None  # with popularity: every news' counts per snapshot
+        try:
+            self.default_rerank = RerankSpec.parse(config.rerank)
+        except ValueError as exc:
+            raise SettingsError(f"--rerank {config.rerank!r}: {exc}") from None
 
     # ------------------------------------------------------------------ loading
 
@@ -367,6 +418,7 @@ class Engine:
             manifest_graphs,
             manifest_table,
             read_manifest,
+            read_text_table,
         )
         from newsrec_cli.serve.vector_table import read_table
 
@@ -413,8 +465,9 @@ class Engine:
         ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in ids]
-        self.table = ServedNews(vectors.shape[1])
-        self.table.upsert(records, vectors)
+        text = read_text_table(self.source, manifest, ids)
+        self.table = ServedNews(vectors.shape[1], None if text is None else text.shape[1])
+        self.table.upsert(records, vectors, text)
 
     def _load_run(self) -> None:
         from newsrec_cli.runs.loading import load_run
@@ -452,8 +505,9 @@ class Engine:
                 ids[i]: inputs.graph_vector[i] for i in np.flatnonzero(inputs.graph_present)
             }
         news = _run_news(run)
-        self.table = ServedNews(vectors.shape[1])
-        self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
+        text = None if inputs.text is None else inputs.text[keep]
+        self.table = ServedNews(vectors.shape[1], None if text is None else text.shape[1])
+        self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors, text)
 
     def _open_popularity(self, frozen: Any) -> None:
         from newsrec_cli.serve.popularity import open_counts
@@ -518,10 +572,15 @@ class Engine:
         exclude_history: bool = True,
         strict: bool = True,
         since: date | datetime | None = None,
+        rerank: RerankSpec | None = None,
     ) -> Recommendation:
-        """Rank `candidates` for a user with `history`, or retrieve the top `k` of all news."""
+        """Rank `candidates` for a user with `history`, or retrieve the top `k` of all news;
+        `rerank` (default: the server's) re-ranks the top k (newsrec_cli.rerank)."""
         table = self._serving_table()
         _check_sizes(history, candidates, k)
+        spec = self.default_rerank if rerank is None else rerank
+        if spec.method == "mmr" and table.text is None:
+            raise Unsupported("rerank mmr needs the news' text vectors, and this model has none")
         unknown = list(dict.fromkeys(i for i in [*history, *(candidates or [])] if i not in table.index))
         if unknown and strict:
             raise UnknownNews("unknown news IDs (pass strict=false to skip them)", unknown)
@@ -531,20 +590,24 @@ class Engine:
         if candidates is not None:
             picked = self._rank_candidates(candidates, seen)
         else:
-            picked = self._retrieve(user, vectors[:n], k, seen, since)
+            # A re-ranker chooses among the best pool_size(k), as `evaluate --retrieve` does.
+            picked = self._retrieve(user, vectors[:n], pool_size(k) if spec.active else k, seen, since)
+        items, diversity = self._scored(user, vectors, picked, k, spec)
         return Recommendation(
             model_version=self.version,
             backend=self.config.backend,
             mode="rank" if candidates is not None else "retrieve",
             retrieval=picked.retrieval,
             cold_start=not user.used,
-            items=self._scored(user, vectors, picked, k),
+            items=items,
             unknown=unknown,
             history_used=user.used,
             history_truncated=user.truncated,
             excluded=picked.excluded,
             cached_user=user.cached,
             popularity=None if self.popularity is None else self.freshness(picked.reading),
+            rerank=spec,
+            diversity=diversity,
         )
 
     def _serving_table(self) -> ServedNews:
@@ -613,20 +676,38 @@ class Engine:
             self.backend, search.state, vectors, search.k, search.allowed, search.popularity
         )
 
-    def _scored(self, user: UserView, vectors: np.ndarray, picked: Picked, k: int) -> list[RankedItem]:
-        """The picked news scored by the model (with their popularity term), the best `k` first."""
+    def _scored(
+        self, user: UserView, vectors: np.ndarray, picked: Picked, k: int, spec: RerankSpec
+    ) -> tuple[list[RankedItem], ListDiversity | None]:
+        """The picked news scored by the model (with their popularity term), the best `k` first
+        (or as `spec` re-ranks them), and the list's diversity."""
         assert self.backend is not None and self.table is not None
         if not len(picked.rows):
-            return []
+            return [], None
         extra = (
             {}
             if picked.features is None
             else {"popularity": picked.features[None], "history_length": user.history_length}
         )
         scores = self.backend.score(user.state, vectors[picked.rows][None], **extra)[0]
-        order = np.argsort(-scores, kind="stable")[:k]
+        text, categories, n_categories = self.table.rerank_view()
+        history = category_distribution(categories[np.asarray(user.rows, np.int64)][None], n_categories)
+        if spec.active:
+            rows = picked.rows
+            order = rerank(
+                scores,
+                k,
+                spec,
+                vectors=None if text is None else text[rows],
+                categories=categories[rows],
+                history=history[0],
+            )[:k]
+        else:
+            order = np.argsort(-scores, kind="stable")[:k]
+        top = picked.rows[order]
         ids = self.table.ids
-        return [RankedItem(ids[picked.rows[j]], float(scores[j]), r) for r, j in enumerate(order, start=1)]
+        items = [RankedItem(ids[top[r]], float(scores[j]), r + 1) for r, j in enumerate(order)]
+        return items, _diversity(top, text, categories, history)
 
     def freshness(self, reading: Reading | None = None) -> dict[str, Any]:
         """The popularity block of a response: of `reading` (the counts it scored with), or now."""
@@ -816,7 +897,7 @@ class Engine:
     def _encode_and_add(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
         assert self.table is not None and self.backend is not None and self.retriever is not None
         vectors = self.backend.encode_news(self.news_inputs(records, text))
-        rows = self.table.upsert(records, vectors)
+        rows = self.table.upsert(records, vectors, text)
         self.retriever.update(rows, vectors, len(self.table))
 
     def _persist(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
@@ -908,6 +989,16 @@ def _event_second(i: int, when: datetime, shown: list[str], clicked: list[str], 
             "simulated stream dated ahead)"
         )
     return second
+
+
+def _diversity(
+    top: np.ndarray, text: np.ndarray | None, categories: np.ndarray, history: np.ndarray
+) -> ListDiversity:
+    """ILD, categories and calibration of one returned list (table rows, best first)."""
+    lists = top[None]
+    spread = None if text is None or len(top) < 2 else float(ild(lists, text)[0])
+    fit = float(list_calibration(lists, categories, history)[0]) if history.any() else None
+    return ListDiversity(spread, int(category_count(lists, categories)[0]), fit)
 
 
 def _check_sizes(history: list[str], candidates: list[str] | None, k: int) -> None:

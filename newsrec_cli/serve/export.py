@@ -90,6 +90,7 @@ TABLE = "news_vectors"
 TABLE_INT8 = "news_vectors_int8"
 GRAPH_TABLE = "graph_vectors"  # the GNN vector of each exported news on the graph (graph runs)
 GRAPH_TABLE_INT8 = "graph_vectors_int8"  # the same as int8 with a scale per row (int8 graph sets)
+TEXT_TABLE = "text_vectors"  # each exported news' text vector: what MMR and a list's ILD compare
 NEWS_TSV = "news.tsv"
 VOCABS = ("vocab_news_ids.txt", "vocab_categories.txt", "vocab_subcategories.txt", "vocab_users.txt")
 FP32_TOLERANCE = 1e-4  # max |logit difference| of the fp32 graphs against torch
@@ -761,7 +762,7 @@ def _clear_folder(out: Path) -> None:
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE, GRAPH_TABLE_INT8):
+    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE, GRAPH_TABLE_INT8, TEXT_TABLE):
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in out.glob("*.onnx"):
         stale.unlink()
@@ -790,6 +791,11 @@ def _write_model(run: Any, out: Path, quantize: str, opset: int, say: Say) -> Wr
         _write_table(
             out / TABLE_INT8, served_ids, int8_vectors, version, run.run_dir, dtype="int8", parts=parts
         )
+    if inputs.text is not None:
+        # The re-rankers' similarity (serve's rerank mmr), the same vectors as evaluate's.
+        text = inputs.text[keep]
+        dtype = "int8" if quantize == "int8-only" else "float32"
+        _write_table(out / TEXT_TABLE, served_ids, text, version, run.run_dir, "text", dtype=dtype)
     if inputs.graph_vector is not None and inputs.graph_present is not None:
         # So that a run news re-sent through POST /v1/news keeps its graph vector.
         on = keep[inputs.graph_present[keep]]
@@ -950,6 +956,11 @@ def _manifest(
         },
         # graph runs: the GNN vector of each run news, for each backend (int8: as int8)
         "graph_tables": _manifest_graph_tables(written.shapes, only, bool(int8)),
+        "text_table": (
+            {"path": TEXT_TABLE, "dtype": "int8" if only else "float32"}
+            if written.inputs.text is not None
+            else None
+        ),
         "inputs": parity.graph_inputs,
         "shapes": _manifest_shapes(written.shapes, run.settings.history),
         "news": len(written.served_ids),
@@ -1032,6 +1043,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             field="version",
         )
     return manifest
+
+
+def read_text_table(folder: Path, manifest: dict[str, Any], ids: list[str]) -> np.ndarray | None:
+    """The text vectors of `ids` from the export's text table (float32, in the order of `ids`), or
+    None where the export has none (a model without text, or an export made before text tables)."""
+    from newsrec_cli.serve.vector_table import read_table
+
+    entry = manifest.get("text_table")
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        return None
+    path = folder / entry["path"]
+    text_ids, vectors, _ = read_table(path)
+    index = {id_: row for row, id_ in enumerate(text_ids)}
+    rows = [index.get(id_) for id_ in ids]
+    missing = sum(row is None for row in rows)
+    if missing:
+        raise InputError(f"{missing:,} served news have no text vector", path=path, field="ids")
+    return vectors[np.asarray(rows, np.int64)]
 
 
 def manifest_table(manifest: dict[str, Any], int8: bool) -> str:

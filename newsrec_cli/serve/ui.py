@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import random
+import re
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -34,12 +35,17 @@ from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine
 from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported, cut
 from newsrec_cli.serve.explain import Explainer
 from newsrec_cli.serve.wire import TOO_LARGE, UNKNOWN_NEWS, NewsIdText, errors
+from newsrec_cli.settings import DiagnoseSettings
 
 log = logging.getLogger("newsrec.serve")
 
 STATIC = Path(__file__).with_name("static")
 IMPRESSIONS_SHOWN = 10  # latest impressions of a user returned to the page
-SATURATION_SAMPLE = 500  # validation impressions scored for the logit histogram
+# validation impressions scored for the logit histogram: diagnose saturation's default, so the
+# page and the command report the same sample
+SATURATION_SAMPLE: int = DiagnoseSettings.model_fields["sample"].default
+# evaluate --tradeoff's plots (evaluate/tradeoff.py names them), shown in the run view
+TRADEOFF_PNG = re.compile(r"tradeoff-[a-z]+-(offline|replay)(-retrieve)?\.png")
 CHARTS = ("loss", "validation", "ablation", "saturation")
 RESERVED_NEWS_IDS = ("lookup",)  # /v1/news/lookup is a route: no news may take its name
 
@@ -237,7 +243,25 @@ class RunView:
             "ablation": self._json(self.ablation_path),
             "ablation_path": str(self.ablation_path) if self.ablation_path else None,
             "charts": list(CHARTS),
+            "tradeoffs": self.tradeoffs(),
         }
+
+    def tradeoffs(self) -> list[str]:
+        """The trade-off plots `evaluate --tradeoff` wrote into the run folder, by name."""
+        if self.run_dir is None or not self.run_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.run_dir.iterdir() if TRADEOFF_PNG.fullmatch(p.name) and p.is_file()
+        )
+
+    def tradeoff(self, name: str) -> bytes:
+        """One trade-off plot's bytes; only the names `tradeoffs` lists (no other file is served)."""
+        if name not in self.tradeoffs():
+            raise NotFound(
+                "no such trade-off plot; newsrec evaluate RUN --data DATA --tradeoff mmr writes one"
+            )
+        assert self.run_dir is not None
+        return (self.run_dir / name).read_bytes()
 
     def chart(self, name: str) -> str:
         if name not in CHARTS:
@@ -308,6 +332,7 @@ class RunView:
 # ----------------------------------------------------------------------------- charts (matplotlib SVG)
 
 
+LEGEND_HEADROOM = 1.8  # the y axis reaches 1.8x the tallest bar: the legend's two lines fit above it
 CHART_WIDTH_IN = 4.4  # 316.8 pt; the page shows it 100% wide (at most 30rem): ~343-358 px at 390 px
 CHART_FONT_PT = 11  # text is then 11 x 343/316.8 >= 11.9 px there (6.4 in with 10 pt gave 6-9 px)
 CHART_LINE_CHARS = 44  # titles and x labels wrap at this many characters: none runs past the figure
@@ -377,6 +402,14 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
 
 
 def _histogram(values: dict[str, np.ndarray], *, title: str, marks: tuple[float, ...]) -> str:
+    plt, fig, _ = histogram_figure(values, title=title, marks=marks)
+    return _svg(plt, fig)
+
+
+def histogram_figure(
+    values: dict[str, np.ndarray], *, title: str, marks: tuple[float, ...]
+) -> tuple[Any, Any, Any]:
+    """Overlaid density histograms; the legend sits in headroom above the tallest bar, never on it."""
     from newsrec_cli.diagnose.plots import BINS
 
     plt, fig, ax = _figure()
@@ -389,8 +422,10 @@ def _histogram(values: dict[str, np.ndarray], *, title: str, marks: tuple[float,
     ax.set_title(title)
     ax.set_xlabel("logit (dashed: sigmoid 0.01 and 0.99)")
     ax.set_ylabel("density")
-    ax.legend()
-    return _svg(plt, fig)
+    tallest = max((p.get_height() for p in ax.patches), default=1.0)
+    ax.set_ylim(0, tallest * LEGEND_HEADROOM)
+    ax.legend(loc="upper left", frameon=False, borderaxespad=0.2)
+    return plt, fig, ax
 
 
 # ----------------------------------------------------------------------------- routes
@@ -489,6 +524,8 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
             "model_version": engine.version,
             "backend": engine.config.backend,
             "news": len(engine.table or []),
+            # IDs the page offers as examples in its empty fields: news this service knows
+            "example_ids": list(engine.table.ids[:3]) if engine.table is not None else [],
             "history": engine.history,
             "retrieval": engine.retriever.method if engine.retriever else None,
             "run_dir": str(engine.run_dir) if engine.run_dir else None,
@@ -577,6 +614,19 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         ready()
         assert state.run is not None
         return Response(state.run.chart(name), media_type="image/svg+xml")
+
+    @app.get(
+        "/v1/run/tradeoff/{name}",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            **errors(e404="no such trade-off plot", e503="loading"),
+        },
+    )
+    def tradeoff(name: str) -> Response:
+        ready()
+        assert state.run is not None
+        return Response(state.run.tradeoff(name), media_type="image/png")
 
     if page:
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
