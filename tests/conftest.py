@@ -41,3 +41,30 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+# Seconds each heavy test file took (serially, `--durations`, this 2-core machine under load;
+# only the order matters). pytest-xdist's --dist loadfile hands out whole files in collection
+# order, and by default it first sorts them by their number of tests: a file of one long test
+# (the quick quality table) then started last and ran alone for minutes while the other worker
+# idled. Heaviest first, the short files fill in at the end and the workers finish together.
+# Files not named here are short; they keep their order after these.
+HEAVY_FILES = {
+    "test_bench_quality.py": 320,
+    "test_ddp.py": 155,
+    "test_learning.py": 150,
+    "test_train_lock.py": 82,
+    "test_ui.py": 55,
+    "test_tune.py": 45,
+    "test_ablate.py": 27,
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist is loaded
+        config.option.loadscopereorder = False  # keep the order of pytest_collection_modifyitems
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Heaviest files first (a stable sort: within a file, the tests keep their order)."""
+    items.sort(key=lambda item: -HEAVY_FILES.get(item.path.name, 0))
