@@ -51,6 +51,8 @@ def test_second_train_into_one_folder_is_refused_and_a_killed_run_resumes(tmp_pa
             assert first.poll() is None, first.stderr.read() if first.stderr else ""
             assert time.monotonic() < deadline, "the first train never validated epoch 0"
             time.sleep(0.2)
+        # Stopped, it still holds the lock, and leaves the cores to the second process.
+        first.send_signal(signal.SIGSTOP)
         second = subprocess.run(
             [str(NEWSREC), "train", str(data), "--out", str(run), *common, "--epochs", "2", "--overwrite"],
             capture_output=True,
@@ -62,7 +64,7 @@ def test_second_train_into_one_folder_is_refused_and_a_killed_run_resumes(tmp_pa
             f"error: {run}: another newsrec train is writing this run folder (it holds .newsrec.lock); "
             "wait for it to end, or choose another --out"
         )
-        assert first.poll() is None  # the first one goes on, its files untouched by --overwrite
+        assert first.poll() is None  # the first one lives on, its files untouched by --overwrite
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
