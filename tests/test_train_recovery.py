@@ -42,6 +42,15 @@ def fast(**overrides: Any) -> TrainSettings:
     return TrainSettings(**{**FAST, **overrides})
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(folder, result) of the run that the budget-stopped runs must equal once resumed: trained
+    once for both of them (read only)."""
+    data, store = synthetic
+    out = tmp_path_factory.mktemp("recovery_full") / "full"
+    return out, train(data, out, store=store, settings=fast(epochs=3, patience=2))
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
@@ -138,11 +147,15 @@ def full_epochs(history: list[Any]) -> list[tuple[int, int, dict[str, float], bo
 
 @pytest.mark.parametrize("where", ["first_step", "mid_epoch_2"])
 def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
-    synthetic: tuple[Path, Path], tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+    synthetic: tuple[Path, Path],
+    uninterrupted: tuple[Path, Any],
+    tmp_path: Path,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data, store = synthetic
     settings = fast(epochs=3, patience=2)
-    full = train(data, tmp_path / "full", store=store, settings=settings)
+    full_dir, full = uninterrupted
     if where == "first_step":
         cut = train(
             data, tmp_path / "cut", store=store, settings=fast(epochs=3, patience=2, time_budget=1e-3)
@@ -171,8 +184,8 @@ def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
         assert saved["epoch"] == 0 if cut.best_epoch == 0 else saved["partial"] is True
     resumed = train(None, tmp_path / "cut", settings=settings, resume=True)
     assert resumed.stopped == full.stopped
-    assert_same_weights(tmp_path / "full" / "model.pt", tmp_path / "cut" / "model.pt")
-    assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert_same_weights(full_dir / "model.pt", tmp_path / "cut" / "model.pt")
+    assert_same_weights(full_dir / "last.pt", tmp_path / "cut" / "last.pt")
     assert full_epochs(resumed.history) == full_epochs(full.history)
     assert (resumed.best_epoch, resumed.best_metrics) == (full.best_epoch, full.best_metrics)
     saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
