@@ -54,6 +54,7 @@ HEAVY_FILES = {
     "test_serve.py": 445,
     "test_bench_quality.py": 400,
     "test_serve_popularity.py": 297,
+    "test_finetune_text.py": 240,
     "test_serve_robust.py": 218,
     "test_diagnose_model.py": 206,
     "test_train_kills.py": 182,
