@@ -54,6 +54,7 @@ HEAVY_FILES = {
     "test_serve.py": 445,
     "test_bench_quality.py": 400,
     "test_serve_popularity.py": 297,
+    "test_train_quality.py": 243,
     "test_finetune_text.py": 240,
     "test_serve_robust.py": 218,
     "test_diagnose_model.py": 206,
@@ -64,6 +65,8 @@ HEAVY_FILES = {
     "test_train_lock.py": 100,
     "test_ui.py": 90,
     "test_ablate.py": 80,
+    "test_serve_cache.py": 54,
+    "test_embed_onnx.py": 48,
     "test_docs.py": 37,
 }
 
