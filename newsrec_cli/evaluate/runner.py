@@ -324,7 +324,7 @@ def evaluate(
             if group is not None and settings.by == "category":  # constant within one category
                 names = [n for n in names if kind_of(n) not in ("categories", "calibration")]
             history = target.history_offsets
-            return score_lists(part, sub, accuracy, names, facts, history)
+            return score_lists(part, sub, accuracy, names, facts, history, own_catalogue=group is not None)
 
         result = score(None, scores, lists)
         by_group = results_by_group(scores, lists, groups, score) if groups else []
