@@ -16,7 +16,7 @@ import numpy as np
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.beyond import distinct_user_counts, history_distribution
-from newsrec_cli.mind.behaviors import Impressions, distinct_news
+from newsrec_cli.mind.behaviors import Impressions, distinct_news, gather_segments
 from newsrec_cli.mind.dataset import MindDataset
 
 UNKNOWN = "(no news row)"
@@ -34,19 +34,18 @@ class ListFacts:
     users: int  # distinct users of the training split
     clicks: np.ndarray  # float64 [V]
     catalogue: np.ndarray  # int64: the reported split's distinct candidates
+    history_codes: np.ndarray  # int64 [H]: the category of each entry of the split's histories
 
     @property
     def n_categories(self) -> int:
         return len(self.category_names)
 
-    def history(self, target: Impressions, rows: np.ndarray) -> np.ndarray:
-        """Category distributions (len(rows), C) of the histories of impressions `rows`."""
-        starts, ends = target.history_offsets[rows], target.history_offsets[rows + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        take = np.repeat(starts - offsets[:-1], lengths) + np.arange(int(offsets[-1]))
-        codes = self.categories[np.asarray(target.history[take], dtype=np.int64)]
-        return history_distribution(codes, offsets, self.n_categories)
+    def history_distribution(self, history_offsets: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Category distributions (B, C) of the histories of impressions `rows` (None: all)."""
+        offsets = np.asarray(history_offsets, dtype=np.int64)
+        rows = np.arange(len(offsets) - 1) if rows is None else np.asarray(rows, dtype=np.int64)
+        sub_offsets, take = gather_segments(offsets, rows)
+        return history_distribution(self.history_codes[take], sub_offsets, self.n_categories)
 
 
 def list_facts(
@@ -70,7 +69,10 @@ def list_facts(
         clicked = np.asarray(target.candidates)[np.asarray(target.labels) == 1]
         clicks += np.bincount(clicked, minlength=size)[:size]
     catalogue = np.unique(np.asarray(target.candidates, dtype=np.int64))
-    return ListFacts(vectors, categories, [str(n) for n in uniques], counts, users, clicks, catalogue)
+    history_codes = categories[np.asarray(target.history, dtype=np.int64)]
+    return ListFacts(
+        vectors, categories, [str(n) for n in uniques], counts, users, clicks, catalogue, history_codes
+    )
 
 
 def _unit_vectors(store: EmbeddingStore, dataset: MindDataset, target: Impressions) -> np.ndarray:

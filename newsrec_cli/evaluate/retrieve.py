@@ -158,7 +158,7 @@ def pick(
             valid=ok,
             vectors=None if facts.vectors is None else facts.vectors[safe],
             categories=facts.categories[safe],
-            history=facts.history(target, rows),
+            history=facts.history_distribution(target.history_offsets, rows),
         )
         chosen = np.take_along_axis(np.where(ok, news, PAD), order, axis=1)
         top[rows, : min(k, width)] = chosen[:, :k]
