@@ -363,7 +363,8 @@ def _incidence_flat(target: Impressions, column: np.ndarray, size: int) -> spars
 
 
 def write_plot(report: TradeoffReport, path: Path) -> Path:
-    """Accuracy (y) against diversity or calibration (x), one labelled point per λ, PNG (Agg)."""
+    """Accuracy (y) against diversity or calibration (x), one labelled point per λ with its 95%
+    intervals as bars, PNG (Agg backend)."""
     from newsrec_cli.diagnose.plots import pyplot
 
     plt = pyplot()
@@ -373,7 +374,12 @@ def write_plot(report: TradeoffReport, path: Path) -> Path:
     ys = [row.values[accuracy] for row in report.rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     try:
-        ax.plot(xs, ys, "-o", color="#2a6fdb")
+        # bars: each λ's 95% interval of the difference to λ = 0, drawn around λ = 0's value
+        yerr = [_bar(row, accuracy, ys[0], y) for row, y in zip(report.rows, ys, strict=True)]
+        xerr = [_bar(row, x_name, xs[0], x) for row, x in zip(report.rows, xs, strict=True)]
+        ax.errorbar(
+            xs, ys, yerr=np.array(yerr).T, xerr=np.array(xerr).T, fmt="-o", color="#2a6fdb", capsize=3
+        )
         for row, x, y in zip(report.rows, xs, ys, strict=True):
             ax.annotate(f"λ={row.weight:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel(
@@ -392,6 +398,14 @@ def write_plot(report: TradeoffReport, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def _bar(row: TradeoffRow, name: str, reference: float, value: float) -> tuple[float, float]:
+    """Distances below and above `value` to the ends of its interval (0 where there is none)."""
+    _, low, high = row.deltas[name]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return 0.0, 0.0
+    return max(0.0, value - (reference + low)), max(0.0, reference + high - value)
 
 
 def _png(fig: Any) -> bytes:
