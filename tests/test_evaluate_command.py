@@ -232,7 +232,7 @@ def test_model_row_equals_the_metrics_of_its_logits(trained: tuple[Path, Path, P
 
 
 def test_written_predictions_score_the_same(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    data, _, run = trained
+    data, store, run = trained
     out = tmp_path / "out"
     report = _json([str(run), "--data", str(data), "--write-predictions", "--out", str(out)])
     assert sorted(Path(p).name for p in report["written"]) == [
@@ -246,7 +246,8 @@ def test_written_predictions_score_the_same(trained: tuple[Path, Path, Path], tm
         "12",
     ]
     for name in ("prediction.txt", "prediction.zip"):
-        again = _json(["--predictions", str(out / name), "--data", str(data)])
+        # the run's store gives the file row its text vectors (ILD): every metric is the model's
+        again = _json(["--predictions", str(out / name), "--data", str(data), "--embeddings", str(store)])
         assert _row(again, "file")["values"] == pytest.approx(_row(report, "model")["values"], abs=1e-9)
 
 
