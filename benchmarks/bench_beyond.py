@@ -36,10 +36,9 @@ def parse():  # noqa: ANN201 - argparse.Namespace
 
 def main() -> None:
     args = parse()
-    from newsrec_cli.evaluate.list_facts import list_facts
     from newsrec_cli.evaluate.model_scores import run_scores
     from newsrec_cli.evaluate.retrieve import model_scorer, retrieve_pool, split_catalogue
-    from newsrec_cli.evaluate.tradeoff import K, candidate_lists, compare, retrieved_lists
+    from newsrec_cli.evaluate.tradeoff import K, candidate_lists, compare, retrieved_lists, split_facts
     from newsrec_cli.mind import load_dataset
     from newsrec_cli.rerank import RerankSpec, pool_size
     from newsrec_cli.runs.loading import load_run
@@ -53,7 +52,7 @@ def main() -> None:
     for name, _, run_dir in trained_runs(args, {m: VARIANTS[m] for m in args.variants}):
         run = load_run(run_dir, "cpu")
         if facts is None:
-            facts = list_facts(dataset, known, target, run.store_path)
+            facts = split_facts(dataset, known, target, run.store_path)
         for protocol in ("offline", "replay"):
             scores = run_scores(run, dataset, target, known, protocol)
             by_candidates = candidate_lists(scores, target, facts)

@@ -33,7 +33,7 @@ import numpy as np
 
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.beyond import PAD
-from newsrec_cli.evaluate.list_facts import ListFacts
+from newsrec_cli.evaluate.beyond_rows import SplitFacts
 from newsrec_cli.mind.behaviors import Impressions, gather_segments
 from newsrec_cli.mind.popularity import impression_seconds, protocol_view
 from newsrec_cli.rerank import RerankSpec, pool_size, rerank
@@ -130,7 +130,7 @@ def pick(
     target: Impressions,
     k: int,
     spec: RerankSpec | None = None,
-    facts: ListFacts | None = None,
+    facts: SplitFacts | None = None,
 ) -> np.ndarray:
     """The top k news of each impression, (I, k) int64, best first, PAD padding: the pool's first
     k, or with an active `spec` the pool's first `rerank.pool_size(k)` re-ranked (serve's rule)."""
@@ -144,7 +144,7 @@ def pick(
     if facts is None:
         raise ValueError("re-ranking retrieved lists needs the list facts (vectors, categories)")
     if spec.method == "mmr" and facts.vectors is None:
-        raise InputError("MMR needs the run's text vectors: the run names no text store (--run-embeddings)")
+        raise InputError(f"MMR needs {facts.missing.get('ild', 'the news text vectors')}")
     width = min(pool_size(k), pool.news.shape[1])
     step = max(1, SCORE_BUDGET // max(1, width * (1 if facts.vectors is None else facts.vectors.shape[1])))
     for lo in range(0, len(pool.news), step):
@@ -172,7 +172,7 @@ def retrieve(
     k: int,
     spec: RerankSpec | None = None,
     *,
-    facts: ListFacts | None = None,
+    facts: SplitFacts | None = None,
     advance: Advance | None = None,
 ) -> np.ndarray:
     """The top k news indices of every impression, (I, k) int64 (`retrieve_pool`, then `pick`)."""

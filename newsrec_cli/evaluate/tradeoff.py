@@ -26,15 +26,17 @@ from scipy import sparse
 
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.evaluate import beyond
-from newsrec_cli.evaluate.list_facts import ListFacts
-from newsrec_cli.evaluate.metrics import compute_metrics, rank_order
+from newsrec_cli.evaluate.beyond_rows import BeyondAccumulator, SplitFacts, kind_of
+from newsrec_cli.evaluate.reranking import rerank_scores
+from newsrec_cli.evaluate.rows import Lists, score_lists
 from newsrec_cli.mind.behaviors import Impressions
-from newsrec_cli.rerank import METHODS, RerankSpec, rerank
+from newsrec_cli.rerank import METHODS, RerankSpec
 
 GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 K = 10
-ACCURACY = {"candidates": ("ndcg@10", "auc"), "retrieve": ("recall@10", "hit@10")}
-BEYOND = ("ild@10", "calibration@10", "novelty@10", "coverage@10")
+ACCURACY = {"impressions": ("ndcg@10", "auc"), "retrieve": ("recall@10", "hit@10")}
+BEYOND = ("ild@10", "calibration@10", "novelty@10", "coverage@10")  # the table's
+LIST_METRICS = ("ild@10", "categories@10", "calibration@10", "novelty@10", "popularity@10")  # per impression
 LOWER_IS_BETTER = ("calibration@10",)
 RESAMPLES = 1000
 BOOTSTRAP_BUDGET = 1 << 22  # resample weights held at once (32 MB of float64)
@@ -102,7 +104,7 @@ class TradeoffReport:
 
     method: str
     protocol: str
-    ranking: str  # "candidates" or "retrieve"
+    ranking: str  # "impressions" (their candidates) or "retrieve"
     data: str
     selection: str
     impressions: int
@@ -137,77 +139,40 @@ def plot_name(method: str, protocol: str, retrieve: bool) -> str:
     return f"tradeoff-{method}-{protocol}{'-retrieve' if retrieve else ''}.png"
 
 
-# ---------------------------------------------------------------- re-ranking the candidates
-
-
-def rerank_candidates(
-    scores: np.ndarray, target: Impressions, spec: RerankSpec, facts: ListFacts, k: int = K
-) -> np.ndarray:
-    """Flat candidate indices sorted by (impression, re-ranked position), as `metrics.rank_order`
-    lays them out; with an inactive spec exactly `rank_order(scores)`."""
-    offsets = target.candidate_offsets
-    if not spec.active:
-        return rank_order(np.asarray(scores, dtype=np.float64), offsets)
-    order = np.empty(len(scores), dtype=np.int64)
-    counts = target.candidate_counts
-    dim = 1 if facts.vectors is None else facts.vectors.shape[1]
-    widest = max(1, int(counts.max(initial=1)))
-    step = max(1, RERANK_BUDGET // (widest * dim))
-    for lo in range(0, len(target), step):
-        rows = np.arange(lo, min(lo + step, len(target)))
-        n = counts[rows]
-        width = max(1, int(n.max(initial=1)))
-        valid = np.arange(width)[None, :] < n[:, None]
-        flat = np.where(valid, offsets[rows][:, None] + np.arange(width)[None, :], 0)  # (b, width)
-        news = np.asarray(target.candidates, dtype=np.int64)[flat]
-        chosen = rerank(
-            np.where(valid, scores[flat], 0.0),
-            k,
-            spec,
-            valid=valid,
-            vectors=None if facts.vectors is None else facts.vectors[news],
-            categories=facts.categories[news],
-            history=facts.history_distribution(target.history_offsets, rows),
-        )
-        ranked = np.take_along_axis(flat, chosen, axis=1)
-        keep = np.take_along_axis(valid, chosen, axis=1)  # padding is always last
-        order[offsets[rows[0]] : offsets[rows[-1] + 1]] = ranked[keep]
-    return order
-
-
-def order_scores(order: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Scores that rank each impression's candidates as `order` does (minus the position)."""
-    segment = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-    out = np.empty(len(order), dtype=np.float64)
-    out[order] = -(np.arange(len(order)) - offsets[segment])
-    return out
-
-
 # ---------------------------------------------------------------- per-impression values
 
 
-def list_values(top: np.ndarray, target: Impressions, facts: ListFacts) -> dict[str, np.ndarray]:
-    """The beyond-accuracy values of each impression's top-10 list (I,), NaN where skipped."""
-    history = facts.history_distribution(target.history_offsets)
-    out = {
-        "calibration@10": beyond.calibration(top, facts.categories, history),
-        "novelty@10": beyond.novelty(top, facts.user_counts, facts.users),
-        "popularity@10": beyond.popularity(top, facts.clicks),
-        "categories@10": beyond.category_count(top, facts.categories),
-    }
-    out["ild@10"] = np.full(len(top), np.nan) if facts.vectors is None else beyond.ild(top, facts.vectors)
-    return out
+def split_facts(
+    dataset: Any, train: Impressions | None, target: Impressions, store: Path | None
+) -> SplitFacts:
+    """Everything the list metrics and the re-rankers read about the split (`SplitFacts`)."""
+    from newsrec_cli.embed.store import EmbeddingStore
+
+    opened = EmbeddingStore.open(store) if store is not None else None
+    return SplitFacts.build(dataset.news, train, target, opened)
+
+
+def list_values(top: np.ndarray, target: Impressions, facts: SplitFacts) -> dict[str, np.ndarray]:
+    """The beyond-accuracy values of each impression's top-10 list (I,), NaN where skipped or
+    where the facts lack an input (no text vectors: ILD; no training impressions: novelty)."""
+    names = [n for n in LIST_METRICS if kind_of(n) not in facts.missing]
+    accumulator = BeyondAccumulator(names, facts)
+    accumulator.add(top, facts.history_distribution(target.history_offsets))
+    per = accumulator.result().per_impression
+    return {n: per[n] if n in per else np.full(len(top), np.nan) for n in LIST_METRICS}
 
 
 def candidate_values(
-    scores: np.ndarray, target: Impressions, spec: RerankSpec, facts: ListFacts
+    scores: np.ndarray, target: Impressions, spec: RerankSpec, facts: SplitFacts
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """nDCG@10, AUC and the list values of one re-ranking of the candidates, and the top-10 lists."""
-    order = rerank_candidates(scores, target, spec, facts)
-    offsets = target.candidate_offsets
-    ranked = scores if not spec.active else order_scores(order, offsets)
-    result = compute_metrics(np.asarray(ranked, dtype=np.float64), target.labels, offsets, ["ndcg@10", "auc"])
-    top = beyond.top_k_from_order(order, offsets, K, items=np.asarray(target.candidates, dtype=np.int64))
+    """nDCG@10, AUC and the list values of the candidates re-ranked by `spec` (evaluate
+    --rerank's `rerank_scores`: λ = 0 keeps the scores), and the top-10 lists."""
+    lists = Lists(target.candidates, target.labels, target.candidate_offsets, np.arange(len(target)))
+    ranked = rerank_scores(scores, lists, spec, K, facts, target.history_offsets)
+    result = score_lists(ranked, lists, ["ndcg@10", "auc"])
+    top = beyond.top_k(
+        ranked, target.candidate_offsets, K, items=np.asarray(target.candidates, dtype=np.int64)
+    )
     values = {name: np.asarray(result.per_impression[name], dtype=np.float64) for name in ("ndcg@10", "auc")}
     return values | list_values(top, target, facts), top
 
@@ -227,7 +192,7 @@ class Variant:
 def compare(
     variants: Sequence[Variant],
     target: Impressions,
-    facts: ListFacts,
+    facts: SplitFacts,
     names: Sequence[str],
     *,
     resamples: int = RESAMPLES,
@@ -276,7 +241,7 @@ def sweep(
     method: str,
     lists: Callable[[RerankSpec], tuple[dict[str, np.ndarray], np.ndarray]],
     target: Impressions,
-    facts: ListFacts,
+    facts: SplitFacts,
     *,
     accuracy: Sequence[str],
     resamples: int = RESAMPLES,
@@ -386,7 +351,7 @@ def write_plot(report: TradeoffReport, path: Path) -> Path:
             f"{x_name} ({'lower: better calibrated' if x_name in LOWER_IS_BETTER else 'higher: more diverse'})"
         )
         ax.set_ylabel(accuracy)
-        how = "retrieve" if report.ranking == "retrieve" else "candidates"
+        how = "retrieved" if report.ranking == "retrieve" else "candidates re-ranked"
         ax.set_title(
             f"{report.method}: {accuracy} against {x_name}\n{report.protocol} protocol, {how}", fontsize=10
         )
@@ -426,12 +391,12 @@ def _json(value: float) -> float | None:
 ListsFn = Callable[[RerankSpec], tuple[dict[str, np.ndarray], np.ndarray]]
 
 
-def candidate_lists(scores: np.ndarray, target: Impressions, facts: ListFacts) -> ListsFn:
+def candidate_lists(scores: np.ndarray, target: Impressions, facts: SplitFacts) -> ListsFn:
     """Per λ: the impression's candidates re-ranked from the model's `scores`."""
     return lambda spec: candidate_values(scores, target, spec, facts)
 
 
-def retrieved_lists(pool: Any, target: Impressions, facts: ListFacts) -> ListsFn:
+def retrieved_lists(pool: Any, target: Impressions, facts: SplitFacts) -> ListsFn:
     """Per λ: the top 10 of each impression's retrieval pool (`retrieve.retrieve_pool`), re-ranked
     by serve's rule; accuracy is recall@10 and hit@10 of the clicked candidates."""
     from newsrec_cli.evaluate.retrieve import hit_recall, pick
@@ -461,7 +426,6 @@ def evaluate_tradeoff(
     `EvaluateSettings`: split, protocol, seed of the bootstrap, batch size, device), print-ready,
     and write the plot into the run folder."""
     from newsrec_cli.errors import InputError
-    from newsrec_cli.evaluate.list_facts import list_facts
     from newsrec_cli.evaluate.model_scores import ModelScores
     from newsrec_cli.evaluate.runner import select_split
     from newsrec_cli.mind.dataset import load_dataset
@@ -483,7 +447,7 @@ def evaluate_tradeoff(
         raise InputError(
             "--tradeoff mmr needs the run's text vectors (ILD@10, MMR): the run names no store", path=run_dir
         )
-    facts = list_facts(dataset, train, target, model.store)
+    facts = split_facts(dataset, train, target, model.store)
     say(f"scoring {len(target):,} impressions with {run_dir} ({settings.protocol} protocol)")
     if retrieve:
         from newsrec_cli.evaluate.retrieve import model_scorer, retrieve_pool, split_catalogue
@@ -497,7 +461,7 @@ def evaluate_tradeoff(
     else:
         logits = model.score(dataset, target, settings.batch_size, known=train, protocol=settings.protocol)
         lists = candidate_lists(logits, target, facts)
-    accuracy = ACCURACY["retrieve" if retrieve else "candidates"]
+    accuracy = ACCURACY["retrieve" if retrieve else "impressions"]
     rows = sweep(
         grid,
         method,
@@ -512,7 +476,7 @@ def evaluate_tradeoff(
     report = TradeoffReport(
         method=method,
         protocol=settings.protocol,
-        ranking="retrieve" if retrieve else "candidates",
+        ranking="retrieve" if retrieve else "impressions",
         data=str(data),
         selection=chosen.note,
         impressions=len(target),
