@@ -93,13 +93,13 @@ def evaluate_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Impressions per batch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = None,
     retrieve: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--retrieve",
             help="Retrieve each impression's top 10 from every news the split showed up to its time "
             "(history excluded), as serve does, instead of ranking its candidates: hit@k, recall@k.",
         ),
-    ] = False,
+    ] = None,
     tradeoff: Annotated[
         str | None,
         typer.Option(
@@ -140,6 +140,7 @@ def evaluate_command(
         protocol=protocol,
         by=by,
         rerank=rerank,
+        retrieve=retrieve,
         write_predictions=write_predictions,
         seed=seed,
         batch_size=batch_size,
@@ -156,13 +157,15 @@ def evaluate_command(
     if tradeoff is not None:
         from newsrec_cli.commands.evaluate_tradeoff import run_tradeoff
 
+        if settings.rerank.strip().lower() != "none":
+            raise fail("--rerank: not with --tradeoff, whose sweep sets the re-ranker and its λ", 2)
         run_tradeoff(
             settings,
             data=data,
             run_dir=run_dir,
             method=tradeoff,
             grid=grid,
-            retrieve=retrieve,
+            retrieve=settings.retrieve,
             run_embeddings=run_embeddings,
             json_out=json_out,
             say=say,
@@ -211,8 +214,10 @@ def render(report: EvaluationReport) -> None:
 
 
 def _how(report: EvaluationReport) -> str:
-    """The title's words for the protocol and the re-ranker."""
+    """The title's words for the protocol, the way of ranking and the re-ranker."""
     how = f"{report.protocol} protocol"
+    if report.ranking == "retrieve":
+        how += ", top 10 retrieved from the split's news (evaluate --retrieve)"
     return how if report.rerank == "none" else f"{how}, re-ranked by {report.rerank}"
 
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.beyond import PAD
 from newsrec_cli.evaluate.beyond_rows import SplitFacts
+from newsrec_cli.evaluate.metrics import MetricResult
 from newsrec_cli.mind.behaviors import Impressions, gather_segments
-from newsrec_cli.mind.popularity import impression_seconds, protocol_view
+from newsrec_cli.mind.popularity import FEATURES, impression_seconds, protocol_view
 from newsrec_cli.rerank import RerankSpec, pool_size, rerank
 
 if TYPE_CHECKING:
@@ -272,3 +273,134 @@ def model_scorer(
         return out
 
     return replay
+
+
+# ---------------------------------------------------------------- evaluate --retrieve's rows
+
+ACCURACY_KS = (5, 10)
+
+
+def retrieval_metrics(beyond_names: list[str]) -> list[str]:
+    """The columns of a retrieval table: hit@k and recall@k (k = 5, 10), then the beyond ones."""
+    return [f"{kind}@{k}" for kind in ("hit", "recall") for k in ACCURACY_KS] + list(beyond_names)
+
+
+def retrieval_result(
+    top: np.ndarray, target: Impressions, beyond_names: list[str], facts: SplitFacts | None
+) -> MetricResult:
+    """hit@k and recall@k of the lists `top` (I, >= 10) and the beyond-accuracy metrics asked for
+    (`beyond_rows.BeyondAccumulator`, the same as for ranked candidates)."""
+    from newsrec_cli.evaluate.beyond_rows import BeyondAccumulator
+
+    values: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    per: dict[str, np.ndarray] = {}
+    for k in ACCURACY_KS:
+        hit, recall = hit_recall(top[:, :k], target)
+        for name, x in ((f"hit@{k}", hit), (f"recall@{k}", recall)):
+            ok = np.isfinite(x)
+            values[name] = float(x[ok].mean()) if ok.any() else float("nan")
+            counts[name] = int(ok.sum())
+            per[name] = x
+    no_click = int(np.isnan(per[f"hit@{ACCURACY_KS[0]}"]).sum())
+    result = MetricResult(values, counts, 0, len(target), no_click, per)
+    if beyond_names and facts is not None:
+        accumulator = BeyondAccumulator(list(beyond_names), facts)
+        history = facts.history_distribution(target.history_offsets) if accumulator.needs_history() else None
+        accumulator.add(top, history)
+        more = accumulator.result()
+        result.values.update(more.values)
+        result.counts.update(more.counts)
+        result.per_impression.update(more.per_impression)
+        if accumulator.needs_history():
+            result.empty_history = more.empty_history
+    return result
+
+
+def popularity_scorer(
+    train: Impressions, target: Impressions, catalogue: Catalogue, protocol: str, seed: int = 0
+) -> tuple[str, ScoreFn]:
+    """The popularity baseline over the catalogue, as evaluate ranks candidates with it: offline,
+    training clicks plus seeded noise under one click (ties among fresh news at random); replay,
+    the causal smoothed CTR at each impression's time (the defaults' half-life and prior)."""
+    from newsrec_cli.evaluate.baselines import TIE_BREAK, click_counts
+    from newsrec_cli.settings import TrainSettings
+
+    if protocol == "offline":
+        size = int(max(len(target.news_vocab), catalogue.news.max(initial=0) + 1))
+        counts = click_counts(train, size)[catalogue.news]
+        rng = np.random.default_rng(seed)
+        noise = rng.random(len(catalogue)) * TIE_BREAK  # one draw per news: a user-independent ranking
+        return "popularity", lambda rows: np.broadcast_to(counts + noise, (len(rows), len(catalogue)))
+    defaults = TrainSettings()
+    view = protocol_view(
+        "replay",
+        train,
+        target,
+        half_life_hours=defaults.popularity_half_life,
+        prior=defaults.popularity_prior,
+    )
+    seconds = impression_seconds(target)
+    ctr = FEATURES.index("ctr")
+
+    def replay(rows: np.ndarray) -> np.ndarray:
+        return view.counts.features(catalogue.news[None, :], seconds[rows][:, None])[..., ctr]
+
+    return "popularity (causal CTR)", replay
+
+
+def random_scorer(catalogue: Catalogue, seed: int = 0) -> ScoreFn:
+    """Seeded uniform scores, drawn chunk after chunk in impression order (the same each run)."""
+    rng = np.random.default_rng(seed)
+    return lambda rows: rng.random((len(rows), len(catalogue)), dtype=np.float32)
+
+
+def retrieval_rows(
+    *,
+    model: Any,
+    dataset: MindDataset,
+    train: Impressions | None,
+    target: Impressions,
+    protocol: str,
+    seed: int,
+    baselines: bool,
+    spec: RerankSpec,
+    beyond_names: list[str],
+    facts: SplitFacts | None,
+    batch_size: int = 512,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> list[tuple[str, str, MetricResult, float]]:
+    """(name, kind, result, seconds) of the model (a `ModelScores`, or None) and, with
+    `baselines`, random and popularity, each retrieving every impression's top 10."""
+    import time
+
+    k = max([10, *(int(n.partition("@")[2]) for n in beyond_names)])
+    catalogue = split_catalogue(target)
+    say(f"retrieving from {len(catalogue):,} news shown in the split ({len(target):,} impressions)")
+    scorers: list[tuple[str, str, Callable[[], ScoreFn]]] = []
+    if model is not None:
+        name = f"model {model.run.run_dir.name}"
+        scorers.append(
+            (
+                name,
+                "model",
+                lambda: model_scorer(model.run, dataset, target, train, catalogue, protocol, batch_size),
+            )
+        )
+    if baselines:
+        scorers.append(("random", "baseline", lambda: random_scorer(catalogue, seed)))
+        if train is None or not train.labeled:
+            say("popularity baseline skipped: no labelled training impressions to count clicks in")
+        else:
+            label = "popularity" if protocol == "offline" else "popularity (causal CTR)"
+            scorers.append(
+                (label, "baseline", lambda: popularity_scorer(train, target, catalogue, protocol, seed)[1])
+            )
+        say("content baselines skipped with --retrieve (they rank an impression's candidates)")
+    rows = []
+    for name, kind, make in scorers:
+        start = time.perf_counter()
+        top = retrieve(target, catalogue, make(), k, spec, facts=facts)
+        result = retrieval_result(top, target, beyond_names, facts)
+        rows.append((name, kind, result, time.perf_counter() - start))
+    return rows
