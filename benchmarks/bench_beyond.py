@@ -97,9 +97,10 @@ def main() -> None:
                     }
                 )
                 print(f"| {key[0]} | {protocol} | {ranking} | " + " | ".join(cells) + " |", flush=True)
-    print("\nRe-rankers on the defaults, offline, candidates (difference to λ = 0, 95% interval):\n")
-    print("| re-ranker | nDCG@10 | ΔnDCG@10 | ILD@10 | ΔILD@10 | Calibration@10 | ΔCalibration@10 |")
-    print("|---|---|---|---|---|---|---|")
+    if rerankers:
+        print("\nRe-rankers on the defaults, offline, candidates (difference to λ = 0, 95% interval):\n")
+        print("| re-ranker | nDCG@10 | ΔnDCG@10 | ILD@10 | ΔILD@10 | Calibration@10 | ΔCalibration@10 |")
+        print("|---|---|---|---|---|---|---|")
     for method in ("mmr", "calibration") if rerankers else ():
         keys = [f"{method}:{w:g}" for w in (0.0, *WEIGHTS)]
         variants = [_variant(rerankers[key]) for key in keys]
