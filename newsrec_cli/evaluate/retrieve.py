@@ -110,7 +110,7 @@ def retrieve_pool(
     step = max(1, SCORE_BUDGET // N)
     for lo in range(0, len(target), step):
         rows = np.arange(lo, min(lo + step, len(target)))
-        s = np.asarray(score(rows), dtype=np.float32)  # (b, N)
+        s = np.require(score(rows), dtype=np.float32, requirements=["W"])  # (b, N), ours to mask
         s[np.arange(N)[None, :] >= available[rows][:, None]] = -np.inf  # not yet shown
         _, take = gather_segments(target.history_offsets, rows)
         owner = np.repeat(np.arange(len(rows)), target.history_lengths[rows])
