@@ -36,7 +36,7 @@ from newsrec_cli.evaluate.beyond import PAD
 from newsrec_cli.evaluate.beyond_rows import SplitFacts
 from newsrec_cli.evaluate.metrics import MetricResult
 from newsrec_cli.mind.behaviors import Impressions, gather_segments
-from newsrec_cli.mind.popularity import FEATURES, impression_seconds, protocol_view
+from newsrec_cli.mind.popularity import FEATURES, impression_seconds, protocol_view, slot_chunks
 from newsrec_cli.rerank import RerankSpec, pool_size, rerank
 
 if TYPE_CHECKING:
@@ -73,10 +73,12 @@ class Catalogue:
 
 def split_catalogue(target: Impressions) -> Catalogue:
     """The catalogue of `target`: each candidate news with its first showing."""
-    seconds = np.repeat(impression_seconds(target), target.candidate_counts)
-    news = np.asarray(target.candidates, dtype=np.int64)
-    first = np.full(int(news.max(initial=0)) + 1, np.iinfo(np.int64).max)
-    np.minimum.at(first, news, seconds)
+    seconds = impression_seconds(target)
+    first = np.full(int(np.max(target.candidates, initial=0)) + 1, np.iinfo(np.int64).max)
+    counts = target.candidate_counts
+    for rows, slots in slot_chunks(target):  # per-slot arrays a run at a time (MIND-large: 85M slots)
+        news = np.asarray(target.candidates[slots], dtype=np.int64)
+        np.minimum.at(first, news, np.repeat(seconds[rows], counts[rows]))
     shown = np.flatnonzero(first < np.iinfo(np.int64).max)
     order = np.argsort(first[shown], kind="stable")  # ties: by news index
     return Catalogue(news=shown[order], shown=first[shown][order])
