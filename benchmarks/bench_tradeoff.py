@@ -12,7 +12,7 @@ split's catalogue, `evaluate --retrieve`) under both protocols. It prints two ta
 2. Re-rankers: the defaults re-ranked by MMR and by calibration at three λ, offline, candidates:
    the difference in nDCG@10 and in ILD@10 or Calibration@10 to λ = 0, with intervals.
 
-    python benchmarks/bench_beyond.py --data ../shared/data/mind_recon_dev --store STORE --seeds 0 1 2
+    python benchmarks/bench_tradeoff.py --data ../shared/data/mind_recon_dev --store STORE --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ WEIGHTS = (0.1, 0.3, 0.5)
 
 
 def parse():  # noqa: ANN201 - argparse.Namespace
-    parser = variant_parser(__doc__.splitlines()[0], {m: VARIANTS[m] for m in MODELS}, "bench_beyond")
+    parser = variant_parser(__doc__.splitlines()[0], {m: VARIANTS[m] for m in MODELS}, "bench_tradeoff")
     parser.add_argument("--resamples", type=int, default=1000)
     return parser.parse_args()
 
