@@ -35,6 +35,7 @@ NEEDS: dict[str, str] = {
     "ild": "the news' text vectors (the run's store, or --embeddings STORE)",
     "novelty": "labelled training impressions (train/) to count each news' users in",
 }
+PAIR_CHUNK = 1 << 23  # history and candidate entries of the users deduplicated at once (~8M)
 _PATTERN = re.compile(rf"^({'|'.join(KINDS)})@(-?[0-9]+)$")
 
 
@@ -195,15 +196,37 @@ def category_codes(news: NewsTable, size: int) -> tuple[np.ndarray, list[str]]:
     return codes, [str(n) for n in names]
 
 
-def training_users(train: Impressions, size: int) -> tuple[np.ndarray, int]:
+def training_users(train: Impressions, size: int, chunk: int = PAIR_CHUNK) -> tuple[np.ndarray, int]:
     """c_n, the distinct users whose history or clicked candidates hold news n, and U, the
-    distinct users of the training impressions."""
-    lengths = np.diff(np.asarray(train.history_offsets))
-    clicked = np.asarray(train.labels) == 1
+    distinct users of the training impressions.
+
+    Impressions go in user order, in groups of whole users holding about `chunk` history entries
+    (MIND-large's training histories: ~74M), so memory stays a few groups.
+    """
     users = np.asarray(train.users, dtype=np.int64)
-    pair_users = np.concatenate([np.repeat(users, lengths), users[train.candidate_impression[clicked]]])
-    pair_items = np.concatenate([np.asarray(train.history), np.asarray(train.candidates)[clicked]])
-    counts = beyond.distinct_user_counts(pair_users, pair_items, size)
+    order = np.argsort(users, kind="stable")  # impressions by user
+    sorted_users = users[order]
+    h_len = np.diff(np.asarray(train.history_offsets))[order]
+    c_len = np.diff(np.asarray(train.candidate_offsets))[order]
+    reach = np.cumsum(h_len + c_len)
+    counts = np.zeros(size, dtype=np.int64)
+    lo = 0
+    while lo < len(order):
+        hi = int(np.searchsorted(reach, (reach[lo - 1] if lo else 0) + chunk, side="right"))
+        hi = max(hi, lo + 1)
+        if hi < len(order):  # whole users: extend to the last impression of the last user
+            hi = int(np.searchsorted(sorted_users, sorted_users[hi - 1], side="right"))
+        rows = order[lo:hi]
+        h_off, h_take = gather_segments(np.asarray(train.history_offsets), rows)
+        c_off, c_take = gather_segments(np.asarray(train.candidate_offsets), rows)
+        clicked = np.asarray(train.labels[c_take]) == 1
+        owner = np.repeat(users[rows], np.diff(c_off))[clicked]
+        pair_users = np.concatenate([np.repeat(users[rows], np.diff(h_off)), owner])
+        pair_items = np.concatenate(
+            [np.asarray(train.history[h_take]), np.asarray(train.candidates[c_take])[clicked]]
+        )
+        counts += beyond.distinct_user_counts(pair_users, pair_items, size)
+        lo = hi
     return counts, int(len(np.unique(users)))
 
 
