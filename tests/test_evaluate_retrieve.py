@@ -163,3 +163,16 @@ def test_retrieve_refuses_what_ranks_candidates(
     result = runner.invoke(app, ["evaluate", str(run_dir), "--data", str(data), "--retrieve", *extra])
     assert result.exit_code != 0
     assert flag in result.output and "Traceback" not in result.output
+
+
+def test_ties_across_the_cut_go_to_the_news_shown_first() -> None:
+    from newsrec_cli.evaluate.retrieve import _best
+
+    rng = np.random.default_rng(0)
+    scores = np.zeros((50, 300), dtype=np.float32)  # every news ties (e.g. a CTR with no events yet)
+    scores[rng.random((50, 300)) < 0.1] = -np.inf  # some not yet shown
+    scores[:, 7] = 1.0
+    best = _best(scores, 10)
+    for row, s in zip(best, scores, strict=True):
+        expected = [7, *[p for p in range(300) if p != 7 and np.isfinite(s[p])][:9]]
+        assert row.tolist() == expected

@@ -190,6 +190,11 @@ def _best(scores: np.ndarray, width: int) -> np.ndarray:
     N = scores.shape[1]
     if width < N:
         part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        # equal scores across the cut: argpartition keeps any of them, the rule wants the first
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+        straddle = np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > width)
+        if len(straddle):
+            part[straddle] = np.argsort(-scores[straddle], axis=1, kind="stable")[:, :width]
         part = np.sort(part, axis=1)  # position order, so the stable sort below breaks ties by it
     else:
         part = np.broadcast_to(np.arange(N), scores.shape).copy()
