@@ -25,7 +25,7 @@ from variant_runs import trained_runs, variant_parser, write_json
 
 MODELS = ("defaults", "popularity ctr, chosen by replay")
 LIST_METRICS = ("novelty@10", "popularity@10", "coverage@10", "calibration@10")
-WEIGHTS = (0.1, 0.3, 0.5)
+WEIGHTS = (0.2, 0.5, 1.0)
 
 
 def parse():  # noqa: ANN201 - argparse.Namespace
