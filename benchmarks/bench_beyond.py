@@ -72,7 +72,9 @@ def main() -> None:
         steps.append((label, evaluate(f"evaluate {label} beyond", data, store, metrics)))
     report = json.loads(steps[-1][1].stdout)
 
-    table = Table(title=f"evaluate, {report['impressions']:,} impressions, 4 baseline rows: beyond-accuracy cost")
+    table = Table(
+        title=f"evaluate, {report['impressions']:,} impressions, 4 baseline rows: beyond-accuracy cost"
+    )
     for column in ("metrics", "time", "peak RSS"):
         table.add_column(column, justify="left" if column == "metrics" else "right")
     for label, step in steps:
@@ -91,7 +93,8 @@ def main() -> None:
             "impressions": report["impressions"],
             "candidates": report["candidates"],
             "steps": [
-                {"beyond": label, "seconds": s.seconds, "cpu": s.cpu, "peak_rss": s.peak_rss} for label, s in steps
+                {"beyond": label, "seconds": s.seconds, "cpu": s.cpu, "peak_rss": s.peak_rss}
+                for label, s in steps
             ],
             "ratio_wall": wall,
             "ratio_cpu": cpu,

@@ -37,8 +37,9 @@ def parse():  # noqa: ANN201 - argparse.Namespace
 def main() -> None:
     args = parse()
     from newsrec_cli.evaluate.model_scores import run_scores
+    from newsrec_cli.evaluate.paired import compare
     from newsrec_cli.evaluate.retrieve import model_scorer, retrieve_pool, split_catalogue
-    from newsrec_cli.evaluate.tradeoff import K, candidate_lists, compare, retrieved_lists, split_facts
+    from newsrec_cli.evaluate.tradeoff import K, candidate_lists, retrieved_lists, split_facts
     from newsrec_cli.mind import load_dataset
     from newsrec_cli.rerank import RerankSpec, pool_size
     from newsrec_cli.runs.loading import load_run
@@ -121,7 +122,7 @@ def main() -> None:
 
 def _variant(seeds: list[tuple[dict[str, np.ndarray], np.ndarray]]):  # noqa: ANN202
     """Per-impression values averaged over seeds (NaN where a seed skips one), all seeds' lists."""
-    from newsrec_cli.evaluate.tradeoff import Variant
+    from newsrec_cli.evaluate.paired import Variant
 
     names = seeds[0][0].keys()
     with warnings.catch_warnings():  # an impression every seed skips stays NaN

@@ -12,7 +12,7 @@ from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
-from newsrec_cli.evaluate import tradeoff
+from newsrec_cli.evaluate import paired
 
 runner = CliRunner()
 NAMES = ("ndcg@10", "auc", "ild@10", "calibration@10", "novelty@10", "coverage@10")
@@ -88,9 +88,9 @@ def test_retrieve_sweep_reports_recall(synthetic: tuple[Path, Path]) -> None:
 
 
 def test_bootstrap_chunks_do_not_change_the_draws(monkeypatch: pytest.MonkeyPatch) -> None:
-    whole = np.concatenate(list(tradeoff.resample_weights(7, 50, seed=3)))
-    monkeypatch.setattr(tradeoff, "BOOTSTRAP_BUDGET", 7 * 4)  # 4 resamples a chunk
-    chunked = list(tradeoff.resample_weights(7, 50, seed=3))
+    whole = np.concatenate(list(paired.resample_weights(7, 50, seed=3)))
+    monkeypatch.setattr(paired, "BOOTSTRAP_BUDGET", 7 * 4)  # 4 resamples a chunk
+    chunked = list(paired.resample_weights(7, 50, seed=3))
     assert len(chunked) == 13
     np.testing.assert_array_equal(np.concatenate(chunked), whole)
     assert (whole.sum(axis=1) == 7).all()

@@ -7,26 +7,23 @@ the split's catalogue (`newsrec_cli.evaluate.retrieve`). λ = 0 is the model's o
 row equals plain `evaluate` (a row with λ > 0 scores the re-ranked order, one rank per candidate).
 
 Each metric is averaged over impressions (Coverage@10 is a share of the split's candidates);
-every λ's difference to λ = 0 gets a 95% interval from one paired bootstrap: impressions are
-resampled with replacement, the same resamples for every λ and metric, a chunk of resamples at a
-time (bounded memory), from one seeded generator (the same command gives the same intervals).
-An impression a metric skips (NaN: no click, fewer than 2 news, an empty history) is left out of
-that metric's means in every resample.
+every λ's difference to λ = 0 gets a paired bootstrap 95% interval (`evaluate.paired`). The plot
+is drawn by `evaluate.tradeoff_plot`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.evaluate import beyond
 from newsrec_cli.evaluate.beyond_rows import BeyondAccumulator, SplitFacts, kind_of
+from newsrec_cli.evaluate.paired import RESAMPLES, Variant, compare
 from newsrec_cli.evaluate.reranking import rerank_scores
 from newsrec_cli.evaluate.rows import Lists, score_lists
 from newsrec_cli.mind.behaviors import Impressions
@@ -38,9 +35,6 @@ ACCURACY = {"impressions": ("ndcg@10", "auc"), "retrieve": ("recall@10", "hit@10
 BEYOND = ("ild@10", "calibration@10", "novelty@10", "coverage@10")  # the table's
 LIST_METRICS = ("ild@10", "categories@10", "calibration@10", "novelty@10", "popularity@10")  # per impression
 LOWER_IS_BETTER = ("calibration@10",)
-RESAMPLES = 1000
-BOOTSTRAP_BUDGET = 1 << 22  # resample weights held at once (32 MB of float64)
-RERANK_BUDGET = 1 << 22  # floats of candidate vectors gathered per re-ranking chunk
 
 Advance = Callable[[int], None]
 
@@ -177,63 +171,7 @@ def candidate_values(
     return values | list_values(top, target, facts), top
 
 
-# ---------------------------------------------------------------- the sweep and its bootstrap
-
-
-@dataclass
-class Variant:
-    """One way of ranking the split: per-impression values (averaged over seeds where there are
-    several) and the top-10 lists of each seed (Coverage@10 is averaged over them)."""
-
-    values: dict[str, np.ndarray]
-    tops: list[np.ndarray]
-
-
-def compare(
-    variants: Sequence[Variant],
-    target: Impressions,
-    facts: SplitFacts,
-    names: Sequence[str],
-    *,
-    resamples: int = RESAMPLES,
-    seed: int = 0,
-) -> list[tuple[dict[str, float], dict[str, tuple[float, float, float]]]]:
-    """Each variant's metric values and its paired difference to the first one with a 95%
-    bootstrap interval: (values, {metric: (difference, low, high)}) per variant."""
-    catalogue = facts.catalogue
-    column = np.full(len(facts.categories), -1, dtype=np.int64)
-    column[catalogue] = np.arange(len(catalogue))
-    shown = _incidence_flat(target, column, len(catalogue))
-    per_impression = [m for m in names if m != "coverage@10"]
-    points = []
-    for v in variants:
-        point = {m: _mean(v.values[m]) for m in per_impression}
-        if "coverage@10" in names:
-            point["coverage@10"] = float(
-                np.mean(
-                    [beyond.coverage(beyond.exposure(t, len(facts.categories)), catalogue) for t in v.tops]
-                )
-            )
-        points.append(point)
-    incidence = [[_incidence(t, column, len(catalogue)) for t in v.tops] for v in variants]
-    draws = _bootstrap(
-        [v.values for v in variants], incidence, shown, per_impression, resamples, seed, len(target)
-    )
-    out = []
-    for j in range(len(variants)):
-        deltas = {}
-        for m in names:
-            diff = draws[m][j] - draws[m][0]
-            ok = np.isfinite(diff)
-            mid = points[j][m] - points[0][m]
-            low, high = np.percentile(diff[ok], [2.5, 97.5]) if ok.any() else (np.nan, np.nan)
-            if m == "coverage@10" and ok.any():
-                # A set statistic: a resample holds ~63% of the distinct impressions, so its
-                # coverages (and their difference) shrink; the interval is moved by that bias.
-                low, high = low + mid - diff[ok].mean(), high + mid - diff[ok].mean()
-            deltas[m] = (mid, float(low), float(high))
-        out.append((points[j], deltas))
-    return out
+# ---------------------------------------------------------------- the sweep
 
 
 def sweep(
@@ -258,127 +196,6 @@ def sweep(
     names = [*accuracy, *BEYOND]
     compared = compare(variants, target, facts, names, resamples=resamples, seed=seed)
     return [TradeoffRow(float(w), values, deltas) for w, (values, deltas) in zip(grid, compared, strict=True)]
-
-
-def _mean(x: np.ndarray) -> float:
-    ok = np.isfinite(x)
-    return float(x[ok].mean()) if ok.any() else float("nan")
-
-
-def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """How often each of n impressions is drawn in each resample, float64 (r, n), a chunk of
-    resamples at a time (one generator: the chunks concatenate to the same draws whatever n)."""
-    rng = np.random.default_rng(seed)
-    step = max(1, BOOTSTRAP_BUDGET // max(1, n))
-    for lo in range(0, resamples, step):
-        r = min(step, resamples - lo)
-        drawn = rng.integers(0, n, size=(r, n))
-        flat = (np.arange(r)[:, None] * n + drawn).ravel()
-        yield np.bincount(flat, minlength=r * n).reshape(r, n).astype(np.float64)
-
-
-def _bootstrap(
-    per: list[dict[str, np.ndarray]],
-    incidence: list[list[sparse.csr_matrix]],
-    shown: sparse.csr_matrix,
-    names: list[str],
-    resamples: int,
-    seed: int,
-    n: int,
-) -> dict[str, np.ndarray]:
-    """Each metric's mean in every resample, (λ, resamples): per-impression metrics as weighted
-    means over the impressions where they are defined, Coverage@10 as its share recomputed."""
-    out = {m: np.empty((len(per), resamples)) for m in [*names, "coverage@10"]}
-    done = 0
-    for w in resample_weights(n, resamples, seed):
-        r = len(w)
-        for j, values in enumerate(per):
-            for m in names:
-                x = values[m]
-                ok = np.isfinite(x)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[m][j, done : done + r] = (w @ np.where(ok, x, 0.0)) / (w @ ok.astype(np.float64))
-        candidates = np.asarray((shown.T @ w.T) > 0).sum(axis=0)  # distinct candidates per resample
-        for j, seeds in enumerate(incidence):
-            exposed = np.mean([np.asarray((inc.T @ w.T) > 0).sum(axis=0) for inc in seeds], axis=0)
-            out["coverage@10"][j, done : done + r] = exposed / np.maximum(candidates, 1)
-        done += r
-    return out
-
-
-def _incidence(top: np.ndarray, column: np.ndarray, size: int) -> sparse.csr_matrix:
-    """(I, size) 0/1: impression i's list holds catalogue news j."""
-    rows, slots = np.nonzero(top >= 0)
-    cols = column[top[rows, slots]]
-    keep = cols >= 0
-    data = np.ones(int(keep.sum()))
-    return sparse.csr_matrix((data, (rows[keep], cols[keep])), shape=(len(top), size))
-
-
-def _incidence_flat(target: Impressions, column: np.ndarray, size: int) -> sparse.csr_matrix:
-    """(I, size) 0/1: impression i shows catalogue news j among its candidates."""
-    cols = column[np.asarray(target.candidates, dtype=np.int64)]
-    data = np.ones(len(cols))
-    m = sparse.csr_matrix((data, (target.candidate_impression, cols)), shape=(len(target), size))
-    m.data[:] = 1.0  # a news listed twice in one impression counts once
-    return m
-
-
-# ---------------------------------------------------------------- the plot
-
-
-def write_plot(report: TradeoffReport, path: Path) -> Path:
-    """Accuracy (y) against diversity or calibration (x), one labelled point per λ with its 95%
-    intervals as bars, PNG (Agg backend)."""
-    from newsrec_cli.diagnose.plots import pyplot
-
-    plt = pyplot()
-    accuracy = report.metrics[0]
-    x_name = "calibration@10" if report.method == "calibration" else "ild@10"
-    xs = [row.values[x_name] for row in report.rows]
-    ys = [row.values[accuracy] for row in report.rows]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    try:
-        # bars: each λ's 95% interval of the difference to λ = 0, drawn around λ = 0's value
-        yerr = [_bar(row, accuracy, ys[0], y) for row, y in zip(report.rows, ys, strict=True)]
-        xerr = [_bar(row, x_name, xs[0], x) for row, x in zip(report.rows, xs, strict=True)]
-        ax.errorbar(
-            xs, ys, yerr=np.array(yerr).T, xerr=np.array(xerr).T, fmt="-o", color="#2a6fdb", capsize=3
-        )
-        for row, x, y in zip(report.rows, xs, ys, strict=True):
-            ax.annotate(f"λ={row.weight:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.set_xlabel(
-            f"{x_name} ({'lower: better calibrated' if x_name in LOWER_IS_BETTER else 'higher: more diverse'})"
-        )
-        ax.set_ylabel(accuracy)
-        how = "retrieved" if report.ranking == "retrieve" else "candidates re-ranked"
-        ax.set_title(
-            f"{report.method}: {accuracy} against {x_name}\n{report.protocol} protocol, {how}", fontsize=10
-        )
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        from newsrec_cli import atomic
-
-        atomic.write_bytes(path, _png(fig))
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _bar(row: TradeoffRow, name: str, reference: float, value: float) -> tuple[float, float]:
-    """Distances below and above `value` to the ends of its interval (0 where there is none)."""
-    _, low, high = row.deltas[name]
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return 0.0, 0.0
-    return max(0.0, value - (reference + low)), max(0.0, reference + high - value)
-
-
-def _png(fig: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})  # no version stamp: same bytes each run
-    return buffer.getvalue()
 
 
 def _json(value: float) -> float | None:
@@ -485,6 +302,8 @@ def evaluate_tradeoff(
         seed=settings.seed,
         rows=rows,
     )
+    from newsrec_cli.evaluate.tradeoff_plot import write_plot
+
     path = write_plot(report, run_dir / plot_name(method, settings.protocol, retrieve))
     report.written.append(str(path))
     return report
