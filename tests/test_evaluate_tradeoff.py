@@ -85,6 +85,13 @@ def test_retrieve_sweep_reports_recall(synthetic: tuple[Path, Path]) -> None:
     full = report["rows"][1]["delta_vs_0"]["calibration@10"]
     assert full["mid"] < 0 and full["high"] < 0  # the control: calibrated lists diverge less
     assert (run / "tradeoff-calibration-offline-retrieve.png").exists()
+    names = "ild@10,calibration@10,novelty@10,coverage@10"  # hit@k and recall@k always come
+    plain = _invoke(
+        str(run), "--data", str(data), "--retrieve", "--metrics", names, "--out", str(run / "plain-r")
+    )
+    model = next(row for row in plain["rows"] if row["kind"] == "model")
+    for name in ["hit@10", "recall@10", *names.split(",")]:  # λ = 0: what evaluate --retrieve gives
+        assert report["rows"][0]["values"][name] == pytest.approx(model["values"][name], abs=1e-12), name
 
 
 def test_bootstrap_chunks_do_not_change_the_draws(monkeypatch: pytest.MonkeyPatch) -> None:
