@@ -421,7 +421,7 @@ class EvaluateSettings(StageSettings):
     section: ClassVar[str] = "evaluate"
 
     metrics: str = Field(
-        "auc,mrr,ndcg@5,ndcg@10,beyond",
+        "auc,mrr,ndcg,beyond",
         description="Comma-separated: auc, mrr, ndcg (= ndcg@5,ndcg@10), ndcg@K, hit@K, logloss, ece; "
         "beyond accuracy: ild, categories, calibration, novelty, popularity, coverage, gini (each @5,@10, "
         "or KIND@K); beyond = all of them that the inputs allow.",

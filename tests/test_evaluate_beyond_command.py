@@ -253,6 +253,9 @@ def test_breakdowns_hold_the_beyond_metrics(synthetic: tuple[Path, Path, Path]) 
     mean = sum(g["values"]["novelty@10"] * g["counts"]["novelty@10"] for g in groups.values()) / total
     assert total == row["counts"]["novelty@10"] and mean == pytest.approx(row["values"]["novelty@10"])
     assert all("coverage@5" in g["values"] for g in groups.values())
+    # a group's coverage is over its own candidates: lists longer than any impression cover them all
+    whole = _json([*base, "--by", "history-length", "--metrics", "auc,coverage@1000"])
+    assert all(g["values"]["coverage@1000"] == 1.0 for g in _row(whole, "random")["groups"].values())
     by_category = _row(_json([*base, "--by", "category"]), "popularity")["groups"]
     first = next(iter(by_category.values()))["values"]
     assert "ild@10" in first and "categories@10" not in first and "calibration@10" not in first

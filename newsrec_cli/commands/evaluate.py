@@ -44,7 +44,11 @@ def evaluate_command(
     ] = None,
     metrics: Annotated[
         str | None,
-        typer.Option("--metrics", help="auc,mrr,ndcg@5,ndcg@10 (default); ndcg@K, hit@K, logloss, ece too."),
+        typer.Option(
+            "--metrics",
+            help="auc, mrr, ndcg, ndcg@K, hit@K, logloss, ece; beyond (= ild, categories, calibration, "
+            "novelty, popularity, coverage, gini; each @5,@10 or @K).",
+        ),
     ] = None,
     baselines: Annotated[
         bool | None,

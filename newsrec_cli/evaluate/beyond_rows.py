@@ -267,9 +267,11 @@ class BeyondAccumulator:
     chunk's top-k lists (news indices, -1 padding, at least max k wide) and the (B, C) category
     distribution of its histories, then `result()`."""
 
-    def __init__(self, names: list[str], facts: SplitFacts) -> None:
+    def __init__(self, names: list[str], facts: SplitFacts, catalogue: np.ndarray | None = None) -> None:
         self.names = list(names)
         self.facts = facts
+        # what coverage and Gini are over: the split's distinct candidates, or a group's
+        self.catalogue = facts.catalogue if catalogue is None else catalogue
         self.k = max((k_of(n) for n in names), default=1)
         self._per: dict[str, list[np.ndarray]] = {n: [] for n in names if kind_of(n) not in SPLIT_LEVEL}
         self._exposure = {k: np.zeros(facts.size, dtype=np.int64) for k in self._split_ks()}
@@ -317,7 +319,7 @@ class BeyondAccumulator:
             kind, k = kind_of(name), k_of(name)
             if kind in SPLIT_LEVEL:
                 measure = beyond.coverage if kind == "coverage" else beyond.gini
-                values[name] = measure(self._exposure[k], self.facts.catalogue)
+                values[name] = measure(self._exposure[k], self.catalogue)
                 counts[name] = self._listed[k]
                 continue
             parts = self._per[name]

@@ -47,16 +47,22 @@ def score_lists(
     *,
     scores_are: Literal["logits", "probabilities"] = "logits",
     chunk_candidates: int = CHUNK_CANDIDATES,
+    own_catalogue: bool = False,
 ) -> MetricResult:
     """Accuracy metrics (as `compute_metrics`) and beyond-accuracy metrics of one ranking.
 
     `history_offsets` are the reported split's, which `lists.owners` index (calibration only).
+    `own_catalogue`: coverage and Gini over the distinct items of `lists` (a group of the split),
+    not over the split's candidates.
     """
     scores = np.asarray(scores, dtype=np.float64)
     offsets = check_offsets(lists.offsets, len(scores))
     check_inputs(scores, np.asarray(lists.labels))
     accumulator = MetricAccumulator(accuracy, scores_are=scores_are) if accuracy else None
-    extra = BeyondAccumulator(list(beyond_names), facts) if beyond_names and facts is not None else None
+    extra = None
+    if beyond_names and facts is not None:
+        catalogue = np.unique(np.asarray(lists.items, dtype=np.int64)) if own_catalogue else None
+        extra = BeyondAccumulator(list(beyond_names), facts, catalogue)
     for lo, hi in impression_chunks(offsets, chunk_candidates):
         a, b = int(offsets[lo]), int(offsets[hi])
         local = offsets[lo : hi + 1] - a

@@ -329,7 +329,7 @@ def evaluate(
             if group is not None and settings.by == "category":  # constant within one category
                 names = [n for n in names if kind_of(n) not in ("categories", "calibration")]
             history = target.history_offsets
-            return score_lists(part, sub, accuracy, names, facts, history)
+            return score_lists(part, sub, accuracy, names, facts, history, own_catalogue=group is not None)
 
         result = score(None, scores, lists)
         by_group = results_by_group(scores, lists, groups, score) if groups else []
@@ -454,11 +454,9 @@ def _split_facts(
     A metric whose input is missing is left out with a note when only `beyond` asked for it; a
     metric named itself, or the MMR re-ranker, stops with one line saying what it needs.
     """
-    if not target.labeled and not spec.active:
+    if not spec.active and (not plan.beyond or not target.labeled):
         return None
-    if not plan.beyond and not spec.active:
-        return None
-    kinds = plan.kinds()
+    kinds = plan.kinds() if target.labeled else set()  # unlabeled: only the re-ranker reads them
     store = EmbeddingStore.open(store_path) if store_path is not None else None
     facts = SplitFacts.build(
         dataset.news,
@@ -471,7 +469,7 @@ def _split_facts(
     if spec.method == "mmr" and spec.active and "ild" in facts.missing:
         raise SettingsError(f"--rerank {spec}: MMR needs {facts.missing['ild']}")
     for kind, why in facts.missing.items():
-        names = [n for n in plan.beyond if kind_of(n) == kind]
+        names = [n for n in plan.beyond if kind_of(n) == kind and target.labeled]
         required = [n for n in names if n not in plan.optional]
         if required:
             raise SettingsError(f"--metrics: {', '.join(required)} need {why}")
