@@ -9,7 +9,8 @@ HTTP clients in turn (default 1, then 16) on 127.0.0.1 for `--seconds` (bounded:
 
 - rank 50 candidates, user-state cache miss (every request a new history): torch, onnx, int8
 - rank 50 candidates, cache hit (a few histories repeated): onnx
-- retrieval (no candidates, k=10) over the 51k news: exact search, torch, onnx, int8; and onnx
+- retrieval (no candidates, k=10) over the 51k news: exact search, torch, onnx, int8; onnx with
+  each request re-ranked by MMR (`"rerank": {"method": "mmr", "weight": 0.3}`); and onnx
   with `--no-batch` (threads capped, concurrent retrievals not batched), for comparison
 - retrieval over 200k news (150k synthetic fresh news added to the served state): exact, and
   with a usearch HNSW index (--ann-threshold below the size)
@@ -30,6 +31,7 @@ load reaches on an idle 2-core machine.
     python benchmarks/bench_serve.py --seconds 3 --clients 1,8 --only "retrieve 51k"
     python benchmarks/bench_serve.py --seconds 5 --clients 1,4 --only events
     python benchmarks/bench_serve.py --only "retrieve popularity"
+    python benchmarks/bench_serve.py --only "retrieve 51k exact onnx"   # with and without MMR
 """
 
 from __future__ import annotations
@@ -256,10 +258,13 @@ def bodies_rank(ids: list[str], hit: bool, seed: int = 0):  # type: ignore[no-un
         yield {"history": history, "candidates": rng.sample(ids, 50), "k": 10}
 
 
-def bodies_retrieve(ids: list[str], seed: int = 0):  # type: ignore[no-untyped-def]
+def bodies_retrieve(ids: list[str], seed: int = 0, rerank: dict | None = None):  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
     while True:
-        yield {"history": rng.sample(ids, 20), "k": 10}
+        body = {"history": rng.sample(ids, 20), "k": 10}
+        if rerank is not None:
+            body["rerank"] = rerank
+        yield body
 
 
 EVENT_IMPRESSIONS = 10  # impressions per POST /v1/events
@@ -305,6 +310,13 @@ def main() -> None:
         *(
             (f"retrieve {n // 1000}k exact {b}", ["--backend", b], lambda: bodies_retrieve(ids), n)
             for b in ("torch", "onnx", "int8")
+        ),
+        # re-ranked: MMR over the best pool_size(10) = 100 by the model (the same bodies otherwise)
+        (
+            f"retrieve {n // 1000}k exact onnx mmr:0.3",
+            ["--backend", "onnx"],
+            lambda: bodies_retrieve(ids, rerank={"method": "mmr", "weight": 0.3}),
+            n,
         ),
         # the alternative to batching: threads capped only (--no-batch)
         (

@@ -91,7 +91,7 @@ def _uncached(run: Path, state: Path, news: list[dict], bodies: list[dict]) -> l
     engine = Engine(ServeConfig(str(run), state_dir=str(state), cache_ttl=0, ui=False))
     engine.load()
     engine.ingest([NewsRecord(**NewsIn(**n).model_dump(exclude={"entities", "published"})) for n in news])
-    out = [engine.recommend(**{k: v for k, v in b.items()}) for b in bodies]
+    out = [engine.recommend(**{k: v for k, v in b.items()}).as_json() for b in bodies]
     return json.loads(json.dumps(out))  # as the HTTP answer (floats round-trip exactly)
 
 

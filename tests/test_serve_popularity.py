@@ -125,7 +125,7 @@ def _ranked(engine, valid, i: int) -> tuple[list[str], list[float]]:  # type: ig
         candidates=[ids[j] for j in valid.candidates_of(i)],
         k=len(valid.candidates_of(i)),
         exclude_history=False,
-    )
+    ).as_json()
     return [it["news_id"] for it in answer["items"]], [it["score"] for it in answer["items"]]
 
 
@@ -187,7 +187,7 @@ def test_every_backend_ranks_as_evaluate_offline(
 
     content = score_impressions(_load(pop_run["run"]), dataset, valid)
     assert np.abs(served - content).max() > 0.05
-    answer = engine.recommend(history=[], candidates=[ids[valid.candidates[0]]], k=1)
+    answer = engine.recommend(history=[], candidates=[ids[valid.candidates[0]]], k=1).as_json()
     assert answer["popularity"]["events"] == 0 and answer["popularity"]["training_end"] is not None
 
 
@@ -217,6 +217,20 @@ def pop_server(pop_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     server.state = state
     yield server
     server.stop()
+
+
+def test_schemathesis_all_checks_pass_with_popularity(pop_run: dict[str, Path], tmp_path: Path) -> None:
+    """A --use-popularity server (its /v1/events counts, the popularity block of each answer)
+    under schemathesis with every check: no failure. Its own server: schemathesis's events would
+    change the counts the other tests read."""
+    from serve_helpers import Server, run_schemathesis
+
+    server = Server(pop_run["export"], "--state-dir", str(tmp_path / "state"), log=tmp_path / "serve.log")
+    try:
+        summary = run_schemathesis(server, tmp_path, 8)
+    finally:
+        server.stop()
+    assert "Tested:" in summary, summary
 
 
 def _events(valid, rows) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -466,7 +480,9 @@ def test_explain_shows_the_popularity_term_of_the_served_score(
     engine = _engine(pop_run["export"], "torch", tmp_path / "state")
     history = [ids[h] for h in valid.history_of(2)]
     cands = [ids[c] for c in valid.candidates_of(2)]
-    served = engine.recommend(history=history, candidates=cands, k=len(cands), exclude_history=False)
+    served = engine.recommend(
+        history=history, candidates=cands, k=len(cands), exclude_history=False
+    ).as_json()
     why = Explainer(engine).explain(history, cands)
     assert why["popularity"]["head"] == "gate" and "gate_no_history" in why["popularity"]
     by_id = {it["news_id"]: it["score"] for it in served["items"]}
@@ -516,7 +532,7 @@ def _brute_force(engine, history: list[str], since: str | None = None) -> tuple[
 def _assert_retrieves_the_brute_force_top_k(
     engine, history: list[str], k: int, since: str | None = None
 ) -> dict:  # type: ignore[no-untyped-def]
-    answer = engine.recommend(history=history, k=k, since=since)
+    answer = engine.recommend(history=history, k=k, since=since).as_json()
     scores, fresh = _brute_force(engine, history, since)
     assert answer["retrieval"] == "exact"  # the term as one more column of the keys
     assert answer["popularity"] == fresh
@@ -563,7 +579,7 @@ def test_retrieval_with_popularity_is_the_brute_force_top_k(
         moved += alone != {it["news_id"] for it in answer["items"]}
     assert moved >= len(users) // 5
     # events: one news clicked by everyone climbs into every top 10
-    answer = engine.recommend(history=users[0], k=40)
+    answer = engine.recommend(history=users[0], k=40).as_json()
     target = answer["items"][-1]["news_id"]
     latest = np.datetime64(answer["popularity"]["latest_event"].rstrip("Z"))
     burst = [(latest + np.timedelta64(60 + s, "s"), [target], [target]) for s in range(30)]
@@ -615,7 +631,7 @@ def test_an_export_without_the_popularity_graphs_retrieves_through_the_scorer(
     ids = valid.news_vocab.ids
     for i in range(0, len(valid), max(1, len(valid) // 5)):
         history = [ids[h] for h in valid.history_of(i)]
-        answer = engine.recommend(history=history, k=10)
+        answer = engine.recommend(history=history, k=10).as_json()
         scores, fresh = _brute_force(engine, history)
         assert answer["retrieval"] == "exact-model" and answer["popularity"] == fresh
         np.testing.assert_allclose(

@@ -250,7 +250,7 @@ def test_explain_ingested_news_as_served(ui_run: Path, tmp_path: Path) -> None:
     engine.ingest([fresh])
     history = [*engine.table.ids[:4], "FRESH1"]
     items = ["FRESH1", engine.table.ids[20]]
-    ranked = engine.recommend(history=history[:4], candidates=items, k=2)
+    ranked = engine.recommend(history=history[:4], candidates=items, k=2).as_json()
     why = Explainer(engine).explain(history[:4], items)
     scores = {i["news_id"]: i["score"] for i in ranked["items"]}
     for x in why["items"]:
@@ -297,6 +297,29 @@ def test_run_routes_read_the_run(server: Server, ui_run: Path) -> None:
     assert svg.status_code == 200 and svg.headers["content-type"].startswith("image/svg+xml")
     assert "<text" in svg.text and "Validation per epoch" in svg.text  # titles are text
     assert server.get("/v1/run/charts/nothing.svg").status_code == 404
+
+
+def test_run_view_serves_the_tradeoff_plots_and_nothing_else(server: Server, ui_run: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    (ui_run / "tradeoff-mmr-offline.png").write_bytes(png)
+    (ui_run / "tradeoff-mmr-offline.txt").write_text("not a plot")
+    try:
+        assert server.get("/v1/run").json()["tradeoffs"] == ["tradeoff-mmr-offline.png"]
+        answer = server.get("/v1/run/tradeoff/tradeoff-mmr-offline.png")
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        assert answer.content == png
+        for name in (
+            "tradeoff-mmr-offline.txt",
+            "config.json",
+            "..%2Fconfig.json",
+            "tradeoff-mmr-replay.png",
+        ):
+            answer = server.get(f"/v1/run/tradeoff/{name}")
+            assert answer.status_code == 404, name
+            assert str(ui_run) not in answer.text
+    finally:
+        (ui_run / "tradeoff-mmr-offline.png").unlink()
+        (ui_run / "tradeoff-mmr-offline.txt").unlink()
 
 
 # ----------------------------------------------------------------------------- the page, in Chromium
@@ -414,6 +437,42 @@ def test_choose_user_shows_history_cards_and_recommend_matches_the_api(browser, 
     wait.until(lambda b: [r["id"] for r in _results(b)] == [i["news_id"] for i in api["items"]])
 
 
+def test_rerank_control_shows_the_apis_list_and_its_diversity(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    user = _user_with_history(server)
+    wait = _open(browser, f"{server.url}/ui/")
+    browser.find_element(By.ID, "user-query").send_keys(user["user_id"])
+    browser.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+    wait.until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "#history-cards > li")) == len(user["history_ids"])
+    )
+    Select(browser.find_element(By.ID, "rerank-method")).select_by_value("mmr")
+    browser.execute_script(
+        "const w = document.getElementById('rerank-weight'); w.value = '1';"
+        " w.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element(By.ID, "rerank-weight-value").text == "1"
+    browser.find_element(By.ID, "recommend").click()
+    wait.until(lambda b: b.execute_script("return !!document.body.dataset.explainedAt"))
+    body = {
+        "history": user["history_ids"],
+        "k": 10,
+        "strict": False,
+        "rerank": {"method": "mmr", "weight": 1.0},
+    }
+    api = server.post("/v1/recommend", body).json()
+    assert [r["id"] for r in _results(browser)] == [i["news_id"] for i in api["items"]]
+    note = browser.find_element(By.ID, "diversity-note")
+    assert note.get_attribute("data-method") == "mmr"
+    assert float(note.get_attribute("data-ild")) == pytest.approx(api["diversity"]["ild"])
+    assert "ILD" in note.text and "calibration" in note.text
+    plain = server.post("/v1/recommend", {**body, "rerank": {"method": "none", "weight": 0.0}}).json()
+    # the control: the model's own order is less diverse than MMR at full weight
+    assert api["diversity"]["ild"] > plain["diversity"]["ild"]
+
+
 def test_page_at_360_px_and_by_keyboard(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -498,6 +557,40 @@ def test_unknown_id_and_bad_k_show_the_api_reason(browser, server: Server) -> No
     assert "greater than or equal to 1" in error.text
 
 
+def test_the_page_starts_without_empty_boxes_and_with_known_example_ids(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    wait = _open(browser, f"{server.url}/ui/")
+    wait.until(lambda b: b.find_element(By.ID, "system").text)
+    assert not browser.find_element(By.ID, "history-cards").is_displayed()  # no empty bordered strip
+    assert not browser.find_element(By.ID, "h-results").is_displayed()  # no heading over nothing
+    assert browser.find_element(By.ID, "history-empty").is_displayed()
+    shown = {
+        p
+        for field in ("history-ids", "candidate-ids")
+        for p in browser.find_element(By.ID, field).get_attribute("placeholder").split()
+    }
+    found = server.post("/v1/news/lookup", {"ids": sorted(shown)}).json()["news"]
+    assert len(shown) >= 2 and {n["news_id"] for n in found} == shown  # examples the service knows
+
+
+def test_the_saturation_legend_sits_above_the_bars_and_the_sample_is_diagnoses() -> None:
+    from newsrec_cli.serve.ui import SATURATION_SAMPLE, histogram_figure
+    from newsrec_cli.settings import DiagnoseSettings
+
+    assert SATURATION_SAMPLE == DiagnoseSettings().sample == 512
+    rng = np.random.default_rng(0)
+    # bars across the whole range: wherever matplotlib's "best" puts a legend, it covers some
+    values = {"not clicked": rng.uniform(-5, 5, 4000), "clicked": rng.uniform(-5, 5, 400)}
+    plt, fig, ax = histogram_figure(values, title="Logits", marks=(-4.6, 4.6))
+    fig.tight_layout()
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for p in ax.patches if p.get_height() > 0]
+    assert bars and not any(legend.overlaps(b) for b in bars)
+    plt.close(fig)
+
+
 def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
@@ -515,6 +608,8 @@ def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None: 
     assert {"random", "popularity"} <= {r["name"] for r in metrics["rows"]}  # baselines beside the model
     note = browser.find_element(By.ID, "protocol-note").text  # the protocol, in plain words
     assert metrics["selection"] in note and "Offline protocol" in note and "Replay figures" in note
+    # the choosing and reported splits are said once, not in the caption and again in the note
+    assert browser.find_element(By.ID, "metrics").text.count("chosen on") == 1
     ablation = browser.find_element(By.ID, "chart-ablation").text
     assert "without category" in ablation and "Ablation" in ablation  # bars labelled with text
     assert "Logits before the sigmoid" in browser.find_element(By.ID, "chart-saturation").text

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,6 +21,39 @@ from newsrec_cli.commands.common import (
     print_json,
 )
 from newsrec_cli.errors import NewsrecError, SettingsError
+from newsrec_cli.rerank import RerankSpec
+
+if TYPE_CHECKING:
+    from newsrec_cli.serve.engine import ListDiversity
+
+RerankOption = Annotated[
+    str,
+    typer.Option(
+        "--rerank",
+        help="Re-rank the top k: mmr:λ (diversity, text vectors), calibration:λ (the history's "
+        "categories) or none; λ in [0, 1].",
+    ),
+]
+
+
+def rerank_spec(text: str) -> RerankSpec:
+    """--rerank's value, or one line naming the flag."""
+    try:
+        return RerankSpec.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"--rerank {text!r}: {exc}") from None
+
+
+def _diversity_note(diversity: ListDiversity) -> str:
+    parts = [] if diversity.ild is None else [f"ILD {diversity.ild:.3f}"]
+    parts.append(f"{diversity.categories} categories")
+    if diversity.calibration is not None:
+        parts.append(f"calibration {diversity.calibration:.3f}")
+    return ", ".join(parts)
+
+
+if TYPE_CHECKING:
+    from newsrec_cli.serve.engine import ServeConfig
 
 SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]'"
 
@@ -192,6 +227,14 @@ def serve_command(
     cache_size: Annotated[
         int, typer.Option("--cache-size", help="User states the in-process cache holds.", min=1)
     ] = 10_000,
+    max_body: Annotated[
+        int,
+        typer.Option(
+            "--max-body",
+            help="Bytes a request body may hold; a longer one is refused (413) before it is read.",
+            min=1024,
+        ),
+    ] = 1 << 20,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
     ui: Annotated[
         bool,
@@ -215,6 +258,7 @@ def serve_command(
         ),
     ] = None,
     run_embeddings: RunStoreOption = None,
+    rerank: RerankOption = "none",
 ) -> None:
     """Serve recommendations over HTTP (FastAPI on uvicorn); OpenAPI docs at /docs, the web page at /ui.
 
@@ -225,9 +269,6 @@ def serve_command(
     Example: newsrec serve demo/run --data demo/data   (then open http://127.0.0.1:8000/ui/)
     """
     _need_serve_extra()
-    import uvicorn
-
-    from newsrec_cli.serve.app import CONFIG_ENV, create_app
     from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend, default_search_threads
     from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD
 
@@ -251,6 +292,8 @@ def serve_command(
         data=str(data.resolve()) if data else None,
         ablation=str(ablation.resolve()) if ablation else None,
         run_store=str(run_embeddings.resolve()) if run_embeddings else None,
+        rerank=str(rerank_spec(rerank)),
+        max_body=max_body,
     )
     sock = _listen(host, port)
     port = sock.getsockname()[1]  # the one the system chose for --port 0
@@ -259,7 +302,8 @@ def serve_command(
         # one line and an exit, not workers restarted for ever.
         sock.close()
         try:
-            Engine(config).load()
+            with _interrupt_stops_serving():
+                Engine(config).load()
         except NewsrecError as exc:
             raise NewsrecError(f"serve {source}: the model cannot be loaded: {exc}") from None
         except Exception as exc:  # a library's error (torch, onnxruntime): still one line
@@ -267,9 +311,36 @@ def serve_command(
                 f"serve {source}: the model cannot be loaded: {type(exc).__name__}: {exc}"
             ) from None
     page = f", page at http://{host}:{port}/ui/" if ui else ""
+    # soft_wrap: one line whatever the width (rich would break a piped line at 80 columns, inside
+    # the URL that scripts and the tests read the port from)
     err_console.print(
-        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})", highlight=False
+        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})",
+        highlight=False,
+        soft_wrap=True,
     )
+    with _interrupt_stops_serving():
+        _run_server(config, sock, source, workers, host, port, log_level)
+
+
+@contextlib.contextmanager
+def _interrupt_stops_serving() -> Iterator[None]:
+    """Ctrl-C stops the server in one line (not embed's and train's "rerun to resume": a server
+    has nothing to resume); uvicorn has shut down gracefully by then."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("stopped serving (interrupted)", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _run_server(
+    config: ServeConfig, sock: socket.socket, source: Path, workers: int, host: str, port: int, log_level: str
+) -> None:
+    """uvicorn on `sock` (one worker) or on `host:port` (--workers N, each loading its own engine)."""
+    import uvicorn
+
+    from newsrec_cli.serve.app import CONFIG_ENV, create_app
+
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
         uvicorn.run(
@@ -320,13 +391,16 @@ def recommend_command(
         bool, typer.Option("--strict/--skip-unknown", help="Unknown news IDs: error or skip.")
     ] = True,
     run_embeddings: RunStoreOption = None,
+    rerank: RerankOption = "none",
     json_out: JsonOption = False,
 ) -> None:
     """Rank candidates (or retrieve from all news) for a history, as a table with titles.
 
     Example: newsrec recommend exports/nrms --history "N55189 N42782" --candidates "N1 N2 N3" -k 10
+    Example: newsrec recommend demo/run --history "N1 N2" --rerank mmr:0.3   (a more diverse top 10)
     """
-    from newsrec_cli.serve.engine import Engine, RequestError, ServeConfig, default_backend
+    from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend
+    from newsrec_cli.serve.errors import ServeError, UnknownNews
 
     engine = Engine(
         ServeConfig(
@@ -345,34 +419,38 @@ def recommend_command(
             user_id=user,
             exclude_history=not include_history,
             strict=strict,
+            rerank=rerank_spec(rerank),
         )
-    except RequestError as exc:
-        detail = exc.detail
-        if isinstance(detail, dict) and detail.get("unknown"):
-            # The HTTP message names the request field (strict=false); here the flag is the way out.
-            detail = f"unknown news IDs: {', '.join(detail['unknown'])} (pass --skip-unknown to skip them)"
-        elif isinstance(detail, dict):
-            detail = str(detail.get("message"))
-        raise SettingsError(f"recommend: {detail}") from None
+    except UnknownNews as exc:
+        # The HTTP message names the request field (strict=false); here the flag is the way out.
+        raise SettingsError(
+            f"recommend: unknown news IDs: {', '.join(exc.ids)} (pass --skip-unknown to skip them)"
+        ) from None
+    except ServeError as exc:
+        raise SettingsError(f"recommend: {exc.reason}") from None
     if json_out:
-        print_json(result)
+        print_json(result.as_json())
         return
-    notes = [f"model {result['model_version']} ({result['backend']})", result["mode"]]
-    if result["cold_start"]:
+    notes = [f"model {result.model_version} ({result.backend})", result.mode]
+    if result.cold_start:
         notes.append("cold start: no known history")
-    if result["history_truncated"]:
-        notes.append(f"history truncated to the last {result['history_used']}")
-    if result["unknown"]:
-        notes.append(f"skipped unknown: {' '.join(result['unknown'])}")
+    if result.history_truncated:
+        notes.append(f"history truncated to the last {result.history_used}")
+    if result.unknown:
+        notes.append(f"skipped unknown: {' '.join(result.unknown)}")
+    if result.rerank.active:
+        notes.append(f"re-ranked: {result.rerank}")
+    if result.diversity is not None:
+        notes.append(_diversity_note(result.diversity))
     table = Table(title="recommendations", caption="; ".join(notes))
     for col in ("rank", "news", "score", "category", "title"):
         table.add_column(col, justify="right" if col in ("rank", "score") else "left")
-    for item in result["items"]:
-        rec = engine.get_news(item["news_id"])
+    for item in result.items:
+        rec = engine.get_news(item.news_id)
         table.add_row(
-            str(item["rank"]),
-            item["news_id"],
-            f"{item['score']:.4f}",
+            str(item.rank),
+            item.news_id,
+            f"{item.score:.4f}",
             f"{rec.category}/{rec.subcategory}" if rec else "",
             rec.title if rec else "",
         )

@@ -85,8 +85,8 @@ class LoadedRun:
     graph_path: Path | None
     device: torch.device
     checkpoint: dict[str, Any] = field(default_factory=dict)
-    _store: Any = None
-    _graph_index: dict[str, int] | None = None
+    text_store: EmbeddingStore | None = None  # the run's text store, opened and checked
+    graph_index: dict[str, int] | None = None  # news ID -> node of the run's graph
     _attached: Vocab | None = None  # the news vocabulary the model is attached to
     _attached_size: int = 0
     text_check: Any = None  # TextCheck of the store against the last dataset attached
@@ -109,19 +109,23 @@ class LoadedRun:
         vectors (MissingVectorsError otherwise, unless the run allows missing ones)."""
         must = needed_news(*needed) if needed else np.zeros(0, dtype=np.int64)
         vocab = dataset.news_vocab
-        if self._store is not None and len(must):
+        if self.text_store is not None and len(must):
             # The store's vectors must stand for the texts this dataset gives those news.
             self.text_check = check_store_texts(
-                self._store, dataset.news, [vocab.ids[i] for i in must], data=dataset.root
+                self.text_store, dataset.news, [vocab.ids[i] for i in must], data=dataset.root
             )
         if self._attached is not vocab or self._attached_size != len(vocab):
             text = None
             if self.model.news_encoder.text is not None:
                 text, _ = text_vectors(
-                    self._store, vocab.ids, must, missing=self.settings.missing, expected_dim=self.text_dim
+                    self.text_store,
+                    vocab.ids,
+                    must,
+                    missing=self.settings.missing,
+                    expected_dim=self.text_dim,
                 )
             self.model.attach(
-                news_features(vocab, dataset.news, self.vocabs, text=text, graph_index=self._graph_index)
+                news_features(vocab, dataset.news, self.vocabs, text=text, graph_index=self.graph_index)
             )
             self._attached, self._attached_size = vocab, len(vocab)
             self._finetuned = np.zeros(0, dtype=np.int64)
@@ -130,7 +134,9 @@ class LoadedRun:
             from newsrec_cli.model.finetune import encode_dataset_news, store_template
 
             todo = np.setdiff1d(must, self._finetuned)
-            encode_dataset_news(self.model, dataset.news, vocab.ids, todo, store_template(self._store.meta))
+            encode_dataset_news(
+                self.model, dataset.news, vocab.ids, todo, store_template(self.text_store.meta)
+            )
             self._finetuned = np.union1d(self._finetuned, todo)
         elif self.model.news_encoder.text_present is not None:
             present = self.model.news_encoder.text_present.cpu().numpy()
@@ -225,8 +231,8 @@ def load_run(
         graph_path=graph_path,
         device=resolved,
         checkpoint={k: v for k, v in state.items() if k != "model"},
-        _store=opened_store,
-        _graph_index=graph_index,
+        text_store=opened_store,
+        graph_index=graph_index,
         _attached=news_vocab,
         _attached_size=len(news_vocab),
     )

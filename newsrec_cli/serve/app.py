@@ -17,8 +17,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -37,23 +38,60 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsrec_cli import __version__
 from newsrec_cli.errors import NewsrecError
+from newsrec_cli.rerank import RerankSpec
 from newsrec_cli.serve.engine import (
     MAX_CANDIDATES,
     MAX_EVENT_IMPRESSIONS,
     MAX_K,
     Engine,
     NewsRecord,
-    RequestError,
     ServeConfig,
+)
+from newsrec_cli.serve.errors import (
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    ProviderFailed,
+    ServeError,
+    TooLarge,
+    Unavailable,
+    Unsupported,
+    cut,
 )
 from newsrec_cli.serve.times import as_utc, iso_text
 from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
-from newsrec_cli.serve.wire import StrictJsonRoute, errors, request_error, validation_error
+from newsrec_cli.serve.wire import (
+    NEWS_ID_CHAR,
+    NEWS_ID_MAX,
+    TOO_LARGE,
+    UNKNOWN_NEWS,
+    BodyLimit,
+    NewsIdText,
+    PathScrubber,
+    StrictJsonRoute,
+    errors,
+    serve_error_handler,
+    validation_error,
+)
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
 
-NewsId = Field(min_length=1, max_length=128)
+# FastAPI's own 422 (its validation model) with what the service adds to it.
+UNKNOWN_422: dict[int | str, dict[str, Any]] = {422: {"description": UNKNOWN_NEWS}}
+
+# The one table from the engine's domain errors to HTTP statuses (a subclass takes its nearest
+# class's status: UnknownNews is an InvalidRequest).
+STATUSES: dict[type[ServeError], int] = {
+    NotFound: 404,
+    Unsupported: 409,
+    TooLarge: 413,
+    InvalidRequest: 422,
+    ProviderFailed: 500,  # the embedding provider answered something unusable
+    NotReady: 503,
+    Unavailable: 503,
+}
+
 # ISO 8601 text only, compared in UTC (times.py): an offset is applied, a naive time is UTC.
 # Parsed laxly (text to datetime) inside strict models; iso_text has refused anything but text.
 LaxDatetime = Annotated[datetime, Strict(False)]
@@ -67,12 +105,33 @@ Published = Annotated[LaxDatetime, BeforeValidator(iso_text), AfterValidator(as_
 STRICT = ConfigDict(extra="forbid", strict=True)
 
 
+class RerankIn(BaseModel):
+    """A re-ranker of the top k (newsrec_cli.rerank; docs/serving.md)."""
+
+    model_config = STRICT
+
+    method: Literal["none", "mmr", "calibration"] = Field(
+        description="mmr: diversity on the news' text vectors (Carbonell and Goldstein 1998); "
+        "calibration: the history's category mix (Steck 2018); none: the model's order"
+    )
+    weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="λ: 0 keeps the model's order, 1 is all diversity or calibration",
+    )
+
+    def spec(self) -> RerankSpec:
+        return RerankSpec(self.method, self.weight)
+
+
 class RecommendRequest(BaseModel):
     model_config = STRICT
 
     user_id: str | None = Field(None, max_length=256, description="Known users add their user vector.")
-    history: list[str] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
-    candidates: list[str] | None = Field(
+    history: list[NewsIdText] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
+    candidates: list[NewsIdText] | None = Field(
         None, min_length=1, description="News IDs to rank; omit to retrieve from all news."
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many to return.")
@@ -82,6 +141,9 @@ class RecommendRequest(BaseModel):
         None,
         description="Retrieval only: news published on or after this time "
         "(an offset is applied; a naive time or a date alone is read as UTC).",
+    )
+    rerank: RerankIn | None = Field(
+        None, description="Re-rank the top k (default: the server's --rerank, none unless set)."
     )
 
 
@@ -103,6 +165,23 @@ class Freshness(BaseModel):
     )
 
 
+class RerankOut(BaseModel):
+    method: str
+    weight: float
+
+
+class Diversity(BaseModel):
+    ild: float | None = Field(
+        description="Intra-list diversity: mean 1 - cosine of the text vectors over pairs (None below 2 news "
+        "or without text vectors)"
+    )
+    categories: int = Field(description="Distinct categories in the list")
+    calibration: float | None = Field(
+        description="Jensen-Shannon divergence (base 2) between the history's categories and the list's, "
+        "rank-weighted; lower is closer (None without history)"
+    )
+
+
 class RecommendResponse(BaseModel):
     model_version: str
     backend: str
@@ -118,6 +197,10 @@ class RecommendResponse(BaseModel):
     popularity: Freshness | None = Field(
         None, description="A model trained with popularity: how fresh the counts it scored with are."
     )
+    rerank: RerankOut = Field(description="The re-ranker applied (the request's, or the server's default).")
+    diversity: Diversity | None = Field(
+        None, description="The returned list's diversity and calibration (None for an empty list)."
+    )
 
 
 class Entity(BaseModel):
@@ -130,13 +213,13 @@ class Entity(BaseModel):
 
 # IDs are stored one per line (embedding store): no whitespace of any kind, no control character;
 # a reserved name (a route under /v1/news/) is refused. In the pattern, so the schema says it.
-NEWS_ID_PATTERN = "^" + "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + r"[^\s\x00-\x1f\x7f-\x9f]+$"
+NEWS_ID_PATTERN = "^" + "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + NEWS_ID_CHAR + "+$"
 
 
 class NewsIn(BaseModel):
     model_config = ConfigDict(**STRICT, regex_engine="python-re")  # the pattern looks ahead
 
-    news_id: str = Field(min_length=1, max_length=128, pattern=NEWS_ID_PATTERN)
+    news_id: str = Field(min_length=1, max_length=NEWS_ID_MAX, pattern=NEWS_ID_PATTERN)
     title: str = Field(max_length=2000)
     abstract: str = Field("", max_length=20000)
     category: str = Field("", max_length=128)
@@ -175,9 +258,6 @@ class IngestResponse(BaseModel):
     news_count: int
 
 
-EventNewsId = Annotated[str, Field(min_length=1, max_length=128)]
-
-
 class ImpressionIn(BaseModel):
     model_config = STRICT
 
@@ -185,10 +265,10 @@ class ImpressionIn(BaseModel):
         description="ISO 8601 time the impression was shown; an offset is applied, a naive time is "
         "read as UTC (as MIND's times are). From 1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z."
     )
-    shown: list[EventNewsId] = Field(
+    shown: list[NewsIdText] = Field(
         min_length=1, max_length=MAX_CANDIDATES, description="News IDs shown, each once."
     )
-    clicked: list[EventNewsId] = Field(
+    clicked: list[NewsIdText] = Field(
         default_factory=list, max_length=MAX_CANDIDATES, description="The news clicked, among those shown."
     )
 
@@ -283,7 +363,9 @@ def create_app(
     app = FastAPIOffline(
         title="newsrec",
         version=__version__,
-        description="News recommendation service of a trained newsrec run or export.",
+        description="News recommendation service of a trained newsrec run or export. Every request "
+        f"body is at most {config.max_body:,} bytes (serve --max-body); a longer one is refused with "
+        "413 before it is read.",
         docs_url="/docs",
         redoc_url="/redoc",
     )
@@ -327,8 +409,21 @@ def create_app(
         else:
             load()
 
-    app.add_middleware(MeasureMiddleware, metrics=metrics)
-    app.add_exception_handler(RequestError, request_error)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(MeasureMiddleware, metrics=metrics)  # outermost: a refused body is counted
+    scrub = PathScrubber(
+        lambda: [
+            config.source,
+            engine.state_dir,
+            engine.run_dir,
+            config.data,
+            config.ablation,
+            config.run_store,
+            os.getcwd(),
+            os.path.expanduser("~"),
+        ]
+    )
+    app.add_exception_handler(ServeError, serve_error_handler(STATUSES, scrub))  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     @app.get(
@@ -338,7 +433,7 @@ def create_app(
     )
     def healthz() -> JSONResponse:
         if engine.error:  # a server that can never be ready is not healthy
-            return JSONResponse({"status": "failed", "error": engine.error}, status_code=503)
+            return JSONResponse({"status": "failed", "error": scrub(engine.error)}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get(
@@ -351,7 +446,10 @@ def create_app(
             return JSONResponse(
                 {"status": "ready", "model_version": engine.version, "news": len(engine.table or [])}
             )
-        body = {"status": "failed" if engine.error else "loading", "error": engine.error}
+        body = {
+            "status": "failed" if engine.error else "loading",
+            "error": engine.error and scrub(engine.error),
+        }
         return JSONResponse(body, status_code=503)
 
     @app.get(
@@ -368,31 +466,34 @@ def create_app(
         response_model=RecommendResponse,
         responses=errors(
             e400="the body could not be read",
-            e413="too many candidates or too long a history",
+            e413=f"too many candidates or too long a history; {TOO_LARGE}",
             e503="loading",
-        ),
+        )
+        | UNKNOWN_422,
     )
     def recommend(body: RecommendRequest) -> Response:
-        # Rendered here: the engine's dict already has the documented shape (tests check it
-        # against RecommendResponse), and re-validating it through the model costs more than the
-        # ranking of 50 candidates.
-        return JSONResponse(
-            engine.recommend(
-                history=body.history,
-                candidates=body.candidates,
-                k=body.k,
-                user_id=body.user_id,
-                exclude_history=body.exclude_history,
-                strict=body.strict,
-                since=body.since,
-            )
+        # Rendered by hand (tests check the shape against RecommendResponse): validating the
+        # answer through the model costs more than the ranking of 50 candidates.
+        answer = engine.recommend(
+            history=body.history,
+            candidates=body.candidates,
+            k=body.k,
+            user_id=body.user_id,
+            exclude_history=body.exclude_history,
+            strict=body.strict,
+            since=body.since,
+            rerank=None if body.rerank is None else body.rerank.spec(),
         )
+        return JSONResponse(answer.as_json())
 
     @app.post(
         "/v1/news",
         response_model=IngestResponse,
         responses=errors(
-            e400="the body could not be read", e409="fresh news cannot be embedded", e503="loading"
+            e400="the body could not be read",
+            e409="fresh news cannot be embedded",
+            e413=TOO_LARGE,
+            e503="loading",
         ),
     )
     def add_news(body: NewsBatch) -> dict[str, Any]:
@@ -408,7 +509,7 @@ def create_app(
             )
             for n in body.news
         ]
-        results = engine.ingest(records)
+        results = [asdict(r) for r in engine.ingest(records)]
         return {"model_version": engine.version, "results": results, "news_count": len(engine.table or [])}
 
     @app.post(
@@ -417,11 +518,13 @@ def create_app(
         responses=errors(
             e400="the body could not be read",
             e409="the model was trained without popularity",
+            e413=TOO_LARGE,
             e503="loading",
-        ),
+        )
+        | UNKNOWN_422,
     )
     def add_events(body: EventsBatch) -> dict[str, Any]:
-        return engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions])
+        return asdict(engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions]))
 
     add_ui(app, engine, ui, page=config.ui)  # before /v1/news/{news_id}: its /v1/news/lookup first
 
@@ -432,10 +535,10 @@ def create_app(
     )
     def get_news(news_id: str) -> dict[str, Any]:
         if not engine.ready:
-            raise RequestError(503, "not ready: the model and index are still loading")
+            raise NotReady()
         record = engine.get_news(news_id)
         if record is None:
-            raise RequestError(404, f"unknown news ID {news_id!r}")
+            raise NotFound(f"unknown news ID {cut(news_id)!r}")
         return record.__dict__
 
     return app

@@ -172,7 +172,7 @@ class TorchBackend:
         self.device = next(model.parameters()).device
         self.inner_product = bool(model.inner_product_score)
         self.popularity_product = self.inner_product and getattr(model, "popularity", None) is not None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # one call at a time; the explainer shares it (explain.py)
 
     def _t(self, array: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -180,7 +180,7 @@ class TorchBackend:
     def encode_news(self, inputs: NewsInputs) -> np.ndarray:
         torch = self.torch
         out = []
-        with self._lock, torch.no_grad():
+        with self.lock, torch.no_grad():
             for start in range(0, len(inputs), CHUNK):
                 part = inputs.rows(slice(start, start + CHUNK))
                 feed = {k: self._t(v) for k, v in part.as_dict().items()}

@@ -4,9 +4,11 @@
 or loads the news vectors, re-encodes the news ingested earlier (persisted under `state_dir`) and
 builds the retrieval structure. `recommend` ranks given candidates or retrieves the top k;
 `ingest` adds or updates fresh news; `record_events` adds impressions to the popularity counts of
-a run trained with popularity (serve/popularity.py), which `recommend` scores with. Client
-mistakes raise `RequestError` with an HTTP status.
-Used by the HTTP app (app.py) and by `newsrec recommend`; knows nothing of HTTP or terminals.
+a run trained with popularity (serve/popularity.py), which `recommend` scores with. Answers are
+typed results (`Recommendation`, `IngestOutcome`, `EventsApplied`); client mistakes raise the
+domain errors of serve/errors.py.
+Used by the HTTP app (app.py, which renders the results and maps the errors to statuses) and by
+`newsrec recommend`; knows nothing of HTTP or terminals.
 """
 
 from __future__ import annotations
@@ -20,19 +22,38 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.evaluate.beyond import calibration as list_calibration
+from newsrec_cli.evaluate.beyond import category_count, ild
 from newsrec_cli.mind import Vocab
 from newsrec_cli.mind.running_counts import FIRST_SECOND, LAST_SECOND, RunningCounts
+from newsrec_cli.rerank import RerankSpec, category_distribution, pool_size, rerank
 from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
+from newsrec_cli.serve.errors import (
+    InvalidRequest,
+    NotReady,
+    ProviderFailed,
+    TooLarge,
+    UnknownNews,
+    Unsupported,
+)
 from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever
 from newsrec_cli.serve.times import utc_seconds
+
+if TYPE_CHECKING:  # annotations only: importing them here would make import circles
+    from collections.abc import Callable
+
+    from newsrec_cli.embed.providers.base import EmbeddingProvider
+    from newsrec_cli.mind.running_counts import Reading
+    from newsrec_cli.runs.loading import LoadedRun
+    from newsrec_cli.serve.popularity import NewsTerms
 
 log = logging.getLogger("newsrec.serve")
 
@@ -40,6 +61,9 @@ MAX_HISTORY_ITEMS = 1000  # longer histories are refused (413); between H and th
 MAX_CANDIDATES = 1000  # more candidates are refused (413)
 MAX_K = 1000
 MAX_EVENT_IMPRESSIONS = 1000  # impressions per POST /v1/events (more are refused: 422)
+# Request bodies over this are refused (413) before they are parsed: 1,000 history and 1,000
+# candidate IDs of 128 characters take ~0.27 MB; news to ingest go in batches under it.
+MAX_BODY = 1 << 20
 INGESTED = "ingested.json"
 INGESTED_TEXT = "ingested_text"
 STATE_DIR = "served"
@@ -58,13 +82,108 @@ class Search(NamedTuple):
     popularity: tuple[np.ndarray, np.ndarray] | None  # (the user's weight (1,), every news' term)
 
 
-class RequestError(Exception):
-    """A client mistake: HTTP `status` and a JSON-ready `detail`."""
+class EmbeddingSignature(TypedDict, total=False):
+    """The text store's signature a model was trained with: how fresh news are embedded."""
 
-    def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
+    provider: str | None
+    model: str | None
+    dimension: int | None
+    template: str | None
+    normalized: bool | None
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    news_id: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer of `Engine.recommend`; app.RecommendResponse documents each field."""
+
+    model_version: str
+    backend: str
+    mode: str  # rank (candidates given) or retrieve
+    retrieval: str | None  # retrieve: exact, exact-model or usearch-hnsw
+    cold_start: bool
+    items: list[RankedItem]
+    unknown: list[str]
+    history_used: int
+    history_truncated: int
+    excluded: int
+    cached_user: bool
+    popularity: dict[str, Any] | None  # serve.popularity.freshness of the counts scored with
+    rerank: RerankSpec = RerankSpec()
+    diversity: ListDiversity | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON of app.RecommendResponse, by hand: `dataclasses.asdict` deep-copies each item,
+        and validating through the response model costs more than ranking 50 candidates."""
+        return {
+            "model_version": self.model_version,
+            "backend": self.backend,
+            "mode": self.mode,
+            "retrieval": self.retrieval,
+            "cold_start": self.cold_start,
+            "items": [{"news_id": i.news_id, "score": i.score, "rank": i.rank} for i in self.items],
+            "unknown": self.unknown,
+            "history_used": self.history_used,
+            "history_truncated": self.history_truncated,
+            "excluded": self.excluded,
+            "cached_user": self.cached_user,
+            "popularity": self.popularity,
+            "rerank": self.rerank.to_dict(),
+            "diversity": None if self.diversity is None else asdict(self.diversity),
+        }
+
+
+@dataclass(frozen=True)
+class ListDiversity:
+    """The returned list's beyond-accuracy figures, as `evaluate` defines them
+    (newsrec_cli.evaluate.beyond): None where a figure does not apply."""
+
+    ild: float | None  # intra-list diversity of the text vectors; None below 2 news or without text
+    categories: int  # distinct categories
+    calibration: float | None  # JS divergence to the history's categories; None without history
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    news_id: str
+    status: str  # added or updated
+
+
+@dataclass(frozen=True)
+class EventsApplied:
+    model_version: str
+    applied: int
+    popularity: dict[str, Any]  # serve.popularity.freshness after the events
+
+
+@dataclass(frozen=True)
+class UserView:
+    """A request's user: the state the model scores with, and what of the history it used."""
+
+    state: np.ndarray
+    cached: bool
+    rows: list[int]  # table rows of every known history news
+    used: int  # the most recent `used` of them encoded the state
+    truncated: int
+    history_length: np.ndarray  # (1, 1): the whole history's length, as in training
+
+
+@dataclass(frozen=True)
+class Picked:
+    """The news a request scores: table rows, with the one reading of the counts it scores with
+    (so that retrieval, scores and the freshness reported agree) and their features."""
+
+    rows: np.ndarray
+    excluded: int
+    retrieval: str | None = None
+    reading: Reading | None = None
+    features: np.ndarray | None = None  # float32 [len(rows), F], with popularity
 
 
 @dataclass
@@ -96,6 +215,8 @@ class ServeConfig:
     data: str | None = None  # a MIND dataset whose users the page offers
     ablation: str | None = None  # ablation.json shown in the page's run view
     run_store: str | None = None  # the run's text store where it is now (it moved since training)
+    rerank: str = "none"  # the re-ranker of requests that name none: mmr:0.3, calibration:0.5, none
+    max_body: int = MAX_BODY  # bytes of a request body; more is refused (413) unparsed
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -112,19 +233,28 @@ class ServedNews:
     the user-state cache keys carry (row numbers differ between replicas and say nothing of
     updates)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, text_dim: int | None = None) -> None:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.records: list[NewsRecord] = []
         self.versions: list[str] = []
         self.vectors = np.zeros((0, dim), np.float32)
         self.published = np.zeros(0, "datetime64[s]")
+        # The re-rankers' inputs: L2-normalised text vectors (None: the run has none) and a code
+        # per category, in order of first appearance (-1: no category).
+        self.text = None if text_dim is None else np.zeros((0, text_dim), np.float32)
+        self.categories = np.zeros(0, np.int64)
+        self.category_codes: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def upsert(self, records: list[NewsRecord], vectors: np.ndarray) -> np.ndarray:
+    def upsert(
+        self, records: list[NewsRecord], vectors: np.ndarray, text: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Add or overwrite `records` with their model vectors and (when the table holds text
+        vectors) their text vectors; the rows they took."""
         with self.lock:
             rows = []
             for rec in records:
@@ -145,8 +275,18 @@ class ServedNews:
                 dates = np.full(len(grown), np.datetime64("NaT"), "datetime64[s]")
                 dates[: len(self.published)] = self.published
                 self.vectors, self.published = grown, dates
+                self.categories = np.concatenate(
+                    [self.categories, np.full(len(grown) - len(self.categories), -1, np.int64)]
+                )
+                if self.text is not None:
+                    more = np.zeros((len(grown) - len(self.text), self.text.shape[1]), np.float32)
+                    self.text = np.concatenate([self.text, more])
             idx = np.asarray(rows, dtype=np.int64)
             self.vectors[idx] = vectors
+            self.categories[idx] = [self._category_code(r.category) for r in records]
+            if self.text is not None and text is not None:
+                norms = np.linalg.norm(text, axis=1, keepdims=True)
+                self.text[idx] = text / np.maximum(norms, 1e-12)
             self.published[idx] = [_date(r.published) for r in records]
             for row in rows:
                 self.versions[row] = content_version(self.vectors[row])
@@ -155,6 +295,16 @@ class ServedNews:
     def view(self) -> tuple[np.ndarray, int]:
         with self.lock:
             return self.vectors, len(self.ids)
+
+    def rerank_view(self) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """(text vectors, category codes, number of categories), read together."""
+        with self.lock:
+            return self.text, self.categories, len(self.category_codes)
+
+    def _category_code(self, category: str) -> int:
+        if not category:
+            return -1
+        return self.category_codes.setdefault(category, len(self.category_codes))
 
     def snapshot(self, rows: list[int]) -> tuple[np.ndarray, list[str], list[str]]:
         """(vectors, IDs, versions) of `rows`, read together: a state and its key always agree
@@ -194,7 +344,7 @@ def default_search_threads(workers: int = 1) -> int:
 
 
 class Engine:
-    def __init__(self, config: ServeConfig, on_cache: Any = None) -> None:
+    def __init__(self, config: ServeConfig, on_cache: Callable[[str], None] | None = None) -> None:
         self.config = config
         self.source = Path(config.source)
         self.ready = False
@@ -209,18 +359,24 @@ class Engine:
         self._retrievals = Batcher(self._search_batch) if config.batch else None
         self.version = ""
         self.history = 50
-        self.embeddings: dict[str, Any] | None = None
+        self.embeddings: EmbeddingSignature | None = None
         self.vocabs: dict[str, Vocab | None] = {}
-        self._provider: Any = None
+        self._provider: EmbeddingProvider | None = None
         self._ingest_lock = threading.Lock()
         self.state_dir = Path(config.state_dir) if config.state_dir else self.source / STATE_DIR
         self.text_inputs = False
         self.graph_dim: int | None = None  # size of the graph_vector input, None without a graph
         self.graph_vectors: dict[str, np.ndarray] = {}  # GNN vector of each run news on the graph
-        self.run: Any = None  # the loaded torch run (run directory or torch backend), for explanations
+        self.run: LoadedRun | None = (
+            None  # the loaded torch run (run directory or torch backend), for explanations
+        )
         self.run_dir: Path | None = None  # the run the model comes from (export.json names it)
         self.popularity: RunningCounts | None = None  # a run trained with popularity: the live counts
-        self.news_terms: Any = None  # with popularity: every news' counts per snapshot (NewsTerms)
+        self.news_terms: NewsTerms | None = None  # with popularity: every news' counts per snapshot
+        try:
+            self.default_rerank = RerankSpec.parse(config.rerank)
+        except ValueError as exc:
+            raise SettingsError(f"--rerank {config.rerank!r}: {exc}") from None
 
     # ------------------------------------------------------------------ loading
 
@@ -253,15 +409,16 @@ class Engine:
         self.ready = True
 
     def _load_export(self, backend: str) -> None:
-        from newsrec_cli.embed.store import EmbeddingStore
         from newsrec_cli.mind.news import read_news
         from newsrec_cli.serve.backends import OnnxBackend, TorchBackend
         from newsrec_cli.serve.export import (
             NEWS_TSV,
             graph_files,
+            manifest_graph_table,
             manifest_graphs,
             manifest_table,
             read_manifest,
+            read_text_table,
         )
         from newsrec_cli.serve.vector_table import read_table
 
@@ -283,11 +440,9 @@ class Engine:
         graph_shape = manifest.get("shapes", {}).get("graph_vector")
         self.graph_dim = int(graph_shape[1]) if graph_shape else None
         if self.graph_dim is not None:
-            from newsrec_cli.serve.export import GRAPH_TABLE
-
-            graph_store = EmbeddingStore.open(self.source / GRAPH_TABLE)
-            matrix = np.asarray(graph_store.vectors, np.float32)
-            self.graph_vectors = {id_: matrix[i] for i, id_ in enumerate(graph_store.ids)}
+            table = manifest_graph_table(manifest, backend == "int8")
+            graph_ids, matrix, _ = read_table(self.source / table)
+            self.graph_vectors = {id_: matrix[i] for i, id_ in enumerate(graph_ids)}
         self.vocabs = {
             "ids": Vocab.load(self.source / "vocab_news_ids.txt"),
             "categories": Vocab.load(self.source / "vocab_categories.txt"),
@@ -310,8 +465,9 @@ class Engine:
         ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
         news = read_news(self.source / NEWS_TSV, on_bad_lines="skip", bad_entities="collect")
         records = [_record_of(news, id_) for id_ in ids]
-        self.table = ServedNews(vectors.shape[1])
-        self.table.upsert(records, vectors)
+        text = read_text_table(self.source, manifest, ids)
+        self.table = ServedNews(vectors.shape[1], None if text is None else text.shape[1])
+        self.table.upsert(records, vectors, text)
 
     def _load_run(self) -> None:
         from newsrec_cli.runs.loading import load_run
@@ -329,8 +485,8 @@ class Engine:
         self.history = run.settings.history
         self.text_inputs = run.model.news_encoder.text is not None
         self.graph_dim = run.model.dim if run.model.news_encoder.graph is not None else None
-        if run._store is not None:
-            meta = run._store.meta
+        if run.text_store is not None:
+            meta = run.text_store.meta
             self.embeddings = {
                 k: meta.get(k) for k in ("provider", "model", "dimension", "template", "normalized")
             }
@@ -349,8 +505,9 @@ class Engine:
                 ids[i]: inputs.graph_vector[i] for i in np.flatnonzero(inputs.graph_present)
             }
         news = _run_news(run)
-        self.table = ServedNews(vectors.shape[1])
-        self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors)
+        text = None if inputs.text is None else inputs.text[keep]
+        self.table = ServedNews(vectors.shape[1], None if text is None else text.shape[1])
+        self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors, text)
 
     def _open_popularity(self, frozen: Any) -> None:
         from newsrec_cli.serve.popularity import open_counts
@@ -415,108 +572,144 @@ class Engine:
         exclude_history: bool = True,
         strict: bool = True,
         since: date | datetime | None = None,
-    ) -> dict[str, Any]:
-        if not self.ready or self.table is None or self.backend is None or self.retriever is None:
-            raise RequestError(503, "not ready: the model and index are still loading")
-        if not 1 <= k <= MAX_K:
-            raise RequestError(422, f"k must be between 1 and {MAX_K}")
-        if len(history) > MAX_HISTORY_ITEMS:
-            raise RequestError(
-                413, f"history has {len(history)} news; at most {MAX_HISTORY_ITEMS} are accepted"
-            )
-        if candidates is not None and len(candidates) > MAX_CANDIDATES:
-            raise RequestError(
-                413,
-                f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request (retrieve without candidates)",
-            )
-        if candidates is not None and not candidates:
-            raise RequestError(422, "candidates is empty: give news IDs to rank, or omit it to retrieve")
-        index = self.table.index
-        unknown = list(dict.fromkeys(i for i in [*history, *(candidates or [])] if i not in index))
+        rerank: RerankSpec | None = None,
+    ) -> Recommendation:
+        """Rank `candidates` for a user with `history`, or retrieve the top `k` of all news;
+        `rerank` (default: the server's) re-ranks the top k (newsrec_cli.rerank)."""
+        table = self._serving_table()
+        _check_sizes(history, candidates, k)
+        spec = self.default_rerank if rerank is None else rerank
+        if spec.method == "mmr" and table.text is None:
+            raise Unsupported("rerank mmr needs the news' text vectors, and this model has none")
+        unknown = list(dict.fromkeys(i for i in [*history, *(candidates or [])] if i not in table.index))
         if unknown and strict:
-            raise RequestError(
-                422, {"message": "unknown news IDs (pass strict=false to skip them)", "unknown": unknown}
-            )
+            raise UnknownNews("unknown news IDs (pass strict=false to skip them)", unknown)
+        user = self._user(history, user_id)
+        seen = set(user.rows) if exclude_history else set()
+        vectors, n = table.view()
+        if candidates is not None:
+            picked = self._rank_candidates(candidates, seen)
+        else:
+            # A re-ranker chooses among the best pool_size(k), as `evaluate --retrieve` does.
+            picked = self._retrieve(user, vectors[:n], pool_size(k) if spec.active else k, seen, since)
+        items, diversity = self._scored(user, vectors, picked, k, spec)
+        return Recommendation(
+            model_version=self.version,
+            backend=self.config.backend,
+            mode="rank" if candidates is not None else "retrieve",
+            retrieval=picked.retrieval,
+            cold_start=not user.used,
+            items=items,
+            unknown=unknown,
+            history_used=user.used,
+            history_truncated=user.truncated,
+            excluded=picked.excluded,
+            cached_user=user.cached,
+            popularity=None if self.popularity is None else self.freshness(picked.reading),
+            rerank=spec,
+            diversity=diversity,
+        )
+
+    def _serving_table(self) -> ServedNews:
+        if not self.ready or self.table is None or self.backend is None or self.retriever is None:
+            raise NotReady()
+        return self.table
+
+    def _user(self, history: list[str], user_id: str | None) -> UserView:
+        """The user's state from the most recent H known clicks (as in training), cached."""
+        assert self.table is not None
+        index = self.table.index
         rows = [index[i] for i in history if i in index]
         truncated = max(0, len(rows) - self.history)
-        used = rows[truncated:]  # the most recent H clicks, as in training
+        used = rows[truncated:]
         users = self.vocabs.get("users")
         user_row = users.get(user_id) if users is not None and user_id else 0
         state, cached = self.user_state(used, user_row)
-        vectors, n = self.table.view()
-        history_length = np.asarray([[len(history)]], np.float32)  # as training: the whole history
-        seen = set(rows) if exclude_history else set()
-        # One reading of the counts per request (retrieval: per snapshot, shared by requests), so
-        # that retrieval, the scores returned and the freshness reported agree.
-        reading: Any = None  # mind.running_counts.Reading of the news scored, or of every news
-        method = None
-        if candidates is not None:
-            mode = "rank"
-            wanted = [index[c] for c in dict.fromkeys(candidates) if c in index]
-            picked = np.asarray([r for r in wanted if r not in seen], dtype=np.int64)
-            excluded = len(wanted) - len(picked)
-            if self.popularity is not None:
-                ids = self.table.ids
-                reading = self.popularity.read([ids[r] for r in picked])
-            features = None if reading is None else reading.features
-        else:
-            mode = "retrieve"
-            allowed = None
-            if seen or since is not None:
-                allowed = np.ones(n, bool)
-                if seen:
-                    allowed[np.fromiter(seen, np.int64)] = False
-                if since is not None:
-                    allowed &= self.table.published[:n] >= utc_seconds(since)
-            popularity = None
-            method = self.retriever.method
-            if self.popularity is not None:
-                snapshot = self.news_terms.current(self.table.ids, n)
-                reading = snapshot.reading
-                if snapshot.terms is None:  # no popularity graphs (an older export): the scorer
-                    method = "exact-model"
-                else:  # the term as one more column: [query, weight] . [key, news term]
-                    method = "exact"
-                    weight = self.backend.popularity_queries(history_length)
-                    popularity = (weight, snapshot.terms)
-            if method == "exact-model" and reading is not None:
-                picked = self._retrieve_with_popularity(
-                    state, vectors[:n], k, allowed, history_length, reading.features
-                )
-            elif self._retrievals is not None:
-                picked = self._retrievals(Search(state, k, allowed, n, popularity))
-            else:
-                picked = self.retriever.search(self.backend, state, vectors[:n], k, allowed, popularity)
-            excluded = len(seen)
-            features = None if reading is None else reading.features[picked]
-        items: list[dict[str, Any]] = []
-        if len(picked):
-            extra = (
-                {} if features is None else {"popularity": features[None], "history_length": history_length}
-            )
-            scores = self.backend.score(state, vectors[picked][None], **extra)[0]
-            order = np.argsort(-scores, kind="stable")[:k]
-            ids = self.table.ids
-            items = [
-                {"news_id": ids[picked[j]], "score": float(scores[j]), "rank": r}
-                for r, j in enumerate(order, start=1)
-            ]
-        return {
-            "model_version": self.version,
-            "backend": self.config.backend,
-            "mode": mode,
-            "retrieval": method if mode == "retrieve" else None,
-            "cold_start": not used,
-            "items": items,
-            "unknown": unknown,
-            "history_used": len(used),
-            "history_truncated": truncated,
-            "excluded": excluded,
-            "cached_user": cached,
-            "popularity": None if self.popularity is None else self.freshness(reading),
-        }
+        history_length = np.asarray([[len(history)]], np.float32)
+        return UserView(state, cached, rows, len(used), truncated, history_length)
 
-    def freshness(self, reading: Any = None) -> dict[str, Any]:
+    def _rank_candidates(self, candidates: list[str], seen: set[int]) -> Picked:
+        """The known candidates, each once, less those of the history when `seen` holds them."""
+        assert self.table is not None
+        index = self.table.index
+        wanted = [index[c] for c in dict.fromkeys(candidates) if c in index]
+        rows = np.asarray([r for r in wanted if r not in seen], dtype=np.int64)
+        if self.popularity is None:
+            return Picked(rows, len(wanted) - len(rows))
+        reading = self.popularity.read([self.table.ids[r] for r in rows])
+        return Picked(rows, len(wanted) - len(rows), None, reading, reading.features)
+
+    def _retrieve(
+        self, user: UserView, vectors: np.ndarray, k: int, seen: set[int], since: date | datetime | None
+    ) -> Picked:
+        """The top `k` of the first len(vectors) news, less `seen` and those published before `since`."""
+        assert self.table is not None and self.retriever is not None and self.backend is not None
+        n = len(vectors)
+        allowed = None
+        if seen or since is not None:
+            allowed = np.ones(n, bool)
+            if seen:
+                allowed[np.fromiter(seen, np.int64)] = False
+            if since is not None:
+                allowed &= self.table.published[:n] >= utc_seconds(since)
+        if self.popularity is None or self.news_terms is None:
+            rows = self._search(Search(user.state, k, allowed, n, None), vectors)
+            return Picked(rows, len(seen), self.retriever.method)
+        snapshot = self.news_terms.current(self.table.ids, n)  # shared by concurrent retrievals
+        reading = snapshot.reading
+        if snapshot.terms is None:  # no popularity graphs (an older export): the scorer
+            rows = self._retrieve_with_popularity(
+                user.state, vectors, k, allowed, user.history_length, reading.features
+            )
+            return Picked(rows, len(seen), "exact-model", reading, reading.features[rows])
+        # the term as one more column: [query, weight] . [key, news term]
+        weight = self.backend.popularity_queries(user.history_length)
+        rows = self._search(Search(user.state, k, allowed, n, (weight, snapshot.terms)), vectors)
+        return Picked(rows, len(seen), "exact", reading, reading.features[rows])
+
+    def _search(self, search: Search, vectors: np.ndarray) -> np.ndarray:
+        """One retrieval: batched with concurrent ones (serve --batch), else alone."""
+        assert self.retriever is not None
+        if self._retrievals is not None:
+            return self._retrievals(search)
+        return self.retriever.search(
+            self.backend, search.state, vectors, search.k, search.allowed, search.popularity
+        )
+
+    def _scored(
+        self, user: UserView, vectors: np.ndarray, picked: Picked, k: int, spec: RerankSpec
+    ) -> tuple[list[RankedItem], ListDiversity | None]:
+        """The picked news scored by the model (with their popularity term), the best `k` first
+        (or as `spec` re-ranks them), and the list's diversity."""
+        assert self.backend is not None and self.table is not None
+        if not len(picked.rows):
+            return [], None
+        extra = (
+            {}
+            if picked.features is None
+            else {"popularity": picked.features[None], "history_length": user.history_length}
+        )
+        scores = self.backend.score(user.state, vectors[picked.rows][None], **extra)[0]
+        text, categories, n_categories = self.table.rerank_view()
+        history = category_distribution(categories[np.asarray(user.rows, np.int64)][None], n_categories)
+        if spec.active:
+            rows = picked.rows
+            order = rerank(
+                scores,
+                k,
+                spec,
+                vectors=None if text is None else text[rows],
+                categories=categories[rows],
+                history=history[0],
+            )[:k]
+        else:
+            order = np.argsort(-scores, kind="stable")[:k]
+        top = picked.rows[order]
+        ids = self.table.ids
+        items = [RankedItem(ids[top[r]], float(scores[j]), r + 1) for r, j in enumerate(order)]
+        return items, _diversity(top, text, categories, history)
+
+    def freshness(self, reading: Reading | None = None) -> dict[str, Any]:
         """The popularity block of a response: of `reading` (the counts it scored with), or now."""
         from newsrec_cli.serve.popularity import freshness
 
@@ -587,56 +780,26 @@ class Engine:
 
     # ------------------------------------------------------------------ events
 
-    def record_events(self, impressions: list[tuple[datetime, list[str], list[str]]]) -> dict[str, Any]:
+    def record_events(self, impressions: list[tuple[datetime, list[str], list[str]]]) -> EventsApplied:
         """Add impressions (aware UTC time, news shown, news clicked among them) to the live
         popularity counts; every news must be known and every click one of the news shown."""
         if not self.ready or self.table is None:
-            raise RequestError(503, "not ready: the model and index are still loading")
+            raise NotReady()
         if self.popularity is None:
-            raise RequestError(409, "this model was trained without popularity: it has no counts to update")
+            raise Unsupported("this model was trained without popularity: it has no counts to update")
         if len(impressions) > MAX_EVENT_IMPRESSIONS:
-            raise RequestError(
-                413, f"{len(impressions)} impressions; at most {MAX_EVENT_IMPRESSIONS} per request"
-            )
+            raise TooLarge(f"{len(impressions)} impressions; at most {MAX_EVENT_IMPRESSIONS} per request")
         index = self.table.index
-        shown_all = [n for _, shown, _ in impressions for n in shown]
-        unknown = list(
-            dict.fromkeys(
-                n for n in [*shown_all, *(c for *_, cl in impressions for c in cl)] if n not in index
-            )
-        )
+        named = (n for _, shown, clicked in impressions for n in [*shown, *clicked])
+        unknown = list(dict.fromkeys(n for n in named if n not in index))
         if unknown:
-            raise RequestError(
-                422,
-                {"message": "unknown news IDs (add them through POST /v1/news first)", "unknown": unknown},
-            )
+            raise UnknownNews("unknown news IDs (add them through POST /v1/news first)", unknown)
         news: list[str] = []
         seconds: list[int] = []
         clicks: list[int] = []
         horizon = LAST_SECOND if self.config.future_events else int(time.time()) + FUTURE_TOLERANCE
         for i, (when, shown, clicked) in enumerate(impressions):
-            if len(set(shown)) != len(shown):
-                raise RequestError(422, f"impressions[{i}].shown lists a news twice")
-            stray = sorted(set(clicked) - set(shown))
-            if stray:
-                raise RequestError(
-                    422, f"impressions[{i}].clicked has news that were not shown: {', '.join(stray)}"
-                )
-            second = int(utc_seconds(when).astype(np.int64))
-            if not FIRST_SECOND <= second <= LAST_SECOND:
-                raise RequestError(
-                    422,
-                    f"impressions[{i}].time {when.isoformat()}: the counts take times from "
-                    "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z",
-                )
-            if second > horizon:
-                raise RequestError(
-                    422,
-                    f"impressions[{i}].time {when.isoformat()} is ahead of this server's clock "
-                    f"({np.datetime64(horizon - FUTURE_TOLERANCE, 's')}Z): the counts' clock would move "
-                    "there for good and every count decay to nothing (serve --future-events takes a "
-                    "simulated stream dated ahead)",
-                )
+            second = _event_second(i, when, shown, clicked, horizon)
             picked = set(clicked)
             news += shown
             seconds += [second] * len(shown)
@@ -644,7 +807,7 @@ class Engine:
         self.popularity.apply(
             news, np.asarray(seconds, np.int64), np.asarray(clicks, np.float64), len(impressions)
         )
-        return {"model_version": self.version, "applied": len(impressions), "popularity": self.freshness()}
+        return EventsApplied(self.version, len(impressions), self.freshness())
 
     # ------------------------------------------------------------------ news
 
@@ -654,14 +817,14 @@ class Engine:
         row = self.table.index.get(news_id)
         return None if row is None else self.table.records[row]
 
-    def _provider_for(self) -> Any:
+    def _provider_for(self) -> EmbeddingProvider:
         if self._provider is None:
             from newsrec_cli.embed.providers import make_provider
             from newsrec_cli.settings import EmbedSettings
 
             meta = self.embeddings or {}
             if not meta.get("provider"):
-                raise RequestError(409, "this model's embedding provider is unknown; cannot embed fresh news")
+                raise Unsupported("this model's embedding provider is unknown; cannot embed fresh news")
             settings = EmbedSettings(
                 provider=meta["provider"],
                 model=meta.get("model"),
@@ -686,12 +849,12 @@ class Engine:
         texts = news_texts(table, meta.get("template") or "{title}").texts
         vectors = np.asarray(self._provider_for().embed(texts), np.float32)
         if meta.get("dimension") and vectors.shape[1] != meta["dimension"]:
-            raise RequestError(500, "the embedding provider returned vectors of another size")
+            raise ProviderFailed("the embedding provider returned vectors of another size")
         if meta.get("normalized"):
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
-    def _inputs(self, records: list[NewsRecord], text: np.ndarray | None) -> NewsInputs:
+    def news_inputs(self, records: list[NewsRecord], text: np.ndarray | None) -> NewsInputs:
         ids, cats, subs = self.vocabs["ids"], self.vocabs["categories"], self.vocabs["subcategories"]
         assert ids is not None and cats is not None and subs is not None
         return NewsInputs(
@@ -717,10 +880,10 @@ class Engine:
                 vector[i], present[i] = known, True
         return {"graph_vector": vector, "graph_present": present}
 
-    def ingest(self, records: list[NewsRecord]) -> list[dict[str, Any]]:
+    def ingest(self, records: list[NewsRecord]) -> list[IngestOutcome]:
         """Add or update news: text vectors, model vectors, table, index, then persist."""
         if not self.ready or self.table is None or self.backend is None or self.retriever is None:
-            raise RequestError(503, "not ready: the model and index are still loading")
+            raise NotReady()
         with self._ingest_lock:
             records = list({r.news_id: r for r in records}.values())  # the last of a duplicated ID wins
             for r in records:
@@ -729,12 +892,12 @@ class Engine:
             status = ["updated" if r.news_id in self.table.index else "added" for r in records]
             self._persist(records, text)
             self._encode_and_add(records, text)
-        return [{"news_id": r.news_id, "status": s} for r, s in zip(records, status, strict=True)]
+        return [IngestOutcome(r.news_id, s) for r, s in zip(records, status, strict=True)]
 
     def _encode_and_add(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
         assert self.table is not None and self.backend is not None and self.retriever is not None
-        vectors = self.backend.encode_news(self._inputs(records, text))
-        rows = self.table.upsert(records, vectors)
+        vectors = self.backend.encode_news(self.news_inputs(records, text))
+        rows = self.table.upsert(records, vectors, text)
         self.retriever.update(rows, vectors, len(self.table))
 
     def _persist(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
@@ -803,6 +966,52 @@ class Engine:
         start = time.perf_counter()
         self._encode_and_add(records, text)
         log.info("re-encoded %d ingested news in %.2fs", len(records), time.perf_counter() - start)
+
+
+def _event_second(i: int, when: datetime, shown: list[str], clicked: list[str], horizon: int) -> int:
+    """The second of impression `i`, after checking that it can be counted."""
+    if len(set(shown)) != len(shown):
+        raise InvalidRequest(f"impressions[{i}].shown lists a news twice")
+    stray = sorted(set(clicked) - set(shown))
+    if stray:
+        raise UnknownNews(f"impressions[{i}].clicked has news that were not shown", stray)
+    second = int(utc_seconds(when).astype(np.int64))
+    if not FIRST_SECOND <= second <= LAST_SECOND:
+        raise InvalidRequest(
+            f"impressions[{i}].time {when.isoformat()}: the counts take times from "
+            "1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z"
+        )
+    if second > horizon:
+        raise InvalidRequest(
+            f"impressions[{i}].time {when.isoformat()} is ahead of this server's clock "
+            f"({np.datetime64(horizon - FUTURE_TOLERANCE, 's')}Z): the counts' clock would move "
+            "there for good and every count decay to nothing (serve --future-events takes a "
+            "simulated stream dated ahead)"
+        )
+    return second
+
+
+def _diversity(
+    top: np.ndarray, text: np.ndarray | None, categories: np.ndarray, history: np.ndarray
+) -> ListDiversity:
+    """ILD, categories and calibration of one returned list (table rows, best first)."""
+    lists = top[None]
+    spread = None if text is None or len(top) < 2 else float(ild(lists, text)[0])
+    fit = float(list_calibration(lists, categories, history)[0]) if history.any() else None
+    return ListDiversity(spread, int(category_count(lists, categories)[0]), fit)
+
+
+def _check_sizes(history: list[str], candidates: list[str] | None, k: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise InvalidRequest(f"k must be between 1 and {MAX_K}")
+    if len(history) > MAX_HISTORY_ITEMS:
+        raise TooLarge(f"history has {len(history)} news; at most {MAX_HISTORY_ITEMS} are accepted")
+    if candidates is not None and len(candidates) > MAX_CANDIDATES:
+        raise TooLarge(
+            f"{len(candidates)} candidates; at most {MAX_CANDIDATES} per request (retrieve without candidates)"
+        )
+    if candidates is not None and not candidates:
+        raise InvalidRequest("candidates is empty: give news IDs to rank, or omit it to retrieve")
 
 
 def _entities(record: NewsRecord) -> list[Any]:

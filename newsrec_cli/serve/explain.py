@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.serve.engine import Engine, NewsRecord, RequestError
+from newsrec_cli.serve.engine import Engine, NewsRecord
+from newsrec_cli.serve.errors import InvalidRequest, UnknownNews, Unsupported, name_ids
 
 TOP_CONTRIBUTORS = 3
 
@@ -50,12 +51,12 @@ class Explainer:
                 return
             engine = self.engine
             if engine.run is not None and isinstance(engine.backend, TorchBackend):
-                self.run, self.lock = engine.run, engine.backend._lock  # the served model: share its lock
+                self.run, self.lock = engine.run, engine.backend.lock  # the served model: share its lock
             elif engine.run_dir is not None:
                 store = engine.config.run_store
                 self.run, self.lock = load_run(engine.run_dir, device="cpu", store=store), threading.Lock()
             else:
-                raise RequestError(409, "this export names no run directory: explanations need the torch run")
+                raise Unsupported("this export names no run directory: explanations need the torch run")
             self.model = self.run.model.eval()
             ids, self.inputs, _ = run_news_inputs(self.run)
             self.rows = {id_: i for i, id_ in enumerate(ids)}
@@ -90,7 +91,7 @@ class Explainer:
         records = [engine.get_news(i) for i in fresh]
         unknown = [i for i, r in zip(fresh, records, strict=True) if r is None]
         if unknown:
-            raise RequestError(422, {"message": "unknown news IDs", "unknown": unknown})
+            raise UnknownNews("unknown news IDs", unknown)
         run_rows = np.asarray([self.rows[i] for i in ids if i in self.rows], np.int64)
         known = self.inputs.rows(run_rows)
         if not fresh:
@@ -101,8 +102,8 @@ class Explainer:
             store = EmbeddingStore.open(path) if is_store(path) else None
             text, missing = store.lookup(fresh) if store is not None else (None, fresh)
             if missing:
-                raise RequestError(409, {"message": "no text vector kept for these news", "unknown": missing})
-        added = engine._inputs([r for r in records if r is not None], text)
+                raise Unsupported(f"no text vector kept for these news: {name_ids(missing)}")
+        added = engine.news_inputs([r for r in records if r is not None], text)
         # Gather both parts back into the order of `ids`.
         place = {i: len(run_rows) + j for j, i in enumerate(fresh)}
         order, seen = [], 0
@@ -139,7 +140,7 @@ class Explainer:
             self.load()
         engine = self.engine
         if not items:
-            raise RequestError(422, "items is empty: give the recommended news IDs to explain")
+            raise InvalidRequest("items is empty: give the recommended news IDs to explain")
         used = history[max(0, len(history) - engine.history) :]  # the most recent clicks, as served
         H, K = len(used), len(items)
         inputs = self._inputs_of([*used, *items])

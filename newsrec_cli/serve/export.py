@@ -20,6 +20,8 @@ Layout of an export folder (see "Serving" in the README):
     news_vectors_int8/   the same computed by the int8 news encoder, stored as int8 with a scale
                          per row and part (serve/vector_table.py): 4x smaller
     graph_vectors/       graph runs: the GNN vector of each news on the graph, by news ID
+    graph_vectors_int8/  the same as int8 with a scale per row, read by the int8 backend (the
+                         only graph table of --quantize int8-only)
     news.tsv             the news' MIND rows (titles, categories, entities) for display
     vocab_*.txt          the run's vocabularies (fresh news map onto them)
     export.json          config hash, shapes, opset, onnxruntime version, checksums, parity
@@ -37,19 +39,20 @@ model's learned "no graph" vector, as in torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from newsrec_cli import __version__, atomic, manifests
+from newsrec_cli.digests import file_sha256 as sha256
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.mind.popularity import FEATURES as POPULARITY_FEATURES
 from newsrec_cli.serve.backends import (
@@ -86,6 +89,8 @@ QUANTIZE = ("none", "int8", "int8-only")
 TABLE = "news_vectors"
 TABLE_INT8 = "news_vectors_int8"
 GRAPH_TABLE = "graph_vectors"  # the GNN vector of each exported news on the graph (graph runs)
+GRAPH_TABLE_INT8 = "graph_vectors_int8"  # the same as int8 with a scale per row (int8 graph sets)
+TEXT_TABLE = "text_vectors"  # each exported news' text vector: what MMR and a list's ILD compare
 NEWS_TSV = "news.tsv"
 VOCABS = ("vocab_news_ids.txt", "vocab_categories.txt", "vocab_subcategories.txt", "vocab_users.txt")
 FP32_TOLERANCE = 1e-4  # max |logit difference| of the fp32 graphs against torch
@@ -125,14 +130,6 @@ class ExportReport:
         }
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_version(run_dir: Path) -> str:
     """The run's name and a hash of its weights: a new training gives a new version."""
     return f"{run_dir.resolve().name}-{sha256(run_dir / 'model.pt')[:12]}"
@@ -164,9 +161,13 @@ def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
     text = None
     if run.model.news_encoder.text is not None:
         text, _ = text_vectors(
-            run._store, news_vocab.ids, np.zeros(0, np.int64), missing="learned", expected_dim=run.text_dim
+            run.text_store,
+            news_vocab.ids,
+            np.zeros(0, np.int64),
+            missing="learned",
+            expected_dim=run.text_dim,
         )
-    features = news_features(news_vocab, news_table, run.vocabs, text=text, graph_index=run._graph_index)
+    features = news_features(news_vocab, news_table, run.vocabs, text=text, graph_index=run.graph_index)
     inputs = inputs_from_features(features, graph_table(run)).rows(slice(1, None))
     servable = np.ones(len(inputs), dtype=bool)
     if inputs.text_present is not None and run.settings.missing != "learned":
@@ -215,14 +216,14 @@ def dataset_news_inputs(run: Any, dataset: Any, imps: Any) -> NewsInputs:
     text = None
     if run.model.news_encoder.text is not None:
         text, _ = text_vectors(
-            run._store,
+            run.text_store,
             dataset.news_vocab.ids,
             needed_news(imps),
             missing=run.settings.missing,
             expected_dim=run.text_dim,
         )
     features = news_features(
-        dataset.news_vocab, dataset.news, run.vocabs, text=text, graph_index=run._graph_index
+        dataset.news_vocab, dataset.news, run.vocabs, text=text, graph_index=run.graph_index
     )
     return inputs_from_features(features, graph_table(run))
 
@@ -677,6 +678,31 @@ def validation_impressions(run: Any, limit: int) -> tuple[Any, Any]:
     return dataset, valid.subset(keep)
 
 
+@dataclass
+class Written:
+    """What `_write_model` put in the export folder, for parity and the manifest."""
+
+    version: str
+    served_ids: list[str]
+    inputs: NewsInputs  # of every news the run knows
+    keep: np.ndarray  # the servable rows of `inputs`
+    shapes: dict[str, Any]  # export_graphs' answer
+    fp32_names: dict[str, str]
+    int8_names: dict[str, str]
+    parts: list[int]  # column bounds of the int8 table's parts
+    frozen: Any = None  # MemorySums: the counts served until events arrive (popularity runs)
+
+
+@dataclass
+class Parity:
+    """The parity check's rows (torch, onnx fp32, onnx int8) and the popularity product's diff."""
+
+    rows: list[dict[str, Any]]
+    impressions: int
+    product_diff: float | None
+    graph_inputs: dict[str, list[str]]  # the input names of the fp32 news and user graphs
+
+
 def export_run(
     run_dir: Path,
     out: Path,
@@ -688,17 +714,7 @@ def export_run(
     say: Say | None = None,
 ) -> ExportReport:
     """Export `run_dir` to `out` (see the module docstring); ParityError when a graph is off."""
-    import onnxruntime
-    import torch
-
-    from newsrec_cli.evaluate.metrics import compute_metrics
-    from newsrec_cli.evaluate.model_scores import run_scores
-    from newsrec_cli.evaluate.runner import select_split
-    from newsrec_cli.mind.running_counts import RunningCounts
-    from newsrec_cli.model.inference import score_impressions
     from newsrec_cli.runs.loading import load_run
-    from newsrec_cli.serve.backends import TorchBackend
-    from newsrec_cli.serve.popularity import frozen_counts
 
     say = say or (lambda _m: None)
     if quantize not in QUANTIZE:
@@ -709,98 +725,159 @@ def export_run(
     say(f"loading {run_dir}")
     run = load_run(run_dir, device="cpu", store=store)
     refuse_finetuned(run, "export")
+    _clear_folder(out)
+    written = _write_model(run, out, quantize, opset, say)
+    _write_side_files(run, out, written, say)
+    say("checking parity on the validation split")
+    parity = _check_parity(run, out, written, parity_impressions)
+    if quantize == "int8-only":  # what the int8 set does not name goes, once parity used it
+        for name in set(written.fp32_names.values()) - set(written.int8_names.values()):
+            (out / name).unlink()
+        shutil.rmtree(out / TABLE)
+        shutil.rmtree(out / GRAPH_TABLE, ignore_errors=True)
+    files = {
+        str(p.relative_to(out)): sha256(p)
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and ".staging" not in p.parts
+    }
+    atomic.write_json(out / MANIFEST, _manifest(run, written, parity, quantize, opset, files))
+    return ExportReport(
+        out=out,
+        model_version=written.version,
+        news=len(written.served_ids),
+        dim=written.shapes["dim"],
+        opset=opset,
+        quantize=quantize,
+        parity=parity.rows,
+        files=files,
+        seconds=time.perf_counter() - started,
+        parity_impressions=parity.impressions,
+    )
+
+
+def _clear_folder(out: Path) -> None:
+    """Make `out` an empty export folder: refuse one that holds something else, drop the
+    manifest (none until parity passed) and what an earlier export there wrote."""
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # no manifest until parity passed
-    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE):  # a re-export over another: no old tables left
+    (out / MANIFEST).unlink(missing_ok=True)
+    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE, GRAPH_TABLE_INT8, TEXT_TABLE):
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in out.glob("*.onnx"):
         stale.unlink()
     (out / POPULARITY_FILE).unlink(missing_ok=True)
-    version = model_version(run_dir)
+
+
+def _write_model(run: Any, out: Path, quantize: str, opset: int, say: Say) -> Written:
+    """The ONNX graphs (fp32, and int8 unless --quantize none) and the news-vector tables."""
+    from newsrec_cli.serve.backends import TorchBackend
+
+    version = model_version(run.run_dir)
     ids, inputs, servable = run_news_inputs(run)
     say(f"exporting ONNX graphs (opset {opset})")
     shapes = export_graphs(run.model, inputs, out, opset)
     fp32_names = dict(GRAPHS) | (dict(RETRIEVAL_GRAPHS) if shapes["retrieval"] == "keys" else {})
     fp32_names |= dict(POPULARITY_GRAPHS) if shapes["popularity_graphs"] else {}
-    torch_backend = TorchBackend(run.model)
     say(f"encoding {len(ids):,} news")
     keep = np.flatnonzero(servable)
     served_ids = [ids[i] for i in keep]
-    vectors = torch_backend.encode_news(inputs.rows(keep))
+    vectors = TorchBackend(run.model).encode_news(inputs.rows(keep))
     parts = table_parts(run.model)
-    _write_table(out / TABLE, served_ids, vectors, version, run_dir)
+    _write_table(out / TABLE, served_ids, vectors, version, run.run_dir)
     int8_names = quantize_graphs(out, fp32_names) if quantize != "none" else {}
     if int8_names:
-        int8 = OnnxBackend(graph_files(out, int8_names), "int8")
-        int8_vectors = int8.encode_news(inputs.rows(keep))
-        _write_table(out / TABLE_INT8, served_ids, int8_vectors, version, run_dir, dtype="int8", parts=parts)
-    if inputs.graph_vector is not None:
+        int8_vectors = OnnxBackend(graph_files(out, int8_names), "int8").encode_news(inputs.rows(keep))
+        _write_table(
+            out / TABLE_INT8, served_ids, int8_vectors, version, run.run_dir, dtype="int8", parts=parts
+        )
+    if inputs.text is not None:
+        # The re-rankers' similarity (serve's rerank mmr), the same vectors as evaluate's.
+        text = inputs.text[keep]
+        dtype = "int8" if quantize == "int8-only" else "float32"
+        _write_table(out / TEXT_TABLE, served_ids, text, version, run.run_dir, "text", dtype=dtype)
+    if inputs.graph_vector is not None and inputs.graph_present is not None:
         # So that a run news re-sent through POST /v1/news keeps its graph vector.
         on = keep[inputs.graph_present[keep]]
-        _write_table(
-            out / GRAPH_TABLE, [ids[i] for i in on], inputs.graph_vector[on], version, run_dir, "model-graph"
-        )
-    _write_news_tsv(out / NEWS_TSV, run, served_ids)
+        graph_ids, graph_vectors = [ids[i] for i in on], inputs.graph_vector[on]
+        _write_table(out / GRAPH_TABLE, graph_ids, graph_vectors, version, run.run_dir, "model-graph")
+        if int8_names:
+            whole = [0, int(graph_vectors.shape[1])]
+            _write_table(
+                out / GRAPH_TABLE_INT8,
+                graph_ids,
+                graph_vectors,
+                version,
+                run.run_dir,
+                "model-graph",
+                "int8",
+                whole,
+            )
+    return Written(version, served_ids, inputs, keep, shapes, fp32_names, int8_names, parts)
+
+
+def _write_side_files(run: Any, out: Path, written: Written, say: Say) -> None:
+    """news.tsv, the vocabularies, and a popularity run's frozen counts (what the server reads
+    until events arrive: the offline protocol's)."""
+    from newsrec_cli.serve.popularity import frozen_counts
+
+    _write_news_tsv(out / NEWS_TSV, run, written.served_ids)
     for name in VOCABS:
-        if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out / name)
-    head = getattr(run.model, "popularity", None)
-    frozen = None
-    if head is not None:  # what the server reads until events arrive (the offline protocol)
+        if (run.run_dir / name).is_file():
+            shutil.copyfile(run.run_dir / name, out / name)
+    if getattr(run.model, "popularity", None) is not None:
         say("counting popularity over the training impressions")
-        frozen = frozen_counts(run)
-        frozen.save(out / POPULARITY_FILE)
+        written.frozen = frozen_counts(run)
+        written.frozen.save(out / POPULARITY_FILE)
 
-    # Parity on the validation split: torch (what evaluate scores) against each graph set.
-    say("checking parity on the validation split")
-    dataset, valid = validation_impressions(run, parity_impressions)
-    popularity = None
+
+def _reference_logits(run: Any, dataset: Any, valid: Any, frozen: Any) -> tuple[np.ndarray, Any]:
+    """Torch's logits as evaluate scores them (offline protocol with popularity), and the
+    popularity features of each candidate slot the graphs read (the frozen counts, as served)."""
+    from newsrec_cli.evaluate.model_scores import run_scores
+    from newsrec_cli.evaluate.runner import select_split
+    from newsrec_cli.mind.running_counts import RunningCounts
+    from newsrec_cli.model.inference import score_impressions
+
     if frozen is None:
-        torch_logits = score_impressions(run, dataset, valid)
-    else:  # torch as evaluate scores it offline; the graphs read the frozen counts as served
-        known = select_split(dataset, "valid", run.data_settings).train
-        torch_logits = run_scores(run, dataset, valid, known, "offline").astype(np.float32)
-        ids = dataset.news_vocab.ids
-        popularity = RunningCounts(frozen.spec, frozen).features([ids[i] for i in valid.candidates])
-    user_rows = run.user_rows(valid)
-    data_inputs = dataset_news_inputs(run, dataset, valid)
-    history = run.settings.history
-    metrics = ["auc", "mrr", "ndcg@10"]
+        return score_impressions(run, dataset, valid), None
+    known = select_split(dataset, "valid", run.data_settings).train
+    logits = run_scores(run, dataset, valid, known, "offline").astype(np.float32)
+    ids = dataset.news_vocab.ids
+    return logits, RunningCounts(frozen.spec, frozen).features([ids[i] for i in valid.candidates])
 
-    def row(name: str, logits: np.ndarray, reference: np.ndarray | None, seconds: float) -> dict[str, Any]:
-        result = compute_metrics(logits, valid.labels, valid.candidate_offsets, metrics)
-        return {
-            "backend": name,
-            "max_abs_logit_diff": None if reference is None else float(np.abs(logits - reference).max()),
-            **{m: float(result.values[m]) for m in metrics},
-            "seconds": round(seconds, 3),
-        }
 
-    fp32 = OnnxBackend(graph_files(out, fp32_names), "onnx")
-    t0 = time.perf_counter()
-    fp32_logits = backend_scores(
-        fp32, data_inputs, valid, history=history, user_rows=user_rows, popularity=popularity
+def _check_parity(run: Any, out: Path, written: Written, impressions: int) -> Parity:
+    """Torch (what evaluate scores) against each graph set on the validation split; ParityError
+    when fp32 is off by more than FP32_TOLERANCE or int8's AUC by more than INT8_AUC_TOLERANCE."""
+    dataset, valid = validation_impressions(run, impressions)
+    torch_logits, popularity = _reference_logits(run, dataset, valid, written.frozen)
+    inputs = dataset_news_inputs(run, dataset, valid)
+    score = partial(
+        backend_scores,
+        inputs=inputs,
+        imps=valid,
+        history=run.settings.history,
+        user_rows=run.user_rows(valid),
+        popularity=popularity,
     )
-    parity = [
-        row("torch", torch_logits, None, 0.0),
-        row("onnx fp32", fp32_logits, torch_logits, time.perf_counter() - t0),
+    fp32 = OnnxBackend(graph_files(out, written.fp32_names), "onnx")
+    t0 = time.perf_counter()
+    fp32_logits = score(fp32)
+    rows = [
+        _parity_row("torch", valid, torch_logits, None, 0.0),
+        _parity_row("onnx fp32", valid, fp32_logits, torch_logits, time.perf_counter() - t0),
     ]
-    if int8_names:
+    if written.int8_names:
+        int8 = OnnxBackend(graph_files(out, written.int8_names), "int8")
         t0 = time.perf_counter()
-        int8_logits = backend_scores(
-            int8,
-            data_inputs,
-            valid,
-            history=history,
-            user_rows=user_rows,
-            table=lambda v: roundtrip(v, "int8", parts),  # what the int8 table gives back
-            popularity=popularity,
-        )
-        parity.append(row("onnx int8", int8_logits, fp32_logits, time.perf_counter() - t0))
-        parity[-1]["auc_diff_vs_fp32"] = parity[-1]["auc"] - parity[1]["auc"]
-    diff = parity[1]["max_abs_logit_diff"]
+        # the int8 tables' round trips: what they give back (news vectors, and the graph vectors
+        # a run news re-sent through POST /v1/news is encoded from)
+        table = partial(roundtrip, dtype="int8", parts=written.parts)
+        int8_logits = score(int8, inputs=int8_graph_inputs(inputs), table=table)
+        rows.append(_parity_row("onnx int8", valid, int8_logits, fp32_logits, time.perf_counter() - t0))
+        rows[-1]["auc_diff_vs_fp32"] = rows[-1]["auc"] - rows[1]["auc"]
+    diff = rows[1]["max_abs_logit_diff"]
     if not diff <= FP32_TOLERANCE:
         raise ParityError(f"export: fp32 ONNX logits differ from torch by {diff:.3g} (> {FP32_TOLERANCE})")
     product_diff = None
@@ -812,95 +889,135 @@ def export_run(
                 f"export: the popularity graphs' product differs from the torch term by {product_diff:.3g} "
                 f"(> {FP32_TOLERANCE})"
             )
-    if int8_names:
-        auc_diff = parity[2]["auc_diff_vs_fp32"]
+    if written.int8_names:
+        auc_diff = rows[2]["auc_diff_vs_fp32"]
         if not abs(auc_diff) <= INT8_AUC_TOLERANCE or not np.isfinite(auc_diff):
             raise ParityError(
                 f"export: int8 AUC differs from fp32 by {auc_diff:+.4f} (> {INT8_AUC_TOLERANCE}); export with --quantize none"
             )
+    graph_inputs = {part: list(fp32.inputs[part]) for part in ("news", "user")}
+    return Parity(rows, len(valid), product_diff, graph_inputs)
 
-    if quantize == "int8-only":  # what the int8 set does not name goes, once parity used it
-        for name in set(fp32_names.values()) - set(int8_names.values()):
-            (out / name).unlink()
-        shutil.rmtree(out / TABLE)
-    files = {
-        str(p.relative_to(out)): sha256(p)
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and ".staging" not in p.parts
+
+PARITY_METRICS = ("auc", "mrr", "ndcg@10")
+
+
+def int8_graph_inputs(inputs: NewsInputs) -> NewsInputs:
+    """`inputs` with the graph vectors the int8 graph table gives back (the rest as it is)."""
+    if inputs.graph_vector is None:
+        return inputs
+    whole = [0, int(inputs.graph_vector.shape[1])]
+    return replace(inputs, graph_vector=roundtrip(inputs.graph_vector, "int8", whole))
+
+
+def _parity_row(
+    name: str, valid: Any, logits: np.ndarray, reference: np.ndarray | None, seconds: float
+) -> dict[str, Any]:
+    from newsrec_cli.evaluate.metrics import compute_metrics
+
+    metrics = list(PARITY_METRICS)
+    result = compute_metrics(logits, valid.labels, valid.candidate_offsets, metrics)
+    return {
+        "backend": name,
+        "max_abs_logit_diff": None if reference is None else float(np.abs(logits - reference).max()),
+        **{m: float(result.values[m]) for m in metrics},
+        "seconds": round(seconds, 3),
     }
-    store_meta = dict(run._store.meta) if run._store is not None else None
-    manifest = {
+
+
+def _manifest(
+    run: Any, written: Written, parity: Parity, quantize: str, opset: int, files: dict[str, str]
+) -> dict[str, Any]:
+    """export.json: what the folder holds, what made it, and the parity it passed."""
+    import onnxruntime
+    import torch
+
+    fp32, int8 = written.fp32_names, written.int8_names
+    only = quantize == "int8-only"
+    return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "newsrec": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run_dir": str(run_dir.resolve()),
-        "model_version": version,
-        "config_sha256": sha256(run_dir / "config.json"),
+        "run_dir": str(run.run_dir.resolve()),
+        "model_version": written.version,
+        "config_sha256": sha256(run.run_dir / "config.json"),
         "opset": opset,
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
         "quantize": quantize,
-        "graphs": {"fp32": None if quantize == "int8-only" else fp32_names, "int8": int8_names or None},
+        "graphs": {"fp32": None if only else fp32, "int8": int8 or None},
         # keys: retrieval searches keys.onnx's output with queries.onnx's; model: every news is
         # scored through scorer.onnx (a score that is no inner product, e.g. candidate attention)
-        "retrieval": shapes["retrieval"],
+        "retrieval": written.shapes["retrieval"],
         "tables": {
-            "fp32": None if quantize == "int8-only" else {"path": TABLE, "dtype": "float32"},
-            "int8": {"path": TABLE_INT8, "dtype": "int8", "parts": parts} if int8_names else None,
+            "fp32": None if only else {"path": TABLE, "dtype": "float32"},
+            "int8": {"path": TABLE_INT8, "dtype": "int8", "parts": written.parts} if int8 else None,
         },
-        "inputs": {"news": list(fp32.inputs["news"]), "user": list(fp32.inputs["user"])},
-        "shapes": {
-            "news_vector": [None, shapes["dim"]],
-            "user_state": shapes["user_state"],
-            "text_vector": [None, shapes["text_dim"]] if shapes["text_dim"] else None,
-            "graph_vector": [None, shapes["graph_dim"]] if shapes["graph_dim"] else None,
-            "history": history,
-        },
-        "news": len(served_ids),
-        # a run trained with popularity: the scorer's popularity inputs and the frozen counts
-        "popularity": None
-        if frozen is None or head is None
-        else {
-            "head": head.mode,
-            "counts": POPULARITY_FILE,
-            "features": list(POPULARITY_FEATURES),
-            "half_life_hours": run.settings.popularity_half_life,
-            "prior": run.settings.popularity_prior,
-        },
-        "history": history,
+        # graph runs: the GNN vector of each run news, for each backend (int8: as int8)
+        "graph_tables": _manifest_graph_tables(written.shapes, only, bool(int8)),
+        "text_table": (
+            {"path": TEXT_TABLE, "dtype": "int8" if only else "float32"}
+            if written.inputs.text is not None
+            else None
+        ),
+        "inputs": parity.graph_inputs,
+        "shapes": _manifest_shapes(written.shapes, run.settings.history),
+        "news": len(written.served_ids),
+        "popularity": _manifest_popularity(run, written.frozen),
+        "history": run.settings.history,
         "use_user_id": bool(run.settings.use_user_id),
         "missing": run.settings.missing,
-        "embeddings": {
-            k: v
-            for k, v in (store_meta or {}).items()
-            if k in ("provider", "model", "dimension", "template", "normalized")
-        }
-        if store_meta
-        else None,
+        "embeddings": _manifest_embeddings(run),
         "parity": {
-            "impressions": len(valid),
-            "rows": parity,
+            "impressions": parity.impressions,
+            "rows": parity.rows,
             "fp32_tolerance": FP32_TOLERANCE,
             "int8_auc_tolerance": INT8_AUC_TOLERANCE,
             # popularity_keys x popularity_queries against the torch head's term (retrieval's form)
-            "popularity_product_max_abs_diff": product_diff,
+            "popularity_product_max_abs_diff": parity.product_diff,
         },
         "checksums": files,
     }
-    atomic.write_json(out / MANIFEST, manifest)
-    return ExportReport(
-        out=out,
-        model_version=version,
-        news=len(served_ids),
-        dim=shapes["dim"],
-        opset=opset,
-        quantize=quantize,
-        parity=parity,
-        files=files,
-        seconds=time.perf_counter() - started,
-        parity_impressions=len(valid),
-    )
+
+
+def _manifest_shapes(shapes: dict[str, Any], history: int) -> dict[str, Any]:
+    return {
+        "news_vector": [None, shapes["dim"]],
+        "user_state": shapes["user_state"],
+        "text_vector": [None, shapes["text_dim"]] if shapes["text_dim"] else None,
+        "graph_vector": [None, shapes["graph_dim"]] if shapes["graph_dim"] else None,
+        "history": history,
+    }
+
+
+def _manifest_graph_tables(shapes: dict[str, Any], only: bool, int8: bool) -> dict[str, Any] | None:
+    if not shapes["graph_dim"]:
+        return None
+    return {"fp32": None if only else GRAPH_TABLE, "int8": GRAPH_TABLE_INT8 if int8 else None}
+
+
+def _manifest_popularity(run: Any, frozen: Any) -> dict[str, Any] | None:
+    """A run trained with popularity: the scorer's popularity inputs and the frozen counts."""
+    head = getattr(run.model, "popularity", None)
+    if frozen is None or head is None:
+        return None
+    return {
+        "head": head.mode,
+        "counts": POPULARITY_FILE,
+        "features": list(POPULARITY_FEATURES),
+        "half_life_hours": run.settings.popularity_half_life,
+        "prior": run.settings.popularity_prior,
+    }
+
+
+def _manifest_embeddings(run: Any) -> dict[str, Any] | None:
+    """The text store's signature: how the server embeds fresh news."""
+    meta = dict(run.text_store.meta) if run.text_store is not None else None
+    if not meta:
+        return None
+    keys = ("provider", "model", "dimension", "template", "normalized")
+    return {k: v for k, v in meta.items() if k in keys}
 
 
 def popularity_product_diff(backend: Any, head: Any, features: np.ndarray, lengths: np.ndarray) -> float:
@@ -928,6 +1045,24 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def read_text_table(folder: Path, manifest: dict[str, Any], ids: list[str]) -> np.ndarray | None:
+    """The text vectors of `ids` from the export's text table (float32, in the order of `ids`), or
+    None where the export has none (a model without text, or an export made before text tables)."""
+    from newsrec_cli.serve.vector_table import read_table
+
+    entry = manifest.get("text_table")
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        return None
+    path = folder / entry["path"]
+    text_ids, vectors, _ = read_table(path)
+    index = {id_: row for row, id_ in enumerate(text_ids)}
+    rows = [index.get(id_) for id_ in ids]
+    missing = sum(row is None for row in rows)
+    if missing:
+        raise InputError(f"{missing:,} served news have no text vector", path=path, field="ids")
+    return vectors[np.asarray(rows, np.int64)]
+
+
 def manifest_table(manifest: dict[str, Any], int8: bool) -> str:
     """The folder of the fp32 or int8 news-vector table (version 1: both float32 stores)."""
     tables = manifest.get("tables")
@@ -941,3 +1076,19 @@ def manifest_table(manifest: dict[str, Any], int8: bool) -> str:
             field="tables",
         )
     return entry["path"]
+
+
+def manifest_graph_table(manifest: dict[str, Any], int8: bool) -> str:
+    """The folder of the graph vectors a backend reads: the int8 table for int8 when the export
+    has one (exports before it hold the fp32 table alone)."""
+    tables = manifest.get("graph_tables")
+    if not isinstance(tables, dict):
+        return GRAPH_TABLE
+    name = tables.get("int8") if int8 else tables.get("fp32")
+    if not isinstance(name, str):
+        raise InputError(
+            f"this export has no {'int8' if int8 else 'fp32'} graph-vector table",
+            path=MANIFEST,
+            field="graph_tables",
+        )
+    return name

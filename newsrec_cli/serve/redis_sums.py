@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli.mind.running_counts import NO_EVENT, Batch, MemorySums, merge
-from newsrec_cli.serve.engine import RequestError
+from newsrec_cli.serve.errors import Unavailable
 
 FIELDS = ("clicks", "shows", "ref", "first")
 UNREACHABLE = "the popularity counts' Redis is unreachable"
@@ -83,7 +83,7 @@ class RedisSums:
         try:
             self.client.transaction(update, self.clock_key, *self.hashes)
         except redis.RedisError:
-            raise RequestError(503, UNREACHABLE) from None
+            raise Unavailable(UNREACHABLE) from None
 
     def read(
         self, keys: list[str]
@@ -102,7 +102,7 @@ class RedisSums:
             pipe.hmget(self.clock_key, ["latest", "impressions"])
             *columns, (latest, impressions) = pipe.execute()
         except redis.RedisError:
-            raise RequestError(503, UNREACHABLE) from None
+            raise Unavailable(UNREACHABLE) from None
         if whole:
             wanted = [k.encode() for k in keys]
             columns = [[values.get(k) for k in wanted] for values in columns]
@@ -114,7 +114,7 @@ class RedisSums:
         try:
             latest, impressions = self.client.hmget(self.clock_key, ["latest", "impressions"])
         except redis.RedisError:
-            raise RequestError(503, UNREACHABLE) from None
+            raise Unavailable(UNREACHABLE) from None
         return int(latest or NO_EVENT), int(impressions or 0)
 
 

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import random
+import re
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -30,15 +31,21 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
-from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine, RequestError
+from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine
+from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported, cut
 from newsrec_cli.serve.explain import Explainer
-from newsrec_cli.serve.wire import errors
+from newsrec_cli.serve.wire import TOO_LARGE, UNKNOWN_NEWS, NewsIdText, errors
+from newsrec_cli.settings import DiagnoseSettings
 
 log = logging.getLogger("newsrec.serve")
 
 STATIC = Path(__file__).with_name("static")
 IMPRESSIONS_SHOWN = 10  # latest impressions of a user returned to the page
-SATURATION_SAMPLE = 500  # validation impressions scored for the logit histogram
+# validation impressions scored for the logit histogram: diagnose saturation's default, so the
+# page and the command report the same sample
+SATURATION_SAMPLE: int = DiagnoseSettings.model_fields["sample"].default
+# evaluate --tradeoff's plots (evaluate/tradeoff.py names them), shown in the run view
+TRADEOFF_PNG = re.compile(r"tradeoff-[a-z]+-(offline|replay)(-retrieve)?\.png")
 CHARTS = ("loss", "validation", "ablation", "saturation")
 RESERVED_NEWS_IDS = ("lookup",)  # /v1/news/lookup is a route: no news may take its name
 
@@ -57,15 +64,17 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
     user_id: str | None = Field(None, max_length=256)
-    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY_ITEMS)
-    items: list[str] = Field(min_length=1, max_length=100, description="Recommended news IDs to explain.")
+    history: list[NewsIdText] = Field(default_factory=list, max_length=MAX_HISTORY_ITEMS)
+    items: list[NewsIdText] = Field(
+        min_length=1, max_length=100, description="Recommended news IDs to explain."
+    )
     top: int = Field(3, ge=1, le=50, description="Contributing clicks per news.")
 
 
 class LookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
-    ids: list[str] = Field(max_length=MAX_HISTORY_ITEMS)
+    ids: list[NewsIdText] = Field(max_length=MAX_HISTORY_ITEMS)
 
 
 # ----------------------------------------------------------------------------- the --data dataset
@@ -105,11 +114,13 @@ class UserData:
             ids[i]: str(np.datetime64(int(shown[i]), "s"))[:10] for i in np.flatnonzero(shown != never)
         }
         data.with_history = sorted(
-            u for u, imps in data.by_user.items() if any(len(data._imps(s).history_of(i)) for s, i in imps)
+            u
+            for u, imps in data.by_user.items()
+            if any(len(data.impressions_of(s).history_of(i)) for s, i in imps)
         )
         return data
 
-    def _imps(self, split: str) -> Any:
+    def impressions_of(self, split: str) -> Any:
         return self.dataset.splits[split]
 
     def summary(self) -> dict[str, Any]:
@@ -129,7 +140,7 @@ class UserData:
 
     def random_user(self, seed: int | None) -> dict[str, Any]:
         if not self.with_history:
-            raise RequestError(404, "no user of the dataset has a history")
+            raise NotFound("no user of the dataset has a history")
         return self.detail(random.Random(seed).choice(self.with_history))
 
     def _brief(self, user: str) -> dict[str, Any]:
@@ -137,19 +148,19 @@ class UserData:
         return {
             "user_id": user,
             "impressions": len(self.by_user[user]),
-            "history": int(len(self._imps(split).history_of(i))),
+            "history": int(len(self.impressions_of(split).history_of(i))),
         }
 
     def detail(self, user: str) -> dict[str, Any]:
         if user not in self.by_user:
-            raise RequestError(404, f"unknown user ID {user!r} in {self.path}")
+            raise NotFound(f"unknown user ID {cut(user)!r} in the --data dataset")
         ids = self.dataset.news_vocab.ids
         entries = self.by_user[user]
         split, last = entries[-1]
-        history = [ids[n] for n in self._imps(split).history_of(last)]
+        history = [ids[n] for n in self.impressions_of(split).history_of(last)]
         impressions = []
         for split, i in entries[-IMPRESSIONS_SHOWN:][::-1]:
-            imps = self._imps(split)
+            imps = self.impressions_of(split)
             cands, labels = imps.candidates_of(i), imps.labels_of(i)
             impressions.append(
                 {
@@ -224,7 +235,7 @@ class RunView:
 
     def summary(self) -> dict[str, Any]:
         if self.run_dir is None:
-            raise RequestError(404, "no run directory is known for this model (its export names none)")
+            raise NotFound("no run directory is known for this model (its export names none)")
         return {
             "run_dir": str(self.run_dir),
             "history": self.history(),
@@ -232,13 +243,31 @@ class RunView:
             "ablation": self._json(self.ablation_path),
             "ablation_path": str(self.ablation_path) if self.ablation_path else None,
             "charts": list(CHARTS),
+            "tradeoffs": self.tradeoffs(),
         }
+
+    def tradeoffs(self) -> list[str]:
+        """The trade-off plots `evaluate --tradeoff` wrote into the run folder, by name."""
+        if self.run_dir is None or not self.run_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.run_dir.iterdir() if TRADEOFF_PNG.fullmatch(p.name) and p.is_file()
+        )
+
+    def tradeoff(self, name: str) -> bytes:
+        """One trade-off plot's bytes; only the names `tradeoffs` lists (no other file is served)."""
+        if name not in self.tradeoffs():
+            raise NotFound(
+                "no such trade-off plot; newsrec evaluate RUN --data DATA --tradeoff mmr writes one"
+            )
+        assert self.run_dir is not None
+        return (self.run_dir / name).read_bytes()
 
     def chart(self, name: str) -> str:
         if name not in CHARTS:
-            raise RequestError(404, f"unknown chart {name!r}; charts: {', '.join(CHARTS)}")
+            raise NotFound(f"unknown chart {cut(name)!r}; charts: {', '.join(CHARTS)}")
         if self.run_dir is None:
-            raise RequestError(404, "no run directory is known for this model")
+            raise NotFound("no run directory is known for this model")
         with self._lock:
             mtime = self._mtime(name)
             cached = self._charts.get(name)
@@ -251,7 +280,7 @@ class RunView:
     def _draw_loss(self) -> str:
         rows = [r for r in self.history() if r.get("train_loss") is not None]
         if not rows:
-            raise RequestError(404, "history.jsonl has no epoch with a training loss yet")
+            raise NotFound("history.jsonl has no epoch with a training loss yet")
         return _curves(
             {"train-loss": ("training loss", [(r["epoch"], r["train_loss"]) for r in rows])},
             title="Training loss per epoch",
@@ -261,7 +290,7 @@ class RunView:
     def _draw_validation(self) -> str:
         rows = [r for r in self.history() if r.get("metrics")]
         if not rows:
-            raise RequestError(404, "history.jsonl has no validation metrics")
+            raise NotFound("history.jsonl has no validation metrics")
         series = {}
         for metric, label in (("auc", "AUC"), ("ndcg@10", "nDCG@10")):
             points = [(r["epoch"], r["metrics"][metric]) for r in rows if metric in r["metrics"]]
@@ -272,7 +301,7 @@ class RunView:
     def _draw_ablation(self) -> str:
         result = self._json(self.ablation_path)
         if not result:
-            raise RequestError(404, "no ablation.json for this run (newsrec ablate writes one)")
+            raise NotFound("no ablation.json for this run (newsrec ablate writes one)")
         return _ablation_bars(result)
 
     def _draw_saturation(self) -> str:
@@ -291,7 +320,7 @@ class RunView:
                 store=Path(self.store) if self.store else None,
             )
         except (NewsrecError, OSError) as exc:
-            raise RequestError(404, f"cannot score the run's validation data: {exc}") from None
+            raise NotFound(f"cannot score the run's validation data: {exc}") from None
         out = subject.valid_outputs()
         return _histogram(
             {"not clicked": out.logits[out.labels == 0], "clicked": out.logits[out.labels == 1]},
@@ -303,6 +332,7 @@ class RunView:
 # ----------------------------------------------------------------------------- charts (matplotlib SVG)
 
 
+LEGEND_HEADROOM = 1.8  # the y axis reaches 1.8x the tallest bar: the legend's two lines fit above it
 CHART_WIDTH_IN = 4.4  # 316.8 pt; the page shows it 100% wide (at most 30rem): ~343-358 px at 390 px
 CHART_FONT_PT = 11  # text is then 11 x 343/316.8 >= 11.9 px there (6.4 in with 10 pt gave 6-9 px)
 CHART_LINE_CHARS = 44  # titles and x labels wrap at this many characters: none runs past the figure
@@ -355,7 +385,7 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
     """Difference of each row from the full model with its paired bootstrap 95% interval."""
     rows = [r for r in result.get("rows", []) if metric in r.get("vs_full", {})]
     if not rows:
-        raise RequestError(404, "ablation.json has no differences from the full model")
+        raise NotFound("ablation.json has no differences from the full model")
     plt, fig, ax = _figure(height=0.42 * len(rows) + 1.4)
     diffs = [r["vs_full"][metric]["diff"] for r in rows]
     low = [d - r["vs_full"][metric]["low"] for d, r in zip(diffs, rows, strict=True)]
@@ -372,6 +402,14 @@ def _ablation_bars(result: dict[str, Any], metric: str = "auc") -> str:
 
 
 def _histogram(values: dict[str, np.ndarray], *, title: str, marks: tuple[float, ...]) -> str:
+    plt, fig, _ = histogram_figure(values, title=title, marks=marks)
+    return _svg(plt, fig)
+
+
+def histogram_figure(
+    values: dict[str, np.ndarray], *, title: str, marks: tuple[float, ...]
+) -> tuple[Any, Any, Any]:
+    """Overlaid density histograms; the legend sits in headroom above the tallest bar, never on it."""
     from newsrec_cli.diagnose.plots import BINS
 
     plt, fig, ax = _figure()
@@ -384,8 +422,10 @@ def _histogram(values: dict[str, np.ndarray], *, title: str, marks: tuple[float,
     ax.set_title(title)
     ax.set_xlabel("logit (dashed: sigmoid 0.01 and 0.99)")
     ax.set_ylabel("density")
-    ax.legend()
-    return _svg(plt, fig)
+    tallest = max((p.get_height() for p in ax.patches), default=1.0)
+    ax.set_ylim(0, tallest * LEGEND_HEADROOM)
+    ax.legend(loc="upper left", frameon=False, borderaxespad=0.2)
+    return plt, fig, ax
 
 
 # ----------------------------------------------------------------------------- routes
@@ -425,7 +465,7 @@ class UiState:
     def need_data(self) -> UserData:
         if self.data is None:
             reason = self.data_error or "start the server with --data MIND_FOLDER to choose users"
-            raise RequestError(404, f"no dataset loaded: {reason}")
+            raise NotFound(f"no dataset loaded: {reason}")
         return self.data
 
     def titles(self) -> tuple[list[str], list[str]]:
@@ -474,7 +514,7 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
 
     def ready() -> None:
         if not engine.ready:
-            raise RequestError(503, "not ready: the model and index are still loading")
+            raise NotReady()
 
     @app.get("/v1/info", responses=errors(e503="loading"))
     def info() -> dict[str, Any]:
@@ -484,6 +524,8 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
             "model_version": engine.version,
             "backend": engine.config.backend,
             "news": len(engine.table or []),
+            # IDs the page offers as examples in its empty fields: news this service knows
+            "example_ids": list(engine.table.ids[:3]) if engine.table is not None else [],
             "history": engine.history,
             "retrieval": engine.retriever.method if engine.retriever else None,
             "run_dir": str(engine.run_dir) if engine.run_dir else None,
@@ -513,12 +555,15 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         ready()
         words = q.lower().split()
         if not words:
-            raise RequestError(422, "give at least one word to search titles for")
+            raise InvalidRequest("give at least one word to search titles for")
         ids, titles = state.titles()
         hits = [ids[i] for i, t in enumerate(titles) if all(w in t for w in words)]
         return {"query": q, "total": len(hits), "news": [state.card(i) for i in hits[:limit]]}
 
-    @app.post("/v1/news/lookup", responses=errors(e400="the body could not be read", e503="loading"))
+    @app.post(
+        "/v1/news/lookup",
+        responses=errors(e400="the body could not be read", e413=TOO_LARGE, e503="loading"),
+    )
     def lookup(body: LookupRequest) -> dict[str, Any]:
         ready()
         cards = {i: state.card(i) for i in dict.fromkeys(body.ids)}
@@ -530,21 +575,25 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
     @app.post(
         "/v1/explain",
         responses=errors(
-            e400="the body could not be read", e409="no torch run to explain with", e503="loading"
-        ),
+            e400="the body could not be read",
+            e409="no torch run to explain with",
+            e413=TOO_LARGE,
+            e503="loading",
+        )
+        | {422: {"description": UNKNOWN_NEWS}},
     )
     def explain(body: ExplainRequest) -> dict[str, Any]:
         ready()
         if state.explainer.error:
-            raise RequestError(409, f"explanations unavailable: {state.explainer.error}")
+            raise Unsupported(f"explanations unavailable: {state.explainer.error}")
         if not state.explainer.ready:
             try:
                 state.explainer.load()
-            except RequestError:
+            except ServeError:
                 raise
             except Exception as exc:
                 state.explainer.error = f"{type(exc).__name__}: {exc}"
-                raise RequestError(409, f"explanations unavailable: {state.explainer.error}") from None
+                raise Unsupported(f"explanations unavailable: {state.explainer.error}") from None
         return state.explainer.explain(body.history, body.items, body.user_id, body.top)
 
     @app.get("/v1/run", responses=errors(e404="no run directory known", e503="loading"))
@@ -565,6 +614,19 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
         ready()
         assert state.run is not None
         return Response(state.run.chart(name), media_type="image/svg+xml")
+
+    @app.get(
+        "/v1/run/tradeoff/{name}",
+        response_class=Response,
+        responses={
+            200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            **errors(e404="no such trade-off plot", e503="loading"),
+        },
+    )
+    def tradeoff(name: str) -> Response:
+        ready()
+        assert state.run is not None
+        return Response(state.run.tradeoff(name), media_type="image/png")
 
     if page:
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")

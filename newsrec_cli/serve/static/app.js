@@ -97,6 +97,11 @@ async function loadInfo() {
     info.data ? `data ${info.data.path}: ${info.data.users.toLocaleString("en")} users, ${info.data.impressions.toLocaleString("en")} impressions` : null,
   ];
   $("system").textContent = parts.filter(Boolean).join(" · ");
+  const examples = info.example_ids || [];
+  if (examples.length) {
+    $("history-ids").placeholder = examples.slice(0, 2).join(" ");
+    $("candidate-ids").placeholder = examples.join(" ");
+  }
   if (!info.data) {
     $("data-note").textContent = info.data_error
       ? `No users: ${info.data_error}`
@@ -154,6 +159,7 @@ function renderHistory() {
   });
   $("history-count").textContent = `(${state.history.length} clicks)`;
   $("history-empty").hidden = state.history.length > 0;
+  list.hidden = state.history.length === 0;  // no empty bordered strip
 }
 
 async function setHistory(ids, { strict }) {
@@ -292,6 +298,24 @@ function renderExplanation(li, x, meta) {
   }
 }
 
+// The list's diversity and calibration, as evaluate defines them (docs/evaluation.md).
+function showDiversity(result) {
+  const note = $("diversity-note");
+  const d = result.diversity;
+  const r = result.rerank;
+  const parts = [r.method === "none" ? "the model's order" : `re-ranked by ${r.method}, λ ${r.weight}`];
+  if (d) {
+    parts.push(d.ild === null ? "ILD n/a" : `ILD ${d.ild.toFixed(3)}`);
+    parts.push(`${d.categories} categories`);
+    parts.push(d.calibration === null ? "calibration n/a (no history)" : `calibration ${d.calibration.toFixed(3)} (JS to the history's categories; lower is closer)`);
+  }
+  note.textContent = parts.join(" · ");
+  note.dataset.method = r.method;
+  note.dataset.weight = String(r.weight);
+  note.dataset.ild = d && d.ild !== null ? String(d.ild) : "";
+  note.dataset.calibration = d && d.calibration !== null ? String(d.calibration) : "";
+}
+
 async function recommend(event) {
   if (event) event.preventDefault();
   await guarded(async () => {
@@ -300,7 +324,11 @@ async function recommend(event) {
     const body = { history: state.history, k, strict: state.strict };
     if (candidates) body.candidates = candidates;
     if (state.userId && state.info && state.info.user_ids) body.user_id = state.userId;
+    const method = $("rerank-method").value;
+    if (method) body.rerank = { method, weight: Number($("rerank-weight").value) };
     $("results").replaceChildren();
+    $("diversity-note").textContent = "";
+    $("h-results").hidden = false;
     $("results-note").textContent = "";
     const result = await api("/v1/recommend", body);
     const ids = result.items.map((i) => i.news_id);
@@ -326,6 +354,7 @@ async function recommend(event) {
       notes.push(`${hits} of ${result.items.length} were clicked in impression #${state.impression.impression_id}`);
     }
     $("results-note").textContent = `(${notes.join("; ")})`;
+    showDiversity(result);
     document.body.dataset.resultsAt = String(performance.now());
     if (result.items.length && !(state.info && state.info.explain_error)) {
       const history = state.history.filter((id) => !result.unknown.includes(id));
@@ -370,7 +399,7 @@ function metricsTable(metrics) {
   if (!metrics || !metrics.rows) return el("p", { class: "muted", text: "No metrics.json: run newsrec evaluate RUN --baselines." });
   const names = metrics.metrics.filter((m) => !isBeyond(m));
   const table = el("table", { id: "metrics-table" });
-  table.append(el("caption", { class: "muted", text: `${metrics.split} split, ${metrics.impressions.toLocaleString("en")} impressions${metrics.split_note ? ` (${metrics.split_note})` : ""}` }));
+  table.append(el("caption", { class: "muted", text: `${metrics.split} split, ${metrics.impressions.toLocaleString("en")} impressions${metrics.split_note && metrics.split_note !== metrics.selection ? ` (${metrics.split_note})` : ""}` }));
   const head = el("tr", {}, el("th", { scope: "col", text: "model" }));
   for (const m of names) head.append(el("th", { scope: "col", text: m }));
   table.append(el("thead", {}, head));
@@ -433,6 +462,10 @@ async function loadRun() {
   if (run.ablation) await inlineChart("chart-ablation", "ablation");
   else $("chart-ablation").replaceChildren(el("p", { class: "muted", text: "No ablation.json for this run (newsrec ablate writes one; serve --ablation FILE shows it)." }));
   await inlineChart("chart-saturation", "saturation");
+  const plots = run.tradeoffs || [];
+  $("tradeoffs").replaceChildren(...(plots.length
+    ? plots.map((name) => el("figure", {}, el("img", { src: `/v1/run/tradeoff/${encodeURIComponent(name)}`, alt: `accuracy against diversity, one point per λ (${name})`, class: "tradeoff" }), el("figcaption", { text: name })))
+    : [el("p", { class: "muted", text: "No trade-off plot yet: newsrec evaluate RUN --data DATA --tradeoff mmr writes one." })]));
 }
 
 // ------------------------------------------------------------------ start
@@ -453,6 +486,9 @@ async function start() {
   });
   $("search-form").addEventListener("submit", searchNews);
   $("recommend-form").addEventListener("submit", recommend);
+  $("rerank-weight").addEventListener("input", () => {
+    $("rerank-weight-value").textContent = $("rerank-weight").value;
+  });
   window.addEventListener("hashchange", route);
   await guarded(loadInfo);
   route();
