@@ -501,6 +501,11 @@ class EvaluateSettings(StageSettings):
         description="Re-rank each impression's top 10 (the largest k of --metrics) before scoring: "
         "mmr:λ (diversity, text vectors), calibration:λ (history's categories) or none; λ in [0, 1].",
     )
+    retrieve: bool = Field(
+        False,
+        description="Retrieve each impression's top 10 from every news the reported split showed up to "
+        "its time (its history excluded), as serve does, instead of ranking its candidates.",
+    )
     split: Literal["auto", "valid", "test"] = Field(
         "auto",
         description="auto: the split the run's protocol reports (valid/ when train/'s last day chose "

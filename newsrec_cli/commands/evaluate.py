@@ -15,6 +15,7 @@ from newsrec_cli.commands.common import (
     RunStoreOption,
     console,
     err_console,
+    fail,
     handle_errors,
     print_json,
     settings_from,
@@ -94,6 +95,26 @@ def evaluate_command(
     ] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Impressions per batch.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = None,
+    retrieve: Annotated[
+        bool | None,
+        typer.Option(
+            "--retrieve",
+            help="Retrieve each impression's top 10 from every news the split showed up to its time "
+            "(history excluded), as serve does, instead of ranking its candidates: hit@k, recall@k.",
+        ),
+    ] = None,
+    tradeoff: Annotated[
+        str | None,
+        typer.Option(
+            "--tradeoff",
+            help="Sweep a re-ranker's λ (mmr or calibration): accuracy, diversity and calibration per λ "
+            "with bootstrap intervals against λ = 0, and RUN/tradeoff-METHOD-PROTOCOL.png.",
+        ),
+    ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option("--grid", help="The λ of --tradeoff, in [0, 1] (default 0,0.1,0.2,0.3,0.5,0.7,1)."),
+    ] = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -108,6 +129,10 @@ def evaluate_command(
     Online replay (a run trained with --use-popularity): newsrec evaluate runs/pop --data MINDsmall --protocol replay
 
     Diversity re-ranked: newsrec evaluate runs/nrms --data MINDsmall --baselines --rerank mmr:0.3
+
+    Retrieve from the whole catalogue, as serve does: newsrec evaluate runs/nrms --data MINDsmall --retrieve
+
+    The cost of diversity: newsrec evaluate runs/nrms --data MINDsmall --tradeoff mmr --grid 0,0.3,0.7,1
     """
     settings = settings_from(
         EvaluateSettings,
@@ -118,6 +143,7 @@ def evaluate_command(
         protocol=protocol,
         by=by,
         rerank=rerank,
+        retrieve=retrieve,
         write_predictions=write_predictions,
         seed=seed,
         batch_size=batch_size,
@@ -129,6 +155,25 @@ def evaluate_command(
         if json_out
         else (lambda msg: err_console.print(msg, style="dim", highlight=False))
     )
+    if grid is not None and tradeoff is None:
+        raise fail("--grid: only with --tradeoff METHOD (the λ values it sweeps)", 2)
+    if tradeoff is not None:
+        from newsrec_cli.commands.evaluate_tradeoff import run_tradeoff
+
+        if settings.rerank.strip().lower() != "none":
+            raise fail("--rerank: not with --tradeoff, whose sweep sets the re-ranker and its λ", 2)
+        run_tradeoff(
+            settings,
+            data=data,
+            run_dir=run_dir,
+            method=tradeoff,
+            grid=grid,
+            retrieve=settings.retrieve,
+            run_embeddings=run_embeddings,
+            json_out=json_out,
+            say=say,
+        )
+        return
     report = evaluate(
         settings,
         data=data,
@@ -172,8 +217,10 @@ def render(report: EvaluationReport) -> None:
 
 
 def _how(report: EvaluationReport) -> str:
-    """The title's words for the protocol and the re-ranker."""
+    """The title's words for the protocol, the way of ranking and the re-ranker."""
     how = f"{report.protocol} protocol"
+    if report.ranking == "retrieve":
+        how += ", top 10 retrieved from the split's news (evaluate --retrieve)"
     return how if report.rerank == "none" else f"{how}, re-ranked by {report.rerank}"
 
 

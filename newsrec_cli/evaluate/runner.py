@@ -247,6 +247,11 @@ def evaluate(
     say = say or (lambda _msg: None)
     if run_dir is None and predictions is None and not settings.baselines:
         raise SettingsError("nothing to evaluate: give a RUN_DIR, --predictions FILE or --baselines")
+    if settings.retrieve and (predictions is not None or settings.write_predictions):
+        raise SettingsError(
+            "--retrieve: a prediction file ranks each impression's candidates; evaluate it (or write "
+            "one) without --retrieve"
+        )
     if settings.write_predictions and run_dir is None:
         raise SettingsError("--write-predictions needs a RUN_DIR (the model whose ranking is written)")
     plan = plan_metrics(settings.metrics)
@@ -334,7 +339,9 @@ def evaluate(
         report.rows.append(EvaluationRow(name, kind, result, seconds, by_group, source))
         return scores
 
-    if model is not None:
+    if settings.retrieve:  # every row retrieves from the split's catalogue (evaluate/retrieve.py)
+        _add_retrieval_rows(report, settings, plan.beyond, spec, facts, dataset, train, target, model, say)
+    elif model is not None:
         say(f"scoring {len(target):,} impressions with {run_dir}")
         start = time.perf_counter()
         logits = model.score(
@@ -356,7 +363,7 @@ def evaluate(
             txt, zipped = write_predictions(folder, target, ranked, name)
             report.written += [str(txt), str(zipped)]
 
-    if predictions is not None and target.labeled:
+    if predictions is not None and target.labeled and not settings.retrieve:
         start = time.perf_counter()
         ranks = align_ranks(predictions, read_predictions(predictions), target, scope=note)
         add(
@@ -367,7 +374,7 @@ def evaluate(
             f"file {fingerprint(predictions)}",
         )
 
-    if settings.baselines and target.labeled:  # unlabeled: only the model's file is of use
+    if settings.baselines and target.labeled and not settings.retrieve:  # unlabeled: only the model's file
         _add_baselines(add, settings, dataset, train, target, store, say)
 
     folder = out_dir or run_dir
@@ -382,6 +389,48 @@ def evaluate(
             say(saved.sentence() or "")
         report.written.append(str(path))
     return report
+
+
+def _add_retrieval_rows(
+    report: EvaluationReport,
+    settings: EvaluateSettings,
+    beyond_names: list[str],
+    spec: RerankSpec,
+    facts: SplitFacts | None,
+    dataset: MindDataset,
+    train: Impressions | None,
+    target: Impressions,
+    model: ModelScores | None,
+    say: Say,
+) -> None:
+    """`--retrieve`: the model's (and baselines') top 10 from the split's catalogue, hit@k and
+    recall@k in place of the candidate-ranking metrics."""
+    from newsrec_cli.evaluate.retrieve import retrieval_metrics, retrieval_rows
+
+    if settings.by != "none":
+        raise SettingsError("--by: not available with --retrieve (a retrieved list has no candidate groups)")
+    asked = [m for m in plan_metrics(settings.metrics).accuracy if not m.startswith(("hit@", "recall@"))]
+    if asked:
+        say(
+            f"note: --retrieve reports hit@k and recall@k; {', '.join(asked)} rank an impression's candidates"
+        )
+    report.ranking = "retrieve"
+    report.metrics = retrieval_metrics(beyond_names)
+    rows = retrieval_rows(
+        model=model,
+        dataset=dataset,
+        train=train,
+        target=target,
+        protocol=settings.protocol,
+        seed=settings.seed,
+        baselines=settings.baselines,
+        spec=spec,
+        beyond_names=beyond_names,
+        facts=facts,
+        batch_size=settings.batch_size,
+        say=say,
+    )
+    report.rows += [EvaluationRow(name, kind, result, seconds) for name, kind, result, seconds in rows]
 
 
 def parse_rerank(text: str) -> RerankSpec:
