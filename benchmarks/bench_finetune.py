@@ -59,7 +59,7 @@ def main() -> None:
     from newsrec_cli.ablate import Variant, run_ablation
     from newsrec_cli.ablate.run import run_dir_of
     from newsrec_cli.settings import DataSettings, TrainSettings
-    from newsrec_cli.train import train
+    from newsrec_cli.train import train_job
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data
@@ -85,7 +85,7 @@ def main() -> None:
         settings=TrainSettings(threads=args.threads, **common),
         data_settings=DataSettings(valid_days=1),
         say=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
-        train=train,
+        train=train_job,
     )
     print(f"\n## {data}: {result.split_note}")
     print(

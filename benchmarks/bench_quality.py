@@ -101,7 +101,7 @@ def main() -> None:
     args = parse()
     from newsrec_cli.ablate import Variant, run_ablation
     from newsrec_cli.settings import DataSettings, TrainSettings
-    from newsrec_cli.train import train
+    from newsrec_cli.train import train_job
 
     seeds = args.seeds or (1 if args.quick else 3)
     datasets = ["synth"] if args.quick else args.datasets
@@ -127,7 +127,7 @@ def main() -> None:
             settings=TrainSettings(threads=args.threads),
             data_settings=DataSettings(),  # the default protocol: chosen on one split, reported on another
             say=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
-            train=train,
+            train=train_job,
         )
         seconds = time.monotonic() - started
         tables[name] = {**result.to_dict(), "store": backend_of(store), "seconds": round(seconds, 1)}

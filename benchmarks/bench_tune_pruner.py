@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsrec_cli.settings import TrainSettings
-from newsrec_cli.train import train as run_training
+from newsrec_cli.train import train_job as run_training
 from newsrec_cli.tune.report import study_report
 from newsrec_cli.tune.space import load_space
 from newsrec_cli.tune.study import TuneSetup, tune
