@@ -11,6 +11,11 @@ the epoch in under 10 minutes (~400 clicks/s).
     python benchmarks/bench_train.py                 # full size (the lead runs this)
     python benchmarks/bench_train.py --scale 0.02    # a quick check
     python benchmarks/bench_train.py --device cuda   # on a GPU (bf16 autocast)
+    python benchmarks/bench_train.py --scale 0.05 --compare-determinism --threads 1
+
+`--compare-determinism` trains the same epoch again with torch's unordered CPU kernels (what
+newsrec did before training became deterministic, train/determinism.py), alternating the two
+`--repeat` times, and reports each one's epoch seconds, CPU seconds and the cost of the order.
 
 OMP_WAIT_POLICY defaults to PASSIVE here (set before torch loads): on a CPU shared with other
 processes, OpenMP threads that spin while waiting lose most of their time.
@@ -19,6 +24,7 @@ processes, OpenMP threads that spin while waiting lose most of their time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 MIND_SMALL_NEWS = 65_238
 MIND_SMALL_USERS = 50_000
@@ -47,6 +54,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=None, help="Model size (default: the setting's).")
     parser.add_argument("--omp-wait", choices=["passive", "active"], default="passive")
     parser.add_argument("--keep", type=Path, default=None, help="Write data and run here and keep them.")
+    parser.add_argument(
+        "--compare-determinism",
+        action="store_true",
+        help="Also train with unordered (nondeterministic) CPU kernels and report the cost.",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="Pairs of runs of --compare-determinism.")
     return parser.parse_args()
 
 
@@ -138,6 +151,8 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = train(data, root / "run", store=store, settings=settings, callbacks=clock)
+    if args.compare_determinism:
+        compare_determinism(console, data, store, root, settings, args.repeat)
     record = result.history[-1]
     info = result.info
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -183,6 +198,44 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
+
+
+def compare_determinism(
+    console: Any, data: Path, store: Path, root: Path, settings: Any, repeat: int
+) -> None:
+    """The epoch with deterministic kernels (the default) against torch's unordered ones,
+    alternating so that a change of load on a shared machine hits both alike."""
+    from rich.table import Table
+
+    from newsrec_cli.train import train
+    from newsrec_cli.train.determinism import unordered
+
+    seconds: dict[str, list[float]] = {"deterministic": [], "unordered": []}
+    cpu: dict[str, list[float]] = {"deterministic": [], "unordered": []}
+    for i in range(repeat):
+        for name in ("deterministic", "unordered"):
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            with unordered() if name == "unordered" else contextlib.nullcontext():
+                result = train(data, root / f"cmp_{name}_{i}", store=store, settings=settings)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            assert result.info.determinism.startswith("deterministic") == (name == "deterministic")
+            seconds[name].append(result.history[-1].seconds)
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    table = Table(
+        title=f"the cost of deterministic kernels ({result.info.threads} threads)", title_justify="left"
+    )
+    for column in ("kernels", "epoch seconds (each run)", "CPU seconds, whole run (each run)"):
+        table.add_column(column)
+    for name in seconds:
+        table.add_row(
+            name,
+            ", ".join(f"{s:.1f}" for s in seconds[name]),
+            ", ".join(f"{s:.1f}" for s in cpu[name]),
+        )
+    console.print(table)
+    ratio = min(seconds["deterministic"]) / min(seconds["unordered"])
+    cpu_ratio = min(cpu["deterministic"]) / min(cpu["unordered"])
+    console.print(f"deterministic / unordered, best of {repeat}: epoch {ratio:.3f}x, CPU {cpu_ratio:.3f}x")
 
 
 if __name__ == "__main__":

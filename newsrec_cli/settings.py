@@ -29,17 +29,51 @@ SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How a setting reads on the command line, declared beside its type, default and description:
+    its help panel (else the stage's) and its flag (else `--` + prefix + the field's name, dashed)."""
+
+    panel: str | None = None
+    name: str | None = None
+    prefix: str = ""
+    short: str | None = None  # a one-letter alias: -p
+
+
+MODEL, POPULARITY, LOSS, SCHEDULE, RUN = (Flag(p) for p in ("model", "popularity", "loss", "schedule", "run"))
+API, HASHING = Flag("api"), Flag("hashing")
+# The GNN's settings sit beside the recommender's in `train`, whose --heads and --dropout are its own.
+GNN = Flag("graph", prefix="graph-")
+
+
 class StageSettings(BaseModel):
     """Base of the stage models: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     section: ClassVar[str] = ""
+    panel: ClassVar[str | None] = None  # help panel of the fields that name none
+
+
+def flag_of(model: type[StageSettings], name: str) -> Flag:
+    """The command-line declaration of field `name` (its `Flag`, or the stage's defaults)."""
+    return next((m for m in model.model_fields[name].metadata if isinstance(m, Flag)), Flag())
+
+
+def flag_name(model: type[StageSettings], name: str) -> str:
+    """The flag that sets field `name`: `--valid-days`, `--graph-encoder`, `--split-seed`."""
+    flag = flag_of(model, name)
+    return flag.name or "--" + flag.prefix + name.replace("_", "-")
+
+
+def panel_of(model: type[StageSettings], name: str) -> str | None:
+    return flag_of(model, name).panel or model.panel
 
 
 class DataSettings(StageSettings):
     """Reading MIND folders and choosing the validation split."""
 
     section: ClassVar[str] = "data"
+    panel: ClassVar[str | None] = "data"
 
     on_bad_lines: Literal["error", "skip"] = Field(
         "error", description="A malformed line stops the run (error) or is skipped and reported (skip)."
@@ -67,7 +101,9 @@ class DataSettings(StageSettings):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="With split=impression: the share of impressions held out."
     )
-    seed: Seed = Field(42, description="Seed of the split by impression.")
+    seed: Annotated[Seed, Flag(name="--split-seed")] = Field(
+        42, description="Seed of the split by impression."
+    )
 
 
 class SynthSettings(StageSettings):
@@ -95,12 +131,12 @@ class EmbedSettings(StageSettings):
 
     section: ClassVar[str] = "embed"
 
-    provider: Literal["local", "openai", "hashing"] = Field(
+    provider: Annotated[Literal["local", "openai", "hashing"], Flag(short="-p")] = Field(
         "local",
         description="local: sentence-transformers, offline; openai: the API or a compatible "
         "server; hashing: deterministic, NOT semantic, for smoke tests only.",
     )
-    model: str | None = Field(
+    model: Annotated[str | None, Flag(short="-m")] = Field(
         None,
         description="Model name or path (default: all-MiniLM-L6-v2 for local, "
         "text-embedding-3-small for openai).",
@@ -129,18 +165,26 @@ class EmbedSettings(StageSettings):
         None, ge=1, description="CPU threads of the local model (default: the runtime's choice)."
     )
     normalize: bool = Field(True, description="L2-normalise vectors before storing them.")
-    dimensions: int | None = Field(
+    dimensions: Annotated[int | None, API] = Field(
         None, ge=1, description="Output size: for OpenAI text-embedding-3 models, and for hashing."
     )
-    base_url: str | None = Field(None, description="OpenAI-compatible server (vLLM, Ollama, LiteLLM).")
-    max_batch_tokens: int = Field(
+    base_url: Annotated[str | None, API] = Field(
+        None, description="OpenAI-compatible server (vLLM, Ollama, LiteLLM)."
+    )
+    max_batch_tokens: Annotated[int, API] = Field(
         250_000, ge=1, description="Token budget per API request (the API allows 300k)."
     )
-    max_batch_texts: int = Field(2048, ge=1, description="Texts per API request (the API limit).")
-    max_retries: int = Field(6, ge=0, description="Retries of a failed request (429, 5xx, timeout).")
-    timeout: float = Field(60.0, gt=0, description="Seconds before a request is retried.")
-    hashing_dim: int = Field(256, ge=8, description="Dimension of the hashing provider (when no dimensions).")
-    hashing_delay: float = Field(
+    max_batch_texts: Annotated[int, API] = Field(
+        2048, ge=1, description="Texts per API request (the API limit)."
+    )
+    max_retries: Annotated[int, API] = Field(
+        6, ge=0, description="Retries of a failed request (429, 5xx, timeout)."
+    )
+    timeout: Annotated[float, API] = Field(60.0, gt=0, description="Seconds before a request is retried.")
+    hashing_dim: Annotated[int, HASHING] = Field(
+        256, ge=8, description="Dimension of the hashing provider (when no dimensions)."
+    )
+    hashing_delay: Annotated[float, HASHING] = Field(
         0.0,
         ge=0,
         description="Seconds the hashing provider sleeps per batch (tests slow a run to interrupt it).",
@@ -156,38 +200,42 @@ class GraphSettings(StageSettings):
     cooccurrence_min: int = Field(
         0, ge=0, description="Add entity-entity edges for pairs co-mentioned in at least N news (0: off)."
     )
-    encoder: Literal["sage", "gat"] = Field("sage", description="GraphSAGE (mean) or GAT (multi-head).")
-    layers: int = Field(
+    encoder: Annotated[Literal["sage", "gat"], GNN] = Field(
+        "sage", description="GraphSAGE (mean) or GAT (multi-head)."
+    )
+    layers: Annotated[int, GNN] = Field(
         2,
         ge=1,
         le=4,
         description="Message-passing layers: 1 reaches a news item's entities, 2 also their co-occurring "
         "entities (with cooccurrence_min), 3 the entities of news that share one.",
     )
-    hidden: int = Field(
+    hidden: Annotated[int, GNN] = Field(
         128, ge=8, description="Hidden size of the GNN (its output is projected to the model's dim)."
     )
-    heads: int = Field(4, ge=1, description="Attention heads (GAT); hidden must be divisible by it.")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout between GNN layers.")
-    residual: bool = Field(True, description="Residual connections between layers.")
-    mode: Literal["auto", "full", "sampled"] = Field(
+    heads: Annotated[int, GNN] = Field(
+        4, ge=1, description="Attention heads (GAT); hidden must be divisible by it."
+    )
+    dropout: Annotated[float, GNN] = Field(0.1, ge=0.0, lt=1.0, description="Dropout between GNN layers.")
+    residual: Annotated[bool, GNN] = Field(True, description="Residual connections between layers.")
+    mode: Annotated[Literal["auto", "full", "sampled"], GNN] = Field(
         "auto", description="Full-graph message passing, neighbour sampling, or by size (auto)."
     )
     # 50k: on a CPU a full-graph pass at MIND-small scale (~81k nodes) costs 0.65 s per training
     # step against 0.13 s sampled (benchmarks/bench_graph.py), with the same validation AUC on the
     # built-in data; small graphs stay exact.
-    full_graph_max_nodes: int = Field(
+    full_graph_max_nodes: Annotated[int, Flag("graph", name="--full-graph-max-nodes")] = Field(
         50_000,
         ge=1,
         description="In auto mode, graphs with more nodes (news + entities) than this are sampled.",
     )
-    num_neighbors: list[int] = Field(
+    num_neighbors: Annotated[list[int], GNN] = Field(
         [15, 10],
         min_length=1,
         description="Edges drawn per node and edge type at each hop in sampled mode (-1: all); "
         "the last value repeats for extra layers.",
     )
-    inference_batch: int = Field(
+    inference_batch: Annotated[int, GNN] = Field(
         4096, ge=1, description="News nodes per sampled chunk when encoding every news (sampled mode)."
     )
 
@@ -198,199 +246,221 @@ class TrainSettings(StageSettings):
     section: ClassVar[str] = "train"
 
     # model: news encoder
-    use_id: bool = Field(
+    use_id: Annotated[bool, MODEL] = Field(
         True,
         description="Learnable news-ID embedding over training news; fresh news share an 'unseen' vector.",
     )
-    use_text: bool = Field(True, description="Frozen text vector from the store, projected.")
-    use_graph: bool = Field(True, description="GNN vector of the news node (only when --graph is given).")
-    use_category: bool = Field(True, description="Category and subcategory embeddings.")
-    use_popularity: bool = Field(
+    use_text: Annotated[bool, MODEL] = Field(
+        True, description="Frozen text vector from the store, projected."
+    )
+    use_graph: Annotated[bool, MODEL] = Field(
+        True, description="GNN vector of the news node (only when --graph is given)."
+    )
+    use_category: Annotated[bool, MODEL] = Field(True, description="Category and subcategory embeddings.")
+    use_popularity: Annotated[bool, POPULARITY] = Field(
         False,
         description="Popularity term in the score: each news' time-decayed clicks, impressions, CTR and "
         "age from the impressions strictly before the candidate's time (a learned weight says how much).",
     )
-    popularity_head: Literal["ctr", "gate"] = Field(
+    popularity_head: Annotated[Literal["ctr", "gate"], POPULARITY] = Field(
         # ctr chose better than gate on mind_recon_dev's Nov 12 (replay AUC 0.654 vs 0.631, seed 0).
         "ctr",
         description="ctr: one learned weight on the smoothed CTR's logit; gate: an MLP over all "
         "popularity features, weighted by a gate on the user's history length.",
     )
-    popularity_half_life: float = Field(
+    popularity_half_life: Annotated[float, POPULARITY] = Field(
         6.0, gt=0, description="Hours after which a click or impression counts half (popularity decay)."
     )
-    popularity_prior: float = Field(
+    popularity_prior: Annotated[float, POPULARITY] = Field(
         20.0,
         ge=0,
         description="Pseudo-impressions at the stream's CTR that smooth each news' CTR (popularity).",
     )
-    valid_protocol: Literal["offline", "replay"] = Field(
+    valid_protocol: Annotated[Literal["offline", "replay"], POPULARITY] = Field(
         "offline",
         description="How the epoch-choosing split reads popularity: frozen at the end of training "
         "(offline), or in time order with every earlier impression's clicks (replay). Choose the "
         "protocol you will report.",
     )
-    fusion: Literal["concat", "attention", "gate"] = Field(
+    fusion: Annotated[Literal["concat", "attention", "gate"], MODEL] = Field(
         "attention",
         description="How modalities combine: MLP over the concatenation, a learned query, or gates.",
     )
-    text_projection: Literal["linear", "mlp"] = Field(
+    text_projection: Annotated[Literal["linear", "mlp"], MODEL] = Field(
         "linear",
         # linear beat the MLP on real MIND impressions (AUC 0.689 vs 0.671, 3 seeds) and tied on synthetic.
         description="Projection of the frozen text vectors: Linear+LayerNorm, or a two-layer MLP.",
     )
-    dim: int = Field(
+    dim: Annotated[int, MODEL] = Field(
         128,
         ge=8,
         # 256 scored the same on synthetic data (AUC within 0.001) at half the speed on CPU.
         description="Size of news and user vectors.",
     )
-    id_dropout: float = Field(
+    id_dropout: Annotated[float, MODEL] = Field(
         0.5,
         ge=0.0,
         le=1.0,
         # High on purpose: most test news are fresh, so the model must rank well without their IDs.
         description="Share of training news per batch whose ID is replaced by the unseen vector.",
     )
-    missing: Literal["error", "learned"] = Field(
+    missing: Annotated[Literal["error", "learned"], MODEL] = Field(
         "error", description="News without a text vector: an error, or a learned vector plus mask (reported)."
     )
     # model: user encoder and score
-    text_dropout: float = Field(
+    text_dropout: Annotated[float, MODEL] = Field(
         0.2, ge=0.0, lt=1.0, description="Dropout on the frozen text vector before its projection."
     )
-    content_prior: bool = Field(
+    content_prior: Annotated[bool, MODEL] = Field(
         True,
         description="Add w x cosine(candidate text, mean of clicked text) to the score: training starts "
         "at the content baseline and learns on top (needs text).",
     )
-    prior_weight: float = Field(
+    prior_weight: Annotated[float, MODEL] = Field(
         5.0, gt=0.0, lt=30.0, description="Initial weight w of the content prior (learned; at most 30)."
     )
-    prior_adapter: bool = Field(
+    prior_adapter: Annotated[bool, MODEL] = Field(
         False, description="Learn a weight per text feature inside the content prior (starts at 1)."
     )
-    finetune_text: int = Field(
+    finetune_text: Annotated[int, MODEL] = Field(
         0,
         ge=0,
         description="Fine-tune the last K transformer layers of the local text model end to end "
         "(0: the store's frozen vectors). Needs a local-model store; slow without a GPU.",
     )
-    finetune_lr: float = Field(
+    finetune_lr: Annotated[float, MODEL] = Field(
         2e-5, gt=0, description="Peak learning rate of the fine-tuned text layers (--finetune-text)."
     )
-    user_encoder: Literal["nrms", "candidate"] = Field(
+    user_encoder: Annotated[Literal["nrms", "candidate"], MODEL] = Field(
         "nrms",
         description="NRMS (self-attention + pooling) or candidate-aware (the candidate attends over the clicks).",
     )
-    heads: int = Field(
+    heads: Annotated[int, MODEL] = Field(
         8, ge=1, description="Self-attention heads of the user encoder (dim must divide by it)."
     )
-    history: int = Field(50, ge=1, description="Most recent clicks kept per user (NRMS uses 50).")
-    use_user_id: bool = Field(
+    history: Annotated[int, MODEL] = Field(
+        50, ge=1, description="Most recent clicks kept per user (NRMS uses 50)."
+    )
+    use_user_id: Annotated[bool, MODEL] = Field(
         False, description="User-ID embedding over training users (off: most users are new)."
     )
-    scoring: Literal["dot", "cosine"] = Field(
+    scoring: Annotated[Literal["dot", "cosine"], MODEL] = Field(
         "dot", description="Score head: scaled dot product or cosine, times a learned temperature."
     )
-    score_scale: float | None = Field(
+    score_scale: Annotated[float | None, MODEL] = Field(
         None,
         gt=0,
         lt=30,
         description="Initial scale of the learned score (default: 2 for dot, 3 for cosine; learned after).",
     )
-    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the encoders (NRMS: 0.2).")
+    dropout: Annotated[float, MODEL] = Field(
+        0.2, ge=0.0, lt=1.0, description="Dropout in the encoders (NRMS: 0.2)."
+    )
     # loss
-    loss: Literal["listwise", "pointwise", "focal", "infonce"] = Field(
+    loss: Annotated[Literal["listwise", "pointwise", "focal", "infonce"], LOSS] = Field(
         # infonce beat listwise on real MIND days held out from selection (mind_recon_dev, two
         # splits by day, 2 seeds each): mean AUC 0.645 vs 0.640, nDCG@10 0.398 vs 0.393.
         "infonce",
         description="Loss on logits: softmax over 1 click + K non-clicks, BCE, focal BCE, or InfoNCE "
         "(the click against its impression's negatives and every other candidate of the batch).",
     )
-    temperature: float = Field(1.0, gt=0.0, description="InfoNCE: logits are divided by this.")
-    hard_negatives: int = Field(
+    temperature: Annotated[float, LOSS] = Field(
+        1.0, gt=0.0, description="InfoNCE: logits are divided by this."
+    )
+    hard_negatives: Annotated[int, LOSS] = Field(
         0,
         ge=0,
         description="Of the K negatives, this many are the unclicked news of the impression that the "
         "current model ranks highest (the rest are drawn at random).",
     )
-    aux_category: float = Field(
+    aux_category: Annotated[float, LOSS] = Field(
         0.0,
         ge=0.0,
         description="Weight of an auxiliary loss: predict the clicked news' category from the user (0: off).",
     )
-    negatives: int = Field(
+    negatives: Annotated[int, LOSS] = Field(
         4, ge=1, description="Unclicked news of the same impression per click (MIND standard: 4)."
     )
-    history_positives: float = Field(
+    history_positives: Annotated[float, LOSS] = Field(
         0.0,
         ge=0.0,
         description="History clicks trained on as extra positives, per click of the training impressions "
         "(0: off): each with the user's other history clicks as context and news of other histories "
         "as negatives.",
     )
-    history_negatives: Literal["category", "random"] = Field(
+    history_negatives: Annotated[Literal["category", "random"], LOSS] = Field(
         "category",
         description="Negatives of a history positive: history news of its category, or of any.",
     )
-    pos_weight: float | None = Field(None, gt=0, description="Weight of clicks in the pointwise loss.")
-    gamma: float = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
+    pos_weight: Annotated[float | None, LOSS] = Field(
+        None, gt=0, description="Weight of clicks in the pointwise loss."
+    )
+    gamma: Annotated[float, LOSS] = Field(2.0, ge=0.0, description="Focusing parameter of the focal loss.")
     # optimisation
-    epochs: int = Field(
+    epochs: Annotated[int, SCHEDULE] = Field(
         5,
         ge=1,
         # validation AUC still rose up to epoch 4-6 on real and synthetic data; early stopping guards the rest.
         description="Passes over the training clicks (early stopping may end sooner).",
     )
-    max_steps: int | None = Field(
+    max_steps: Annotated[int | None, SCHEDULE] = Field(
         None, ge=1, description="Stop after this many steps (also the schedule's length)."
     )
-    time_budget: float | None = Field(
+    time_budget: Annotated[float | None, SCHEDULE] = Field(
         None, gt=0, description="Stop after this many seconds, validate and save (resumable)."
     )
-    checkpoint_every: int | None = Field(
+    checkpoint_every: Annotated[int | None, SCHEDULE] = Field(
         None,
         ge=1,
         description="Also write last.pt every this many steps inside an epoch, so a killed run "
         "(kill -9, a lost node) resumes from there instead of the epoch's start.",
     )
-    batch_size: int = Field(64, ge=1, description="Clicks per step.")
-    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(
+    batch_size: Annotated[int, SCHEDULE] = Field(64, ge=1, description="Clicks per step.")
+    lr: Annotated[float, SCHEDULE] = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: Annotated[float, SCHEDULE] = Field(
         0.01, ge=0, description="AdamW weight decay (not on embeddings, norms, biases)."
     )
-    warmup: float = Field(0.05, ge=0, lt=1, description="Share of the steps with a linear warm-up.")
-    schedule: Literal["cosine", "plateau", "constant"] = Field(
+    warmup: Annotated[float, SCHEDULE] = Field(
+        0.05, ge=0, lt=1, description="Share of the steps with a linear warm-up."
+    )
+    schedule: Annotated[Literal["cosine", "plateau", "constant"], SCHEDULE] = Field(
         "cosine",
         description="After warm-up: cosine decay to 10%, halve on a validation plateau, or constant.",
     )
-    clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
-    patience: int = Field(2, ge=1, description="Epochs without a better valid AUC before stopping.")
-    min_delta: float = Field(
+    clip: Annotated[float, SCHEDULE] = Field(1.0, gt=0, description="Gradient norm clipping.")
+    patience: Annotated[int, SCHEDULE] = Field(
+        2, ge=1, description="Epochs without a better valid AUC before stopping."
+    )
+    min_delta: Annotated[float, SCHEDULE] = Field(
         1e-4, ge=0.0, description="A validation AUC must rise by more than this to count as better."
     )
     # tune turns it off: a study's trial is worth what its training made, never the untrained prior.
-    choose_untrained: bool = Field(
+    choose_untrained: Annotated[bool, SCHEDULE] = Field(
         True,
         description="Epoch 0 (the untrained model: the content prior alone) may be chosen as model.pt "
         "when no trained epoch beats it on the selection split; off: the best trained epoch is chosen.",
     )
-    valid_impressions: int | None = Field(
+    valid_impressions: Annotated[int | None, SCHEDULE] = Field(
         None, ge=1, description="Validate on a fixed random sample of this many impressions (default: all)."
     )
-    seed: Seed = Field(
+    seed: Annotated[Seed, RUN] = Field(
         42,
-        description="Same seed, machine and threads=1: bit-identical numbers (more threads: last digits may vary).",
+        description="Same seed, machine and threads: bit-identical numbers (another thread count: last digits vary).",
     )
     # hardware
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    bf16: bool = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
-    workers: int = Field(
+    device: Annotated[str, RUN] = Field(
+        "auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ..."
+    )
+    bf16: Annotated[bool, RUN] = Field(True, description="bfloat16 autocast on CUDA (never on CPU).")
+    workers: Annotated[int, RUN] = Field(
         0, ge=0, description="DataLoader worker processes building batches (0: in the main one)."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads of torch (default: torch's choice).")
-    eval_batch_size: int = Field(1024, ge=1, description="Impressions per batch when validating.")
+    threads: Annotated[int | None, RUN] = Field(
+        None, ge=1, description="CPU threads of torch (default: torch's choice)."
+    )
+    eval_batch_size: Annotated[int, RUN] = Field(
+        1024, ge=1, description="Impressions per batch when validating."
+    )
 
 
 class FilterSettings(StageSettings):

@@ -63,6 +63,8 @@ class FakeEmbeddingServer:
                     self._send(200, server.answer(body))
                 elif action in ("429", "500"):
                     self._send(int(action), {"error": {"message": f"fake {action}", "type": "x"}}, retry=True)
+                elif action.startswith("429-after:"):  # Retry-After in seconds, the standard header
+                    self._send(429, {"error": {"message": "slow down"}}, after=action.split(":", 1)[1])
                 elif action == "malformed":
                     answer = server.answer(body)
                     answer["data"] = answer["data"][:-1]
@@ -75,16 +77,22 @@ class FakeEmbeddingServer:
                 else:
                     raise ValueError(f"unknown action {action}")
 
-            def _send(self, status: int, payload: dict[str, Any], retry: bool = False) -> None:
+            def _send(
+                self, status: int, payload: dict[str, Any], retry: bool = False, after: str | None = None
+            ) -> None:
                 data = json.dumps(payload).encode("utf-8")
-                self._send_raw(status, data, "application/json", retry)
+                self._send_raw(status, data, "application/json", retry, after)
 
-            def _send_raw(self, status: int, data: bytes, kind: str, retry: bool = False) -> None:
+            def _send_raw(
+                self, status: int, data: bytes, kind: str, retry: bool = False, after: str | None = None
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 if retry:
                     self.send_header("retry-after-ms", "10")
+                if after is not None:
+                    self.send_header("Retry-After", after)
                 self.end_headers()
                 self.wfile.write(data)
 

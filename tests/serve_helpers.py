@@ -162,3 +162,37 @@ class Server:
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=30)
+
+
+def _schemathesis() -> str:
+    """The schemathesis CLI of this environment (a dev dependency), else the one on PATH."""
+    beside = Path(sys.executable).with_name("schemathesis")
+    found = str(beside) if beside.exists() else shutil.which("schemathesis")
+    if found is None:
+        pytest.fail("schemathesis is not installed: pip install -e '.[dev]'")
+    return found
+
+
+def run_schemathesis(server: Server, tmp_path: Path, examples: int) -> str:
+    """`schemathesis run --checks all` against the server's live schema, with tests/schemathesis.toml;
+    fails the test on any failure and gives the summary. It runs in tmp_path: its cache
+    (.schemathesis/ in the working directory) starts empty each time."""
+    cmd = [
+        _schemathesis(),
+        "--config-file",
+        str(Path(__file__).with_name("schemathesis.toml")),
+        "run",
+        f"{server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(examples),
+        "--seed",
+        "1",
+        "--no-color",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    assert re.search(r"\d+ generated, \d+ passed", summary), summary
+    return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,32 @@ def test_paired_bootstrap_interval_covers_a_known_shift() -> None:
     nan = base.copy()
     nan[:10] = np.nan  # impressions a metric skips are left out of both sides
     assert np.isfinite(paired_bootstrap(nan, base)[0])
+
+
+def _peak_bytes(chunk: int, a: np.ndarray, b: np.ndarray) -> int:
+    tracemalloc.start()
+    try:
+        paired_bootstrap(a, b, chunk_elements=chunk)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_paired_bootstrap_in_chunks_equals_the_whole_matrix_and_bounds_memory() -> None:
+    """A chunk of resamples at a time gives, bit for bit, the interval of the whole resamples x n
+    index matrix drawn at once (the computation before chunks), at the memory of one chunk."""
+    rng = np.random.default_rng(1)
+    a, b = rng.random(5003), rng.random(5003)
+    a[::7] = np.nan
+    diff = (a - b)[np.isfinite(a)]
+    means = diff[np.random.default_rng(0).integers(0, len(diff), size=(1000, len(diff)))].mean(axis=1)
+    whole = (float(diff.mean()), *(float(p) for p in np.percentile(means, [2.5, 97.5])))
+    for chunk in (1, 3 * len(diff) + 1, 50_000, 10**9):  # one row, an odd split, 11 rows, all at once
+        assert paired_bootstrap(a, b, chunk_elements=chunk) == whole
+    # 11 rows of 4288 int64 indices and their float64 values: under 1 MB; the whole matrix
+    # (the control) holds 1000 rows of both: 69 MB.
+    assert _peak_bytes(50_000, a, b) < 2_000_000
+    assert _peak_bytes(10**9, a, b) > 60_000_000
 
 
 def test_variants_follow_the_settings_and_reject_unknown_keys() -> None:

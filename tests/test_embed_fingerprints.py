@@ -131,6 +131,15 @@ def test_train_refuses_a_store_made_from_other_texts(two_datasets: tuple[Path, P
     with pytest.raises(InputError, match=r"1 of 6 news have another text in .*b than the one") as err:
         train(b, tmp_path / "run", store=store, settings=TINY, data_settings=DataSettings(select_on="valid"))
     assert "(first: N3)" in str(err.value) and "newsrec embed" in str(err.value)
+    # issue 29 §5: the advice embeds into a new folder, never into the store (a's vectors)
+    assert (
+        f"newsrec embed {b} --out {tmp_path / 'store-b'} (with the store's provider and model: hashing"
+        in str(err.value)
+    )
+    assert f"--out {store} " not in str(err.value) and not str(err.value).endswith(f"--out {store}")
+    (tmp_path / "store-b").mkdir()  # taken: the next free name
+    with pytest.raises(InputError, match=f"--out {tmp_path / 'store-b-2'} "):
+        train(b, tmp_path / "run", store=store, settings=TINY, data_settings=DataSettings(select_on="valid"))
     result = runner.invoke(
         app, ["train", str(b), "-e", str(store), "-o", str(tmp_path / "run2"), "--dim", "8", *SELECT]
     )

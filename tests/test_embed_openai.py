@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,41 @@ def test_transient_failure_is_retried(tmp_path: Path, data: Path, failure: str) 
     assert len(server.requests) == 2 and server.requests[0] == server.requests[1]
     assert json.loads(result.stdout)["count"] == 12
     np.testing.assert_allclose(np.asarray(EmbeddingStore.open(tmp_path / "s").vectors), expected_rows(TITLES))
+
+
+def test_retry_after_is_honoured_by_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's retries: a 429 asking for 10 ms is sent again; one asking for longer than the
+    SDK waits (two minutes) fails at once instead of holding the run."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with FakeEmbeddingServer(script=["429-after:0.01", "429-after:0.01"]) as server:
+        provider = OpenAIProvider("text-embedding-3-small", base_url=server.base_url, max_retries=2)
+        np.testing.assert_array_equal(provider.embed(["a"]), fake_vector("a", 1536)[None])
+    assert len(server.requests) == 3
+    with FakeEmbeddingServer(script=["429-after:3600"]) as server:
+        provider = OpenAIProvider("text-embedding-3-small", base_url=server.base_url, max_retries=2)
+        with pytest.raises(ProviderError, match=r"answered HTTP 429: slow down$"):
+            provider.embed(["a"])
+    assert len(server.requests) == 1
+    # A 429 after every try says how many there were.
+    with FakeEmbeddingServer(script=["429-after:0.01"] * 3) as server:
+        provider = OpenAIProvider("text-embedding-3-small", base_url=server.base_url, max_retries=2)
+        with pytest.raises(ProviderError, match="answered HTTP 429 after 3 tries: slow down"):
+            provider.embed(["a"])
+    assert len(server.requests) == 3
+
+
+def test_a_refused_connection_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, refused_port: int
+) -> None:
+    """Nothing listens: no retry (the SDK would otherwise wait through 6 backoffs, ~23 s)."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    provider = OpenAIProvider(base_url=f"http://127.0.0.1:{refused_port}/v1", max_retries=6)
+    with caplog.at_level(logging.DEBUG, logger="openai"), pytest.raises(ProviderError) as error:
+        provider.embed(["a"])
+    assert "cannot reach http://127.0.0.1" in str(error.value) and "not retried" in str(error.value)
+    sent = [r for r in caplog.records if r.getMessage().startswith("Sending HTTP Request")]
+    retried = [r for r in caplog.records if r.getMessage().startswith("Retrying request")]
+    assert (len(sent), len(retried)) == (1, 0)
 
 
 @pytest.mark.parametrize(

@@ -62,13 +62,26 @@ def test_news_without_a_row_are_refused_as_train_refuses_them(tmp_path: Path) ->
     train_tiny_run(data, run, store)
     lacking = _without_news(data, tmp_path / "lacking", {"N5", "N6"})
     empty = _without_news(data, tmp_path / "empty", set(NEWS))
-    for other, count, first in ((lacking, 2, "N5, N6"), (empty, 6, "N1, N3, N2, N4, N5")):
+    # per field: the first line of valid/behaviors.tsv that uses one, how many IDs and lines (§7)
+    lacking_where = (
+        ":1, field Impressions: 2 news IDs",
+        "N5, N6",
+        "1 ID on 1 line, first line 2",
+        "2 IDs on 2",
+    )
+    empty_where = (
+        ":1, field History: 6 news IDs",
+        "N1, N3, N2, N4, N5",
+        "3 IDs on 2 lines, first line 1",
+        "6 IDs on 3",
+    )
+    for other, (at, first, history, candidates) in ((lacking, lacking_where), (empty, empty_where)):
         result = runner.invoke(app, ["evaluate", str(run), "--data", str(other), "--json"])
         assert result.exit_code == 1, result.output
         assert result.stderr.strip().splitlines()[-1] == (
-            f"error: {other / 'valid' / 'behaviors.tsv'}, field History/Impressions: {count} news IDs in the "
-            f"impressions have no row in news.tsv (first: {first}); drop them with `newsrec filter "
-            "--require-embeddings STORE`, or train with --missing learned"
+            f"error: {other / 'valid' / 'behaviors.tsv'}{at} in the impressions have no row in news.tsv "
+            f"(first: {first}); field History: {history}; field Impressions: {candidates} lines, first line 1; "
+            "drop them with `newsrec filter --require-embeddings STORE`, or train with --missing learned"
         )
         assert not list(run.glob("metrics-*.json"))
         refused = runner.invoke(

@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
-from newsrec_cli.commands.help_defaults import COMMAND_SETTINGS, format_default
+from newsrec_cli.commands.help_defaults import COMMAND_SETTINGS, format_default, setting_of
 from newsrec_cli.settings import TrainSettings
 
 runner = CliRunner()
@@ -27,10 +27,28 @@ def _commands(group: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...],
 
 
 def _row(help_text: str, option: str) -> str:
-    """The help line of `option` (its long name followed by a space, as the table prints it)."""
-    lines = [line for line in help_text.splitlines() if line.startswith("│") and f" {option} " in line]
-    assert lines, f"{option} not in help"
-    return lines[0]
+    """The help of `option`: its line (its long name followed by a space or line end, as the table
+    prints it) and the continuation lines below it, joined."""
+    lines = help_text.splitlines()
+    starts = [
+        i
+        for i, line in enumerate(lines)
+        if line.startswith("│") and (f" {option} " in line or f" {option}\n" in line + "\n")
+    ]
+    assert starts, f"{option} not in help"
+    row = [lines[starts[0]].strip("│ ")]
+    for line in lines[starts[0] + 1 :]:
+        inner = line[1:]
+        # a continuation: nothing in the name columns (an on/off flag's --no-... form aside)
+        if (
+            not line.startswith("│")
+            or not inner.startswith("    ")
+            and not inner.lstrip().startswith("--no-")
+        ):
+            break
+        text = line.strip("│ ")
+        row.append(text.split(" ", 1)[-1].strip() if text.startswith("--no-") else text)
+    return " ".join(row)
 
 
 def test_train_help_shows_the_settings_defaults() -> None:
@@ -66,18 +84,16 @@ def test_every_option_of_a_setting_shows_its_default() -> None:
     for path, command in commands.items():
         out = runner.invoke(app, [*path, "--help"], env=WIDE).stdout
         assert "<bool>" not in out, path
-        sources = COMMAND_SETTINGS.get(" ".join(path), ())
         for param in command.params:
             if param.param_type_name != "option" or param.default is not None:
                 continue
-            for model, aliases in sources:
-                field = aliases.get(param.name, param.name)
-                if field in model.model_fields:
-                    shown = format_default(getattr(model(), field), param)
-                    if shown is not None:
-                        assert f"[default: {shown}]" in _row(out, param.opts[-1]), (path, param.name)
-                        checked += 1
-                    break
+            found = setting_of(command, path, param)
+            if found is not None:
+                model, field = found
+                shown = format_default(getattr(model(), field), param)
+                if shown is not None:
+                    assert f"[default: {shown}]" in _row(out, param.opts[-1]), (path, param.name)
+                    checked += 1
     assert checked >= 70, checked
 
 

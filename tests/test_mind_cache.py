@@ -75,10 +75,42 @@ def test_changed_source_is_parsed_again(data: Path) -> None:
     assert not again.caches["train"].hit and again.caches["valid"].hit
     assert again.splits["train"].labels[:2].tolist() == [0, 1]
     assert not first_folder.exists()  # the stale cache was replaced, not kept beside
-    # same size, same content length: a new mtime alone is a new key too
+    # the key is the bytes, not the mtime: a touched file with the same bytes still hits
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert not load_dataset(data).caches["train"].hit
+    assert load_dataset(data).caches["train"].hit
+
+
+def test_edit_in_the_middle_with_the_mtime_restored_is_parsed_again(data: Path) -> None:
+    """Issue 30 §1: one label changed outside the first and last MiB, mtime restored (`touch -r`).
+
+    A key of size, mtime and the two ends of the file called that cache verified and kept the
+    old click count with exit 0; the whole-file hash sees the change.
+    """
+    path = data / "train" / "behaviors.tsv"
+    history = " ".join(f"N{1 + i % 6}" for i in range(250))  # ~800 bytes a line: 3,000 lines > 2 MiB
+    lines = [f"{i}\tU{i % 50}\t11/15/2019 8:00:00 AM\t{history}\tN1-1 N2-0 N3-0\n" for i in range(1, 3001)]
+    path.write_text("".join(lines))
+    assert path.stat().st_size > 2 * 2**20 + 100_000
+    before = load_dataset(data)
+    assert int((before.splits["train"].labels == 1).sum()) == 3000
+    assert load_dataset(data).caches["train"].hit
+
+    stat = path.stat()
+    middle = 1500
+    lines[middle] = lines[middle].replace("N2-0", "N2-1")
+    path.write_text("".join(lines))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+    after = load_dataset(data)
+    assert not after.caches["train"].hit
+    assert int((after.splits["train"].labels == 1).sum()) == 3001
+    result = CliRunner().invoke(app, ["data", "prepare", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["split"]: r["status"] for r in json.loads(result.stdout)["splits"]}
+    assert rows["train"].startswith("cached already")  # the new bytes' cache, written just above
+    assert int((load_dataset(data).splits["train"].labels == 1).sum()) == 3001
 
 
 def test_other_news_list_is_another_key(data: Path) -> None:
@@ -231,7 +263,7 @@ def test_damaged_cache_is_parsed_again_with_one_warning(data: Path, kind: str) -
     rows = {r["split"]: r["status"] for r in json.loads(result.stdout)["splits"]}
     assert rows == {
         "train": "damaged: parsed again and written",
-        "valid": "cached already (checksums verified)",
+        "valid": "cached already (whole source hashed, cache checksums verified)",
     }
     # the rewritten cache is whole again and gives what a parse gives
     again = load_dataset(data)

@@ -181,6 +181,54 @@ def test_bad_behaviors_line(tmp_path: Path, case: str, mutate, message: str) -> 
     assert imps.labels_of(1).tolist() == [1, 0]
 
 
+CUT_LINES = "1\tU1\t11/15/2019 8:55:22 AM\tN1\tN2-1 N3-0\n2\tU2\t11/15/2019 9:00:00 AM\tN2\tN1-0 N3-1 N2"
+CUT = [
+    ("inside the label", CUT_LINES + "-", "inside the candidate 'N2-'"),
+    ("before the label", CUT_LINES, "inside the candidate 'N2' (no -0/-1 label"),
+    ("one candidate", CUT_LINES.rsplit("\t", 1)[0] + "\tN1", "inside the candidate 'N1' (no -0/-1 label"),
+    ("in the history", CUT_LINES.rsplit("\t", 1)[0], "expected 5 tab-separated columns, found 4"),
+]
+
+
+@pytest.mark.parametrize("case,text,reason", CUT, ids=[c[0] for c in CUT])
+def test_truncated_last_line_is_named(tmp_path: Path, case: str, text: str, reason: str) -> None:
+    """Issue 30 §8: a file cut inside its last line's impressions was "labelled and unlabeled
+    candidates mixed in one file"; it is named as a truncated last line."""
+    path = tmp_path / "behaviors.tsv"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab())
+    message = str(err.value)
+    assert message.startswith(
+        f"{path}:2, field {'columns' if case == 'in the history' else 'Impressions'}: "
+        "the last line looks truncated (the file ends without a line ending): "
+    )
+    assert reason in message and "mixed" not in message
+    report = ReadReport(path=str(path))
+    imps = read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab(), on_bad_lines="skip", report=report)
+    assert imps.impression_ids.tolist() == [1] and [b.line for b in report.skipped] == [2]
+    # control: the same line with its line ending is no truncation, and a whole last line is read
+    path.write_text(text + "\n")
+    with pytest.raises(InputError) as whole:
+        read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab())
+    assert "looks truncated" not in str(whole.value)
+    path.write_text(CUT_LINES + "-0")
+    assert read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab()).labels.tolist() == [1, 0, 0, 1, 0]
+
+
+def test_truncated_last_line_after_full_chunks(tmp_path: Path) -> None:
+    """The cut line alone in its chunk: the labels of earlier chunks show the file is labelled."""
+    path = tmp_path / "behaviors.tsv"
+    path.write_text(CUT_LINES.replace("N2-1 N3-0", "N2-1").replace("N1-0 N3-1 N2", "N3"))
+    with pytest.raises(
+        InputError, match=r"behaviors.tsv:2, field Impressions: the last line looks truncated"
+    ):
+        read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab(), chunk_lines=1)
+    # an unlabeled test file without a final line ending is whole
+    path.write_text("1\tU1\t11/15/2019 8:55:22 AM\tN1\tN2 N3\n2\tU2\t11/15/2019 9:00:00 AM\tN2\tN1")
+    assert len(read_behaviors(path, Vocab(["N1", "N2", "N3"]), Vocab(), chunk_lines=1)) == 2
+
+
 def test_skip_reports_every_bad_line(tmp_path: Path) -> None:
     good = BEHAVIORS[0]
     rows = [good] + [[str(i), "U", "bad time", "", "N1-1"] for i in range(2, 12)]

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from embed_helpers import write_news
 
+from newsrec_cli.digests import file_sha256
 from newsrec_cli.embed.providers.local import BUNDLE_PACKAGE, bundled_model_path
-from newsrec_cli.embed.providers.model_checksums import PINNED_SHA256, sha256_of, verify_model_files
+from newsrec_cli.embed.providers.model_checksums import PINNED_SHA256, verify_model_files
 from newsrec_cli.errors import InputError
 
 BUNDLED = bundled_model_path()
@@ -43,7 +44,7 @@ def _package_copy(root: Path, tamper: str | None = None) -> Path:
 
 
 def test_the_installed_model_has_upstreams_weights() -> None:
-    assert sha256_of(BUNDLED / "model.safetensors") == (
+    assert file_sha256(BUNDLED / "model.safetensors") == (
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
     )
     assert (BUNDLED / "model.safetensors").stat().st_size == 90_868_376

@@ -219,6 +219,20 @@ def pop_server(pop_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     server.stop()
 
 
+def test_schemathesis_all_checks_pass_with_popularity(pop_run: dict[str, Path], tmp_path: Path) -> None:
+    """A --use-popularity server (its /v1/events counts, the popularity block of each answer)
+    under schemathesis with every check: no failure. Its own server: schemathesis's events would
+    change the counts the other tests read."""
+    from serve_helpers import Server, run_schemathesis
+
+    server = Server(pop_run["export"], "--state-dir", str(tmp_path / "state"), log=tmp_path / "serve.log")
+    try:
+        summary = run_schemathesis(server, tmp_path, 8)
+    finally:
+        server.stop()
+    assert "Tested:" in summary, summary
+
+
 def _events(valid, rows) -> list[dict]:  # type: ignore[no-untyped-def]
     """Impressions as POST /v1/events takes them, with MIND's naive times (read as UTC)."""
     ids = valid.news_vocab.ids

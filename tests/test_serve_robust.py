@@ -29,7 +29,7 @@ import torch
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
-from serve_helpers import Server, port_in_log  # noqa: E402
+from serve_helpers import Server, port_in_log, run_schemathesis  # noqa: E402
 from train_helpers import hashing_store, invoke, synth  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -365,41 +365,120 @@ def test_the_body_limit_is_in_the_schema(server: Server) -> None:
         assert "--max-body" in schema["paths"][path]["post"]["responses"]["413"]["description"], path
 
 
+def test_news_ids_carry_their_constraints_in_the_schema(server: Server) -> None:
+    """`{"candidates": [""]}` was schema-valid and refused (schemathesis ST202): every news ID a
+    request takes now says non-empty, at most 128 characters and no whitespace in the schema,
+    and the service refuses exactly what the schema does."""
+    schema = server.get("/openapi.json").json()
+    models = schema["components"]["schemas"]
+    fields = {
+        ("RecommendRequest", "history"),
+        ("RecommendRequest", "candidates"),
+        ("ExplainRequest", "history"),
+        ("ExplainRequest", "items"),
+        ("LookupRequest", "ids"),
+        ("ImpressionIn", "shown"),
+        ("ImpressionIn", "clicked"),
+    }
+    for model, name in fields:
+        prop = models[model]["properties"][name]
+        array = next((p for p in prop.get("anyOf", [prop]) if p.get("type") == "array"), prop)
+        item = array["items"]
+        assert item["minLength"] == 1 and item["maxLength"] == 128 and item["pattern"], (model, name)
+    for bad, kind in (
+        ("", "string_too_short"),
+        ("N 1", "string_pattern_mismatch"),
+        ("N" * 129, "string_too_long"),
+    ):
+        r = server.post("/v1/recommend", {"candidates": [bad]})
+        assert r.status_code == 422 and r.json()["detail"][0]["type"] == kind, (bad, r.text)
+    r = server.post("/v1/recommend", {"candidates": ["N-well-formed-unknown"]})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "unknown_news_ids"
+    described = schema["paths"]["/v1/recommend"]["post"]["responses"]["422"]["description"]
+    assert "unknown_news_ids" in described
+
+
+# ----------------------------------------------------------------------------- echoed input
+
+ERROR_BYTES = 8192  # wire.MAX_ERROR_BYTES: no 422 is longer
+
+
+def _amplifying_bodies(known: str) -> Iterator[tuple[str, dict]]:
+    """(route, body) pairs of about 1 MB whose every ID is refused: one ID of 1,000,000
+    characters, 2,000 IDs of 500, and 2,000 well-formed unknown IDs of 100."""
+    huge = "Q" * 1_000_000
+    long = [f"L{i:04d}" + "x" * 495 for i in range(2000)]
+    unknown = [f"U{i:04d}" + "y" * 95 for i in range(2000)]
+    for ids in ([huge], long, unknown):
+        half = ids[: len(ids) // 2] or ids
+        yield "/v1/recommend", {"history": half, "candidates": ids[len(half) :] or [known]}
+        yield "/v1/recommend", {"history": [], "candidates": half}
+        yield "/v1/explain", {"history": half, "items": [known]}
+        yield "/v1/events", {"impressions": [{"time": "2020-01-01T00:00:00Z", "shown": half}]}
+        if ids is not unknown:  # well-formed: lookup lists them once (200), /v1/news adds them
+            yield "/v1/news/lookup", {"ids": half}
+            yield "/v1/news", {"news": [{"news_id": i, "title": "t"} for i in half[:1000]]}
+
+
+def test_a_422_never_echoes_the_input_amplified(server: Server, robust_run: tuple[Path, Path]) -> None:
+    """A 1 MB unknown ID came back three times (3 MB) and 2,000 long unknown IDs 3 MB: now any
+    422 names at most a few IDs, each cut short, with a count, in under 8 KB."""
+    known = _known(robust_run[1])[0]
+    for route, body in _amplifying_bodies(known):
+        r = server.post(route, body)
+        assert r.status_code in (409, 422), (route, r.status_code, r.text[:300])
+        assert len(r.content) <= ERROR_BYTES, (route, len(r.content), r.text[:300])
+        assert "Q" * 100 not in r.text and "x" * 100 not in r.text, route
+    r = server.post("/v1/recommend", {"history": [f"NOPE{i}" for i in range(900)]})
+    error = r.json()["detail"][0]
+    assert r.status_code == 422 and error["ctx"] == {"unknown": [f"NOPE{i}" for i in range(5)], "count": 900}
+    assert error["msg"].endswith("NOPE0, NOPE1, NOPE2, NOPE3, NOPE4 and 895 more (900 news)")
+
+
+# ----------------------------------------------------------------------------- server paths
+
+
+def _four_hundreds(server: Server) -> Iterator[tuple[str, httpx.Response]]:
+    """A 4xx from every route of the schema (bad bodies, parameters and IDs), and unknown routes."""
+    schema = server.get("/openapi.json").json()
+    bodies = ({}, {"history": ["NOPE"], "items": ["NOPE"], "ids": ["NOPE"]}, [1], {"x": 1})
+    for path, methods in schema["paths"].items():
+        concrete = re.sub(r"\{[^}]+\}", "NOPE", path)
+        for method in methods:
+            if method == "post":
+                answers = [httpx.post(f"{server.url}{concrete}", json=b, timeout=30) for b in bodies]
+            else:
+                answers = [
+                    httpx.request(method, f"{server.url}{concrete}", params=p, timeout=30)
+                    for p in ({}, {"seed": "x", "q": " ", "limit": "0"})
+                ]
+            answers.append(httpx.request("PUT", f"{server.url}{concrete}", timeout=30))
+            yield from ((f"{method} {path}", a) for a in answers if 400 <= a.status_code < 500)
+    yield "unknown route", server.get("/v1/nope")
+    yield "unknown user", server.get("/v1/users/NOPE")
+    yield "unknown chart", server.get("/v1/run/charts/nope.svg")
+
+
+def test_no_4xx_names_a_server_path(server: Server, robust_run: tuple[Path, Path]) -> None:
+    """GET /v1/users/NOPE named the --data folder; no 4xx of any route names a server path."""
+    data, run = robust_run
+    paths = {str(p) for p in (data, run, data.resolve(), run.resolve(), server.log_path.parent)}
+    routes = set()
+    for route, answer in _four_hundreds(server):
+        routes.add(route.split()[-1])
+        for path in paths:
+            assert path not in answer.text, (route, answer.status_code, answer.text[:300])
+    assert len(routes) >= 12, routes
+    assert server.get("/v1/users/NOPE").json() == {"detail": "unknown user ID 'NOPE' in the --data dataset"}
+
+
 # ----------------------------------------------------------------------------- schemathesis
-
-
-def _schemathesis() -> str:
-    """The schemathesis CLI of this environment (a dev dependency), else the one on PATH."""
-    beside = Path(sys.executable).with_name("schemathesis")
-    found = str(beside) if beside.exists() else shutil.which("schemathesis")
-    if found is None:
-        pytest.fail("schemathesis is not installed: pip install -e '.[dev]'")
-    return found
 
 
 def test_schemathesis_all_checks_pass(server: Server, tmp_path: Path) -> None:
     """schemathesis (examples, coverage, fuzzing and stateful phases) with every check, including
-    status-code, content-type and response-schema conformance, against the live schema. It runs in
-    tmp_path: its cache (.schemathesis/ in the working directory) starts empty each time."""
-    config = Path(__file__).with_name("schemathesis.toml")
-    cmd = [
-        _schemathesis(),
-        "--config-file",
-        str(config),
-        "run",
-        f"{server.url}/openapi.json",
-        "--checks",
-        "all",
-        "--max-examples",
-        str(SCHEMATHESIS_EXAMPLES),
-        "--seed",
-        "1",
-        "--no-color",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    summary = result.stdout[-3000:]
-    assert result.returncode == 0, summary
-    assert re.search(r"\d+ generated, \d+ passed", summary), summary
+    status-code, content-type and response-schema conformance, against the live schema."""
+    summary = run_schemathesis(server, tmp_path, SCHEMATHESIS_EXAMPLES)
     assert "Tested: 15" in summary or re.search(r"Tested: 1\d", summary), summary
 
 
@@ -486,3 +565,28 @@ def test_a_port_in_use_is_one_line_before_serving(robust_run: tuple[Path, Path],
     assert "serving" not in out + err and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"--port {port}" in lines[0] and "in use" in lines[0], err
+
+
+def test_ctrl_c_stops_serving_in_one_line_and_the_url_never_wraps(
+    robust_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped at 80 columns, the serving line is one line with whole URLs (rich broke it inside
+    the URL); Ctrl-C (SIGINT) stops the server with its own line, not embed's and train's
+    "what was finished is saved; rerun the same command to resume"."""
+    import signal
+
+    _, run = robust_run
+    monkeypatch.setenv("COLUMNS", "80")
+    state = tmp_path / "state"  # the run path makes the serving line longer than 80 columns
+    server = Server(run, "--state-dir", str(state), "--no-ui", log=tmp_path / "serve.log")
+    try:
+        server.proc.send_signal(signal.SIGINT)
+        code = server.proc.wait(60)
+    finally:
+        server.stop()
+    log = (tmp_path / "serve.log").read_text()
+    serving = [line for line in log.splitlines() if line.startswith("serving ")]
+    assert len(serving) == 1 and len(serving[0]) > 80, log
+    assert serving[0].endswith(f" on http://127.0.0.1:{server.port} (docs at /docs)"), log
+    assert "rerun the same command" not in log and "Traceback" not in log, log
+    assert log.rstrip().endswith("stopped serving (interrupted)") and code == 130, (code, log)

@@ -14,10 +14,12 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from filelock import Timeout
 from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
+from newsrec_cli.tune.study import study_lock
 
 runner = CliRunner()
 # The pruner is tested on its own; elsewhere a pruned trial would make the counts depend on luck.
@@ -283,6 +285,49 @@ def test_a_killed_study_resumes_with_no_trial_lost_or_counted_twice(
     finished = [t for t in report["trials"] if t["state"] == "complete"]
     assert len(finished) == report["trials_counted"] == 3
     assert len(report["trials"]) == 3 + len(killed)
+
+
+TAKE_LOCK = """
+import sys
+from pathlib import Path
+from filelock import Timeout
+from newsrec_cli.tune.study import study_lock
+try:
+    with study_lock(Path(sys.argv[1]), timeout=0):
+        print("taken")
+except Timeout:
+    print("refused")
+"""
+
+
+def test_the_study_lock_excludes_a_second_writer(tmp_path: Path) -> None:
+    """While one worker counts and asks, another (a process, or a thread of the same one) cannot;
+    once it releases (early, as a worker does when its trial is asked), the other can."""
+
+    def second_process() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", TAKE_LOCK, str(tmp_path)], capture_output=True, text=True, check=True
+        )
+        return result.stdout.strip()
+
+    with study_lock(tmp_path) as lock:
+        assert second_process() == "refused"
+        with pytest.raises(Timeout), study_lock(tmp_path, timeout=0):
+            pass
+        lock.release()
+        assert second_process() == "taken"
+        with study_lock(tmp_path, timeout=0) as again:
+            assert again.held
+    assert second_process() == "taken"
+
+
+def test_the_study_imports_and_locks_where_fcntl_does_not_exist(tmp_path: Path) -> None:
+    """As on Windows: `import fcntl` fails, and the study still imports and takes its lock."""
+    no_fcntl = "import sys\nsys.modules['fcntl'] = None  # import fcntl raises ImportError\n"
+    result = subprocess.run(
+        [sys.executable, "-c", no_fcntl + TAKE_LOCK, str(tmp_path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "taken", result.stderr[-500:]
 
 
 @pytest.mark.parametrize(

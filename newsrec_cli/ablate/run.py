@@ -28,7 +28,9 @@ from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.evaluate.model_scores import run_scores
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.protocol import Protocol
-from newsrec_cli.runs.records import TrainFunction
+from newsrec_cli.runs.files import CONFIG
+from newsrec_cli.runs.loading import load_run
+from newsrec_cli.runs.records import TrainFunction, TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
@@ -136,9 +138,6 @@ def run_ablation(
 
     `train` is the training function (the training package's `train`), given by the caller.
     """
-    from newsrec_cli.runs.files import CONFIG
-    from newsrec_cli.runs.loading import load_run
-
     out, data = Path(out), Path(data)
     say = say or (lambda _msg: None)
     settings = settings or TrainSettings()
@@ -171,19 +170,19 @@ def run_ablation(
             callbacks = train_callbacks(variant, seed) if train_callbacks else None
             if (run_dir / CONFIG).exists():
                 say(f"{variant.name}, seed {seed}: resuming or reusing {run_dir}")
-                train(None, run_dir, resume=True, callbacks=callbacks)
+                train(TrainJob(data=None, out=run_dir, resume=True), callbacks)
             else:
                 say(f"{variant.name}, seed {seed}: training {run_dir}")
-                train(
-                    data,
-                    run_dir,
-                    store=store,
-                    graph=graph,
+                job = TrainJob(
+                    data=Path(data),
+                    out=run_dir,
+                    store=None if store is None else Path(store),
+                    graph=None if graph is None else Path(graph),
                     settings=settings.model_copy(update={**variant.changes, "seed": seed}),
-                    data_settings=data_settings,
-                    graph_settings=graph_settings,
-                    callbacks=callbacks,
+                    data_settings=data_settings or DataSettings(),
+                    graph_settings=graph_settings or GraphSettings(),
                 )
+                train(job, callbacks)
             run = load_run(run_dir, settings.device)
             scores = run_scores(run, dataset, target, known, "offline")  # with popularity: frozen
             means, per = per_impression(scores)

@@ -9,29 +9,31 @@ import typer
 from rich.table import Table
 
 from newsrec_cli.commands.common import (
-    ConfigOption,
     JsonOption,
     console,
     err_console,
     handle_errors,
     print_json,
-    settings_from,
 )
+from newsrec_cli.commands.options import EmbeddingsOption, GraphOption, Stage, settings_options
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 
 @handle_errors
+# The variants and seeds are ablate's; of the rest, the budget and the epoch choice are asked for
+# here, every other setting comes from the file or the environment as for train.
+@settings_options(
+    Stage(TrainSettings, only=("epochs", "threads")),
+    Stage(DataSettings, only=("valid_days", "select_on")),
+    Stage(GraphSettings, only=()),
+)
 def ablate_command(
     data: Annotated[
         Path, typer.Argument(help="MIND folder, or a parent of train/ and valid/ (and test/).", exists=True)
     ],
-    embeddings: Annotated[
-        Path, typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True)
-    ],
+    embeddings: EmbeddingsOption,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the runs and ablation.json.")],
-    graph: Annotated[
-        Path | None, typer.Option("--graph", help="News-entity graph (adds the graph rows).", exists=True)
-    ] = None,
+    graph: GraphOption = None,  # adds the graph rows
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per variant (0, 1, ...).")] = 3,
     vary: Annotated[
         list[str] | None,
@@ -41,27 +43,12 @@ def ablate_command(
             "--vary loss=infonce.",
         ),
     ] = None,
-    epochs: Annotated[
-        int | None, typer.Option("--epochs", help="Epochs of every run (the same budget).")
-    ] = None,
-    valid_days: Annotated[
-        int | None,
-        typer.Option(
-            "--valid-days",
-            help="Choose epochs on the last N days of train/ (default 1 where train/ chooses).",
-        ),
-    ] = None,
-    select_on: Annotated[
-        str | None,
-        typer.Option(
-            "--select-on",
-            help="auto: choose on a split that is not reported; valid: on valid/ itself (optimistic).",
-        ),
-    ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads of torch.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a bar chart PNG here.")] = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: TrainSettings,
+    data_settings: DataSettings,
+    graph_settings: GraphSettings,
 ) -> None:
     """Train the full model, each modality left out, and the --vary choices, with the same seeds and budget; print mean ± std over seeds and paired bootstrap 95% intervals over impressions.
 
@@ -71,15 +58,12 @@ def ablate_command(
     """
     from newsrec_cli.ablate import ablation_variants, run_ablation
     from newsrec_cli.ablate.variants import parse_vary
-    from newsrec_cli.train import train
+    from newsrec_cli.train import train_job
 
     if plot is not None:
         from newsrec_cli.diagnose.plots import require_matplotlib
 
         require_matplotlib()
-    settings = settings_from(TrainSettings, config, epochs=epochs, threads=threads).settings
-    data_settings = settings_from(DataSettings, config, valid_days=valid_days, select_on=select_on).settings
-    graph_settings = settings_from(GraphSettings, config).settings
     variants = ablation_variants(settings, has_graph=graph is not None, vary=parse_vary(vary or []))
     total = len(variants) * seeds
 
@@ -105,7 +89,7 @@ def ablate_command(
         data_settings=data_settings,
         graph_settings=graph_settings,
         say=say,
-        train=train,
+        train=train_job,
     )
     if plot is not None:
         from newsrec_cli.ablate.plot import plot_ablation

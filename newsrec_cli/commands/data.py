@@ -29,6 +29,7 @@ from newsrec_cli.commands.common import (
     progress,
     settings_from,
 )
+from newsrec_cli.commands.options import Stage, settings_options
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.cache import ENV as CACHE_ENV
 from newsrec_cli.mind.dataset import load_dataset
@@ -58,22 +59,19 @@ TRENDING = 2.5  # --preset trending: the buzz weight unless --trending is given
 @handle_errors
 def synth(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write train/ and valid/ into.")],
-    news: Annotated[int | None, typer.Option(help="Number of news items (default 3000).")] = None,
-    users: Annotated[int | None, typer.Option(help="Number of users (default 2000).")] = None,
-    days: Annotated[
-        int | None, typer.Option(help="Days of impressions; the last is valid/ (default 7).")
-    ] = None,
-    impressions_per_user: Annotated[
-        float | None, typer.Option(help="Mean impressions per user (default 2.5).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Same seed, same files (default 0).")] = None,
+    news: Annotated[int | None, typer.Option(help="Number of news items.")] = None,
+    users: Annotated[int | None, typer.Option(help="Number of users.")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of impressions; the last is valid/.")] = None,
+    impressions_per_user: Annotated[float | None, typer.Option(help="Mean impressions per user.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same files.")] = None,
     trending: Annotated[
         float | None,
-        typer.Option(help="Weight of a time-varying buzz per news in the clicks (default 0; trending: 2.5)."),
+        typer.Option(help="Weight of a time-varying buzz per news in the clicks (--preset trending: 2.5)."),
     ] = None,
     preset: Annotated[
         Preset,
         typer.Option(
+            metavar="<name>",
             help="default: the built-in dataset (the options above); trending: the same with clicks "
             "that follow a time-varying popularity (--trending 2.5); large: MIND-large-shaped "
             "(161k news, 1M users, 2.2M train and 2.4M valid impressions) for the scale benchmark.",
@@ -152,28 +150,23 @@ def synth(
     console.print(table)
 
 
-OnBadLinesOption = Annotated[
-    str | None,
-    typer.Option(
-        "--on-bad-lines",
-        help="error: stop at the first malformed line; skip: leave such lines out and report them.",
-    ),
-]
+# Reading a dataset: of the data settings, how malformed lines are handled.
+READ = Stage(DataSettings, only=("on_bad_lines",))
 
 
 @app.command("stats")
 @handle_errors
+@settings_options(READ)
 def stats(
     path: Annotated[Path, typer.Argument(help="A MIND folder, or a parent of train/ valid/ test/.")],
-    on_bad_lines: OnBadLinesOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: DataSettings,
 ) -> None:
     """Describe a dataset per split: sizes, click rate, history lengths, ID coverage, dates.
 
     Example: newsrec data stats data/synth --json
     """
-    settings = settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings
     result = dataset_stats(path, on_bad_lines=settings.on_bad_lines)
     if json_out:
         print_json(result.to_dict())
@@ -214,11 +207,12 @@ def stats(
 
 @app.command("prepare")
 @handle_errors
+@settings_options(READ)
 def prepare(
     path: Annotated[Path, typer.Argument(help="A MIND folder, or a parent of train/ valid/ test/.")],
-    on_bad_lines: OnBadLinesOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: DataSettings,
 ) -> None:
     """Parse every split's behaviors.tsv once into the memory-mapped cache later commands read.
 
@@ -229,7 +223,6 @@ def prepare(
 
     Example: newsrec data prepare data/MINDlarge
     """
-    settings = settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings
     start = time.perf_counter()
     with progress(unit="MB", transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -253,7 +246,7 @@ def prepare(
             "candidates": info.candidates,
             "cache": str(info.folder),
             "bytes": info.bytes,
-            "status": "cached already (checksums verified)"
+            "status": "cached already (whole source hashed, cache checksums verified)"
             if info.hit
             else "damaged: parsed again and written"
             if info.damage

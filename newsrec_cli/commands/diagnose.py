@@ -6,9 +6,11 @@ or a script can gate on it. `--json` prints the same report (checks, tables, num
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table as RichTable
@@ -20,6 +22,15 @@ from newsrec_cli.commands.common import (
     console,
     handle_errors,
     print_json,
+)
+from newsrec_cli.commands.options import (
+    DataOption,
+    EmbeddingsOption,
+    GraphOption,
+    Stage,
+    command_parameters,
+    settings_options,
+    with_parameters,
 )
 from newsrec_cli.diagnose.report import Cell, Report, Status, Table
 from newsrec_cli.errors import SettingsError
@@ -37,6 +48,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+F = TypeVar("F", bound=Callable[..., Any])
 STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
 
 RunArgument = Annotated[
@@ -55,32 +67,6 @@ InitOption = Annotated[
         dir_okay=False,
     ),
 ]
-DataOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data", help="MIND dataset to sample impressions from (a run defaults to its own).", exists=True
-    ),
-]
-StoreOption = Annotated[
-    Path | None, typer.Option("--embeddings", help="Embedding store of the news text vectors.", exists=True)
-]
-GraphOption = Annotated[
-    Path | None, typer.Option("--graph", help="Graph folder (newsrec build-graph).", exists=True)
-]
-SampleOption = Annotated[int | None, typer.Option("--sample", help="Impressions sampled for the checks.")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed of the sample.")]
-ScaleOption = Annotated[
-    float | None,
-    typer.Option("--scale", help="With --init: the score head's initial scale (logit = scale x similarity)."),
-]
-NormalizeOption = Annotated[
-    bool | None,
-    typer.Option(
-        "--normalize/--no-normalize",
-        help="With --init and a cosine head: --no-normalize drops its L2 normalisation (logit = scale x u.n)",
-    ),
-]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, ... (default: auto).")]
 PlotOption = Annotated[
     Path | None, typer.Option("--plot", help="Write PNG histograms into this folder (needs matplotlib).")
 ]
@@ -157,34 +143,30 @@ def render(report: Report, json_out: bool, plots: list[Path] = ()) -> None:
 def _subject(
     run: Path | None,
     init: Path | None,
-    config: Path | None,
     data: Path | None,
     store: Path | None,
     graph: Path | None,
     run_store: Path | None,
-    **flags: object,
-) -> tuple[Subject, DiagnoseSettings]:
+    diag: DiagnoseSettings,
+) -> Subject:
     from newsrec_cli.diagnose.subject import from_init, from_run
 
     if (run is None) == (init is None):
         raise SettingsError("give either a run directory (RUN) or --init CONFIG, not both and not neither")
-    file = config or init  # --init's file also carries [diagnose] unless --config says otherwise
-    diag = resolve(DiagnoseSettings, config=file, overrides=flags).settings
     if run is not None:
         if diag.scale is not None or diag.normalize is not None:
             raise SettingsError(
                 "diagnose.scale and diagnose.normalize change a fresh model (--init) only, not a run"
             )
-        subject = from_run(
+        return from_run(
             run, data=data, sample=diag.sample, seed=diag.seed, device=diag.device, store=run_store
         )
-        return subject, diag
     if data is None:
         raise SettingsError("--init needs --data DATA: a fresh model is run on real impressions")
     train = resolve(TrainSettings, config=init).settings
-    if flags.get("device") is not None or diag.device != "auto":
+    if "device" in diag.model_fields_set or diag.device != "auto":
         train = train.model_copy(update={"device": diag.device})
-    subject = from_init(
+    return from_init(
         data,
         store=store,
         graph=graph,
@@ -196,7 +178,35 @@ def _subject(
         scale=diag.scale,
         normalize=diag.normalize,
     )
-    return subject, diag
+
+
+def model_check(*, steps: bool = False) -> Callable[[F], F]:
+    """The options every model check shares, declared once: RUN or --init, the data and stores,
+    and the diagnose settings. The command declares `subject` and `diag` and receives them built."""
+
+    def decorate(func: F) -> F:
+        def command(
+            run: RunArgument = None,
+            init: InitOption = None,
+            data: DataOption = None,
+            embeddings: EmbeddingsOption = None,
+            run_embeddings: RunStoreOption = None,
+            graph: GraphOption = None,
+            **kwargs: Any,
+        ) -> Any:
+            subject = _subject(run, init, data, embeddings, graph, run_embeddings, kwargs["diag"])
+            return func(subject=subject, **kwargs)
+
+        shared = command_parameters(command)[:-1]  # without **kwargs
+        own = [p for p in command_parameters(func, Subject=object) if p.name != "subject"]
+        functools.update_wrapper(command, func)
+        del command.__wrapped__  # Typer reads the signature below, not the function's
+        with_parameters(command, shared + own)
+        # --init's file also carries [diagnose] unless --config says otherwise
+        stage = Stage(DiagnoseSettings, exclude=() if steps else ("steps",))
+        return settings_options(stage, config_of=lambda kw: kw["config"] or kw["init"])(command)
+
+    return decorate
 
 
 # ----------------------------------------------------------------------------- commands
@@ -208,7 +218,7 @@ def data_command(
     data: Annotated[
         Path, typer.Argument(help="MIND folder, or a parent of train/ valid/ test/.", exists=True)
     ],
-    embeddings: StoreOption = None,
+    embeddings: EmbeddingsOption = None,
     graph: GraphOption = None,
     config: ConfigOption = None,
     json_out: JsonOption = False,
@@ -230,21 +240,13 @@ def data_command(
 
 @app.command("saturation")
 @handle_errors
+@model_check()
 def saturation_command(
-    run: RunArgument = None,
-    init: InitOption = None,
-    data: DataOption = None,
-    embeddings: StoreOption = None,
-    run_embeddings: RunStoreOption = None,
-    graph: GraphOption = None,
-    sample: SampleOption = None,
-    seed: SeedOption = None,
-    scale: ScaleOption = None,
-    normalize: NormalizeOption = None,
-    device: DeviceOption = None,
     plot: PlotOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    subject: Subject,
+    diag: DiagnoseSettings,
 ) -> None:
     """Are the logits where the sigmoid still has a slope? FAIL with a fix when saturated.
 
@@ -256,20 +258,6 @@ def saturation_command(
 
     Example: newsrec diagnose saturation --init bad.toml --data data/synth --embeddings stores/hash
     """
-    subject, _ = _subject(
-        run,
-        init,
-        config,
-        data,
-        embeddings,
-        graph,
-        run_embeddings,
-        sample=sample,
-        seed=seed,
-        scale=scale,
-        normalize=normalize,
-        device=device,
-    )
     from newsrec_cli.diagnose.api import check_saturation
 
     report, plots = check_saturation(subject, plot)
@@ -278,21 +266,13 @@ def saturation_command(
 
 @app.command("cosine")
 @handle_errors
+@model_check()
 def cosine_command(
-    run: RunArgument = None,
-    init: InitOption = None,
-    data: DataOption = None,
-    embeddings: StoreOption = None,
-    run_embeddings: RunStoreOption = None,
-    graph: GraphOption = None,
-    sample: SampleOption = None,
-    seed: SeedOption = None,
-    scale: ScaleOption = None,
-    normalize: NormalizeOption = None,
-    device: DeviceOption = None,
     plot: PlotOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    subject: Subject,
+    diag: DiagnoseSettings,
 ) -> None:
     """Vector norms, cosines, and the logit range each temperature would give.
 
@@ -302,20 +282,6 @@ def cosine_command(
 
     Example: newsrec diagnose cosine runs/nrms --plot plots/
     """
-    subject, _ = _subject(
-        run,
-        init,
-        config,
-        data,
-        embeddings,
-        graph,
-        run_embeddings,
-        sample=sample,
-        seed=seed,
-        scale=scale,
-        normalize=normalize,
-        device=device,
-    )
     from newsrec_cli.diagnose.api import check_cosine
 
     report, plots = check_cosine(subject, plot)
@@ -324,21 +290,12 @@ def cosine_command(
 
 @app.command("gradients")
 @handle_errors
+@model_check(steps=True)
 def gradients_command(
-    run: RunArgument = None,
-    init: InitOption = None,
-    data: DataOption = None,
-    embeddings: StoreOption = None,
-    run_embeddings: RunStoreOption = None,
-    graph: GraphOption = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Training steps to watch.")] = None,
-    sample: SampleOption = None,
-    seed: SeedOption = None,
-    scale: ScaleOption = None,
-    normalize: NormalizeOption = None,
-    device: DeviceOption = None,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    subject: Subject,
+    diag: DiagnoseSettings,
 ) -> None:
     """Gradient norms per module over a few training steps, and the fusion weights.
 
@@ -347,21 +304,6 @@ def gradients_command(
 
     Example: newsrec diagnose gradients runs/nrms --steps 5
     """
-    subject, diag = _subject(
-        run,
-        init,
-        config,
-        data,
-        embeddings,
-        graph,
-        run_embeddings,
-        sample=sample,
-        seed=seed,
-        scale=scale,
-        normalize=normalize,
-        device=device,
-        steps=steps,
-    )
     from newsrec_cli.diagnose.api import check_gradients
 
     render(check_gradients(subject, diag.steps, diag.seed), json_out)

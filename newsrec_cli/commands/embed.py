@@ -15,15 +15,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from newsrec_cli.commands.common import (
-    ConfigOption,
     JsonOption,
     console,
     err_console,
     handle_errors,
     print_json,
     progress,
-    settings_from,
 )
+from newsrec_cli.commands.options import Stage, settings_options
 from newsrec_cli.embed.data import entity_labels, read_split_news
 from newsrec_cli.embed.importer import import_vectors
 from newsrec_cli.embed.info import Coverage, coverage, describe_store
@@ -33,7 +32,7 @@ from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.embed.text import news_texts, template_fields
 from newsrec_cli.embed.tokens import estimated_cost, token_counter
 from newsrec_cli.errors import InputError
-from newsrec_cli.settings import DataSettings, EmbedSettings, resolve
+from newsrec_cli.settings import DataSettings, EmbedSettings
 
 ENTITY_TEMPLATE = "{label}"
 INFO_ROWS = ("kind", "provider", "model", "dimension", "count", "template", "normalized", "fallback_texts")
@@ -67,49 +66,6 @@ DataArg = Annotated[
     Path, typer.Argument(help="MIND folder, or a parent of train/ valid/ test/ (news of all splits).")
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Store folder (created, resumed or extended).")]
-ProviderOption = Annotated[
-    str | None,
-    typer.Option(
-        "--provider",
-        "-p",
-        help="local (sentence-transformers, offline; default), openai (API or compatible server), "
-        "hashing (deterministic, NOT semantic).",
-    ),
-]
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Model name or folder (default: all-MiniLM-L6-v2 for local, text-embedding-3-small for openai).",
-    ),
-]
-DeviceOption = Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda, cuda:1.")]
-BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Texts per batch (local, hashing).")]
-BackendOption = Annotated[
-    str | None,
-    typer.Option(
-        "--backend",
-        help="Local model runtime: torch, onnx (ONNX Runtime, CPU) or auto (onnx on CPU, torch on CUDA).",
-    ),
-]
-Int8Option = Annotated[
-    bool | None,
-    typer.Option(
-        "--int8/--no-int8", help="ONNX backend: dynamic int8 quantisation (--no-int8: the torch vectors)."
-    ),
-]
-ThreadsOption = Annotated[int | None, typer.Option("--threads", help="CPU threads of the local model.")]
-DimensionsOption = Annotated[
-    int | None, typer.Option("--dimensions", help="Output size (OpenAI text-embedding-3 models; hashing).")
-]
-BaseUrlOption = Annotated[
-    str | None, typer.Option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1.")
-]
-RetriesOption = Annotated[int | None, typer.Option("--max-retries", help="Retries of a failed API request.")]
-NormalizeOption = Annotated[
-    bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise vectors (default: yes).")
-]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace a store (or discard chunks) made with other settings.")
 ]
@@ -118,35 +74,22 @@ DryRunOption = Annotated[
 ]
 
 
-def _settings(config: Path | None, **flags: Any) -> EmbedSettings:
-    # resolve(), not settings_from(): the latter's first parameter is called `model`, as is a field here.
-    return resolve(EmbedSettings, config=config, overrides=flags).settings
+# The news' text is read with the dataset's on_bad_lines; the other data settings do not apply.
+READ = Stage(DataSettings, only=("on_bad_lines",))
 
 
 @app.command("news")
 @handle_errors
+@settings_options(READ)
 def news(
     data: DataArg,
     out: OutOption,
-    provider: ProviderOption = None,
-    model: ModelOption = None,
-    template: Annotated[
-        str | None,
-        typer.Option(help="Text per news over {title} {abstract} {category} {subcategory} {entities}."),
-    ] = None,
-    device: DeviceOption = None,
-    backend: BackendOption = None,
-    int8: Int8Option = None,
-    threads: ThreadsOption = None,
-    batch_size: BatchOption = None,
-    dimensions: DimensionsOption = None,
-    base_url: BaseUrlOption = None,
-    max_retries: RetriesOption = None,
-    normalize: NormalizeOption = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: EmbedSettings,
+    data_settings: DataSettings,
 ) -> None:
     """Embed the text of every news item of DATA (all splits) into the store STORE.
 
@@ -154,24 +97,8 @@ def news(
 
     Example: newsrec embed data/MINDsmall --out stores/minilm
     """
-    settings = _settings(
-        config,
-        provider=provider,
-        model=model,
-        template=template,
-        device=device,
-        backend=backend,
-        int8=int8,
-        threads=threads,
-        batch_size=batch_size,
-        dimensions=dimensions,
-        base_url=base_url,
-        max_retries=max_retries,
-        normalize=normalize,
-    )
     template_fields(settings.template)
-    on_bad_lines = settings_from(DataSettings, config).settings.on_bad_lines
-    split_news = read_split_news(data, on_bad_lines=on_bad_lines)
+    split_news = read_split_news(data, on_bad_lines=data_settings.on_bad_lines)
     texts = news_texts(split_news.table, settings.template)
     _embed(
         settings,
@@ -190,24 +117,16 @@ def news(
 
 @app.command("entities")
 @handle_errors
+@settings_options(Stage(EmbedSettings, exclude=("template",)), READ)  # entities embed their labels
 def entities(
     data: DataArg,
     out: OutOption,
-    provider: ProviderOption = None,
-    model: ModelOption = None,
-    device: DeviceOption = None,
-    backend: BackendOption = None,
-    int8: Int8Option = None,
-    threads: ThreadsOption = None,
-    batch_size: BatchOption = None,
-    dimensions: DimensionsOption = None,
-    base_url: BaseUrlOption = None,
-    max_retries: RetriesOption = None,
-    normalize: NormalizeOption = None,
     force: ForceOption = False,
     dry_run: DryRunOption = False,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: EmbedSettings,
+    data_settings: DataSettings,
 ) -> None:
     """Embed the labels of the entities that the news of DATA mention, keyed by WikidataId.
 
@@ -215,22 +134,7 @@ def entities(
 
     Example: newsrec embed entities data/MINDsmall --out stores/entities-minilm
     """
-    settings = _settings(
-        config,
-        provider=provider,
-        model=model,
-        device=device,
-        backend=backend,
-        int8=int8,
-        threads=threads,
-        batch_size=batch_size,
-        dimensions=dimensions,
-        base_url=base_url,
-        max_retries=max_retries,
-        normalize=normalize,
-    )
-    on_bad_lines = settings_from(DataSettings, config).settings.on_bad_lines
-    split_news = read_split_news(data, on_bad_lines=on_bad_lines)
+    split_news = read_split_news(data, on_bad_lines=data_settings.on_bad_lines)
     labels = entity_labels(split_news.table)
     if not labels.ids:
         raise InputError("the news mention no entities (TitleEntities/AbstractEntities are empty)", path=data)
@@ -251,6 +155,7 @@ def entities(
 
 @app.command("import")
 @handle_errors
+@settings_options(Stage(EmbedSettings, only=("normalize",)))  # the rest describe how vectors are made
 def import_(
     vectors: Annotated[Path, typer.Argument(help="A float matrix [N, D] saved with numpy (.npy).")],
     ids: Annotated[Path, typer.Option("--ids", help="The ID of row i on line i.")],
@@ -265,17 +170,16 @@ def import_(
     entities_store: Annotated[
         bool, typer.Option("--entities", help="The IDs are WikidataIds (an entity store).")
     ] = False,
-    normalize: NormalizeOption = None,
     force: ForceOption = False,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: EmbedSettings,
 ) -> None:
     """Bring precomputed vectors into a store (never unpickles; rows are matched by ID).
 
     Example: newsrec embed import llm_embeddings.npy --ids llm_embeddings_ids.txt
     --model text-embedding-3-small --provider openai --out stores/openai
     """
-    settings = _settings(config, normalize=normalize)
     report = import_vectors(
         vectors,
         ids,

@@ -19,6 +19,7 @@ from newsrec_cli.commands.common import (
     print_json,
     settings_from,
 )
+from newsrec_cli.commands.options import DataOption
 from newsrec_cli.evaluate.metrics import MetricResult
 from newsrec_cli.evaluate.runner import EvaluationReport, evaluate
 from newsrec_cli.settings import DataSettings, EvaluateSettings
@@ -30,9 +31,7 @@ def evaluate_command(
         Path | None,
         typer.Argument(help="Run directory written by `newsrec train`.", exists=True, file_okay=False),
     ] = None,
-    data: Annotated[
-        Path, typer.Option("--data", help="MIND folder, or a parent of train/ valid/ test/.", exists=True)
-    ] = ...,  # type: ignore[assignment]
+    data: DataOption = ...,  # type: ignore[assignment]
     split: Annotated[
         str | None,
         typer.Option(
@@ -42,7 +41,7 @@ def evaluate_command(
     ] = None,
     metrics: Annotated[
         str | None,
-        typer.Option("--metrics", help="auc,mrr,ndcg@5,ndcg@10 (default); ndcg@K, hit@K, logloss, ece too."),
+        typer.Option("--metrics", help="Comma-separated: auc, mrr, ndcg@K, hit@K, logloss, ece."),
     ] = None,
     baselines: Annotated[
         bool | None,
@@ -59,7 +58,7 @@ def evaluate_command(
         str | None,
         typer.Option(
             "--protocol",
-            help="offline (default): popularity frozen at the end of training; replay: the split in time "
+            help="offline: popularity frozen at the end of training; replay: the split in time "
             "order, each impression scored with the clicks of all earlier ones.",
         ),
     ] = None,

@@ -10,14 +10,13 @@ import typer
 from rich.table import Table
 
 from newsrec_cli.commands.common import (
-    ConfigOption,
     JsonOption,
     console,
     err_console,
     handle_errors,
     print_json,
-    settings_from,
 )
+from newsrec_cli.commands.options import Stage, settings_options
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.filter import filter_dataset
 from newsrec_cli.settings import DataSettings, FilterSettings
@@ -33,6 +32,7 @@ def _parse_date(value: str | None, flag: str) -> date | None:
 
 
 @handle_errors
+@settings_options(Stage(DataSettings, only=("on_bad_lines",)))
 def filter_command(
     data: Annotated[Path, typer.Argument(help="A MIND folder, or a parent of train/ valid/ test/.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the filtered dataset (same layout).")],
@@ -40,29 +40,15 @@ def filter_command(
         Path | None,
         typer.Option("--require-embeddings", help="Embedding store: keep only news IDs in its ids.txt."),
     ] = None,
-    require_on: Annotated[
-        str | None,
-        typer.Option(help="Where vectors are required: candidates, history or both (default both)."),
-    ] = None,
-    history_missing: Annotated[
-        str | None,
-        typer.Option(help="History news without a vector: drop-ids (default) or drop-impression."),
-    ] = None,
-    min_history: Annotated[
-        int | None, typer.Option(help="Keep impressions with at least N history clicks.")
-    ] = None,
     date_from: Annotated[str | None, typer.Option("--from", help="First day kept, YYYY-MM-DD.")] = None,
     date_to: Annotated[
         str | None, typer.Option("--to", help="Last day kept, YYYY-MM-DD (inclusive).")
     ] = None,
-    users_sample: Annotated[int | None, typer.Option(help="Keep the impressions of N random users.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of --users-sample (default 42).")] = None,
-    on_bad_lines: Annotated[
-        str | None, typer.Option("--on-bad-lines", help="error (default) or skip malformed input lines.")
-    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty output folder.")] = False,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: FilterSettings,
+    data_settings: DataSettings,
 ) -> None:
     """Write a new MIND folder keeping whole impressions by rules, and show what each rule dropped.
 
@@ -72,16 +58,6 @@ def filter_command(
 
     Example: newsrec filter data/MINDsmall --out data/sub --require-embeddings stores/news --min-history 1
     """
-    settings = settings_from(
-        FilterSettings,
-        config,
-        require_on=require_on,
-        history_missing=history_missing,
-        min_history=min_history,
-        users_sample=users_sample,
-        seed=seed,
-    ).settings
-    data_settings = settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings
     embedded = None
     if require_embeddings is not None:
         from newsrec_cli.embed.store import EmbeddingStore

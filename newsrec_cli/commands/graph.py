@@ -16,7 +16,6 @@ import typer
 from rich.table import Table
 
 from newsrec_cli.commands.common import (
-    ConfigOption,
     JsonOption,
     console,
     err_console,
@@ -24,8 +23,8 @@ from newsrec_cli.commands.common import (
     handle_errors,
     print_json,
     progress,
-    settings_from,
 )
+from newsrec_cli.commands.options import Stage, settings_options
 from newsrec_cli.settings import DataSettings, GraphSettings
 
 if TYPE_CHECKING:
@@ -36,6 +35,11 @@ if TYPE_CHECKING:
 
 
 @handle_errors
+# The graph's own settings; the GNN's (--graph-*) are train's. Of the data, how its lines are read.
+@settings_options(
+    Stage(GraphSettings, only=("min_confidence", "cooccurrence_min")),
+    Stage(DataSettings, only=("on_bad_lines",)),
+)
 def build_graph_command(
     data: Annotated[
         Path | None,
@@ -45,15 +49,6 @@ def build_graph_command(
     info: Annotated[
         Path | None,
         typer.Option("--info", help="Print the summary of an existing graph instead of building."),
-    ] = None,
-    min_confidence: Annotated[
-        float | None, typer.Option(help="Drop entity links with a lower confidence (default 0.0).")
-    ] = None,
-    cooccurrence_min: Annotated[
-        int | None,
-        typer.Option(
-            help="Entity-entity edges for pairs named together in at least N news (default 0: off)."
-        ),
     ] = None,
     entity_store: Annotated[
         Path | None,
@@ -73,14 +68,13 @@ def build_graph_command(
     no_entity_vec: Annotated[
         bool, typer.Option("--no-entity-vec", help="Ignore entity_embedding.vec files found in DATA.")
     ] = False,
-    on_bad_lines: Annotated[
-        str | None, typer.Option(help="error (default) or skip malformed news lines, reported.")
-    ] = None,
     stats: Annotated[
         bool, typer.Option("--stats/--no-stats", help="Print the summary tables at the end.")
     ] = True,
-    config: ConfigOption = None,
     json_out: JsonOption = False,
+    *,
+    settings: GraphSettings,
+    data_settings: DataSettings,
 ) -> None:
     """Build the news-entity graph of DATA: news and Wikidata entity nodes, title and abstract links.
 
@@ -103,10 +97,8 @@ def build_graph_command(
     _build(
         data,
         out,
-        settings=settings_from(
-            GraphSettings, config, min_confidence=min_confidence, cooccurrence_min=cooccurrence_min
-        ).settings,
-        data_settings=settings_from(DataSettings, config, on_bad_lines=on_bad_lines).settings,
+        settings=settings,
+        data_settings=data_settings,
         entity_store=entity_store,
         entity_vec=[] if no_entity_vec else entity_vec,
         show_stats=stats,

@@ -4,50 +4,39 @@ Options that feed a setting default to None on the command line, so that "not gi
 file or a NEWSREC_* variable decide (see `settings.resolve`); Typer then has no default to show.
 This fills it in from the stage's settings model, resolved with the environment as the command
 itself would resolve it (`[default: 5]`, or `[default: 3, from NEWSREC_TRAIN_EPOCHS]`), and drops
-the `<bool>` placeholder of on/off flags, which take no value.
+the `<bool>` placeholder of on/off flags, which take no value. Which field an option sets comes
+from the command (`options.settings_options` records it); the few commands that still declare
+their options by hand are matched by name (`COMMAND_SETTINGS`).
+
+It also keeps help readable at 80 columns: a paragraph's lines are joined (rich wraps them
+again), and an on/off flag's two names share the name column.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
+from newsrec_cli.commands.options import SETTINGS_ATTR
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.settings import (
     DataSettings,
-    DiagnoseSettings,
-    EmbedSettings,
     EvaluateSettings,
-    FilterSettings,
-    GraphSettings,
     StageSettings,
     SynthSettings,
-    TrainSettings,
     resolve,
 )
 
-# Per command path: the settings models its options feed, first match wins, and options whose
-# name differs from the field's ("graph_encoder" sets graph.encoder).
-Source = tuple[type[StageSettings], dict[str, str]]
-COMMAND_SETTINGS: dict[str, tuple[Source, ...]] = {
-    "build-graph": ((GraphSettings, {}), (DataSettings, {})),
-    "train": ((TrainSettings, {}), (DataSettings, {}), (GraphSettings, {"graph_encoder": "encoder"})),
-    "evaluate": ((EvaluateSettings, {}), (DataSettings, {})),
-    "ablate": ((TrainSettings, {}), (DataSettings, {})),
-    "filter": ((FilterSettings, {}), (DataSettings, {})),
-    "data synth": ((SynthSettings, {}),),
-    "data stats": ((DataSettings, {}),),
-    "data validate": ((DataSettings, {}),),
-    "embed news": ((EmbedSettings, {}),),
-    "embed entities": ((EmbedSettings, {}),),
-    "embed import": ((EmbedSettings, {}),),
-    "diagnose data": ((DiagnoseSettings, {}),),
-    "diagnose saturation": ((DiagnoseSettings, {}),),
-    "diagnose cosine": ((DiagnoseSettings, {}),),
-    "diagnose gradients": ((DiagnoseSettings, {}),),
+# Commands whose options are not built from the settings yet (`options.settings_options`): the
+# models their options feed, matched by option name, first match wins.
+COMMAND_SETTINGS: dict[str, tuple[type[StageSettings], ...]] = {
+    "evaluate": (EvaluateSettings, DataSettings),
+    "data synth": (SynthSettings,),
 }
 MARK = "_newsrec_defaults_shown"
 
@@ -80,6 +69,17 @@ def format_default(value: Any, option: Any) -> str | None:
     return str(value)
 
 
+def setting_of(command: Any, path: tuple[str, ...], param: Any) -> tuple[type[StageSettings], str] | None:
+    """The stage model and field that option `param` of `command` sets, if any."""
+    built = getattr(command.callback, SETTINGS_ATTR, None)
+    if built is not None:
+        return built.get(param.name)
+    for model in COMMAND_SETTINGS.get(" ".join(path), ()):
+        if param.name in model.model_fields:
+            return model, param.name
+    return None
+
+
 def annotate(command: Any, path: tuple[str, ...] = ()) -> None:
     """Add `[default: ...]` to the help of every option of `command` and its subcommands."""
     for name, sub in getattr(command, "commands", {}).items():
@@ -87,24 +87,62 @@ def annotate(command: Any, path: tuple[str, ...] = ()) -> None:
     if getattr(command, MARK, False):
         return
     setattr(command, MARK, True)
-    sources = COMMAND_SETTINGS.get(" ".join(path), ())
-    resolved = [(effective_defaults(model), aliases) for model, aliases in sources]
     hide_flag_types(command)
+    stack_switches(command)
+    command.help = unwrap_paragraphs(command.help)
+    resolved: dict[type[StageSettings], tuple[StageSettings, dict[str, str]]] = {}
     for param in getattr(command, "params", []):
         if param.param_type_name != "option" or param.default is not None:
             continue  # Typer shows a real default itself where the option asks for it
-        for (settings, origin), aliases in resolved:
-            field = aliases.get(param.name, param.name)
-            if field not in type(settings).model_fields:
-                continue
-            shown = format_default(getattr(settings, field), param)
-            if shown is not None:
-                where = origin.get(field, "default")
-                if where != "default":
-                    shown += ", from " + where.replace("env ", "").replace("file ", "")
-                # escaped: help is rich markup, and "[default: 5]" would read as a style tag
-                param.help = f"{param.help or ''} {escape(f'[default: {shown}]')}".strip()
-            break
+        found = setting_of(command, path, param)
+        if found is None:
+            continue
+        model, field = found
+        if model not in resolved:
+            resolved[model] = effective_defaults(model)
+        settings, origin = resolved[model]
+        shown = format_default(getattr(settings, field), param)
+        if shown is not None:
+            where = origin.get(field, "default")
+            if where != "default":
+                shown += ", from " + where.replace("env ", "").replace("file ", "")
+            # escaped: help is rich markup, and "[default: 5]" would read as a style tag
+            param.help = f"{param.help or ''} {escape(f'[default: {shown}]')}".strip()
+
+
+def unwrap_paragraphs(text: str | None) -> str | None:
+    """Join the lines of each paragraph: Typer's rich help keeps a docstring's line breaks, which
+    then fall mid-sentence once the terminal wraps the text again. A line that starts with
+    "Example" keeps its own line."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    # "\b" asks click to keep a paragraph's lines as they are
+    return "\n\n".join(p if p.startswith("\b") else re.sub(r"\n(?!Example)", " ", p) for p in paragraphs)
+
+
+def stack_switches(command: Any) -> None:
+    """In help, `--use-popularity` and `--no-use-popularity` share one column, one above the other.
+
+    Typer's table gives the `--no-...` forms a column of their own; at 80 columns rich then cuts
+    the longest names of both (`--popularity-h…`). Only while help is written: parsing keeps both.
+    """
+    make = command.format_help
+
+    def format_help(ctx: Any, formatter: Any) -> None:
+        saved = []
+        for param in command.params:
+            if param.param_type_name == "option" and param.secondary_opts:
+                saved.append((param, param.opts, param.secondary_opts))
+                param.opts = ["\n".join([*param.opts, *param.secondary_opts])]
+                param.secondary_opts = []
+        try:
+            make(ctx, formatter)
+        finally:
+            for param, opts, secondary in saved:
+                param.opts, param.secondary_opts = opts, secondary
+
+    command.format_help = format_help
 
 
 def hide_flag_types(command: Any) -> None:

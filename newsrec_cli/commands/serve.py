@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -49,6 +51,9 @@ def _diversity_note(diversity: ListDiversity) -> str:
         parts.append(f"calibration {diversity.calibration:.3f}")
     return ", ".join(parts)
 
+
+if TYPE_CHECKING:
+    from newsrec_cli.serve.engine import ServeConfig
 
 SERVE_EXTRA = "the serve extra is not installed: pip install 'newsrec-cli[serve]'"
 
@@ -264,9 +269,6 @@ def serve_command(
     Example: newsrec serve demo/run --data demo/data   (then open http://127.0.0.1:8000/ui/)
     """
     _need_serve_extra()
-    import uvicorn
-
-    from newsrec_cli.serve.app import CONFIG_ENV, create_app
     from newsrec_cli.serve.engine import Engine, ServeConfig, default_backend, default_search_threads
     from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD
 
@@ -300,7 +302,8 @@ def serve_command(
         # one line and an exit, not workers restarted for ever.
         sock.close()
         try:
-            Engine(config).load()
+            with _interrupt_stops_serving():
+                Engine(config).load()
         except NewsrecError as exc:
             raise NewsrecError(f"serve {source}: the model cannot be loaded: {exc}") from None
         except Exception as exc:  # a library's error (torch, onnxruntime): still one line
@@ -308,9 +311,36 @@ def serve_command(
                 f"serve {source}: the model cannot be loaded: {type(exc).__name__}: {exc}"
             ) from None
     page = f", page at http://{host}:{port}/ui/" if ui else ""
+    # soft_wrap: one line whatever the width (rich would break a piped line at 80 columns, inside
+    # the URL that scripts and the tests read the port from)
     err_console.print(
-        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})", highlight=False
+        f"serving {source} ({backend}) on http://{host}:{port} (docs at /docs{page})",
+        highlight=False,
+        soft_wrap=True,
     )
+    with _interrupt_stops_serving():
+        _run_server(config, sock, source, workers, host, port, log_level)
+
+
+@contextlib.contextmanager
+def _interrupt_stops_serving() -> Iterator[None]:
+    """Ctrl-C stops the server in one line (not embed's and train's "rerun to resume": a server
+    has nothing to resume); uvicorn has shut down gracefully by then."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("stopped serving (interrupted)", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _run_server(
+    config: ServeConfig, sock: socket.socket, source: Path, workers: int, host: str, port: int, log_level: str
+) -> None:
+    """uvicorn on `sock` (one worker) or on `host:port` (--workers N, each loading its own engine)."""
+    import uvicorn
+
+    from newsrec_cli.serve.app import CONFIG_ENV, create_app
+
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()
         uvicorn.run(

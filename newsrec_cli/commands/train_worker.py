@@ -2,7 +2,7 @@
 
     python -m newsrec_cli.commands.train_worker REQUEST.json
 
-REQUEST is what the launching `newsrec train` resolved (settings, paths, flags); RANK, WORLD_SIZE
+REQUEST is what the launching `newsrec train` resolved: the TrainJob (settings, paths) and --json; RANK, WORLD_SIZE
 and LOCAL_RANK come from the launcher. Not a user command: a user's own torchrun calls
 `-m newsrec_cli train ...` instead.
 """
@@ -17,12 +17,14 @@ import click
 import typer
 
 from newsrec_cli.commands.common import handle_errors
-from newsrec_cli.commands.train import TrainRequest, run_request
+from newsrec_cli.commands.train import run_job
+from newsrec_cli.runs.records import TrainJob
 
 
 @handle_errors
 def _work(path: Path) -> None:
-    run_request(TrainRequest.from_json(json.loads(path.read_text(encoding="utf-8"))))
+    request = json.loads(path.read_text(encoding="utf-8"))
+    run_job(TrainJob.from_json(request["job"]), json_out=bool(request["json_out"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from newsrec_cli.commands.common import (
     print_json,
     progress,
 )
+from newsrec_cli.commands.options import EmbeddingsOption, GraphOption
 from newsrec_cli.settings import SEED_MAX, DataSettings, GraphSettings, TrainSettings, resolve
 
 EXAMPLE = "newsrec tune data/mind --embeddings stores/minilm --out tune/mind --trials 30 --time-budget 1800"
@@ -35,9 +36,11 @@ EXAMPLE = "newsrec tune data/mind --embeddings stores/minilm --out tune/mind --t
 class _TuneGroup(TyperGroup):
     """`tune DATA ...` runs a study; `tune show DIR` and `tune space` are subcommands."""
 
+    default_command = "run"
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
+            args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
 
@@ -60,13 +63,8 @@ def run_command(
         Path, typer.Argument(help="MIND folder, or a parent of train/ valid/ (test/).", exists=True)
     ],
     out: OutDir = ...,  # type: ignore[assignment]
-    embeddings: Annotated[
-        Path | None,
-        typer.Option("--embeddings", "-e", help="Text vector store (newsrec embed).", exists=True),
-    ] = None,
-    graph: Annotated[
-        Path | None, typer.Option("--graph", help="News-entity graph (newsrec build-graph).", exists=True)
-    ] = None,
+    embeddings: EmbeddingsOption = None,
+    graph: GraphOption = None,
     trials: Annotated[
         int, typer.Option("--trials", help="Trials in the study, the defaults' trial included.")
     ] = 20,
@@ -90,7 +88,7 @@ def run_command(
             dir_okay=False,
         ),
     ] = None,
-    pruner: Annotated[str, typer.Option("--pruner", help="median (default), hyperband or none.")] = "median",
+    pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
     seed: Annotated[
         int,
         typer.Option(
@@ -133,7 +131,7 @@ def run_command(
     from \\[tune.space] (--space, or in the --config file). Rerun the same command to resume a killed study.
     A trial is worth its best trained epoch (never the untrained epoch 0) on the selection split (train/'s last day by default), so the best trial's figure there is optimistic; --final-test reports the split that chose nothing.
     """
-    from newsrec_cli.train import train as run_training
+    from newsrec_cli.train import train_job as run_training
     from newsrec_cli.tune.report import check_test_split, study_report, write_best_toml
     from newsrec_cli.tune.report import final_test as run_final_test
     from newsrec_cli.tune.space import load_space, parse_space, read_tune_config

@@ -23,6 +23,7 @@ from newsrec_cli.diagnose.saturation import diagnose_saturation
 from newsrec_cli.diagnose.subject import Subject
 from newsrec_cli.diagnose.vectors import open_store
 from newsrec_cli.errors import InputError
+from newsrec_cli.graph import load_graph
 from newsrec_cli.mind import find_splits, load_dataset, read_vec
 
 
@@ -38,8 +39,6 @@ def check_data(
         raise InputError(f"this store holds {opened.meta.get('kind')} vectors, not news vectors", path=store)
     news_graph = None
     if graph is not None:
-        from newsrec_cli.graph import load_graph
-
         news_graph = load_graph(graph)
     entity_vectors = {}
     for file in dataset.vec_files:

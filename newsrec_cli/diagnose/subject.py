@@ -24,6 +24,7 @@ from newsrec_cli.diagnose.saturation import Scoring
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab, load_dataset
 from newsrec_cli.model.assembly import build_model, resolve_device
+from newsrec_cli.model.finetune import cache_texts, store_template
 from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.runs.context import prepare_context
@@ -131,8 +132,6 @@ def _cache_text(subject: Subject, meta: dict | None) -> None:
     cache the sampled impressions' news, so the gradient check reaches its layers."""
     if subject.model.news_encoder.tower is None:
         return
-    from newsrec_cli.model.finetune import cache_texts, store_template
-
     news = needed_news(subject.train, subject.valid)
     ids = subject.dataset.news_vocab.ids
     cache_texts(subject.model, subject.dataset.news, ids, news, store_template(meta or {}))

@@ -123,10 +123,24 @@ def check_store_texts(
     check = compare_texts(store, ids, texts_of(news, template, ids))
     if check.changed:
         first = ", ".join(check.changed[:5]) + (", ..." if len(check.changed) > 5 else "")
+        # Never advise embedding into this store: the IDs may be another dataset's, whose vectors
+        # it would overwrite. A new folder leaves them as they are.
+        made_with = " ".join(str(store.meta.get(k)) for k in ("provider", "model") if store.meta.get(k))
         raise InputError(
             f"{len(check.changed):,} of {check.checked:,} news have another text in {data} than the one "
-            f"their vector was made from (first: {first}); embed them again: "
-            f"newsrec embed {data} --out {store.path} (vectors of unchanged texts are kept)",
+            f"their vector was made from (first: {first}): the store was made from another dataset "
+            f"(or an earlier news.tsv); embed {data} into a new folder, which leaves this store as it "
+            f"is: newsrec embed {data} --out {new_store_folder(store.path, data)}"
+            + (f" (with the store's provider and model: {made_with})" if made_with else ""),
             path=store.path,
         )
     return check
+
+
+def new_store_folder(store: Path, data: Path | str) -> Path:
+    """A folder beside `store`, named after it and the dataset, that does not exist yet."""
+    base = f"{store.name}-{Path(data).resolve().name or 'data'}"
+    candidate, n = store.with_name(base), 2
+    while candidate.exists():
+        candidate, n = store.with_name(f"{base}-{n}"), n + 1
+    return candidate

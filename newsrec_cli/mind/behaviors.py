@@ -113,6 +113,9 @@ class Impressions:
 
 
 DISTINCT_CHUNK = 1 << 22
+TAIL = 1 << 16  # bytes read from the end of a file to see whether its last line is whole
+CUT_EVIDENCE = 1000  # candidates before a cut last one that show whether the file is labelled
+CUT = "the last line looks truncated (the file ends without a line ending)"
 
 
 def distinct_news(*parts: Impressions) -> np.ndarray:
@@ -175,27 +178,46 @@ def read_behaviors(
     parts: list[Impressions] = []
     line_numbers: list[np.ndarray] = []
     chunk: list[tuple[int, list[str]]] = []
+    labelled = False  # a labelled candidate was seen in an earlier chunk
+
+    def parse(last: bool) -> None:
+        nonlocal labelled
+        cut = last and _unterminated(path)
+        part, numbers = _parse_chunk(
+            chunk, path, news_vocab, user_vocab, on_bad_lines, report, cut_last=cut, labelled=labelled
+        )
+        labelled = labelled or bool((part.labels != UNLABELED).any())
+        parts.append(part)
+        line_numbers.append(numbers)
+
     for number, line in iter_rows(path, on_bad_lines, report):
-        report.lines += 1
-        chunk.append((number, line.split("\t")))
+        # A full chunk is parsed when the next line comes, so the file's last line is always in
+        # the last chunk (the one that may have been cut short).
         if len(chunk) >= chunk_lines:
-            part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
-            parts.append(part)
-            line_numbers.append(numbers)
+            parse(last=False)
             if progress is not None:
                 # characters, not bytes, but MIND's behaviors are ASCII: close enough for a bar
                 done += sum(len(row) for _, fields in chunk for row in fields) + 5 * len(chunk)
                 progress(min(done, size), size)
             chunk = []
+        report.lines += 1
+        chunk.append((number, line.split("\t")))
     if chunk or not parts:
-        part, numbers = _parse_chunk(chunk, path, news_vocab, user_vocab, on_bad_lines, report)
-        parts.append(part)
-        line_numbers.append(numbers)
+        parse(last=True)
     imps = Impressions.concat(parts) if len(parts) > 1 else parts[0]
     imps.source = str(path)
     if progress is not None:
         progress(size, size)
     return _check_unique_ids(imps, np.concatenate(line_numbers), path, on_bad_lines, report)
+
+
+def _unterminated(path: Path) -> bool:
+    """Whether the file's last line has text but no line ending: a copy or download cut short."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - TAIL))
+        tail = handle.read()
+    return bool(tail) and not tail.endswith(b"\n") and bool(tail.rpartition(b"\n")[2].strip())
 
 
 def _check_unique_ids(
@@ -231,13 +253,18 @@ def _check_unique_ids(
 class _Bad:
     """Collects bad lines of a chunk: raise at once (error mode) or mark them for removal."""
 
-    def __init__(self, path: Path, mode: str, report: ReadReport, line_numbers: list[int]) -> None:
+    def __init__(
+        self, path: Path, mode: str, report: ReadReport, line_numbers: list[int], cut_row: int | None = None
+    ) -> None:
         self.path, self.mode, self.report, self.numbers = path, mode, report, line_numbers
+        self.cut_row = cut_row  # the file's last line, without a line ending
         self.rows: set[int] = set()
 
     def __call__(self, row: int, field: str, reason: str) -> None:
         if row in self.rows:
             return
+        if row == self.cut_row:  # whatever is wrong with it, the likely cause is a file cut short
+            reason = f"{CUT}: {reason}"
         if self.mode == "error":
             raise InputError(reason, path=self.path, line=self.numbers[row], field=field)
         self.rows.add(row)
@@ -251,10 +278,17 @@ def _parse_chunk(
     user_vocab: Vocab,
     mode: str,
     report: ReadReport,
+    *,
+    cut_last: bool = False,
+    labelled: bool = False,
 ) -> tuple[Impressions, np.ndarray]:
-    """The chunk's impressions and the line number of each one kept."""
+    """The chunk's impressions and the line number of each one kept.
+
+    `cut_last`: the chunk ends with the file's last line, which has no line ending; `labelled`:
+    an earlier chunk had labelled candidates.
+    """
     numbers = [n for n, _ in chunk]
-    bad = _Bad(path, mode, report, numbers)
+    bad = _Bad(path, mode, report, numbers, len(chunk) - 1 if cut_last else None)
     imp_ids = np.zeros(len(chunk), dtype=np.int64)
     users = np.zeros(len(chunk), dtype=np.int32)
     times_raw: list[str] = []
@@ -299,6 +333,8 @@ def _parse_chunk(
     history = _news_indices(hist_tokens, news_vocab)
 
     cand_offsets = np.concatenate([[0], np.cumsum(cand_lens)]).astype(np.int64)
+    if cut_last and len(chunk) and cand_lens[-1]:
+        _check_cut(cand_tokens, labelled, lambda reason: bad(len(chunk) - 1, "Impressions", reason))
     codes, uniques = pd.factorize(np.asarray(cand_tokens, dtype=object))
     u_news = np.zeros(len(uniques), dtype=np.int32)
     u_label = np.zeros(len(uniques), dtype=np.int8)
@@ -345,6 +381,26 @@ def _parse_chunk(
         imps = imps.subset(keep)
         kept_lines = kept_lines[keep]
     return imps, kept_lines
+
+
+def _has_label(token: str) -> bool:
+    news_id, sep, label = token.rpartition("-")
+    return bool(sep and news_id) and label in ("0", "1")
+
+
+def _check_cut(tokens: list[str], labelled: bool, bad: Callable[[str], None]) -> None:
+    """A last line without a line ending whose last candidate lacks the label the others have
+    was cut short (a copy or download that stopped): say so, rather than "mixed" or "bad token".
+    The candidates just before it (at most CUT_EVIDENCE) show whether the file is labelled.
+    """
+    last = tokens[-1]
+    if _has_label(last):
+        return
+    if labelled or any(_has_label(t) for t in tokens[-CUT_EVIDENCE:-1]):
+        bad(
+            f"it ends inside the candidate {last[:40]!r} (no -0/-1 label, as the other candidates "
+            "have); restore the whole file, or remove that line"
+        )
 
 
 def _news_indices(tokens: list[str], vocab: Vocab) -> np.ndarray:

@@ -10,10 +10,13 @@ dataset takes its cache with it), or, where that folder cannot be written (a rea
 mount), `$XDG_CACHE_HOME/newsrec` (~/.cache/newsrec). `NEWSREC_CACHE=DIR` puts every cache
 under DIR; `NEWSREC_CACHE=off` turns caching off.
 
-The key: the file's size, its mtime (ns) and a blake2b hash of its first and last MiB (a change
-anywhere moves the mtime; the hash guards against a copy that kept it), the reader's format
-version, and the identity of the news list the indices refer to (a hash of the news IDs in
-vocabulary order). Users and news IDs that behaviors mention but news.tsv lacks are stored as
+The key: the file's size and the xxh3-128 hash of ALL its bytes, the reader's format version,
+and the identity of the news list the indices refer to (a hash of the news IDs in vocabulary
+order). Not the mtime, nor a sample of the bytes: an edit that keeps the size and restores the
+mtime (`touch -r`) changes nothing else a cheaper key could see, and a stale cache gives wrong
+numbers with exit 0. Hashing the whole file costs one read of it per load (about 0.3 s for
+MIND-large's 1.2 GB train behaviors; `benchmarks/bench_cache_hash.py`), against about a minute
+of parsing; a touched file with the same bytes still hits. Users and news IDs that behaviors mention but news.tsv lacks are stored as
 this file's own lists and mapped onto the caller's vocabularies on load, so one split's cache
 does not depend on the splits read before it. A cache for another key (a changed file, other
 news) is replaced.
@@ -53,11 +56,12 @@ from newsrec_cli.mind.behaviors import Impressions, read_behaviors
 from newsrec_cli.mind.report import BadLine, ReadReport
 from newsrec_cli.mind.vocab import Vocab
 
-FORMAT = 2  # bump when the parse or the layout changes: old caches then miss (2: checksums)
+FORMAT = (
+    3  # bump when the parse or the layout changes: old caches then miss (2: checksums, 3: whole-file key)
+)
 FOLDER = ".newsrec-cache"
 ENV = "NEWSREC_CACHE"
 META = "meta.json"
-SAMPLE = 1 << 20  # bytes hashed at each end of the file
 STALE_SECONDS = 24 * 3600  # a temporary folder this old is no parse in progress
 ARRAYS = (
     "impression_ids",
@@ -132,15 +136,12 @@ def _writable(folder: Path) -> bool:
 
 def source_key(source: Path, news_ids: list[str]) -> str:
     """The cache key of a behaviors file read against `news_ids` (see the module docstring)."""
-    stat = source.stat()
+    return _key(source.stat().st_size, file_checksum(source), news_ids)
+
+
+def _key(size: int, checksum: str, news_ids: list[str]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{FORMAT}|{stat.st_size}|{stat.st_mtime_ns}|".encode())
-    with open(source, "rb") as handle:
-        digest.update(handle.read(SAMPLE))
-        if stat.st_size > SAMPLE:
-            handle.seek(max(SAMPLE, stat.st_size - SAMPLE))
-            digest.update(handle.read(SAMPLE))
-    digest.update(news_identity(news_ids).encode())
+    digest.update(f"{FORMAT}|{size}|{checksum}|{news_identity(news_ids)}".encode())
     return digest.hexdigest()
 
 
@@ -173,12 +174,15 @@ def load_behaviors(
     root = cache_root(path) if cache else None
     if root is None:
         return read_behaviors(path, news_vocab, user_vocab, on_bad_lines=on_bad_lines, report=report), None
-    key = source_key(path, news_ids)
+    size, checksum = path.stat().st_size, file_checksum(path)
+    key = _key(size, checksum, news_ids)
     folder = root / f"{path.stem}-{key[:20]}"
     damage = ""
     if folder.is_dir():
         try:
             meta = _verified_meta(folder)
+            if meta.get("key") != key:
+                raise DamagedCache(f"{META} is for another key ({meta.get('key')})")
             if not (on_bad_lines == "error" and meta["skipped"]):
                 imps = _map(folder, meta, news_ids, news_vocab, user_vocab, path)
                 report.lines = meta["lines"]
@@ -202,13 +206,17 @@ def load_behaviors(
         "format": FORMAT,
         "source": str(path.resolve()),
         "key": key,
+        "source_bytes": size,
+        "source_xxh3_128": checksum,
         "lines": local_report.lines,
         "news": len(news_ids),
         "skipped": [[b.line, b.field, b.reason] for b in local_report.skipped],
     }
-    # A cache is an optimisation: a full disk or a lost race must not fail the read.
+    # A cache is an optimisation: a full disk or a lost race must not fail the read. A file that
+    # changed while it was parsed is not cached under the key of its older bytes.
     with contextlib.suppress(OSError):
-        _write(root, folder, parsed, local_news.ids[len(news_ids) + 1 :], local_users.ids[1:], meta)
+        if source_key(path, news_ids) == key:
+            _write(root, folder, parsed, local_news.ids[len(news_ids) + 1 :], local_users.ids[1:], meta)
     report.lines = local_report.lines
     report.skipped.extend(local_report.skipped)
     imps = _remap(

@@ -12,52 +12,13 @@ import numpy as np
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.cache import CacheInfo, load_behaviors
+from newsrec_cli.mind.layout import SINGLE, find_splits  # also imported from here by other modules
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.protocol import Protocol, make_protocol
 from newsrec_cli.mind.report import ReadReport
+from newsrec_cli.mind.unknown import unknown_uses
 from newsrec_cli.mind.vocab import Vocab
 from newsrec_cli.plural import agree, counted
-
-SPLIT_FOLDERS = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
-SINGLE = "all"
-
-
-def find_splits(path: str | Path) -> dict[str, Path]:
-    """Map split name to folder: {"all": path} for a single MIND folder, else train/valid/test.
-
-    MIND's own archives unpack to folders named train/ and dev/: dev/ is read as valid. Folders
-    named like the archives (MINDsmall_train/, MINDsmall_dev/, MINDsmall_test/) work too.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("dataset folder not found", path=path)
-    if not path.is_dir():
-        raise InputError(
-            "expected a MIND folder (news.tsv, behaviors.tsv) or a parent of train/ valid/ test/", path=path
-        )
-    if (path / "news.tsv").exists():
-        return {SINGLE: path}
-    found: dict[str, Path] = {}
-    for folder, name in SPLIT_FOLDERS.items():
-        if (path / folder / "news.tsv").exists() and name not in found:
-            found[name] = path / folder
-    if not found:
-        # MIND's archives unzipped side by side: MINDsmall_train/, MINDsmall_dev/ (and _test/).
-        for child in sorted(path.iterdir()):
-            prefix, _, suffix = child.name.lower().rpartition("_")
-            name = SPLIT_FOLDERS.get(suffix)
-            if prefix and name and (child / "news.tsv").exists():
-                if name in found:
-                    raise InputError(
-                        f"two {name} folders ({found[name].name}, {child.name}): point at one dataset",
-                        path=path,
-                    )
-                found[name] = child
-    if not found:
-        raise InputError(
-            "no news.tsv here nor in train/, valid/ (dev/) or test/: not a MIND dataset", path=path
-        )
-    return found
 
 
 @dataclass
@@ -99,7 +60,8 @@ class MindDataset:
         return needed[~self.in_news(needed)]
 
     def require_rows(self, *parts: Impressions) -> None:
-        """InputError naming the count and the first IDs when an impression uses a news news.tsv lacks.
+        """InputError naming the count, the first IDs, and per file and field the first line and
+        the number of lines, when an impression uses a news news.tsv lacks.
 
         A model scores a news by its row (text, category, entities): one without a row would be
         scored on padding, a wrong number given as a right one. Train and evaluate both refuse.
@@ -107,13 +69,20 @@ class MindDataset:
         unknown = self.without_rows(*parts)
         if not len(unknown):
             return
+        marked = np.zeros(len(self.news_vocab), dtype=bool)
+        marked[unknown] = True
+        uses = unknown_uses(parts, marked)
         first = ", ".join(self.news_vocab.ids[i] for i in unknown[:5])
+        where = "; ".join(use.describe(with_path=use.path != uses[0].path) for use in uses)
+        # the error points at the earliest line of the first file, whichever field it is in
+        at = min((u for u in uses if u.path == uses[0].path), key=lambda u: u.line or 0, default=None)
         raise InputError(
             f"{counted(len(unknown), 'news ID')} in the impressions {agree(len(unknown), 'has', 'have')} "
-            f"no row in news.tsv (first: {first}); drop them with `newsrec filter --require-embeddings "
-            "STORE`, or train with --missing learned",
-            path=parts[0].source or self.root,
-            field="History/Impressions",
+            f"no row in news.tsv (first: {first}); {where}; drop them with `newsrec filter "
+            "--require-embeddings STORE`, or train with --missing learned",
+            path=at.path if at else parts[0].source or self.root,
+            line=at.line if at else None,
+            field=at.field if at else "History/Impressions",
         )
 
     def protocol(

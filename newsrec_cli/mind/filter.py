@@ -21,7 +21,8 @@ import numpy as np
 
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions
-from newsrec_cli.mind.dataset import SINGLE, load_dataset
+from newsrec_cli.mind.dataset import load_dataset
+from newsrec_cli.mind.layout import SINGLE
 from newsrec_cli.mind.writer import behavior_lines, require_empty_folder, write_lines
 from newsrec_cli.settings import FilterSettings
 

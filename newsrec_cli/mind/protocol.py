@@ -10,10 +10,12 @@ the reported split takes `select_on="valid"` (`--select-on valid`), and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind.behaviors import Impressions
+from newsrec_cli.mind.layout import SINGLE
 from newsrec_cli.mind.split import DAY, split_by_impression, split_by_time
 
 if TYPE_CHECKING:
@@ -90,19 +92,34 @@ def make_protocol(
     select_on: SelectOn = "auto",
 ) -> Protocol:
     """The three parts of the offline protocol for this dataset (see the module docstring)."""
-    from newsrec_cli.mind.dataset import SINGLE
+    return split_protocol(
+        dataset.splits, dataset.folders, dataset.root, split, valid_days, valid_fraction, seed, select_on
+    )
 
-    if "train" in dataset.splits:
-        train, where = dataset.splits["train"], "train/"
-    elif SINGLE in dataset.splits:
-        train, where = dataset.splits[SINGLE], str(dataset.folders[SINGLE].name) + "/"
+
+def split_protocol(
+    splits: dict[str, Impressions],
+    folders: dict[str, Path],
+    root: Path,
+    split: SplitKind = "auto",
+    valid_days: int | None = None,
+    valid_fraction: float = 0.1,
+    seed: int = 42,
+    select_on: SelectOn = "auto",
+) -> Protocol:
+    """`make_protocol` from the impressions of each split and their folders (`data validate` has no
+    MindDataset: it reads in skip mode, split by split)."""
+    if "train" in splits:
+        train, where = splits["train"], "train/"
+    elif SINGLE in splits:
+        train, where = splits[SINGLE], str(folders[SINGLE].name) + "/"
     else:
-        raise InputError("no training impressions (train/behaviors.tsv)", path=dataset.root)
-    valid = dataset.splits.get("valid")
-    test = dataset.splits.get("test")
+        raise InputError("no training impressions (train/behaviors.tsv)", path=root)
+    valid = splits.get("valid")
+    test = splits.get("test")
     test = test if test is not None and test.labeled else None
-    valid_name = "valid/" if valid is None else f"valid/ ({dataset.folders['valid']})"
-    test_name = "" if test is None else f"test/ ({dataset.folders['test']})"
+    valid_name = "valid/" if valid is None else f"valid/ ({folders['valid']})"
+    test_name = "" if test is None else f"test/ ({folders['test']})"
 
     if select_on == "valid":
         if valid is None:

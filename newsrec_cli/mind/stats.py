@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 
 from newsrec_cli.mind.behaviors import UNLABELED, Impressions, read_behaviors
-from newsrec_cli.mind.dataset import find_splits
+from newsrec_cli.mind.layout import find_splits
 from newsrec_cli.mind.news import NewsTable, read_news
 from newsrec_cli.mind.report import ReadReport
 from newsrec_cli.mind.vocab import Vocab

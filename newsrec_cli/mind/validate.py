@@ -13,12 +13,14 @@ from typing import Literal
 
 import numpy as np
 
-from newsrec_cli.errors import InputError
+from newsrec_cli.errors import InputError, NewsrecError
 from newsrec_cli.mind.behaviors import UNLABELED, Impressions, read_behaviors
 from newsrec_cli.mind.dataset import find_splits
 from newsrec_cli.mind.lines import ENCODING_FIELD
 from newsrec_cli.mind.news import NewsTable, read_news
+from newsrec_cli.mind.protocol import split_protocol
 from newsrec_cli.mind.report import FIRST_FEW, BadLine, ReadReport
+from newsrec_cli.mind.unknown import unknown_uses
 from newsrec_cli.mind.vec import read_vec
 from newsrec_cli.mind.vocab import Vocab
 from newsrec_cli.plural import counted
@@ -47,6 +49,7 @@ class _Split:
     imps: Impressions | None
     behaviors_report: ReadReport | None
     known: np.ndarray | None = None  # bool per news-vocabulary index: has a row in this news.tsv
+    anywhere: np.ndarray | None = None  # ... in any split's news.tsv (train and evaluate read them all)
 
 
 def validate_dataset(path: str | Path) -> list[Check]:
@@ -72,14 +75,60 @@ def validate_dataset(path: str | Path) -> list[Check]:
             checks.append(Check("files readable", name, "FAIL", str(exc)))
             continue
         splits.append(_Split(name, folder, news, news.reports[-1], imps, report))
+    anywhere = np.zeros(len(news_vocab), dtype=bool)
+    for split in splits:
+        anywhere[[news_vocab[id_] for id_ in split.news.ids]] = True
     for split in splits:
         if split.imps is not None:
             split.known = np.zeros(len(news_vocab), dtype=bool)
             split.known[[news_vocab[id_] for id_ in split.news.ids]] = True
+            split.anywhere = anywhere
         for check in SPLIT_CHECKS:
             checks.extend(check(split))
     checks.extend(_train_before_valid(splits))
+    read = {s.name: s.imps for s in splits if s.imps is not None}
+    # Unreadable, empty or malformed files already FAIL (train refuses them first): no protocol then.
+    if len(read) == len(folders) and not any(c.status == "FAIL" and c.name not in COVERAGE for c in checks):
+        checks.append(_default_protocol(Path(path), folders, read))
     return checks
+
+
+def _default_protocol(root: Path, folders: dict[str, Path], splits: dict[str, Impressions]) -> Check:
+    """What the default `train` (and `evaluate` of its run) would train, choose and report on, or
+    the reason it refuses: the same protocol code, the same checks of labels and clicks."""
+    name = "default protocol (train, evaluate)"
+    try:
+        chosen = split_protocol(splits, folders, root)
+    except NewsrecError as exc:
+        return Check(name, "-", "FAIL", f"`train` refuses this dataset: {exc}")
+    for part, words in ((chosen.train, "training impressions"), (chosen.select, chosen.select_name)):
+        if not part.labeled:
+            return Check(
+                name, "-", "FAIL", f"`train` refuses it: the {words} have no click labels (NewsID-0/1)"
+            )
+    if not chosen.report.labeled:
+        return Check(
+            name,
+            "-",
+            "FAIL",
+            f"`evaluate` refuses it: {chosen.report_name} has no click labels, so no metrics",
+        )
+    if not _trainable(chosen.train):
+        return Check(
+            name,
+            "-",
+            "FAIL",
+            f"`train` refuses it: none of the {len(chosen.train):,} training impressions has both a click and "
+            "a non-click (nothing to train on)",
+        )
+    return Check(name, "-", "OK", chosen.title)
+
+
+def _trainable(imps: Impressions) -> bool:
+    """Whether some impression has a click and a non-click (train's click samples need both)."""
+    impression = imps.candidate_impression
+    clicks = np.bincount(impression, weights=imps.labels == 1, minlength=len(imps))
+    return bool(((clicks > 0) & (clicks < imps.candidate_counts)).any())
 
 
 def _layout(folders: dict[str, Path]) -> Check:
@@ -89,7 +138,14 @@ def _layout(folders: dict[str, Path]) -> Check:
         )
     names = ", ".join(f"{k} ({v.name}/)" for k, v in folders.items())
     if "train" not in folders:
-        return Check("dataset layout", "-", "WARN", f"splits: {names}; no train/ to learn from")
+        # evaluate can still score a run trained elsewhere on these splits: not a FAIL
+        return Check(
+            "dataset layout",
+            "-",
+            "WARN",
+            f"splits: {names}; no train/ to learn from: `train` refuses this dataset (no training "
+            "impressions), `evaluate RUN --data` can score a run trained elsewhere on it",
+        )
     return Check("dataset layout", "-", "OK", f"splits: {names}")
 
 
@@ -198,30 +254,46 @@ def _behavior_rows(s: _Split) -> list[Check]:
     return checks
 
 
+COVERAGE = ("history IDs in news.tsv", "candidate IDs in news.tsv")
+REFUSED_UNKNOWN = (
+    "`train` and `evaluate` refuse impressions that use them (with the default --missing error: a "
+    "news without a row would be scored on padding); drop them with `newsrec filter "
+    "--require-embeddings STORE`, or train with --missing learned"
+)
+
+
 def _coverage(s: _Split) -> list[Check]:
-    if s.imps is None or s.known is None:
+    """History and candidate IDs without a news.tsv row: a FAIL when no split's news.tsv has them
+    (what train and evaluate refuse), a WARN when only another split's has them (they read all)."""
+    if s.imps is None or s.known is None or s.anywhere is None:
         return []
     checks = []
-    for name, ids, status in (
-        ("history IDs in news.tsv", s.imps.history, "WARN"),
-        ("candidate IDs in news.tsv", s.imps.candidates, "FAIL"),
-    ):
-        missing = ~s.known[ids]
-        n = int(missing.sum())
-        if n == 0:
-            checks.append(Check(name, s.name, "OK", f"all {len(ids):,} present"))
-            continue
-        distinct = np.unique(ids[missing])
-        first = ", ".join(s.imps.news_vocab.ids[i] for i in distinct[:FIRST_FEW])
-        checks.append(
-            Check(
-                name,
-                s.name,
-                status,
-                f"{n:,} of {len(ids):,} missing, {len(distinct):,} distinct (first: {first})",
-                n,
+    uses = None  # where the unknown IDs are, found once (it reads the file up to them)
+    for name, ids in zip(COVERAGE, (s.imps.history, s.imps.candidates), strict=True):
+        nowhere = ~s.anywhere[ids]
+        n = int(nowhere.sum())
+        if n:
+            distinct = np.unique(ids[nowhere])
+            first = ", ".join(s.imps.news_vocab.ids[i] for i in distinct[:FIRST_FEW])
+            field = "History" if name.startswith("history") else "Impressions"
+            uses = uses if uses is not None else unknown_uses([s.imps], ~s.anywhere)
+            use = next(u for u in uses if u.field == field)
+            detail = (
+                f"{n:,} of {len(ids):,} missing from every news.tsv, {len(distinct):,} distinct (first: {first}); "
+                f"{Path(use.path).name} {use.describe(with_path=False)}; {REFUSED_UNKNOWN}"
             )
-        )
+            checks.append(Check(name, s.name, "FAIL", detail, n))
+            continue
+        elsewhere = ~s.known[ids]
+        n = int(elsewhere.sum())
+        if n:
+            detail = (
+                f"{n:,} of {len(ids):,} not in this split's news.tsv but in another split's "
+                "(train and evaluate read every news.tsv: accepted)"
+            )
+            checks.append(Check(name, s.name, "WARN", detail, n))
+            continue
+        checks.append(Check(name, s.name, "OK", f"all {len(ids):,} present"))
     return checks
 
 
@@ -230,7 +302,11 @@ def _labels(s: _Split) -> list[Check]:
     if imps is None or len(imps) == 0:
         return []
     if (imps.labels == UNLABELED).all():
-        return [Check("clicks per impression", s.name, "OK", "unlabeled (test) split")]
+        return [
+            Check(
+                "clicks per impression", s.name, "OK", "unlabeled split (a test set; see the protocol check)"
+            )
+        ]
     counts = imps.candidate_counts
     clicks = np.bincount(imps.candidate_impression, weights=imps.labels == 1, minlength=len(imps))
     no_click = int(((counts > 0) & (clicks == 0)).sum())

@@ -2,6 +2,13 @@
 
 A checkpoint is a dict of tensors and plain values (numbers, strings, lists, dicts), including
 the settings the run was trained with, so it describes itself.
+
+Equal content gives equal bytes (a resumed run's model.pt has the uninterrupted run's SHA-256):
+pickle writes a second reference to the same object as a back-reference, so two payloads with
+equal values but other sharing (a settings string shared by two fields in one run, two separate
+strings after a resume read them from config.json) pickle differently. `save` rebuilds the plain
+values without sharing first. The rest of the file follows from the bytes of the pickle and the
+tensors: torch derives `.data/serialization_id` from them and writes no time stamps.
 """
 
 from __future__ import annotations
@@ -23,9 +30,22 @@ def save(path: Path, payload: dict[str, Any], before_replace: Callable[[], None]
 
     `before_replace` runs between the two (test fault injection: a kill during the write)."""
     with atomic.atomic_handle(path) as handle:
-        torch.save(payload, handle)
+        torch.save(unshared(payload), handle)
         if before_replace is not None:
             before_replace()
+
+
+def unshared(value: Any) -> Any:
+    """`value` with its plain containers and strings rebuilt, none shared, tensors and other
+    objects as they are (a state dict's own layout is already the same for the same model)."""
+    kind = type(value)
+    if kind is dict:
+        return {unshared(k): unshared(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return kind(unshared(v) for v in value)
+    if kind is str:  # a new object (the interpreter's one-character and empty singletons aside)
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    return value
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -7,13 +7,11 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import NewsrecError
-
-if TYPE_CHECKING:
-    from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 
 @dataclass
@@ -67,6 +65,7 @@ class TrainInfo:
     cached_news: int = 0
     step_tokens: int = 0  # at most this many tokens go through the fine-tuned layers per step
     processes: int = 1  # ranks of a distributed run (each takes its share of every batch)
+    determinism: str = "deterministic"  # or "NOT deterministic: why" (train/determinism.py)
 
 
 @dataclass
@@ -156,21 +155,53 @@ class TrainingDiverged(NewsrecError):
     """The loss became NaN or infinite."""
 
 
-class TrainFunction(Protocol):
-    """The signature of the training loop's `train`: the command layer passes it to the packages that
-    run training (ablate, tune), which therefore depend on this contract and not on train/."""
+@dataclass
+class TrainJob:
+    """What one training is asked to do: the paths and the resolved settings of every stage it
+    reads. The engine takes it whole (`train_job`), and each rank of `--nproc` receives it as JSON."""
 
-    def __call__(
-        self,
-        data: str | Path | None,
-        out: str | Path,
-        *,
-        store: str | Path | None = None,
-        graph: str | Path | None = None,
-        settings: TrainSettings | None = None,
-        data_settings: DataSettings | None = None,
-        graph_settings: GraphSettings | None = None,
-        resume: bool = False,
-        overwrite: bool = False,
-        callbacks: TrainCallbacks | None = None,
-    ) -> TrainResult: ...
+    data: Path | None
+    out: Path
+    store: Path | None = None
+    graph: Path | None = None
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    data_settings: DataSettings = field(default_factory=DataSettings)
+    graph_settings: GraphSettings = field(default_factory=GraphSettings)
+    resume: bool = False
+    overwrite: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        paths = {"data": self.data, "out": self.out, "store": self.store, "graph": self.graph}
+        return {
+            **{k: None if v is None else str(Path(v).resolve()) for k, v in paths.items()},
+            "resume": self.resume,
+            "overwrite": self.overwrite,
+            # Only what was given (flag, file, environment): on resume the rest comes from the run.
+            "settings": self.settings.model_dump(mode="json", exclude_unset=True),
+            "data_settings": self.data_settings.model_dump(mode="json", exclude_unset=True),
+            "graph_settings": self.graph_settings.model_dump(mode="json", exclude_unset=True),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainJob:
+        def path(key: str) -> Path | None:
+            return None if raw[key] is None else Path(raw[key])
+
+        return cls(
+            data=path("data"),
+            out=Path(raw["out"]),
+            store=path("store"),
+            graph=path("graph"),
+            resume=bool(raw["resume"]),
+            overwrite=bool(raw["overwrite"]),
+            settings=TrainSettings.model_validate(raw["settings"]),
+            data_settings=DataSettings.model_validate(raw["data_settings"]),
+            graph_settings=GraphSettings.model_validate(raw["graph_settings"]),
+        )
+
+
+class TrainFunction(Protocol):
+    """The training loop's `train_job`: the command layer passes it to the packages that run
+    training (ablate, tune), which therefore depend on this contract and not on train/."""
+
+    def __call__(self, job: TrainJob, callbacks: TrainCallbacks | None = None) -> TrainResult: ...

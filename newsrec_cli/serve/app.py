@@ -56,12 +56,18 @@ from newsrec_cli.serve.errors import (
     TooLarge,
     Unavailable,
     Unsupported,
+    cut,
 )
 from newsrec_cli.serve.times import as_utc, iso_text
 from newsrec_cli.serve.ui import RESERVED_NEWS_IDS, UiState, add_ui
 from newsrec_cli.serve.wire import (
+    NEWS_ID_CHAR,
+    NEWS_ID_MAX,
     TOO_LARGE,
+    UNKNOWN_NEWS,
     BodyLimit,
+    NewsIdText,
+    PathScrubber,
     StrictJsonRoute,
     errors,
     serve_error_handler,
@@ -70,6 +76,9 @@ from newsrec_cli.serve.wire import (
 
 log = logging.getLogger("newsrec.serve")
 CONFIG_ENV = "NEWSREC_SERVE_CONFIG"
+
+# FastAPI's own 422 (its validation model) with what the service adds to it.
+UNKNOWN_422: dict[int | str, dict[str, Any]] = {422: {"description": UNKNOWN_NEWS}}
 
 # The one table from the engine's domain errors to HTTP statuses (a subclass takes its nearest
 # class's status: UnknownNews is an InvalidRequest).
@@ -83,7 +92,6 @@ STATUSES: dict[type[ServeError], int] = {
     Unavailable: 503,
 }
 
-NewsId = Field(min_length=1, max_length=128)
 # ISO 8601 text only, compared in UTC (times.py): an offset is applied, a naive time is UTC.
 # Parsed laxly (text to datetime) inside strict models; iso_text has refused anything but text.
 LaxDatetime = Annotated[datetime, Strict(False)]
@@ -122,8 +130,8 @@ class RecommendRequest(BaseModel):
     model_config = STRICT
 
     user_id: str | None = Field(None, max_length=256, description="Known users add their user vector.")
-    history: list[str] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
-    candidates: list[str] | None = Field(
+    history: list[NewsIdText] = Field(default_factory=list, description="Clicked news IDs, oldest first.")
+    candidates: list[NewsIdText] | None = Field(
         None, min_length=1, description="News IDs to rank; omit to retrieve from all news."
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many to return.")
@@ -205,13 +213,13 @@ class Entity(BaseModel):
 
 # IDs are stored one per line (embedding store): no whitespace of any kind, no control character;
 # a reserved name (a route under /v1/news/) is refused. In the pattern, so the schema says it.
-NEWS_ID_PATTERN = "^" + "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + r"[^\s\x00-\x1f\x7f-\x9f]+$"
+NEWS_ID_PATTERN = "^" + "".join(f"(?!{name}$)" for name in RESERVED_NEWS_IDS) + NEWS_ID_CHAR + "+$"
 
 
 class NewsIn(BaseModel):
     model_config = ConfigDict(**STRICT, regex_engine="python-re")  # the pattern looks ahead
 
-    news_id: str = Field(min_length=1, max_length=128, pattern=NEWS_ID_PATTERN)
+    news_id: str = Field(min_length=1, max_length=NEWS_ID_MAX, pattern=NEWS_ID_PATTERN)
     title: str = Field(max_length=2000)
     abstract: str = Field("", max_length=20000)
     category: str = Field("", max_length=128)
@@ -250,9 +258,6 @@ class IngestResponse(BaseModel):
     news_count: int
 
 
-EventNewsId = Annotated[str, Field(min_length=1, max_length=128)]
-
-
 class ImpressionIn(BaseModel):
     model_config = STRICT
 
@@ -260,10 +265,10 @@ class ImpressionIn(BaseModel):
         description="ISO 8601 time the impression was shown; an offset is applied, a naive time is "
         "read as UTC (as MIND's times are). From 1970-01-01T00:00:00Z to 9999-12-31T23:59:58Z."
     )
-    shown: list[EventNewsId] = Field(
+    shown: list[NewsIdText] = Field(
         min_length=1, max_length=MAX_CANDIDATES, description="News IDs shown, each once."
     )
-    clicked: list[EventNewsId] = Field(
+    clicked: list[NewsIdText] = Field(
         default_factory=list, max_length=MAX_CANDIDATES, description="The news clicked, among those shown."
     )
 
@@ -406,7 +411,19 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit=config.max_body)
     app.add_middleware(MeasureMiddleware, metrics=metrics)  # outermost: a refused body is counted
-    app.add_exception_handler(ServeError, serve_error_handler(STATUSES))  # type: ignore[arg-type]
+    scrub = PathScrubber(
+        lambda: [
+            config.source,
+            engine.state_dir,
+            engine.run_dir,
+            config.data,
+            config.ablation,
+            config.run_store,
+            os.getcwd(),
+            os.path.expanduser("~"),
+        ]
+    )
+    app.add_exception_handler(ServeError, serve_error_handler(STATUSES, scrub))  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     @app.get(
@@ -416,7 +433,7 @@ def create_app(
     )
     def healthz() -> JSONResponse:
         if engine.error:  # a server that can never be ready is not healthy
-            return JSONResponse({"status": "failed", "error": engine.error}, status_code=503)
+            return JSONResponse({"status": "failed", "error": scrub(engine.error)}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get(
@@ -429,7 +446,10 @@ def create_app(
             return JSONResponse(
                 {"status": "ready", "model_version": engine.version, "news": len(engine.table or [])}
             )
-        body = {"status": "failed" if engine.error else "loading", "error": engine.error}
+        body = {
+            "status": "failed" if engine.error else "loading",
+            "error": engine.error and scrub(engine.error),
+        }
         return JSONResponse(body, status_code=503)
 
     @app.get(
@@ -448,7 +468,8 @@ def create_app(
             e400="the body could not be read",
             e413=f"too many candidates or too long a history; {TOO_LARGE}",
             e503="loading",
-        ),
+        )
+        | UNKNOWN_422,
     )
     def recommend(body: RecommendRequest) -> Response:
         # Rendered by hand (tests check the shape against RecommendResponse): validating the
@@ -499,7 +520,8 @@ def create_app(
             e409="the model was trained without popularity",
             e413=TOO_LARGE,
             e503="loading",
-        ),
+        )
+        | UNKNOWN_422,
     )
     def add_events(body: EventsBatch) -> dict[str, Any]:
         return asdict(engine.record_events([(imp.time, imp.shown, imp.clicked) for imp in body.impressions]))
@@ -516,7 +538,7 @@ def create_app(
             raise NotReady()
         record = engine.get_news(news_id)
         if record is None:
-            raise NotFound(f"unknown news ID {news_id!r}")
+            raise NotFound(f"unknown news ID {cut(news_id)!r}")
         return record.__dict__
 
     return app

@@ -51,10 +51,10 @@ from newsrec_cli.serve.errors import (
     Unsupported,
 )
 from newsrec_cli.serve.export import (
-    GRAPH_TABLE,
     MANIFEST,
     NEWS_TSV,
     graph_files,
+    manifest_graph_table,
     manifest_graphs,
     manifest_table,
     model_version,
@@ -440,9 +440,9 @@ class Engine:
         graph_shape = manifest.get("shapes", {}).get("graph_vector")
         self.graph_dim = int(graph_shape[1]) if graph_shape else None
         if self.graph_dim is not None:
-            graph_store = EmbeddingStore.open(self.source / GRAPH_TABLE)
-            matrix = np.asarray(graph_store.vectors, np.float32)
-            self.graph_vectors = {id_: matrix[i] for i, id_ in enumerate(graph_store.ids)}
+            table = manifest_graph_table(manifest, backend == "int8")
+            graph_ids, matrix, _ = read_table(self.source / table)
+            self.graph_vectors = {id_: matrix[i] for i, id_ in enumerate(graph_ids)}
         self.vocabs = {
             "ids": Vocab.load(self.source / "vocab_news_ids.txt"),
             "categories": Vocab.load(self.source / "vocab_categories.txt"),

@@ -10,19 +10,19 @@ from __future__ import annotations
 # An error names at most this many IDs, each cut to this many characters, so that whatever a
 # request sends, its error stays small (an ID of 1 MB, or 2,000 of them, is not echoed back).
 SHOWN_IDS = 5
-SHOWN_ID_CHARS = 40
+SHOWN_CHARS = 40
 
 
-def short_id(news_id: str) -> str:
-    """`news_id`, cut to SHOWN_ID_CHARS characters with an ellipsis and its length when longer."""
-    if len(news_id) <= SHOWN_ID_CHARS:
-        return news_id
-    return f"{news_id[:SHOWN_ID_CHARS]}... ({len(news_id)} characters)"
+def cut(text: str, chars: int = SHOWN_CHARS) -> str:
+    """`text`, cut to `chars` characters with an ellipsis and its length when longer."""
+    if len(text) <= chars:
+        return text
+    return f"{text[:chars]}... ({len(text):,} characters)"
 
 
 def shown_ids(ids: list[str]) -> list[str]:
-    """The first SHOWN_IDS of `ids`, each cut by `short_id`."""
-    return [short_id(i) for i in ids[:SHOWN_IDS]]
+    """The first SHOWN_IDS of `ids`, each cut by `cut`."""
+    return [cut(i) for i in ids[:SHOWN_IDS]]
 
 
 def name_ids(ids: list[str]) -> str:

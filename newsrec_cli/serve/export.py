@@ -20,6 +20,8 @@ Layout of an export folder (see "Serving" in the README):
     news_vectors_int8/   the same computed by the int8 news encoder, stored as int8 with a scale
                          per row and part (serve/vector_table.py): 4x smaller
     graph_vectors/       graph runs: the GNN vector of each news on the graph, by news ID
+    graph_vectors_int8/  the same as int8 with a scale per row, read by the int8 backend (the
+                         only graph table of --quantize int8-only)
     news.tsv             the news' MIND rows (titles, categories, entities) for display
     vocab_*.txt          the run's vocabularies (fresh news map onto them)
     export.json          config hash, shapes, opset, onnxruntime version, checksums, parity
@@ -37,14 +39,13 @@ model's learned "no graph" vector, as in torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli import __version__, atomic, manifests
+from newsrec_cli.digests import file_sha256 as sha256
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.evaluate.metrics import compute_metrics
 from newsrec_cli.evaluate.model_scores import run_scores
@@ -95,6 +97,7 @@ QUANTIZE = ("none", "int8", "int8-only")
 TABLE = "news_vectors"
 TABLE_INT8 = "news_vectors_int8"
 GRAPH_TABLE = "graph_vectors"  # the GNN vector of each exported news on the graph (graph runs)
+GRAPH_TABLE_INT8 = "graph_vectors_int8"  # the same as int8 with a scale per row (int8 graph sets)
 TEXT_TABLE = "text_vectors"  # each exported news' text vector: what MMR and a list's ILD compare
 NEWS_TSV = "news.tsv"
 VOCABS = ("vocab_news_ids.txt", "vocab_categories.txt", "vocab_subcategories.txt", "vocab_users.txt")
@@ -133,14 +136,6 @@ class ExportReport:
             "parity_impressions": self.parity_impressions,
             "seconds": round(self.seconds, 2),
         }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_version(run_dir: Path) -> str:
@@ -736,6 +731,7 @@ def export_run(
         for name in set(written.fp32_names.values()) - set(written.int8_names.values()):
             (out / name).unlink()
         shutil.rmtree(out / TABLE)
+        shutil.rmtree(out / GRAPH_TABLE, ignore_errors=True)
     files = {
         str(p.relative_to(out)): sha256(p)
         for p in sorted(out.rglob("*"))
@@ -763,7 +759,7 @@ def _clear_folder(out: Path) -> None:
         raise InputError("exists, is not empty and is not an export; choose another --out", path=out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE, TEXT_TABLE):
+    for stale in (TABLE, TABLE_INT8, GRAPH_TABLE, GRAPH_TABLE_INT8, TEXT_TABLE):
         shutil.rmtree(out / stale, ignore_errors=True)
     for stale in out.glob("*.onnx"):
         stale.unlink()
@@ -798,10 +794,20 @@ def _write_model(run: Any, out: Path, quantize: str, opset: int, say: Say) -> Wr
     if inputs.graph_vector is not None and inputs.graph_present is not None:
         # So that a run news re-sent through POST /v1/news keeps its graph vector.
         on = keep[inputs.graph_present[keep]]
-        graph_ids = [ids[i] for i in on]
-        _write_table(
-            out / GRAPH_TABLE, graph_ids, inputs.graph_vector[on], version, run.run_dir, "model-graph"
-        )
+        graph_ids, graph_vectors = [ids[i] for i in on], inputs.graph_vector[on]
+        _write_table(out / GRAPH_TABLE, graph_ids, graph_vectors, version, run.run_dir, "model-graph")
+        if int8_names:
+            whole = [0, int(graph_vectors.shape[1])]
+            _write_table(
+                out / GRAPH_TABLE_INT8,
+                graph_ids,
+                graph_vectors,
+                version,
+                run.run_dir,
+                "model-graph",
+                "int8",
+                whole,
+            )
     return Written(version, served_ids, inputs, keep, shapes, fp32_names, int8_names, parts)
 
 
@@ -836,9 +842,10 @@ def _check_parity(run: Any, out: Path, written: Written, impressions: int) -> Pa
     when fp32 is off by more than FP32_TOLERANCE or int8's AUC by more than INT8_AUC_TOLERANCE."""
     dataset, valid = validation_impressions(run, impressions)
     torch_logits, popularity = _reference_logits(run, dataset, valid, written.frozen)
+    inputs = dataset_news_inputs(run, dataset, valid)
     score = partial(
         backend_scores,
-        inputs=dataset_news_inputs(run, dataset, valid),
+        inputs=inputs,
         imps=valid,
         history=run.settings.history,
         user_rows=run.user_rows(valid),
@@ -854,8 +861,10 @@ def _check_parity(run: Any, out: Path, written: Written, impressions: int) -> Pa
     if written.int8_names:
         int8 = OnnxBackend(graph_files(out, written.int8_names), "int8")
         t0 = time.perf_counter()
-        # the int8 table's round trip: what it gives back
-        int8_logits = score(int8, table=lambda v: roundtrip(v, "int8", written.parts))
+        # the int8 tables' round trips: what they give back (news vectors, and the graph vectors
+        # a run news re-sent through POST /v1/news is encoded from)
+        table = partial(roundtrip, dtype="int8", parts=written.parts)
+        int8_logits = score(int8, inputs=int8_graph_inputs(inputs), table=table)
         rows.append(_parity_row("onnx int8", valid, int8_logits, fp32_logits, time.perf_counter() - t0))
         rows[-1]["auc_diff_vs_fp32"] = rows[-1]["auc"] - rows[1]["auc"]
     diff = rows[1]["max_abs_logit_diff"]
@@ -881,6 +890,14 @@ def _check_parity(run: Any, out: Path, written: Written, impressions: int) -> Pa
 
 
 PARITY_METRICS = ("auc", "mrr", "ndcg@10")
+
+
+def int8_graph_inputs(inputs: NewsInputs) -> NewsInputs:
+    """`inputs` with the graph vectors the int8 graph table gives back (the rest as it is)."""
+    if inputs.graph_vector is None:
+        return inputs
+    whole = [0, int(inputs.graph_vector.shape[1])]
+    return replace(inputs, graph_vector=roundtrip(inputs.graph_vector, "int8", whole))
 
 
 def _parity_row(
@@ -925,6 +942,8 @@ def _manifest(
             "fp32": None if only else {"path": TABLE, "dtype": "float32"},
             "int8": {"path": TABLE_INT8, "dtype": "int8", "parts": written.parts} if int8 else None,
         },
+        # graph runs: the GNN vector of each run news, for each backend (int8: as int8)
+        "graph_tables": _manifest_graph_tables(written.shapes, only, bool(int8)),
         "text_table": (
             {"path": TEXT_TABLE, "dtype": "int8" if only else "float32"}
             if written.inputs.text is not None
@@ -958,6 +977,12 @@ def _manifest_shapes(shapes: dict[str, Any], history: int) -> dict[str, Any]:
         "graph_vector": [None, shapes["graph_dim"]] if shapes["graph_dim"] else None,
         "history": history,
     }
+
+
+def _manifest_graph_tables(shapes: dict[str, Any], only: bool, int8: bool) -> dict[str, Any] | None:
+    if not shapes["graph_dim"]:
+        return None
+    return {"fp32": None if only else GRAPH_TABLE, "int8": GRAPH_TABLE_INT8 if int8 else None}
 
 
 def _manifest_popularity(run: Any, frozen: Any) -> dict[str, Any] | None:
@@ -1037,3 +1062,19 @@ def manifest_table(manifest: dict[str, Any], int8: bool) -> str:
             field="tables",
         )
     return entry["path"]
+
+
+def manifest_graph_table(manifest: dict[str, Any], int8: bool) -> str:
+    """The folder of the graph vectors a backend reads: the int8 table for int8 when the export
+    has one (exports before it hold the fp32 table alone)."""
+    tables = manifest.get("graph_tables")
+    if not isinstance(tables, dict):
+        return GRAPH_TABLE
+    name = tables.get("int8") if int8 else tables.get("fp32")
+    if not isinstance(name, str):
+        raise InputError(
+            f"this export has no {'int8' if int8 else 'fp32'} graph-vector table",
+            path=MANIFEST,
+            field="graph_tables",
+        )
+    return name

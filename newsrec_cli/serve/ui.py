@@ -36,9 +36,9 @@ from newsrec_cli.diagnose.stats import SATURATION_LOGIT
 from newsrec_cli.errors import NewsrecError
 from newsrec_cli.mind import load_dataset
 from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine
-from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported
+from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported, cut
 from newsrec_cli.serve.explain import Explainer
-from newsrec_cli.serve.wire import TOO_LARGE, errors
+from newsrec_cli.serve.wire import TOO_LARGE, UNKNOWN_NEWS, NewsIdText, errors
 from newsrec_cli.settings import DiagnoseSettings
 
 log = logging.getLogger("newsrec.serve")
@@ -68,15 +68,17 @@ class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
     user_id: str | None = Field(None, max_length=256)
-    history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY_ITEMS)
-    items: list[str] = Field(min_length=1, max_length=100, description="Recommended news IDs to explain.")
+    history: list[NewsIdText] = Field(default_factory=list, max_length=MAX_HISTORY_ITEMS)
+    items: list[NewsIdText] = Field(
+        min_length=1, max_length=100, description="Recommended news IDs to explain."
+    )
     top: int = Field(3, ge=1, le=50, description="Contributing clicks per news.")
 
 
 class LookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # as the schema says
 
-    ids: list[str] = Field(max_length=MAX_HISTORY_ITEMS)
+    ids: list[NewsIdText] = Field(max_length=MAX_HISTORY_ITEMS)
 
 
 # ----------------------------------------------------------------------------- the --data dataset
@@ -153,7 +155,7 @@ class UserData:
 
     def detail(self, user: str) -> dict[str, Any]:
         if user not in self.by_user:
-            raise NotFound(f"unknown user ID {user!r} in {self.path}")
+            raise NotFound(f"unknown user ID {cut(user)!r} in the --data dataset")
         ids = self.dataset.news_vocab.ids
         entries = self.by_user[user]
         split, last = entries[-1]
@@ -265,7 +267,7 @@ class RunView:
 
     def chart(self, name: str) -> str:
         if name not in CHARTS:
-            raise NotFound(f"unknown chart {name!r}; charts: {', '.join(CHARTS)}")
+            raise NotFound(f"unknown chart {cut(name)!r}; charts: {', '.join(CHARTS)}")
         if self.run_dir is None:
             raise NotFound("no run directory is known for this model")
         with self._lock:
@@ -573,7 +575,8 @@ def add_ui(app: FastAPI, engine: Engine, state: UiState, *, page: bool) -> None:
             e409="no torch run to explain with",
             e413=TOO_LARGE,
             e503="loading",
-        ),
+        )
+        | {422: {"description": UNKNOWN_NEWS}},
     )
     def explain(body: ExplainRequest) -> dict[str, Any]:
         ready()

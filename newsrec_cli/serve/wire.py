@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
 import pydantic_core
 from fastapi import Request
@@ -29,11 +30,11 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from newsrec_cli.serve.errors import ServeError, UnknownNews
+from newsrec_cli.serve.errors import SHOWN_CHARS, SHOWN_IDS, ServeError, UnknownNews, cut, name_ids, shown_ids
 
 
 class Message(BaseModel):
@@ -43,6 +44,29 @@ class Message(BaseModel):
 
 
 TOO_LARGE = "a body over the serve --max-body limit (1 MiB by default), refused unread"
+
+
+# A news ID as the routes take it: what the store can hold one per line (no whitespace, no
+# control character) and no longer than an ingested news' ID may be. In the schema, so that a
+# schema-valid request is never refused for the shape of an ID; an unknown one is a documented 422.
+NEWS_ID_CHAR = r"[^\s\x00-\x1f\x7f-\x9f]"
+NEWS_ID_MAX = 128
+NewsIdText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=NEWS_ID_MAX,
+        pattern=f"^{NEWS_ID_CHAR}+$",
+        description=f"A news ID: 1 to {NEWS_ID_MAX} characters, no whitespace or control character.",
+    ),
+]
+UNKNOWN_NEWS = (
+    "The body breaks the schema, or names news IDs this service does not know "
+    "(type unknown_news_ids: the first few in ctx.unknown, their number in ctx.count)."
+)
+
+MSG_CHARS = 300  # an error message's own length bound
+MAX_ERROR_BYTES = 8192  # no 422 body is longer, whatever the request held
 
 
 class BodyLimit:
@@ -155,25 +179,24 @@ def json_safe(value: Any) -> Any:
 
 
 def validation_detail(exc: ServeError) -> list[dict[str, Any]]:
-    """One of the app's own 422s in the documented shape: unknown news IDs list them in `ctx`."""
+    """One of the app's own 422s in the documented shape: unknown news IDs are named in `msg`
+    and `ctx.unknown` (the first few, each cut short), with their `ctx.count`."""
     if isinstance(exc, UnknownNews):
-        unknown = list(exc.ids)
         return [
             {
                 "loc": ["body"],
-                "msg": f"{exc.reason}: {', '.join(unknown)}",
+                "msg": f"{exc.reason}: {name_ids(exc.ids)}",
                 "type": "unknown_news_ids",
-                "input": unknown,
-                "ctx": {"unknown": unknown},
+                "ctx": {"unknown": shown_ids(exc.ids), "count": len(exc.ids)},
             }
         ]
-    return [{"loc": [], "msg": exc.reason, "type": "value_error"}]
+    return [{"loc": [], "msg": cut(exc.reason, MSG_CHARS), "type": "value_error"}]
 
 
 def one_line(exc: ServeError) -> str:
     if isinstance(exc, UnknownNews):
-        return f"{exc.reason}: {', '.join(exc.ids)}"
-    return exc.reason
+        return f"{exc.reason}: {name_ids(exc.ids)}"
+    return cut(exc.reason, MSG_CHARS)
 
 
 def status_of(exc: ServeError, statuses: Mapping[type[ServeError], int]) -> int:
@@ -184,24 +207,91 @@ def status_of(exc: ServeError, statuses: Mapping[type[ServeError], int]) -> int:
     return 500
 
 
+class PathScrubber:
+    """Takes the server's own folders out of a text for a client: each becomes its last name
+    (`/srv/models/run/model.pt` -> `run/model.pt`). An error names the request's own fields and
+    the file by name, never where the server keeps it. `roots()` gives the folders when called,
+    so that those known only once loaded (the run an export names) are covered too."""
+
+    def __init__(self, roots: Callable[[], list[str | Path | None]]) -> None:
+        self.roots = roots
+
+    def __call__(self, text: str) -> str:
+        found: set[str] = set()
+        for root in self.roots():
+            if root:
+                found |= {str(root), str(Path(root).resolve())}
+        for root in sorted((r for r in found if len(r) > 1), key=len, reverse=True):
+            text = text.replace(root, Path(root).name or root)
+        return text
+
+
 def serve_error_handler(
-    statuses: Mapping[type[ServeError], int],
+    statuses: Mapping[type[ServeError], int], scrub: Callable[[str], str]
 ) -> Callable[[Request, ServeError], Coroutine[Any, Any, JSONResponse]]:
-    """The exception handler of the engine's domain errors, with their statuses from `statuses`."""
+    """The exception handler of the engine's domain errors: the status from `statuses`, the
+    reason with the server's paths taken out by `scrub`."""
 
     async def handle(_request: Request, exc: ServeError) -> JSONResponse:
         status = status_of(exc, statuses)
         if status == 422:
             content: dict[str, Any] = {"detail": validation_detail(exc)}
         else:
-            content = {"detail": one_line(exc)}
+            content = {"detail": scrub(one_line(exc))}
         return JSONResponse(status_code=status, content=json_safe(content))
 
     return handle
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": json_safe(jsonable_encoder(exc.errors()))})
+    return JSONResponse(status_code=422, content=bounded_errors(exc.errors()))
+
+
+def bounded_errors(found: Sequence[Any]) -> dict[str, Any]:
+    """FastAPI's 422 body for `found`, never larger than MAX_ERROR_BYTES whatever was sent: the
+    first SHOWN_IDS errors, each input, context and message cut short, then how many more."""
+    shown = [_bounded_error(e) for e in jsonable_encoder(list(found[:SHOWN_IDS]))]
+    if len(found) > SHOWN_IDS:
+        more = len(found) - SHOWN_IDS
+        shown.append({"loc": [], "msg": f"and {more:,} more errors", "type": "more_errors"})
+    content = {"detail": json_safe(shown)}
+    if len(json.dumps(content)) > MAX_ERROR_BYTES:  # deep loc paths: say less rather than more
+        content = {
+            "detail": [{"loc": [], "msg": f"{len(found):,} errors in the body", "type": "value_error"}]
+        }
+    return content
+
+
+def _bounded_error(error: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "loc": [cut(x) if isinstance(x, str) else x for x in error.get("loc", [])],
+        "msg": cut(str(error.get("msg", "")), MSG_CHARS),
+        "type": cut(str(error.get("type", ""))),
+    }
+    if "input" in error:
+        out["input"] = bounded(error["input"], 1)
+    if "ctx" in error:  # the rule broken (a bound, a pattern, the JSON parser's reason): kept longer
+        out["ctx"] = bounded(error["ctx"], 1, MSG_CHARS)
+    return out
+
+
+def bounded(value: Any, depth: int = 0, chars: int = SHOWN_CHARS) -> Any:
+    """`value` with each string cut to `chars`, each list and object to its first few items, and
+    its nesting cut."""
+    if isinstance(value, str):
+        return cut(value, chars)
+    if isinstance(value, list | tuple):
+        if depth >= 3:
+            return f"<a list of {len(value):,} items>"
+        items = [bounded(v, depth + 1, chars) for v in value[:SHOWN_IDS]]
+        return items + ([f"... {len(value):,} items"] if len(value) > SHOWN_IDS else [])
+    if isinstance(value, dict):
+        if depth >= 3:
+            return f"<an object of {len(value):,} keys>"
+        kept = list(value.items())[:SHOWN_IDS]
+        out = {cut(str(k)): bounded(v, depth + 1, chars) for k, v in kept}
+        return out | ({"...": f"{len(value):,} keys"} if len(value) > len(kept) else {})
+    return value
 
 
 def errors(**described: str) -> dict[int | str, dict[str, Any]]:

@@ -38,11 +38,6 @@ from newsrec_cli.objective.shard import BatchShard
 T = TypeVar("T")
 
 TIMEOUT_ENV = "NEWSREC_DIST_TIMEOUT"  # seconds a collective may wait for a peer (default 600)
-# Test fault-injection switch: "RANK:STEP" makes that rank leave with os._exit(FAULT_EXIT_CODE)
-# right before global step STEP (1-based), as a killed or crashed worker would. Used by
-# tests/test_ddp.py to check that the job ends instead of hanging and that --resume continues.
-FAULT_ENV = "NEWSREC_FAULT_EXIT_AT"
-FAULT_EXIT_CODE = 17
 
 
 LAUNCHER_ENV = "NEWSREC_NPROC_LAUNCHER"  # set by `newsrec train --nproc` for its workers
@@ -337,15 +332,3 @@ def combine_metrics(parts: list[dict[str, Any]]) -> MetricResult:
         impressions=sum(int(p["impressions"]) for p in parts),
         no_click=sum(int(p["no_click"]) for p in parts),
     )
-
-
-def fault_step(rank: int) -> int | None:
-    """The global step before which this rank leaves (test fault injection, `FAULT_ENV`)."""
-    raw = os.environ.get(FAULT_ENV)
-    if not raw:
-        return None
-    try:
-        target, step = (int(part) for part in raw.split(":"))
-    except ValueError:
-        raise SettingsError(f"{FAULT_ENV}={raw!r}: RANK:STEP expected") from None
-    return step if target == rank else None

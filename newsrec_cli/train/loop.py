@@ -22,12 +22,10 @@ from typing import Any
 
 import torch
 
-from newsrec_cli.runs.records import (
-    TrainCallbacks,
-    TrainResult,
-)
+from newsrec_cli.runs.records import TrainCallbacks, TrainJob, TrainResult
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 from newsrec_cli.train import distributed
+from newsrec_cli.train.determinism import ordered_ops
 from newsrec_cli.train.lock import run_dir_lock
 from newsrec_cli.train.setup import (
     ModelParts,
@@ -39,7 +37,7 @@ from newsrec_cli.train.setup import (
 )
 from newsrec_cli.train.trainer import Trainer
 
-__all__ = ["train"]
+__all__ = ["train", "train_job"]
 
 
 def train(
@@ -55,76 +53,54 @@ def train(
     overwrite: bool = False,
     callbacks: TrainCallbacks | None = None,
 ) -> TrainResult:
-    """Train a recommender on a MIND dataset and write the run directory `out`.
+    """`train_job` with the job spelled out as keywords, for scripts, notebooks and tests."""
+    job = TrainJob(
+        data=None if data is None else Path(data),
+        out=Path(out),
+        store=None if store is None else Path(store),
+        graph=None if graph is None else Path(graph),
+        settings=settings or TrainSettings(),
+        data_settings=data_settings or DataSettings(),
+        graph_settings=graph_settings or GraphSettings(),
+        resume=resume,
+        overwrite=overwrite,
+    )
+    return train_job(job, callbacks)
 
-    With `resume`, the settings, data, store and graph come from `out`'s config.json (only the
+
+def train_job(job: TrainJob, callbacks: TrainCallbacks | None = None) -> TrainResult:
+    """Train a recommender on a MIND dataset and write the run directory `job.out`.
+
+    With `job.resume`, the settings, data, store and graph come from `out`'s config.json (only the
     time budget and hardware settings given here apply) and training continues from last.pt, or
-    from step 0 when the run was stopped before its first last.pt. `overwrite` deletes the run
+    from step 0 when the run was stopped before its first last.pt. `job.overwrite` deletes the run
     files already in `out` and starts over.
 
     Started by torchrun (or `newsrec train --nproc N`), every process calls this with the same
-    arguments and trains its share of each batch under DistributedDataParallel; rank 0 writes
-    the run directory and calls `callbacks` (see `distributed.py`).
+    job and trains its share of each batch under DistributedDataParallel; rank 0 writes the run
+    directory and calls `callbacks` (see `distributed.py`).
     """
-    settings = settings or TrainSettings()
     # -- processes: one, or this rank of a run started by torchrun (RANK, WORLD_SIZE in the env)
-    ranks, device = distributed.start(settings.device)
+    ranks, device = distributed.start(job.settings.device)
     held = ExitStack()  # the run folder's lock, taken by rank 0 in set-up, released however train ends
     try:
-        return _train(
-            data,
-            out,
-            ranks,
-            device,
-            held,
-            store=store,
-            graph=graph,
-            settings=settings,
-            data_settings=data_settings or DataSettings(),
-            graph_settings=graph_settings or GraphSettings(),
-            resume=resume,
-            overwrite=overwrite,
-            # rank 0 alone shows progress
-            callbacks=(callbacks or TrainCallbacks()) if ranks.main else TrainCallbacks(),
-        )
+        # rank 0 alone shows progress
+        shown = (callbacks or TrainCallbacks()) if ranks.main else TrainCallbacks()
+        return _train(job, ranks, device, held, shown)
     finally:
         held.close()
         ranks.close()
 
 
 def _train(
-    data: str | Path | None,
-    out: str | Path,
-    ranks: distributed.Ranks,
-    device: torch.device,
-    held: ExitStack,
-    *,
-    store: str | Path | None,
-    graph: str | Path | None,
-    settings: TrainSettings,
-    data_settings: DataSettings,
-    graph_settings: GraphSettings,
-    resume: bool,
-    overwrite: bool,
-    callbacks: TrainCallbacks,
+    job: TrainJob, ranks: distributed.Ranks, device: torch.device, held: ExitStack, callbacks: TrainCallbacks
 ) -> TrainResult:
     def set_up() -> tuple[RunRequest, TrainingData, ModelParts]:
         # -- one writer per run folder, before anything in it is read, cleared or written
-        if ranks.main and (not resume or Path(out).is_dir()):  # no folder to resume: open_run says so
-            held.enter_context(run_dir_lock(Path(out)))
+        if ranks.main and (not job.resume or job.out.is_dir()):  # no folder to resume: open_run says so
+            held.enter_context(run_dir_lock(job.out))
         # -- which run: new, resumed (settings and paths from config.json) or started over
-        run = open_run(
-            data,
-            out,
-            store=store,
-            graph=graph,
-            settings=settings,
-            data_settings=data_settings,
-            graph_settings=graph_settings,
-            resume=resume,
-            overwrite=overwrite,
-            main=ranks.main,
-        )
+        run = open_run(job, main=ranks.main)
         # -- threads and seeds
         if run.settings.threads:
             torch.set_num_threads(run.settings.threads)
@@ -144,7 +120,7 @@ def _train(
     trainer.open_writer()
     try:
         # DDP's own all-reduce (in backward) fails like newsrec's collectives when a peer dies.
-        with distributed.collective(ranks):
+        with distributed.collective(ranks), ordered_ops(trainer.determinism):
             trainer.start_ddp()
             callbacks.on_start(trainer.info)
             if run.saved is None and parts.model.prior is not None:

@@ -28,6 +28,7 @@ from newsrec_cli.runs import checkpoint
 from newsrec_cli.runs.config import read_config, settings_of
 from newsrec_cli.runs.context import DataContext, prepare_context
 from newsrec_cli.runs.files import CONFIG, LAST, clear_run
+from newsrec_cli.runs.records import TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
 
 # Settings a resumed run may change: when to stop and the hardware, never what is trained.
@@ -84,30 +85,19 @@ class ModelParts:
     cached_news: int = 0
 
 
-def open_run(
-    data: str | Path | None,
-    out: str | Path,
-    *,
-    store: str | Path | None,
-    graph: str | Path | None,
-    settings: TrainSettings,
-    data_settings: DataSettings,
-    graph_settings: GraphSettings,
-    resume: bool,
-    overwrite: bool,
-    main: bool = True,
-) -> RunRequest:
+def open_run(job: TrainJob, *, main: bool = True) -> RunRequest:
     """The run to train; with `resume`, its stored settings and paths and its last.pt.
 
     Only the `main` process (rank 0 of a distributed run) clears the folder (`overwrite`) and
     checks that it holds no other run: the others would see rank 0's files as they appear.
     """
-    out = Path(out)
+    out, data, store, graph = job.out, job.data, job.store, job.graph
+    settings, data_settings, graph_settings = job.settings, job.data_settings, job.graph_settings
     saved: dict[str, Any] | None = None
     trained_dim: int | None = None
-    if resume and overwrite:
+    if job.resume and job.overwrite:
         raise SettingsError("train: --resume continues the run in --out, --overwrite deletes it; choose one")
-    if resume:
+    if job.resume:
         config, settings, data_settings, graph_settings = resume_settings(out, settings)
         # A run killed before its first last.pt has only config.json: it restarts from step 0.
         saved = checkpoint.load(out / LAST) if (out / LAST).exists() else None
@@ -117,7 +107,7 @@ def open_run(
         trained_dim = config["embeddings"].get("dim")
     elif not main:
         pass
-    elif overwrite:
+    elif job.overwrite:
         clear_run(out)
     elif (out / CONFIG).exists() or (out / LAST).exists():
         raise InputError(
@@ -135,7 +125,7 @@ def open_run(
         settings=settings,
         data_settings=data_settings,
         graph_settings=graph_settings,
-        resume=resume,
+        resume=job.resume,
         saved=saved,
         trained_dim=trained_dim,
         started=time.monotonic(),

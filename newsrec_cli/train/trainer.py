@@ -12,8 +12,6 @@ batch, validation is sharded, the stop rules are agreed, and rank 0 alone writes
 from __future__ import annotations
 
 import math
-import os
-import sys
 import threading
 import time
 import warnings
@@ -48,8 +46,9 @@ from newsrec_cli.runs.records import (
     log_epoch,
     read_history,
 )
-from newsrec_cli.train.distributed import FAULT_EXIT_CODE, Ranks, fault_step, rank_seed
-from newsrec_cli.train.faults import kill_now, planned_kill
+from newsrec_cli.train import determinism
+from newsrec_cli.train.distributed import Ranks, rank_seed
+from newsrec_cli.train.faults import planned_fault
 from newsrec_cli.train.schedule import Plateau, lr_at
 from newsrec_cli.train.setup import ModelParts, RunRequest, TrainingData
 from newsrec_cli.train.state import (
@@ -146,8 +145,8 @@ class Trainer:
         self.writer: Any = None
         self.info: TrainInfo | None = None  # set when the run directory is open
         self.ddp: DistributedDataParallel | None = None  # set by start_ddp in a distributed run
-        self.fault_at = fault_step(self.ranks.rank) if self.ranks.distributed else None
-        self.kill = planned_kill(self.ranks.rank)  # test fault injection (faults.py)
+        self.determinism = determinism.plan(device)
+        self.fault = planned_fault(self.ranks.rank)  # test fault injection (faults.py), else None
 
     # -- the run directory --------------------------------------------------------------------
 
@@ -195,6 +194,7 @@ class Trainer:
                 "first": parts.lacking[:20],
             },
             "samples": {"clicks": len(data.samples), "dropped_clicks": data.samples.dropped},
+            "determinism": self.determinism.to_dict(),
         }
         if data.history is not None:
             extra["samples"]["history"] = {
@@ -256,6 +256,7 @@ class Trainer:
             missing_text=parts.lacking,
             resumed_at=(state.epoch + 1, state.step_in_epoch) if self.run.resume else None,
             threads=torch.get_num_threads(),
+            determinism=self.determinism.describe(),
             unverified_texts=check.unverified if check is not None else 0,
             processes=self.ranks.world,
             finetune_text=self.settings.finetune_text if self.model.news_encoder.tower is not None else 0,
@@ -296,7 +297,9 @@ class Trainer:
         if not self.ranks.main:
             return
         self.state.history_lines = len(self.history)
-        kill = self.kill is not None and self.kill.due("save", self.state.global_step)
+        fault = (
+            self.fault if self.fault is not None and self.fault.due("save", self.state.global_step) else None
+        )
         checkpoint.save(
             self.run.out / LAST,
             last_payload(
@@ -308,7 +311,7 @@ class Trainer:
                 settings=self._settings(),
                 plan=self.plan if self.settings.hard_negatives else None,
             ),
-            before_replace=kill_now if kill else None,
+            before_replace=fault.strike if fault is not None else None,
         )
 
     def save_model(self, record: EpochRecord, partial: bool = False) -> None:
@@ -440,8 +443,8 @@ class Trainer:
         self.model.train()
         tick, seen, stop = time.monotonic(), 0, ""
         for batch in loader:
-            if self.kill is not None and self.kill.due("step", state.global_step + 1):
-                kill_now()
+            if self.fault is not None and self.fault.due("step", state.global_step + 1):
+                self.fault.strike()
             loss_value, rows = self.step(batch)
             state.step_in_epoch += 1
             state.global_step += 1
@@ -509,10 +512,6 @@ class Trainer:
         """This rank's share of the step: its scaled loss, the global batch's loss and rows."""
         assert self.ddp is not None
         state, ranks = self.state, self.ranks
-        if self.fault_at is not None and state.global_step + 1 == self.fault_at:
-            # Test fault injection (distributed.FAULT_ENV): leave as a killed worker would.
-            sys.stderr.flush()
-            os._exit(FAULT_EXIT_CODE)
         start = state.step_in_epoch * self.settings.batch_size
         shard = ranks.batch_shard(min(self.settings.batch_size, len(self.data.samples) - start))
         self.ddp.module.shard = shard

@@ -1,8 +1,4 @@
-"""The training callbacks of one tune trial: validation AUC to the pruner, stop with the parent.
-
-Imported by the worker when a trial starts (it pulls in the training loop and torch), so that
-`tune show` stays light.
-"""
+"""The training callbacks of one tune trial: validation AUC to the pruner, stop with the parent."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import os
 from typing import Any
 
 from newsrec_cli.runs.records import TrainCallbacks
-from newsrec_cli.tune.study import TuneEvents
+from newsrec_cli.tune.events import TuneEvents
 
 
 class TrialPruned(Exception):

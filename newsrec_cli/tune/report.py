@@ -18,8 +18,9 @@ import tomli_w
 
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.evaluate.runner import evaluate
 from newsrec_cli.mind.dataset import load_dataset
-from newsrec_cli.settings import DataSettings, GraphSettings, StageSettings, TrainSettings
+from newsrec_cli.settings import DataSettings, EvaluateSettings, GraphSettings, StageSettings, TrainSettings
 from newsrec_cli.tune.study import (
     TuneSetup,
     counted,
@@ -254,9 +255,6 @@ def final_test(setup: TuneSetup, report: StudyReport, device: str = "auto") -> d
     """Evaluate the best trial once on the split the protocol reports (test/ when valid/ chose
     the epochs, valid/ when train/'s last day did): it played no part in the search. A second
     call returns the stored result."""
-    from newsrec_cli.evaluate.runner import evaluate
-    from newsrec_cli.settings import EvaluateSettings
-
     path = setup.out / FINAL_TEST
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))

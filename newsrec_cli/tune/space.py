@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from newsrec_cli.errors import SettingsError
-from newsrec_cli.settings import TrainSettings
+from newsrec_cli.settings import STAGES, TrainSettings
 
 DEFAULT_SPACE = "default_space.toml"
 # Settings that change how a run is executed or measured, not the model: searching them would
@@ -243,8 +243,6 @@ def _check_value(name: str, value: Any, where: str) -> None:
 def read_tune_config(path: Path | None) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
     """A --config file for `tune`: its stage tables (as `settings.resolve` takes them), its
     `[tune.space]` table if any, and the file's text (for line numbers in errors)."""
-    from newsrec_cli.settings import STAGES
-
     if path is None:
         return {}, None, ""
     try:

@@ -18,7 +18,6 @@ none twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import multiprocessing
@@ -31,11 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from newsrec_cli import atomic
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.manifests import read_manifest
-from newsrec_cli.runs.records import TrainFunction
+from newsrec_cli.runs.records import TrainFunction, TrainingInterrupted, TrainJob
 from newsrec_cli.settings import DataSettings, GraphSettings, TrainSettings
+from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
+from newsrec_cli.tune.events import TuneEvents
 from newsrec_cli.tune.space import SearchSpace, parse_space
 
 TUNE_FILE = "tune.json"
@@ -92,20 +95,6 @@ class TuneSetup:
             "seed": self.seed,
             "defaults": self.defaults,
         }
-
-
-class TuneEvents:
-    """Hooks the command layer overrides to show progress (only the in-process worker calls them)."""
-
-    def on_trial_start(self, number: int, params: dict[str, Any], defaults: bool) -> None: ...
-
-    def on_epoch_end(self, number: int, record: Any) -> None: ...
-
-    def on_trial_end(self, trial: Any) -> None:
-        """`trial` is Optuna's FrozenTrial of the finished trial."""
-
-    def on_poll(self, counted: int, total: int) -> None:
-        """While waiting for worker processes: trials counted so far."""
 
 
 # ----------------------------------------------------------------------------- storage
@@ -174,29 +163,31 @@ def load_study(setup: TuneSetup, offset: int = 0, storage: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def study_lock(out: Path) -> Iterator[StudyLock]:
+def study_lock(out: Path, timeout: float = -1) -> Iterator[StudyLock]:
     """One worker at a time counts trials and asks for the next one (no overshoot of --trials);
-    the holder may release it early (`StudyLock.release`: once its trial is asked)."""
+    the holder may release it early (`StudyLock.release`: once its trial is asked). It waits
+    `timeout` seconds at most (-1: for ever), then raises filelock.Timeout."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+") as handle:
-        lock = StudyLock(handle)
-        try:
-            yield lock
-        finally:
-            lock.release()
+    lock = StudyLock(out / LOCK, timeout)
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 class StudyLock:
-    """The file lock of `study_lock`, held from its start."""
+    """The file lock of `study_lock`, held from its start. filelock's (an OS lock on the file, which
+    the kernel drops when its process dies), one instance per holder: two holders exclude each other
+    whether they are processes or threads of one."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    def __init__(self, path: Path, timeout: float = -1) -> None:
+        self._lock = FileLock(path, timeout=timeout)
+        self._lock.acquire()
         self.held = True
 
     def release(self) -> None:
         if self.held:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self._lock.release()
             self.held = False
 
 
@@ -385,9 +376,6 @@ def run_trial(
     or TrialStopped; `study.optimize` records the state (and beats the trial's heartbeat)."""
     import optuna
 
-    from newsrec_cli.runs.records import TrainingInterrupted
-    from newsrec_cli.tune.callbacks import TrialCallbacks, TrialPruned
-
     assert setup.space is not None
     started = time.monotonic()
     defaults = bool(trial.user_attrs.get("defaults"))
@@ -410,16 +398,16 @@ def run_trial(
             left = setup.deadline - time.time()
             if own_budget is None or left < own_budget:
                 settings = settings.model_copy(update={"time_budget": max(left, 1.0)})
-        result = train(
-            setup.data,
-            run_dir,
+        job = TrainJob(
+            data=setup.data,
+            out=Path(run_dir),
             store=setup.store,
             graph=setup.graph,
             settings=settings,
             data_settings=DataSettings(**setup.data_settings),
             graph_settings=GraphSettings(**setup.graph_settings),
-            callbacks=callbacks,
         )
+        result = train(job, callbacks)
     except TrialPruned:
         _epoch_attrs(trial, callbacks.records, started)
         trial.set_user_attr("stopped", f"pruned after epoch {callbacks.records[-1].epoch}")
@@ -489,8 +477,6 @@ def run_worker(
     parent_pid: int | None = None,
 ) -> None:
     """Ask, train (with `train`) and tell until the study has --trials trials or the deadline passes."""
-    from newsrec_cli.runs.records import TrainingInterrupted
-
     quiet_optuna()
     events = events or TuneEvents()
     storage = open_storage(setup.storage_url())

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from newsrec_cli.embed.providers.base import EmbeddingProvider, ProviderError, ProviderSpec
-from newsrec_cli.errors import SettingsError
+from newsrec_cli.embed.providers.hashing import MODEL, HashingProvider
+from newsrec_cli.embed.providers.local import LocalProvider, model_location, model_name, resolve_device
+from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.settings import EmbedSettings
 
 __all__ = ["EmbeddingProvider", "ProviderError", "ProviderSpec", "describe", "local_runtime", "make_provider"]
@@ -14,15 +19,12 @@ INT8_SUFFIX = " (onnx int8)"  # appended to the model name of int8 stores: their
 def describe(settings: EmbedSettings) -> ProviderSpec:
     """What `make_provider(settings)` will record, without loading a model or opening a client."""
     if settings.provider == "openai":
+        # why here: the OpenAI SDK loads only for --provider openai (not at every CLI start)
         from newsrec_cli.embed.providers.openai_api import describe as describe_openai
 
         return describe_openai(settings.model, settings.dimensions)
     if settings.provider == "hashing":
-        from newsrec_cli.embed.providers.hashing import MODEL
-
         return ProviderSpec(name="hashing", model=MODEL, dimension=_hashing_dim(settings), semantic=False)
-    from newsrec_cli.embed.providers.local import model_name
-
     if settings.dimensions is not None:
         raise SettingsError(
             "embed.dimensions: a local model has a fixed size; --dimensions is for openai and hashing"
@@ -44,10 +46,6 @@ def local_runtime(settings: EmbedSettings) -> tuple[str | None, str, bool]:
         return model.removesuffix(INT8_SUFFIX), "onnx", True
     backend = settings.backend
     if backend == "auto":
-        import importlib.util
-
-        from newsrec_cli.embed.providers.local import resolve_device
-
         cpu = resolve_device(settings.device) == "cpu"
         onnx = cpu and importlib.util.find_spec("onnxruntime") is not None and _is_model_folder(model)
         backend = "onnx" if onnx else "torch"
@@ -57,11 +55,6 @@ def local_runtime(settings: EmbedSettings) -> tuple[str | None, str, bool]:
 def _is_model_folder(model: str | None) -> bool:
     """Whether the local model is a sentence-transformers folder on disk (what ONNX exports from);
     anything else goes to torch, whose loader explains what is wrong with it."""
-    from pathlib import Path
-
-    from newsrec_cli.embed.providers.local import model_location
-    from newsrec_cli.errors import InputError
-
     try:
         return (Path(model_location(model)) / "modules.json").is_file()
     except InputError:  # the default model's package is missing: torch's loader says so
@@ -71,6 +64,7 @@ def _is_model_folder(model: str | None) -> bool:
 def make_provider(settings: EmbedSettings) -> EmbeddingProvider:
     """Build the provider the settings name (loads the local model, opens the API client)."""
     if settings.provider == "openai":
+        # why here: the OpenAI SDK loads only for --provider openai
         from newsrec_cli.embed.providers.openai_api import OpenAIProvider
 
         return OpenAIProvider(
@@ -83,20 +77,17 @@ def make_provider(settings: EmbedSettings) -> EmbeddingProvider:
             timeout=settings.timeout,
         )
     if settings.provider == "hashing":
-        from newsrec_cli.embed.providers.hashing import HashingProvider
-
         return HashingProvider(
             _hashing_dim(settings), batch_size=settings.batch_size, delay=settings.hashing_delay
         )
     describe(settings)  # the same checks of the settings
     model, backend, int8 = local_runtime(settings)
     if backend == "onnx":
+        # why here: the ONNX path (its export, filelock, then onnxruntime) loads only for that backend
         from newsrec_cli.embed.providers.onnx_local import OnnxProvider
 
         # ONNX Runtime runs here on CPU whatever --device says (CUDA would need onnxruntime-gpu)
         return OnnxProvider(model, batch_size=settings.batch_size, int8=int8, threads=settings.threads)
-    from newsrec_cli.embed.providers.local import LocalProvider
-
     if settings.threads:
         import torch
 

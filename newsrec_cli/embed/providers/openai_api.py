@@ -1,24 +1,24 @@
 """OpenAI embeddings, or any OpenAI-compatible server (vLLM, Ollama, LiteLLM) via `base_url`.
 
-Requests go through the official SDK. 408/409/429/5xx answers, timeouts and dropped connections
-are retried with exponential backoff (0.5 s doubling to 8 s, with jitter, honouring Retry-After)
-up to `max_retries` times; a server that refuses the connection or a host name that does not
-resolve fails at once (nothing listens there: waiting will not help). A request that still fails
-raises ProviderError; the run keeps every batch before it. The API key comes from OPENAI_API_KEY
-and is scrubbed from every message we emit.
+Requests go through the official SDK, and so do their retries: 408/409/429/5xx answers, timeouts
+and dropped connections are retried up to `max_retries` times with the SDK's exponential backoff
+(0.5 s doubling to 8 s, with jitter), or after the server's Retry-After when it asks for at most
+two minutes (a longer one is not waited for). A server that refuses the connection or a host name
+that does not resolve fails at once (nothing listens there: waiting will not help): see
+`_FailFastClient`. A request that still fails raises ProviderError; the run keeps every batch
+before it. The API key comes from OPENAI_API_KEY and is scrubbed from every message we emit.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import re
 import socket
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import openai
 
 from newsrec_cli.embed.providers.base import ProviderError, ProviderSpec
 from newsrec_cli.embed.tokens import TokenCounter, token_batches, token_counter
@@ -32,8 +32,6 @@ KNOWN_DIMENSIONS = {
 }
 NO_DIMENSIONS = {"text-embedding-ada-002"}  # the API rejects `dimensions` for it
 KEY_VARIABLE = "OPENAI_API_KEY"
-RETRY_STATUS = (408, 409, 429)  # and every 5xx
-BACKOFF_START, BACKOFF_MAX, RETRY_AFTER_MAX = 0.5, 8.0, 60.0
 
 
 def describe(model: str | None, dimensions: int | None) -> ProviderSpec:
@@ -64,8 +62,6 @@ class OpenAIProvider:
         timeout: float = 60.0,
         counter: TokenCounter | None = None,
     ) -> None:
-        from openai import OpenAI
-
         self.spec = describe(model, dimensions)
         self.dimensions = dimensions
         self.base_url = base_url
@@ -81,8 +77,13 @@ class OpenAIProvider:
                     f"{KEY_VARIABLE} is not set (needed for the OpenAI API; --dry-run needs none)"
                 )
             key = "unused"  # compatible servers (Ollama, vLLM) usually ask for no key, the SDK wants one
-        # our own retry loop (see `embed`): the SDK's would also retry a refused connection
-        self._client = OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+        self._client = openai.OpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
+            http_client=_FailFastClient(),
+        )
         self._dimension = self.spec.dimension
 
     @property
@@ -95,46 +96,29 @@ class OpenAIProvider:
         return [list(r) for r in ranges]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import openai
-
         request: dict[str, Any] = {"model": self.spec.model, "input": list(texts), "encoding_format": "float"}
         if self.dimensions is not None:
             request["dimensions"] = self.dimensions
         where = self.base_url or "the OpenAI API"
-        attempts = self.max_retries + 1
-        tries = f"{attempts} tries"
-        for attempt in range(attempts):
-            retry = attempt + 1 < attempts
-            try:
-                response = self._client.embeddings.create(**request)
-                break
-            except openai.APIStatusError as exc:
-                status = exc.status_code
-                transient = status in RETRY_STATUS or status >= 500
-                if transient and retry:
-                    time.sleep(_backoff(attempt, exc.response.headers.get("retry-after")))
-                    continue
-                after = f" after {tries}" if transient else ""
-                reason = _short(re.sub(r"^Error code: \d+ - ", "", exc.message))
-                raise self._error(f"{where} answered HTTP {status}{after}: {reason}") from None
-            except openai.APITimeoutError:
-                if retry:
-                    time.sleep(_backoff(attempt))
-                    continue
-                raise self._error(f"{where} timed out after {tries}") from None
-            except openai.APIConnectionError as exc:
-                cause = _root_cause(exc)
-                if isinstance(cause, ConnectionRefusedError | socket.gaierror):
-                    raise self._error(
-                        f"cannot reach {where}: {_short(str(cause))} (not retried: nothing answers there; "
-                        "check --base-url and that the server runs)"
-                    ) from None
-                if retry:
-                    time.sleep(_backoff(attempt))
-                    continue
-                raise self._error(f"cannot reach {where} after {tries}: {_short(str(cause))}") from None
-            except (openai.APIError, ValueError) as exc:  # unparsable body, "No embedding data received"
-                raise self._error(f"malformed response from {where}: {_short(str(exc))}") from None
+        try:
+            response = self._client.embeddings.create(**request)
+        except Unreachable as exc:
+            raise self._error(
+                f"cannot reach {where}: {_short(str(exc))} (not retried: nothing answers there; "
+                "check --base-url and that the server runs)"
+            ) from None
+        except openai.APIStatusError as exc:
+            reason = _short(re.sub(r"^Error code: \d+ - ", "", exc.message))
+            raise self._error(
+                f"{where} answered HTTP {exc.status_code}{_after(exc.response.request)}: {reason}"
+            ) from None
+        except openai.APITimeoutError as exc:
+            raise self._error(f"{where} timed out{_after(exc.request)}") from None
+        except openai.APIConnectionError as exc:
+            cause = _short(str(_root_cause(exc)))
+            raise self._error(f"cannot reach {where}{_after(exc.request)}: {cause}") from None
+        except (openai.APIError, ValueError) as exc:  # unparsable body, "No embedding data received"
+            raise self._error(f"malformed response from {where}: {_short(str(exc))}") from None
         vectors = self._parse(response, len(texts), where)
         if self._dimension is None:
             self._dimension = vectors.shape[1]
@@ -184,16 +168,35 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _backoff(attempt: int, retry_after: str | None = None) -> float:
-    """Seconds before retry `attempt + 1`: the server's Retry-After when sane, else exponential."""
-    if retry_after:
+def _tries(request: Any) -> int:
+    """How many times the SDK sent `request`: it numbers its retries in a header of each attempt."""
+    retries = request.headers.get("x-stainless-retry-count", "0") if request is not None else "0"
+    return int(retries) + 1 if retries.isdigit() else 1
+
+
+def _after(request: Any) -> str:
+    tries = _tries(request)
+    return f" after {tries} tries" if tries > 1 else ""
+
+
+class Unreachable(openai.OpenAIError):
+    """Nothing answers at the address. The SDK re-raises an OpenAIError raised while sending as it
+    is, before its retry of other errors (openai >= 3.0; read in 3.0.0 and 3.63.0)."""
+
+
+class _FailFastClient(openai.DefaultHttpxClient):
+    """The SDK's default HTTP client, where a refused connection or an unknown host raises
+    `Unreachable`: the SDK's retry settings cannot tell those from a dropped connection, which
+    is worth retrying; the SDK would wait through every backoff (about 20 s at 6 retries) for nothing."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
         try:
-            seconds = float(retry_after)
-        except ValueError:
-            seconds = -1.0
-        if 0 <= seconds <= RETRY_AFTER_MAX:
-            return seconds
-    return min(BACKOFF_START * 2**attempt, BACKOFF_MAX) * random.uniform(0.75, 1.0)
+            return super().send(request, **kwargs)
+        except Exception as exc:
+            cause = _root_cause(exc)
+            if isinstance(cause, ConnectionRefusedError | socket.gaierror):
+                raise Unreachable(str(cause)) from exc
+            raise
 
 
 def _root_cause(exc: BaseException) -> BaseException:
