@@ -491,8 +491,20 @@ class EvaluateSettings(StageSettings):
     section: ClassVar[str] = "evaluate"
 
     metrics: str = Field(
-        "auc,mrr,ndcg@5,ndcg@10",
-        description="Comma-separated: auc, mrr, ndcg (= ndcg@5,ndcg@10), ndcg@K, hit@K, logloss, ece.",
+        "auc,mrr,ndcg,beyond",
+        description="Comma-separated: auc, mrr, ndcg (= ndcg@5,ndcg@10), ndcg@K, hit@K, logloss, ece; "
+        "beyond accuracy: ild, categories, calibration, novelty, popularity, coverage, gini (each @5,@10, "
+        "or KIND@K); beyond = all of them that the inputs allow.",
+    )
+    rerank: str = Field(
+        "none",
+        description="Re-rank each impression's top 10 (the largest k of --metrics) before scoring: "
+        "mmr:λ (diversity, text vectors), calibration:λ (history's categories) or none; λ in [0, 1].",
+    )
+    retrieve: bool = Field(
+        False,
+        description="Retrieve each impression's top 10 from every news the reported split showed up to "
+        "its time (its history excluded), as serve does, instead of ranking its candidates.",
     )
     split: Literal["auto", "valid", "test"] = Field(
         "auto",

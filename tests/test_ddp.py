@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -171,12 +170,11 @@ def test_a_dead_rank_ends_the_job_and_resume_finishes_the_run(runs: dict[str, An
     root, data, store = runs["root"], runs["data"], runs["store"]
     out = root / "killed"
     steps = runs["single"].info.steps_per_epoch
-    started = time.monotonic()
+    # run_cli's timeout fails a job that hangs instead of ending
     killed = run_cli(
         "train", str(data), "-e", str(store), "--out", str(out), *runs["flags"], "--nproc", "2",
         env={FAULT_ENV: f"1:step:{steps + 2}:exit"},  # rank 1 leaves hard in epoch 2, after epoch 1's last.pt
     )  # fmt: skip
-    assert time.monotonic() - started < 120  # ended, did not hang
     assert killed.returncode == 1, killed.stderr[-3000:]
     errors = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in killed.stderr, killed.stderr[-3000:]

@@ -291,7 +291,7 @@ def test_reproduces_the_original_failure_as_a_subprocess(synth, tmp_path: Path) 
         [sys.executable, "-m", "newsrec_cli", "diagnose", "saturation", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)

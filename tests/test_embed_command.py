@@ -125,9 +125,13 @@ def _wait_for_chunks(store: Path, count: int, process: subprocess.Popen[bytes], 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, shared_data: Path, sig: int) -> None:
-    data = copy_news(shared_data / "mind_tiny" / "news.tsv", tmp_path / "d", stop=48)
+    # 50 batches of 4 at 0.25 s each: once the third is written, the run has 12 s of sleep left,
+    # so the signal reaches it mid-run however long a busy machine keeps this test from sending it.
+    # (With 12 batches it had 2 s, and twice under pytest-xdist the run ended before the signal.)
+    news, batches = 200, 50
+    data = copy_news(shared_data / "mind_tiny" / "news.tsv", tmp_path / "d", stop=news)
     reference = tmp_path / "reference"
-    assert embed(str(data), "--out", str(reference), *HASHING, "--batch-size", "4").exit_code == 0
+    assert embed(str(data), "--out", str(reference), *HASHING, "--batch-size", "50").exit_code == 0
     store = tmp_path / "s"
     process = _embed_subprocess(data, store, delay=0.25)
     _wait_for_chunks(store, 3, process)
@@ -139,13 +143,14 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, shared_da
     else:
         assert process.returncode == -signal.SIGKILL
     done = len(list((store / "chunks").glob("*.npz")))
-    assert 3 <= done < 12 and not (store / "vectors.npy").exists()
+    assert 3 <= done < batches and not (store / "vectors.npy").exists()
     result = embed(str(data), "--out", str(store), *HASHING, "--batch-size", "4", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["resumed"] == 4 * done and report["embedded"] == 48 - 4 * done and report["count"] == 48
+    assert report["resumed"] == 4 * done and report["embedded"] == news - 4 * done
+    assert report["count"] == news
     resumed, expected = EmbeddingStore.open(store), EmbeddingStore.open(reference)
-    assert resumed.ids == expected.ids and len(set(resumed.ids)) == 48
+    assert resumed.ids == expected.ids and len(set(resumed.ids)) == news
     np.testing.assert_array_equal(np.asarray(resumed.vectors), np.asarray(expected.vectors))
     assert not (store / "chunks").exists()
 

@@ -122,10 +122,22 @@ def test_history_distribution_equals_the_rerankers_distribution() -> None:
     assert dist == pytest.approx(category_distribution(padded, 3))
 
 
-@pytest.mark.parametrize("chunk", [2, 1 << 23])
-def test_distinct_user_counts_by_hand(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
-    monkeypatch.setattr(beyond, "PAIR_CHUNK", chunk)
+def test_distinct_user_counts_by_hand() -> None:
     users = np.array([1, 3, 1, 2, 3, 1, 4])
     items = np.array([0, 2, 0, 0, 2, 1, 0])
     # item 0: users 1, 2, 4 (1 twice); item 1: user 1; item 2: user 3 (twice)
     assert beyond.distinct_user_counts(users, items, 4).tolist() == [3, 1, 1, 0]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 23])
+def test_training_users_by_hand_in_groups_of_whole_users(tmp_path, chunk: int) -> None:  # type: ignore[no-untyped-def]
+    from evaluate_helpers import make_mind
+
+    from newsrec_cli.evaluate.beyond_rows import training_users
+    from newsrec_cli.mind.dataset import load_dataset
+
+    dataset = load_dataset(make_mind(tmp_path / "mind"))
+    counts, users = training_users(dataset.splits["train"], 7, chunk)
+    # N1: U1's history; N2: U1 clicked, U2 (history and click); N3: U1's history, U6 clicked;
+    # N4: U3; N5: U6's history; N6: nobody. Unclicked candidates do not count.
+    assert counts.tolist() == [0, 1, 2, 2, 1, 1, 0] and users == 4

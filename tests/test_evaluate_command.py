@@ -232,7 +232,7 @@ def test_model_row_equals_the_metrics_of_its_logits(trained: tuple[Path, Path, P
 
 
 def test_written_predictions_score_the_same(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    data, _, run = trained
+    data, store, run = trained
     out = tmp_path / "out"
     report = _json([str(run), "--data", str(data), "--write-predictions", "--out", str(out)])
     assert sorted(Path(p).name for p in report["written"]) == [
@@ -246,7 +246,8 @@ def test_written_predictions_score_the_same(trained: tuple[Path, Path, Path], tm
         "12",
     ]
     for name in ("prediction.txt", "prediction.zip"):
-        again = _json(["--predictions", str(out / name), "--data", str(data)])
+        # the run's store gives the file row its text vectors (ILD): every metric is the model's
+        again = _json(["--predictions", str(out / name), "--data", str(data), "--embeddings", str(store)])
         assert _row(again, "file")["values"] == pytest.approx(_row(report, "model")["values"], abs=1e-9)
 
 
@@ -291,3 +292,29 @@ def test_as_a_subprocess(mind: Path, store: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert _row(json.loads(done.stdout), "content")["values"]["mrr"] == pytest.approx(CONTENT["mrr"])
+
+
+def test_rerank_on_an_unlabeled_split_writes_its_own_leaderboard_file(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, _, run = trained
+    data = make_mind(tmp_path / "mind", test=["20\tU1\t11/16/2019 9:00:00 AM\tN1\tN2 N1 N3 N6"])
+    out = tmp_path / "out"
+    args = [
+        "evaluate",
+        str(run),
+        "--data",
+        str(data),
+        "--split",
+        "test",
+        "--write-predictions",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, [*args, "--rerank", "mmr:1"])
+    assert result.exit_code == 0, result.output
+    line = (out / "prediction-mmr-1.txt").read_text().strip()
+    # the MIND format, nothing more: N1 and N2 (vectors 0.995 alike) are never both in the top 2
+    ranks = [int(r) for r in line.removeprefix("20 [").removesuffix("]").split(",")]
+    assert sorted(ranks) == [1, 2, 3, 4] and {ranks[0], ranks[1]} != {1, 2}
+    assert not (out / "prediction.txt").exists()

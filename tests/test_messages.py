@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 import tomllib
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from embed_helpers import write_news
 from typer.testing import CliRunner
 
 from newsrec_cli.cli import app
+from newsrec_cli.embed.providers import openai_api
 from newsrec_cli.embed.providers.base import ProviderError
 from newsrec_cli.embed.providers.openai_api import OpenAIProvider
 from newsrec_cli.errors import InputError, MissingVectorsError
@@ -119,13 +119,20 @@ def test_counts_have_separators_and_plurals(synth: Path, tmp_path: Path) -> None
     assert lines is not None and "," in lines.group(1)  # over a thousand lines: 1,234
 
 
-def test_refused_base_url_fails_at_once_and_leaves_nothing(tmp_path: Path, refused_port: int) -> None:
+def test_refused_base_url_fails_at_once_and_leaves_nothing(
+    tmp_path: Path, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"http://127.0.0.1:{refused_port}/v1"
     provider = OpenAIProvider(base_url=url, max_retries=6)
-    start = time.monotonic()
+    # Every retry waits _backoff(attempt) first: count the waits, not the seconds they take.
+    waits: list[int] = []
+    backoff = openai_api._backoff
+    monkeypatch.setattr(
+        openai_api, "_backoff", lambda attempt, *a: waits.append(attempt) or backoff(attempt, *a)
+    )
     with pytest.raises(ProviderError, match=r"cannot reach .*Connection refused.*not retried"):
         provider.embed(["a headline"])
-    assert time.monotonic() - start < 3  # six retries with backoff would take ~15 s
+    assert waits == []  # six retries with backoff would have waited ~15 s
     data = write_news(tmp_path / "d", [("N1", "news", "us", "a headline")])
     result = runner.invoke(
         app, ["embed", str(data), "--out", str(tmp_path / "s"), "--provider", "openai", "--base-url", url]

@@ -444,7 +444,10 @@ def test_redis_cache_hits_and_outage(
         assert r.status_code == 200, r.text
     r = torch_server.post("/v1/recommend", body)
     assert r.status_code == 200 and r.json()["items"] == first["items"]
-    time.sleep(0.2)
+    # The server logs it while it answers; wait for the line itself, not for a guessed time.
+    deadline = time.monotonic() + 60
+    while "redis unavailable" not in torch_server.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert torch_server.log_path.read_text().count("redis unavailable") == 1
 
 

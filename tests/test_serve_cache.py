@@ -5,16 +5,17 @@ real redis-server on 127.0.0.1.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cachetools import TTLCache
 from typer.testing import CliRunner
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed")
@@ -23,6 +24,7 @@ from serve_helpers import Redis, Server  # noqa: E402
 from train_helpers import hashing_store, synth  # noqa: E402
 
 from newsrec_cli.cli import app  # noqa: E402
+from newsrec_cli.serve import cache as serve_cache  # noqa: E402
 from newsrec_cli.serve.cache import UserCache  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -161,12 +163,16 @@ def test_two_replicas_on_one_redis_answer_as_a_server_without_cache(run: Path, t
         redis.stop()
 
 
-def test_in_process_cache_expires_with_the_redis_ttl() -> None:
+def test_in_process_cache_expires_with_the_redis_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cachetools' TTLCache on a fake timer: the entry lives 1 s of it, however busy the machine.
+    now = [0.0]
+    monkeypatch.setattr(serve_cache, "TTLCache", functools.partial(TTLCache, timer=lambda: now[0]))
     cache = UserCache(None, ttl=1, lru_size=10)
     state = np.arange(4, dtype=np.float32)
     cache.set("k", state)
+    now[0] = 0.9
     np.testing.assert_array_equal(cache.get("k"), state)
-    time.sleep(1.2)
+    now[0] = 1.2
     assert cache.get("k") is None
     off = UserCache(None, ttl=0)
     off.set("k", state)

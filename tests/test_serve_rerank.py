@@ -215,3 +215,22 @@ def test_cli_refuses_a_bad_rerank_in_one_line(exported) -> None:  # type: ignore
         assert result.exit_code == 2, result.output
         assert "--rerank" in result.output and reason in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_list_without_categories_has_no_calibration_and_stays_valid_json(exported, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Fresh news without a category: the list's calibration is null, never NaN (a NaN made the
+    JSON answer a 500)."""
+    import json
+
+    from newsrec_cli.serve.engine import Engine, NewsRecord, ServeConfig
+
+    _, _, out = exported
+    engine = Engine(ServeConfig(source=str(out), backend="onnx", state_dir=str(tmp_path / "state")))
+    engine.load()
+    engine.ingest([NewsRecord("FRESH-1", title="a fresh story"), NewsRecord("FRESH-2", title="another one")])
+    history = engine.table.ids[:3]
+    for spec in (RerankSpec(), *SPECS):
+        answer = engine.recommend(history=history, candidates=["FRESH-1", "FRESH-2"], k=2, rerank=spec)
+        assert answer.diversity is not None and answer.diversity.calibration is None
+        assert answer.diversity.categories == 0
+        json.dumps(answer.as_json(), allow_nan=False)  # what the HTTP layer sends

@@ -46,23 +46,25 @@ def test_second_train_into_one_folder_is_refused_and_a_killed_run_resumes(tmp_pa
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # generous: a busy machine starts slowly
         while not _epochs(run):  # epoch 0 written: set up, with the lock held
             assert first.poll() is None, first.stderr.read() if first.stderr else ""
             assert time.monotonic() < deadline, "the first train never validated epoch 0"
             time.sleep(0.2)
+        # Stopped, it still holds the lock, and leaves the cores to the second process.
+        first.send_signal(signal.SIGSTOP)
         second = subprocess.run(
             [str(NEWSREC), "train", str(data), "--out", str(run), *common, "--epochs", "2", "--overwrite"],
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=300,
         )
         assert second.returncode == 1, second.stderr
         assert second.stderr.strip() == (
             f"error: {run}: another newsrec train is writing this run folder (it holds .newsrec.lock); "
             "wait for it to end, or choose another --out"
         )
-        assert first.poll() is None  # the first one goes on, its files untouched by --overwrite
+        assert first.poll() is None  # the first one lives on, its files untouched by --overwrite
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
@@ -73,7 +75,7 @@ def test_second_train_into_one_folder_is_refused_and_a_killed_run_resumes(tmp_pa
         [str(NEWSREC), "train", "--resume", "--out", str(run), "--time-budget", "0.5", "--json"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
     assert "another newsrec train" not in resumed.stderr

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from clock_helpers import FakeClock
 from train_helpers import hashing_store, synth
 from typer.testing import CliRunner
 
@@ -40,6 +40,15 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def fast(**overrides: Any) -> TrainSettings:
     return TrainSettings(**{**FAST, **overrides})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(folder, result) of the run that the budget-stopped runs must equal once resumed: trained
+    once for both of them (read only)."""
+    data, store = synthetic
+    out = tmp_path_factory.mktemp("recovery_full") / "full"
+    return out, train(data, out, store=store, settings=fast(epochs=3, patience=2))
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -116,19 +125,19 @@ def test_resume_and_overwrite_together_are_refused(synthetic: tuple[Path, Path],
 
 
 class SlowAt(TrainCallbacks):
-    """Waits at (epoch, step) until `budget` seconds have passed since it was made, so that
-    --time-budget stops the run there (or earlier on a slow machine), in the middle of an epoch."""
+    """Moves the fake clock past `budget` at (epoch, step), so that --time-budget stops the run
+    right there, in the middle of an epoch, however fast or busy the machine is."""
 
-    def __init__(self, epoch: int, step: int, budget: float) -> None:
+    def __init__(self, epoch: int, step: int, budget: float, clock: FakeClock) -> None:
         self.epoch, self.step, self.current = epoch, step, 0
-        self.deadline = time.monotonic() + budget
+        self.budget, self.clock = budget, clock
 
     def on_epoch_start(self, epoch: int, steps: int, done: int) -> None:
         self.current = epoch
 
     def on_step(self, done: int, loss: float, samples_per_s: float) -> bool:
         if self.current == self.epoch and done == self.step:
-            time.sleep(max(0.0, self.deadline - time.monotonic()) + 0.05)
+            self.clock.advance(self.budget)
         return False
 
 
@@ -138,25 +147,31 @@ def full_epochs(history: list[Any]) -> list[tuple[int, int, dict[str, float], bo
 
 @pytest.mark.parametrize("where", ["first_step", "mid_epoch_2"])
 def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
-    synthetic: tuple[Path, Path], tmp_path: Path, where: str
+    synthetic: tuple[Path, Path],
+    uninterrupted: tuple[Path, Any],
+    tmp_path: Path,
+    where: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data, store = synthetic
     settings = fast(epochs=3, patience=2)
-    full = train(data, tmp_path / "full", store=store, settings=settings)
+    full_dir, full = uninterrupted
     if where == "first_step":
         cut = train(
             data, tmp_path / "cut", store=store, settings=fast(epochs=3, patience=2, time_budget=1e-3)
         )
         assert cut.history[-1].steps == 1
     else:
-        budget = 6.0
+        budget, clock = 6.0, FakeClock(monkeypatch)
         cut = train(
             data,
             tmp_path / "cut",
             store=store,
             settings=fast(epochs=3, patience=2, time_budget=budget),
-            callbacks=SlowAt(epoch=2, step=2, budget=budget),
+            callbacks=SlowAt(epoch=2, step=2, budget=budget, clock=clock),
         )
+        assert (cut.history[-1].epoch, cut.history[-1].steps) == (2, 2)
+        monkeypatch.undo()
     assert cut.stopped == "time_budget"
     last = cut.history[-1]
     assert last.partial and not last.best  # shown, never chosen
@@ -169,8 +184,8 @@ def test_resume_after_a_time_budget_equals_an_uninterrupted_run(
         assert saved["epoch"] == 0 if cut.best_epoch == 0 else saved["partial"] is True
     resumed = train(None, tmp_path / "cut", settings=settings, resume=True)
     assert resumed.stopped == full.stopped
-    assert_same_weights(tmp_path / "full" / "model.pt", tmp_path / "cut" / "model.pt")
-    assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "cut" / "last.pt")
+    assert_same_weights(full_dir / "model.pt", tmp_path / "cut" / "model.pt")
+    assert_same_weights(full_dir / "last.pt", tmp_path / "cut" / "last.pt")
     assert full_epochs(resumed.history) == full_epochs(full.history)
     assert (resumed.best_epoch, resumed.best_metrics) == (full.best_epoch, full.best_metrics)
     saved = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)

@@ -616,6 +616,33 @@ def test_run_view_draws_the_run(browser, server: Server, ui_run: Path) -> None: 
     _shot(browser, "ui-run.png")
 
 
+def test_run_view_shows_beyond_accuracy(browser, server: Server, ui_run: Path) -> None:  # type: ignore[no-untyped-def]
+    """The beyond-accuracy figures of metrics.json at k = 10, a row per source, beside accuracy."""
+    from selenium.webdriver.common.by import By
+
+    wait = _open(browser, f"{server.url}/ui/#run")
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#beyond-table tbody tr"))
+    metrics = json.loads((ui_run / "metrics.json").read_text())
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#beyond-table thead th")]
+    assert heads == [
+        "model",
+        "ILD",
+        "categories",
+        "calibration ↓",
+        "novelty",
+        "popularity",
+        "coverage",
+        "Gini ↓",
+    ]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#beyond-table tbody tr")
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    assert [c[0] for c in cells] == [r["name"] for r in metrics["rows"]]
+    assert cells[0][1] == f"{metrics['rows'][0]['values']['ild@10']:.3f}"
+    # the accuracy table keeps the accuracy metrics only
+    accuracy = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#metrics-table thead th")]
+    assert "ILD" not in accuracy and "ild@10" not in accuracy and "auc" in accuracy
+
+
 def test_unknown_user_in_the_link_keeps_its_message(browser, server: Server) -> None:  # type: ignore[no-untyped-def]
     """/ui/?user=UNKNOWN&go=1 says the user is unknown and shows no cold-start ranking instead."""
     from selenium.webdriver.common.by import By

@@ -30,13 +30,13 @@ top-k lists with the tie rule of `newsrec_cli.evaluate.metrics`. `history_distri
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from newsrec_cli.evaluate.metrics import check_offsets, rank_order
 from newsrec_cli.rerank import category_distribution, js_divergence, rank_weights
 
 PAD = -1  # an empty slot of a top-k list
-LIST_CHUNK = 16_384  # lists whose (B, D) vector sums are held at once in `ild`: ~50 MB at D = 384
-PAIR_CHUNK = 1 << 23  # (user, item) pairs deduplicated at once in `distinct_user_counts`
+LIST_CHUNK = 128  # lists gathered at once in `ild`: (128, 10, 384) float32, 2 MB, stays in cache
 
 
 def top_k(scores: np.ndarray, offsets: np.ndarray, k: int, items: np.ndarray | None = None) -> np.ndarray:
@@ -96,25 +96,40 @@ def ild(top: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 
 def ild_prefixes(top: np.ndarray, vectors: np.ndarray, ks: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """`ild` of the first k items of each list for every k in `ks`, in one pass over the ranks."""
+    """`ild` of the first k items of each list for every k in `ks`, in one pass over the lists.
+
+    Lists go `LIST_CHUNK` at a time: their (chunk, k, D) vectors are gathered into one buffer
+    that stays in cache, summed per prefix (float32, as stored) and squared in float64.
+    """
     top = np.asarray(top)
     B, K = top.shape  # lists, list length
-    wanted = sorted({min(k, K) for k in ks})
+    wanted = sorted({min(k, K) for k in ks if k >= 1})
     out = {k: np.full(B, np.nan) for k in wanted}
+    if not wanted or not B:
+        return {k: out.get(min(k, K), np.full(B, np.nan)) for k in ks}
+    kmax, D = wanted[-1], vectors.shape[1]
+    buffer = np.empty((LIST_CHUNK * kmax, D), dtype=vectors.dtype)
     for lo in range(0, B, LIST_CHUNK):
-        part = top[lo : lo + LIST_CHUNK]
-        total = np.zeros((len(part), vectors.shape[1]), dtype=np.float64)  # Σ v_i over the ranks so far
-        n = np.zeros(len(part), dtype=np.float64)
-        for r in range(wanted[-1]):
-            present = part[:, r] >= 0
-            if present.any():
-                total[present] += vectors[part[present, r]]
-                n += present
-            if r + 1 in out:
-                pairs = n * (n - 1) / 2
-                cos_sum = (np.einsum("bd,bd->b", total, total) - n) / 2
-                ok = n >= 2
-                out[r + 1][lo : lo + len(part)] = np.where(ok, 1.0 - cos_sum / np.where(ok, pairs, 1), np.nan)
+        part = top[lo : lo + LIST_CHUNK, :kmax]
+        b = len(part)
+        present = part >= 0
+        gathered = buffer[: b * kmax]
+        np.take(vectors, np.maximum(part, 0).ravel(), axis=0, out=gathered)
+        gathered = gathered.reshape(b, kmax, D)  # (b, k, D)
+        if not present.all():
+            gathered[~present] = 0.0  # padding adds nothing
+        n = np.cumsum(present, axis=1)  # items among the first r + 1
+        total = np.zeros((b, D), dtype=vectors.dtype)  # Σ v_i over the first k
+        done = 0
+        for k in wanted:
+            total += gathered[:, done:k].sum(axis=1)
+            done = k
+            count = n[:, k - 1].astype(np.float64)
+            wide = total.astype(np.float64)
+            cos_sum = (np.einsum("bd,bd->b", wide, wide) - count) / 2  # Σ_{i<j} cos(v_i, v_j)
+            ok = count >= 2
+            pairs = np.where(ok, count * (count - 1) / 2, 1.0)
+            out[k][lo : lo + b] = np.where(ok, 1.0 - cos_sum / pairs, np.nan)
     return {k: out[min(k, K)] for k in ks}
 
 
@@ -239,27 +254,16 @@ def history_distribution(codes: np.ndarray, offsets: np.ndarray, n_categories: i
 def distinct_user_counts(users: np.ndarray, items: np.ndarray, size: int) -> np.ndarray:
     """For each item, the number of distinct users among the (user, item) pairs, (size,) int64.
 
-    Pairs are deduplicated a user range at a time, so memory stays about `PAIR_CHUNK` pairs
-    whatever the number of pairs (MIND-large's training histories: ~70M).
+    The pairs are deduplicated by hashing (pandas' `unique`, no sort). Memory is a few copies of
+    the pairs: a caller with more pairs than that gives them in groups of whole users and sums
+    the counts (`newsrec_cli.evaluate.beyond_rows.training_users` does).
     """
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
-    counts = np.zeros(size, dtype=np.int64)
     if not len(users):
-        return counts
-    # Sort the pairs' users once (cheap int sort), then each run of whole users is deduplicated alone.
-    order = np.argsort(users, kind="stable")
-    sorted_users = users[order]
-    start = 0
-    while start < len(order):
-        stop = min(start + PAIR_CHUNK, len(order))
-        if stop < len(order):  # extend to the end of the last user's pairs
-            stop = int(np.searchsorted(sorted_users, sorted_users[stop - 1], side="right"))
-        take = order[start:stop]
-        keys = np.unique(users[take] * size + items[take])
-        counts += np.bincount(keys % size, minlength=size)[:size]
-        start = stop
-    return counts
+        return np.zeros(size, dtype=np.int64)
+    keys = pd.unique(users * size + items)  # one key per distinct (user, item)
+    return np.bincount(keys % size, minlength=size)[:size].astype(np.int64)
 
 
 def _codes(top: np.ndarray, categories: np.ndarray) -> np.ndarray:

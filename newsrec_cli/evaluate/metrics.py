@@ -66,16 +66,20 @@ class MetricResult:
     impressions: int
     no_click: int
     per_impression: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    empty_history: int | None = None  # impressions calibration@k skipped (None: not computed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: metric values, counts, impressions, and the skipped counts."""
-        return {
+        out: dict[str, Any] = {
             "values": {k: _json_float(v) for k, v in self.values.items()},
             "counts": dict(self.counts),
             "impressions": self.impressions,
             "skipped_auc": self.skipped_auc,
             "no_click": self.no_click,
         }
+        if self.empty_history is not None:
+            out["empty_history"] = self.empty_history
+        return out
 
 
 def _json_float(value: float) -> float | None:
@@ -185,7 +189,7 @@ def compute_metrics(
     if scores.shape != labels.shape or scores.ndim != 1:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-d and aligned")
     offsets = check_offsets(offsets, len(scores))
-    _check_inputs(scores, labels)
+    check_inputs(scores, labels)
     accumulator = MetricAccumulator(names, scores_are=scores_are)
     for lo, hi in impression_chunks(offsets, chunk_candidates):
         a, b = int(offsets[lo]), int(offsets[hi])
@@ -207,7 +211,7 @@ def impression_chunks(offsets: np.ndarray, chunk_candidates: int) -> list[tuple[
     return list(zip(bounds[:-1], bounds[1:], strict=True)) if n else [(0, 0)]
 
 
-def _check_inputs(scores: np.ndarray, labels: np.ndarray) -> None:
+def check_inputs(scores: np.ndarray, labels: np.ndarray) -> None:
     bad = int(np.count_nonzero(~np.isfinite(scores)))
     if bad:
         raise InputError(
@@ -244,16 +248,26 @@ class MetricAccumulator:
         self._non_empty = 0
 
     def add(
-        self, scores: np.ndarray, labels: np.ndarray, offsets: np.ndarray, *, checked: bool = False
+        self,
+        scores: np.ndarray,
+        labels: np.ndarray,
+        offsets: np.ndarray,
+        *,
+        checked: bool = False,
+        order: np.ndarray | None = None,
     ) -> None:
-        """One chunk: scores and labels of its candidates, offsets from 0 over its impressions."""
+        """One chunk: scores and labels of its candidates, offsets from 0 over its impressions.
+
+        `order`: `rank_order(scores, offsets)` when the caller has it already (evaluate sorts each
+        chunk once for these metrics and the beyond-accuracy ones).
+        """
         scores = np.asarray(scores, dtype=np.float64)
         labels = np.asarray(labels)
         if not checked:
             if scores.shape != labels.shape or scores.ndim != 1:
                 raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-d and aligned")
             offsets = check_offsets(offsets, len(scores))
-            _check_inputs(scores, labels)
+            check_inputs(scores, labels)
         y = labels.astype(np.float64)
         n = len(offsets) - 1
         lengths = np.diff(offsets)
@@ -265,7 +279,7 @@ class MetricAccumulator:
         self._candidates += len(y)
         self._non_empty += int((lengths > 0).sum())
 
-        order = rank_order(scores, offsets)
+        order = rank_order(scores, offsets) if order is None else order
         y_sorted = y[order]
         rank = np.arange(len(scores), dtype=np.int64) - offsets[segment] + 1  # 1-based, within impression
         safe_clicks = np.where(has_click, clicks, 1.0)

@@ -6,7 +6,6 @@ The command layer calls `evaluate(...)` and renders the report; notebooks can ca
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,13 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli import atomic
 from newsrec_cli.embed.store import EmbeddingStore, TextCheck
 from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.evaluate import baselines
-from newsrec_cli.evaluate.breakdown import Groups, category_groups, history_groups, metrics_by_group
-from newsrec_cli.evaluate.metrics import MetricResult, compute_metrics, needs_probabilities, parse_metrics
+from newsrec_cli.evaluate.beyond_rows import MetricPlan, SplitFacts, k_of, kind_of, plan_metrics
+from newsrec_cli.evaluate.breakdown import Groups, category_groups, history_groups, results_by_group
+from newsrec_cli.evaluate.metrics import MetricResult, needs_probabilities
+from newsrec_cli.evaluate.metrics_file import (
+    METRICS_FILE,
+    fingerprint,
+    save_metrics,
+    variant_suffix,
+    with_suffix,
+)
 from newsrec_cli.evaluate.model_scores import ModelScores
 from newsrec_cli.evaluate.predictions import (
     align_ranks,
@@ -29,14 +35,17 @@ from newsrec_cli.evaluate.predictions import (
     scores_from_ranks,
     write_predictions,
 )
+from newsrec_cli.evaluate.reranking import rerank_scores
+from newsrec_cli.evaluate.rows import Lists, score_lists
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
 from newsrec_cli.mind.popularity import protocol_view, slot_features
 from newsrec_cli.mind.protocol import carve
 from newsrec_cli.plural import agree, counted
+from newsrec_cli.rerank import RerankSpec
 from newsrec_cli.settings import DataSettings, EvaluateSettings, TrainSettings
 
-METRICS_FILE = "metrics.json"
+__all__ = ["METRICS_FILE", "EvaluationReport", "EvaluationRow", "evaluate", "select_split"]
 
 Say = Callable[[str], None]
 
@@ -50,9 +59,12 @@ class EvaluationRow:
     result: MetricResult | None
     seconds: float
     groups: list[tuple[str, MetricResult]] = field(default_factory=list)
+    source: str | None = None  # what the scores come from (weights' or file's hash, baseline and seed)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "seconds": round(self.seconds, 3)}
+        if self.source is not None:
+            out["source"] = self.source
         if self.result is not None:
             out.update(self.result.to_dict())
         if self.groups:
@@ -79,6 +91,10 @@ class EvaluationReport:
     written: list[str] = field(default_factory=list)
     run_dir: str | None = None
     protocol: str = "offline"  # how popularity reached the scores: offline or replay
+    ranking: str = "impressions"  # the way of ranking: each impression's candidates
+    rerank: str = "none"  # the re-ranker applied to every row (`RerankSpec`), "none" for the scores' order
+    beyond: list[str] = field(default_factory=list)  # the beyond-accuracy names among `metrics`
+    left_out: dict[str, str] = field(default_factory=dict)  # beyond names `beyond` could not have: why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,8 +106,12 @@ class EvaluationReport:
             "optimistic": self.optimistic,
             "selection": self.selection,
             "protocol": self.protocol,
+            "ranking": self.ranking,
+            "rerank": self.rerank,
             "run_dir": self.run_dir,
             "metrics": self.metrics,
+            "beyond": self.beyond,
+            "left_out": self.left_out,
             "impressions": self.impressions,
             "candidates": self.candidates,
             "labeled": self.labeled,
@@ -221,14 +241,26 @@ def evaluate(
 
     Sources: the run in `run_dir`, the prediction file `predictions`, and with `settings.baselines`
     random, popularity and (given a store, or the run's) content. metrics.json goes to `out_dir`,
-    else the run directory; with neither it is not written.
+    else the run directory; with neither it is not written. With `settings.rerank`, every source's
+    ranking is re-ranked before any metric.
     """
     say = say or (lambda _msg: None)
     if run_dir is None and predictions is None and not settings.baselines:
         raise SettingsError("nothing to evaluate: give a RUN_DIR, --predictions FILE or --baselines")
+    if settings.retrieve and (predictions is not None or settings.write_predictions):
+        raise SettingsError(
+            "--retrieve: a prediction file ranks each impression's candidates; evaluate it (or write "
+            "one) without --retrieve"
+        )
     if settings.write_predictions and run_dir is None:
         raise SettingsError("--write-predictions needs a RUN_DIR (the model whose ranking is written)")
-    metrics = parse_metrics(settings.metrics)
+    plan = plan_metrics(settings.metrics)
+    spec = parse_rerank(settings.rerank)
+    if spec.active and needs_probabilities(plan.accuracy):
+        raise SettingsError(
+            "--metrics: logloss and ece read the model's probabilities, which --rerank does not change; "
+            "evaluate them without --rerank"
+        )
 
     model: ModelScores | None = None
     if run_dir is not None:
@@ -253,13 +285,14 @@ def evaluate(
         chosen_on=chosen_on,
         reported_on=reported_on,
         optimistic=same,
-        metrics=metrics,
+        metrics=plan.names,
         impressions=len(target),
         candidates=len(target.candidates),
         labeled=target.labeled,
         by=settings.by,
         run_dir=str(run_dir) if run_dir else None,
         protocol=settings.protocol,
+        rerank=str(spec),
     )
     if model is not None:
         _check_news_rows(dataset, target, model.run.settings.missing, say)
@@ -268,61 +301,185 @@ def evaluate(
             f"{target.source}: the {settings.split} impressions have no labels, so there is nothing to "
             "score; pass --write-predictions to write a leaderboard file",
         )
+    store = embeddings or (model.store if model else None)
+    facts = _split_facts(
+        plan, spec, dataset, train, target, model.store if model else embeddings, report, say
+    )
+    report.metrics, report.beyond = plan.names, list(plan.beyond)
     groups = _groups(settings.by, target, dataset)
+    lists = Lists(target.candidates, target.labels, target.candidate_offsets, np.arange(len(target)))
+    depth = max([k_of(n) for n in plan.names if "@" in n and not n.startswith("ece")], default=10)
 
-    def add(name: str, kind: str, scores: np.ndarray, seconds: float, scores_are: str = "logits") -> None:
+    def add(
+        name: str, kind: str, scores: np.ndarray, seconds: float, source: str | None = None
+    ) -> np.ndarray:
+        """Score one row; returns its ranking's scores (re-ranked when asked)."""
         if not target.labeled:
-            report.rows.append(EvaluationRow(name, kind, None, seconds))
-            return
-        # logloss and ECE read probabilities: only a model's logits have them.
-        row_metrics = [m for m in metrics if kind == "model" or not needs_probabilities([m])]
+            report.rows.append(EvaluationRow(name, kind, None, seconds, source=source))
+            return scores
         start = time.perf_counter()
-        labels, offsets = target.labels, target.candidate_offsets
-        result = compute_metrics(scores, labels, offsets, row_metrics, scores_are=scores_are)
-        by_group = (
-            metrics_by_group(scores, labels, offsets, groups, row_metrics, scores_are=scores_are)
-            if groups
-            else []
-        )
-        report.rows.append(EvaluationRow(name, kind, result, seconds + time.perf_counter() - start, by_group))
+        if spec.active:
+            assert facts is not None  # built whenever a re-ranker is active
+            scores = rerank_scores(scores, lists, spec, depth, facts, target.history_offsets)
+        # logloss and ECE read probabilities: only a model's logits have them.
+        accuracy = [m for m in plan.accuracy if kind == "model" or not needs_probabilities([m])]
 
-    if model is not None:
+        def score(group: str | None, part: np.ndarray, sub: Lists) -> MetricResult:
+            names = plan.beyond
+            if group is not None and settings.by == "category":  # constant within one category
+                names = [n for n in names if kind_of(n) not in ("categories", "calibration")]
+            history = target.history_offsets
+            return score_lists(part, sub, accuracy, names, facts, history, own_catalogue=group is not None)
+
+        result = score(None, scores, lists)
+        for metric in plan.beyond:  # 8 bytes per impression and metric, read by no one: memory stays flat
+            result.per_impression.pop(metric, None)
+        by_group = results_by_group(scores, lists, groups, score) if groups else []
+        seconds += time.perf_counter() - start
+        report.rows.append(EvaluationRow(name, kind, result, seconds, by_group, source))
+        return scores
+
+    if settings.retrieve:  # every row retrieves from the split's catalogue (evaluate/retrieve.py)
+        _add_retrieval_rows(report, settings, plan.beyond, spec, facts, dataset, train, target, model, say)
+    elif model is not None:
         say(f"scoring {len(target):,} impressions with {run_dir}")
         start = time.perf_counter()
         logits = model.score(
             dataset, target, batch_size=settings.batch_size, known=train, protocol=settings.protocol
         )
-        add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start)
+        weights = model.run.run_dir / "model.pt"
+        source = f"model {fingerprint(weights)}" if weights.is_file() else None
+        ranked = add(f"model {run_dir.name}", "model", logits, time.perf_counter() - start, source)
         if settings.protocol != "offline" and model.run.model.popularity is None:
             say(f"note: {run_dir.name} was trained without popularity: it scores alike under both protocols")
         _say_unverified(say, model.run.text_check)
         if settings.write_predictions:
             folder = out_dir or run_dir
             assert folder is not None  # run_dir is set whenever predictions are written
-            name = "prediction" if settings.protocol == "offline" else f"prediction-{settings.protocol}"
-            txt, zipped = write_predictions(folder, target, logits, name)
+            name = "prediction" + variant_suffix(settings.protocol, report.ranking, spec)
+            if spec.active and not target.labeled:
+                assert facts is not None
+                ranked = rerank_scores(logits, lists, spec, depth, facts, target.history_offsets)
+            txt, zipped = write_predictions(folder, target, ranked, name)
             report.written += [str(txt), str(zipped)]
 
-    if predictions is not None and target.labeled:
+    if predictions is not None and target.labeled and not settings.retrieve:
         start = time.perf_counter()
         ranks = align_ranks(predictions, read_predictions(predictions), target, scope=note)
-        add(f"file {predictions.name}", "file", scores_from_ranks(ranks), time.perf_counter() - start)
-
-    if settings.baselines and target.labeled:  # unlabeled: only the model's file is of use
-        _add_baselines(
-            add, settings, dataset, train, target, embeddings or (model.store if model else None), say
+        add(
+            f"file {predictions.name}",
+            "file",
+            scores_from_ranks(ranks),
+            time.perf_counter() - start,
+            f"file {fingerprint(predictions)}",
         )
+
+    if settings.baselines and target.labeled and not settings.retrieve:  # unlabeled: only the model's file
+        _add_baselines(add, settings, dataset, train, target, store, say)
 
     folder = out_dir or run_dir
     if folder is not None and target.labeled:
         path = folder / METRICS_FILE
         if out_dir is None and model is not None:
             path = folder / metrics_file_name(model.run.config, data, settings.split)
-        if settings.protocol != "offline":  # metrics.json is the offline protocol's
-            path = path.with_name(f"{path.stem}-{settings.protocol}{path.suffix}")
-        atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+        # metrics.json is the offline protocol's, each impression's candidates ranked by the scores.
+        path = with_suffix(path, variant_suffix(settings.protocol, report.ranking, spec))
+        saved = save_metrics(path, report.to_dict())
+        if saved.sentence():
+            say(saved.sentence() or "")
         report.written.append(str(path))
     return report
+
+
+def _add_retrieval_rows(
+    report: EvaluationReport,
+    settings: EvaluateSettings,
+    beyond_names: list[str],
+    spec: RerankSpec,
+    facts: SplitFacts | None,
+    dataset: MindDataset,
+    train: Impressions | None,
+    target: Impressions,
+    model: ModelScores | None,
+    say: Say,
+) -> None:
+    """`--retrieve`: the model's (and baselines') top 10 from the split's catalogue, hit@k and
+    recall@k in place of the candidate-ranking metrics."""
+    from newsrec_cli.evaluate.retrieve import retrieval_metrics, retrieval_rows
+
+    if settings.by != "none":
+        raise SettingsError("--by: not available with --retrieve (a retrieved list has no candidate groups)")
+    asked = [m for m in plan_metrics(settings.metrics).accuracy if not m.startswith(("hit@", "recall@"))]
+    if asked:
+        say(
+            f"note: --retrieve reports hit@k and recall@k; {', '.join(asked)} rank an impression's candidates"
+        )
+    report.ranking = "retrieve"
+    report.metrics = retrieval_metrics(beyond_names)
+    rows = retrieval_rows(
+        model=model,
+        dataset=dataset,
+        train=train,
+        target=target,
+        protocol=settings.protocol,
+        seed=settings.seed,
+        baselines=settings.baselines,
+        spec=spec,
+        beyond_names=beyond_names,
+        facts=facts,
+        batch_size=settings.batch_size,
+        say=say,
+    )
+    report.rows += [EvaluationRow(name, kind, result, seconds) for name, kind, result, seconds in rows]
+
+
+def parse_rerank(text: str) -> RerankSpec:
+    """`--rerank` as a RerankSpec; SettingsError naming the flag for a bad value."""
+    try:
+        return RerankSpec.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"--rerank (evaluate.rerank): {exc}") from None
+
+
+def _split_facts(
+    plan: MetricPlan,
+    spec: RerankSpec,
+    dataset: MindDataset,
+    train: Impressions | None,
+    target: Impressions,
+    store_path: Path | None,
+    report: EvaluationReport,
+    say: Say,
+) -> SplitFacts | None:
+    """The split's facts for the beyond-accuracy metrics and the re-ranker (None: neither asked).
+
+    A metric whose input is missing is left out with a note when only `beyond` asked for it; a
+    metric named itself, or the MMR re-ranker, stops with one line saying what it needs.
+    """
+    if not spec.active and (not plan.beyond or not target.labeled):
+        return None
+    kinds = plan.kinds() if target.labeled else set()  # unlabeled: only the re-ranker reads them
+    store = EmbeddingStore.open(store_path) if store_path is not None else None
+    facts = SplitFacts.build(
+        dataset.news,
+        train,
+        target,
+        store,
+        vectors="ild" in kinds or spec.method == "mmr",
+        novelty="novelty" in kinds,
+    )
+    if spec.method == "mmr" and spec.active and "ild" in facts.missing:
+        raise SettingsError(f"--rerank {spec}: MMR needs {facts.missing['ild']}")
+    for kind, why in facts.missing.items():
+        names = [n for n in plan.beyond if kind_of(n) == kind and target.labeled]
+        required = [n for n in names if n not in plan.optional]
+        if required:
+            raise SettingsError(f"--metrics: {', '.join(required)} need {why}")
+        if names:
+            plan.drop(set(names))
+            report.left_out.update({n: why for n in names})
+            say(f"note: {', '.join(names)} left out: {'they need' if len(names) > 1 else 'it needs'} {why}")
+    return facts
 
 
 def metrics_file_name(run_config: dict[str, Any], data: Path, split: str) -> str:
@@ -376,7 +533,8 @@ def _add_baselines(
     say: Say,
 ) -> None:
     start = time.perf_counter()
-    add("random", "baseline", baselines.random_scores(target, settings.seed), time.perf_counter() - start)
+    scores = baselines.random_scores(target, settings.seed)
+    add("random", "baseline", scores, time.perf_counter() - start, f"random seed {settings.seed}")
     if train is None or not train.labeled:
         say("popularity baseline skipped: no labelled training impressions to count clicks in")
     elif settings.protocol == "replay":
@@ -391,11 +549,12 @@ def _add_baselines(
             prior=defaults.popularity_prior,
         )
         ctr = slot_features(view.counts, target, view.at, columns=("ctr",))[:, 0].astype(np.float64)
-        add("popularity (causal CTR)", "baseline", ctr, time.perf_counter() - start)
+        source = f"causal ctr {defaults.popularity_half_life} {defaults.popularity_prior}"
+        add("popularity (causal CTR)", "baseline", ctr, time.perf_counter() - start, source)
     else:
         start = time.perf_counter()
         scores = baselines.popularity_scores(train, target, settings.seed)
-        add("popularity", "baseline", scores, time.perf_counter() - start)
+        add("popularity", "baseline", scores, time.perf_counter() - start, f"popularity seed {settings.seed}")
     if store_path is None:
         say("content baseline skipped: no embedding store (pass --embeddings STORE)")
         return
@@ -404,11 +563,13 @@ def _add_baselines(
     used = [dataset.news_vocab.ids[i] for i in distinct_news(target)]
     _say_unverified(say, check_store_texts(store, dataset.news, used, data=dataset.root))
     scores = baselines.content_scores(store, target, dataset.news_vocab)
-    add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start)
+    source = f"content {store_path.resolve()}"
+    add(f"content ({store_path.name})", "baseline", scores, time.perf_counter() - start, source)
     # The model's content prior starts from this one: the row shows what training adds to it.
     start = time.perf_counter()
     if train is None:
         say("centred content baseline skipped: no training impressions to take the centre from")
         return
     scores = baselines.content_scores(store, target, dataset.news_vocab, centred_on=train)
-    add(f"content centred ({store_path.name})", "baseline", scores, time.perf_counter() - start)
+    source = f"content centred {store_path.resolve()}"
+    add(f"content centred ({store_path.name})", "baseline", scores, time.perf_counter() - start, source)

@@ -332,3 +332,69 @@ def score_impressions(
         user_rows=run.user_rows(impressions),
         bf16=run.settings.bf16,
     )
+
+
+@torch.no_grad()
+def query_key_vectors(
+    model: NewsRecommender,
+    imps: Impressions,
+    news: np.ndarray,
+    *,
+    history: int,
+    batch_size: int = 512,
+    user_rows: np.ndarray | None = None,
+    bf16: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each impression's query, float32 [I, D'], and each news of `news`' key, float32 [N, D']:
+    `queries[i] @ keys[j]` is the logit `score_with_model` gives news[j] in impression i (to
+    float rounding), so a whole catalogue is scored per user by one matrix product (retrieval).
+    Only for a model whose score is an inner product (`NewsRecommender.inner_product_score`)."""
+    if not model.inner_product_score:
+        raise RuntimeError("a candidate-aware user encoder has no per-user query")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with autocast_for(device, bf16), graph_cached(model):
+            # Every news of the histories and of `news` once, as score_with_model encodes them.
+            table_news = np.union1d(needed_news(imps), np.asarray(news, dtype=np.int64))
+            compact = np.zeros(int(table_news.max(initial=0)) + 1, dtype=np.int64)
+            compact[table_news] = np.arange(1, len(table_news) + 1)
+            table = torch.zeros(len(table_news) + 1, model.dim, device=device)
+            for start in range(0, len(table_news), NEWS_CHUNK):
+                chunk = torch.from_numpy(table_news[start : start + NEWS_CHUNK]).to(device)
+                table[1 + start : 1 + start + len(chunk)] = model.encode_news(chunk).float()
+            with no_autocast(device):
+                rows = torch.from_numpy(compact[np.asarray(news, dtype=np.int64)]).to(device)
+                keys = model.score_keys(table[rows]).float().cpu().numpy()
+            groups = same_user_state(imps, history, user_rows)
+            queries = np.empty((len(imps), keys.shape[1]), dtype=np.float32)
+            per_chunk = max(1, IMPRESSION_CHUNK // batch_size) * batch_size
+            for lo in range(0, len(groups.representatives), per_chunk):
+                reps = groups.representatives[lo : lo + per_chunk]
+                users = _user_states(model, imps, reps, table, compact, history, batch_size, user_rows)
+                with no_autocast(device):
+                    states = model.score_queries(users).float().cpu().numpy()
+                bounds = groups.offsets[lo : lo + len(reps) + 1]
+                members = groups.members[bounds[0] : bounds[-1]]
+                queries[members] = np.repeat(states, np.diff(bounds), axis=0)
+    finally:
+        model.train(was_training)
+    return queries, keys
+
+
+def retrieval_vectors(
+    run: LoadedRun, dataset: MindDataset, impressions: Impressions, news: np.ndarray, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """`query_key_vectors` of a trained run, attached to the dataset as `score_impressions` does
+    (`news` must be news of `impressions`, whose text vectors are checked)."""
+    run.attach_dataset(dataset, impressions)
+    return query_key_vectors(
+        run.model,
+        impressions,
+        news,
+        history=run.settings.history,
+        batch_size=batch_size,
+        user_rows=run.user_rows(impressions),
+        bf16=run.settings.bf16,
+    )

@@ -974,9 +974,14 @@ def _diversity(
 ) -> ListDiversity:
     """ILD, categories and calibration of one returned list (table rows, best first)."""
     lists = top[None]
-    spread = None if text is None or len(top) < 2 else float(ild(lists, text)[0])
-    fit = float(list_calibration(lists, categories, history)[0]) if history.any() else None
+    spread = None if text is None else _finite(ild(lists, text)[0])  # NaN below 2 news
+    # NaN without history or without any categorised news in the list: no figure, not NaN
+    fit = _finite(list_calibration(lists, categories, history)[0])
     return ListDiversity(spread, int(category_count(lists, categories)[0]), fit)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _check_sizes(history: list[str], candidates: list[str] | None, k: int) -> None:

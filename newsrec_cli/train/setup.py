@@ -6,7 +6,6 @@ Each phase is a function of the previous one's result, so `train()` reads top to
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from newsrec_cli import clock
 from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.popularity import PopularityCounts, PopularityView, protocol_view
@@ -53,7 +53,7 @@ class RunRequest:
     resume: bool
     saved: dict[str, Any] | None  # last.pt of a resumed run
     trained_dim: int | None  # on resume, the store must keep the dimension the run used
-    started: float  # time.monotonic() when the run began (for --time-budget)
+    started: float  # clock.monotonic() when the run began (for --time-budget)
 
 
 @dataclass
@@ -128,7 +128,7 @@ def open_run(job: TrainJob, *, main: bool = True) -> RunRequest:
         resume=job.resume,
         saved=saved,
         trained_dim=trained_dim,
-        started=time.monotonic(),
+        started=clock.monotonic(),
     )
 
 

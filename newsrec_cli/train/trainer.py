@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from newsrec_cli import clock
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.mind.popularity import PopularityView
 from newsrec_cli.model.inference import autocast_for
@@ -270,7 +271,7 @@ class Trainer:
 
     def result(self, stopped: str) -> TrainResult:
         state = self.state
-        seconds = time.monotonic() - self.run.started
+        seconds = clock.monotonic() - self.run.started
         return TrainResult(
             self.run.out,
             self.info or self.describe(),
@@ -534,7 +535,7 @@ class Trainer:
         elif (
             self.ranks.main
             and settings.time_budget
-            and time.monotonic() - self.run.started >= settings.time_budget
+            and clock.monotonic() - self.run.started >= settings.time_budget
         ):
             rule = 1
         return rules[self.ranks.max(rule)]

@@ -32,7 +32,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from newsrec_cli import atomic
+from newsrec_cli import atomic, clock
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.manifests import read_manifest
 from newsrec_cli.runs.records import TrainFunction, TrainingInterrupted, TrainJob
@@ -75,7 +75,7 @@ class TuneSetup:
     pruner: str = "median"
     seed: int = 0
     defaults: bool = True  # trial 0 runs the default settings, the row every trial is read against
-    deadline: float | None = None  # wall-clock time (time.time()) after which no trial starts
+    deadline: float | None = None  # wall-clock time (clock.wall()) after which no trial starts
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.out / 'study.db').resolve()}"
@@ -395,7 +395,7 @@ def run_trial(
         settings = trial_settings(setup, params)
         own_budget = settings.time_budget
         if setup.deadline is not None:
-            left = setup.deadline - time.time()
+            left = setup.deadline - clock.wall()
             if own_budget is None or left < own_budget:
                 settings = settings.model_copy(update={"time_budget": max(left, 1.0)})
         job = TrainJob(
@@ -488,7 +488,7 @@ def run_worker(
             # A seed per worker and per trial count: a resumed or parallel study does not repeat
             # the random start of the first one.
             study.sampler = make_sampler(setup, 1000 * worker + len(study.get_trials(deepcopy=False)))
-            if setup.deadline is not None and time.time() >= setup.deadline:
+            if setup.deadline is not None and clock.wall() >= setup.deadline:
                 return
             recover_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
@@ -565,7 +565,7 @@ def tune(setup: TuneSetup, train: TrainFunction, events: TuneEvents | None = Non
         running = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
         recover_stale_trials(study)
     if setup.time_budget is not None:
-        setup.deadline = time.time() + setup.time_budget
+        setup.deadline = clock.wall() + setup.time_budget
     processes = []
     if setup.n_jobs > 1:
         context = multiprocessing.get_context("spawn")

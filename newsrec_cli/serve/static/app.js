@@ -391,9 +391,13 @@ async function inlineChart(id, name) {
   box.dataset.drawn = "true";
 }
 
+// Beyond-accuracy metrics (newsrec evaluate): kind -> column heading and decimals.
+const BEYOND = { ild: ["ILD", 3], categories: ["categories", 2], calibration: ["calibration ↓", 3], novelty: ["novelty", 2], popularity: ["popularity", 1], coverage: ["coverage", 3], gini: ["Gini ↓", 3] };
+const isBeyond = (name) => name.split("@")[0] in BEYOND;
+
 function metricsTable(metrics) {
   if (!metrics || !metrics.rows) return el("p", { class: "muted", text: "No metrics.json: run newsrec evaluate RUN --baselines." });
-  const names = metrics.metrics;
+  const names = metrics.metrics.filter((m) => !isBeyond(m));
   const table = el("table", { id: "metrics-table" });
   table.append(el("caption", { class: "muted", text: `${metrics.split} split, ${metrics.impressions.toLocaleString("en")} impressions${metrics.split_note && metrics.split_note !== metrics.selection ? ` (${metrics.split_note})` : ""}` }));
   const head = el("tr", {}, el("th", { scope: "col", text: "model" }));
@@ -410,7 +414,33 @@ function metricsTable(metrics) {
     body.append(tr);
   }
   table.append(body);
-  return el("div", {}, table, protocolNote(metrics));
+  return el("div", {}, table, protocolNote(metrics), beyondTable(metrics));
+}
+
+// The beyond-accuracy figures at the largest k in metrics.json (--json and the file hold every k).
+function beyondTable(metrics) {
+  const all = metrics.metrics.filter(isBeyond);
+  if (!all.length) return null;
+  const k = Math.max(...all.map((m) => Number(m.split("@")[1])));
+  const names = all.filter((m) => m.endsWith(`@${k}`));
+  const table = el("table", { id: "beyond-table" });
+  const how = metrics.rerank && metrics.rerank !== "none" ? `, re-ranked by ${metrics.rerank}` : "";
+  table.append(el("caption", { class: "muted", text: `Beyond accuracy, top ${k}${how}: means over impressions (novelty in bits, popularity in clicks); coverage and Gini over the split's candidates; ↓ lower is better.` }));
+  const head = el("tr", {}, el("th", { scope: "col", text: "model" }));
+  for (const m of names) head.append(el("th", { scope: "col", text: BEYOND[m.split("@")[0]][0] }));
+  table.append(el("thead", {}, head));
+  const body = el("tbody");
+  for (const row of metrics.rows) {
+    const values = row.values || {};
+    const tr = el("tr", { class: row.kind === "model" ? "model" : "" }, el("td", { text: row.name }));
+    for (const m of names) {
+      const v = values[m];
+      tr.append(el("td", { text: typeof v === "number" ? v.toFixed(BEYOND[m.split("@")[0]][1]) : "—" }));
+    }
+    body.append(tr);
+  }
+  table.append(body);
+  return el("div", { class: "table-wrap" }, table);
 }
 
 // Both protocols in plain words, and which one the table above is (metrics.json's `protocol`).
