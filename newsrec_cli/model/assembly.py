@@ -11,7 +11,7 @@ from newsrec_cli.errors import SettingsError
 from newsrec_cli.model.candidate_user_encoder import CandidateUserEncoder
 from newsrec_cli.model.category_embedding import CategoryEmbedding
 from newsrec_cli.model.content_prior import ContentPrior
-from newsrec_cli.model.finetune import set_centres
+from newsrec_cli.model.finetune import build_tower, set_centres
 from newsrec_cli.model.fusion import build_fusion
 from newsrec_cli.model.graph_modality import GraphModality
 from newsrec_cli.model.id_embedding import NewsIdEmbedding
@@ -71,8 +71,6 @@ def build_model(
     dim = settings.dim
     tower = None
     if settings.finetune_text and "text" in names:
-        from newsrec_cli.model.finetune import build_tower
-
         tower = build_tower(settings.finetune_text, context.text_meta or {})
         if tower.dim != context.text_dim:
             raise SettingsError(
@@ -83,7 +81,7 @@ def build_model(
         raise SettingsError("train.finetune_text needs the text modality (--use-text and --embeddings)")
     graph = None
     if "graph" in names:
-        from newsrec_cli.graph import build_graph_encoder
+        from newsrec_cli.graph import build_graph_encoder  # torch_geometric loads only when a graph is used
 
         graph = GraphModality(build_graph_encoder(graph_settings, context.graph, dim), dim)
     news_encoder = NewsEncoder(

@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from newsrec_cli.embed.providers import INT8_SUFFIX
+from newsrec_cli.embed.providers.local import model_location
+from newsrec_cli.embed.text import template_fields, texts_of
 from newsrec_cli.errors import SettingsError
 from newsrec_cli.mind import NewsTable
 from newsrec_cli.model.recommender import NewsRecommender
@@ -23,9 +26,6 @@ from newsrec_cli.model.text_tower import TextTower
 
 def tower_location(meta: dict[str, Any]) -> str:
     """The sentence-transformers folder of the model a store was made with (SettingsError if none)."""
-    from newsrec_cli.embed.providers import INT8_SUFFIX
-    from newsrec_cli.embed.providers.local import model_location
-
     provider, model = meta.get("provider"), meta.get("model")
     if provider != "local" or not isinstance(model, str):
         raise SettingsError(
@@ -36,8 +36,6 @@ def tower_location(meta: dict[str, Any]) -> str:
 
 
 def store_template(meta: dict[str, Any]) -> str:
-    from newsrec_cli.embed.text import template_fields
-
     template = meta.get("template")
     if not isinstance(template, str):
         raise SettingsError("train.finetune_text: the store records no text template; embed it again")
@@ -53,8 +51,6 @@ def build_tower(trainable: int, meta: dict[str, Any]) -> TextTower:
 
 def news_texts(news: NewsTable, template: str, news_ids: Sequence[str]) -> list[str]:
     """The texts the store embedded for these news (embed/text.py's rendering, fallbacks included)."""
-    from newsrec_cli.embed.text import texts_of
-
     return texts_of(news, template, news_ids)
 
 

@@ -8,14 +8,17 @@ layers, over the news of its batch.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from newsrec_cli.embed.providers.base import quiet_transformers
 from newsrec_cli.errors import InputError, SettingsError
 
 ENCODE_CHUNK = 128  # news per forward when encoding without gradients (bounded attention memory)
@@ -51,9 +54,7 @@ class TextTower(nn.Module):
         super().__init__()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
-        from newsrec_cli.embed.providers.base import quiet_transformers
+        from transformers import AutoModel, AutoTokenizer  # optional extra: only with --finetune-text
 
         quiet_transformers()  # the pooler's "unused weights" chatter, transformers' own bars
         try:
@@ -227,9 +228,6 @@ def _layer(layer: nn.Module, hidden: Tensor, additive: Tensor) -> Tensor:
 
 def _max_seq_length(location: str, tokenizer: Any) -> int:
     """sentence_bert_config.json's max_seq_length (256 for all-MiniLM-L6-v2), else the tokenizer's."""
-    import json
-    from pathlib import Path
-
     config = Path(location) / "sentence_bert_config.json"
     if config.is_file():
         value = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")

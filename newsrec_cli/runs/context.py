@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.embed.text import check_store_texts
 from newsrec_cli.errors import InputError, MissingVectorsError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, NewsTable, Vocab
@@ -110,8 +111,6 @@ class TextVectors:
 
 
 def open_store(path: Path | str) -> Any:
-    from newsrec_cli.embed.store import EmbeddingStore
-
     store = EmbeddingStore.open(path)
     if store.meta.get("kind", "news") != "news":
         raise InputError(f"this store holds {store.meta.get('kind')} vectors, not news vectors", path=path)

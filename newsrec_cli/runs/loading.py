@@ -16,6 +16,7 @@ from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind import Impressions, MindDataset, Vocab
 from newsrec_cli.model.assembly import build_model, resolve_device
+from newsrec_cli.model.finetune import encode_dataset_news, store_template
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.runs import checkpoint
 from newsrec_cli.runs.config import read_config, settings_of
@@ -131,8 +132,6 @@ class LoadedRun:
             self._finetuned = np.zeros(0, dtype=np.int64)
         if self.model.news_encoder.tower is not None and len(must):
             # The store's vectors stand in until then; the run's own layers encode what is scored.
-            from newsrec_cli.model.finetune import encode_dataset_news, store_template
-
             todo = np.setdiff1d(must, self._finetuned)
             encode_dataset_news(
                 self.model, dataset.news, vocab.ids, todo, store_template(self.text_store.meta)
@@ -192,7 +191,7 @@ def load_run(
     if "graph" in modal:
         if graph_path is None:
             raise InputError("the run used a graph but config.json names none", path=run_dir / CONFIG)
-        from newsrec_cli.graph import load_graph
+        from newsrec_cli.graph import load_graph  # torch_geometric loads only when a graph is used
 
         news_graph = load_graph(graph_path)
         graph_index = news_graph.news_index

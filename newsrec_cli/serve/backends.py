@@ -88,9 +88,9 @@ def encode_news_with(model: Any, feed: dict[str, Any]) -> Any:
     `encode_news` only. Shared by the torch backend and the traced ONNX news encoder so both run
     the same code: graph vectors stand in for the GNN (`GraphModality.cache(vectors)`), news i
     being node i, or no node (-1) when off the graph."""
-    import torch
+    import torch  # ONNX serving runs without torch
 
-    from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures
+    from newsrec_cli.model.features import NO_GRAPH_NODE, NewsFeatures  # torch: ONNX serving runs without it
 
     n = feed["id_index"].shape[0]
     index = torch.arange(n, device=feed["id_index"].device)
@@ -152,7 +152,7 @@ def cap_threads(threads: int) -> None:
     torch and onnxruntime are capped by their backends). Uncapped, every concurrent request's
     matrix product starts a thread per core and they fight over the cores: 16 clients then got
     0.4x the throughput of one (benchmarks/bench_serve.py, retrieval over 51k news)."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # serve extra: export runs without it
 
     threadpool_limits(limits=threads)  # process-wide from here on, not a context
 
@@ -163,7 +163,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: Any, threads: int | None = None) -> None:
-        import torch
+        import torch  # ONNX serving runs without torch
 
         self.torch = torch
         if threads:
@@ -199,7 +199,7 @@ class TorchBackend:
         popularity: np.ndarray | None = None,
         history_length: np.ndarray | None = None,
     ) -> np.ndarray:
-        from newsrec_cli.model.popularity import add_to_logits
+        from newsrec_cli.model.popularity import add_to_logits  # torch: ONNX serving runs without it
 
         with self.torch.no_grad():
             logits = self.model.score(self._t(state), self._t(candidates))
@@ -230,7 +230,7 @@ class OnnxBackend:
     user, score, and keys and queries for a model whose score is an inner product) to its graph."""
 
     def __init__(self, files: dict[str, Path | None], name: str = "onnx", threads: int = 1) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional extra: torch serves without it
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

@@ -80,7 +80,7 @@ class UserCache:
         self._down_until = 0.0
         self._down_logged = False
         if redis_url and self.enabled:
-            import redis
+            import redis  # optional extra: only with --redis-url
 
             self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
             # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.

@@ -27,13 +27,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 import numpy as np
 
 from newsrec_cli import atomic
-from newsrec_cli.errors import InputError, SettingsError
+from newsrec_cli.embed.providers import make_provider
+from newsrec_cli.embed.providers.base import EmbeddingProvider
+from newsrec_cli.embed.store import EmbeddingStore, commit, is_store, new_meta
+from newsrec_cli.embed.text import news_texts
+from newsrec_cli.errors import InputError, NewsrecError, SettingsError
 from newsrec_cli.evaluate.beyond import calibration as list_calibration
 from newsrec_cli.evaluate.beyond import category_count, ild
-from newsrec_cli.mind import Vocab
-from newsrec_cli.mind.running_counts import FIRST_SECOND, LAST_SECOND, RunningCounts
+from newsrec_cli.mind import Vocab, load_dataset
+from newsrec_cli.mind.entities import Entity
+from newsrec_cli.mind.news import NewsTable, read_news
+from newsrec_cli.mind.running_counts import FIRST_SECOND, LAST_SECOND, MemorySums, Reading, RunningCounts
 from newsrec_cli.rerank import RerankSpec, category_distribution, pool_size, rerank
-from newsrec_cli.serve.backends import Backend, NewsInputs, cap_threads
+from newsrec_cli.serve.backends import Backend, NewsInputs, OnnxBackend, TorchBackend, cap_threads
 from newsrec_cli.serve.batch import Batcher
 from newsrec_cli.serve.cache import UserCache
 from newsrec_cli.serve.errors import (
@@ -44,16 +50,29 @@ from newsrec_cli.serve.errors import (
     UnknownNews,
     Unsupported,
 )
-from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, Retriever
+from newsrec_cli.serve.export import (
+    MANIFEST,
+    NEWS_TSV,
+    graph_files,
+    manifest_graph_table,
+    manifest_graphs,
+    manifest_table,
+    model_version,
+    read_manifest,
+    read_text_table,
+    refuse_finetuned,
+    run_news_inputs,
+)
+from newsrec_cli.serve.index import DEFAULT_ANN_THRESHOLD, SCORE_CHUNK, Retriever, top_rows
+from newsrec_cli.serve.popularity import NewsTerms, freshness, frozen_counts, open_counts
 from newsrec_cli.serve.times import utc_seconds
+from newsrec_cli.serve.vector_table import read_table
+from newsrec_cli.settings import EmbedSettings
 
-if TYPE_CHECKING:  # annotations only: importing them here would make import circles
+if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from newsrec_cli.embed.providers.base import EmbeddingProvider
-    from newsrec_cli.mind.running_counts import Reading
-    from newsrec_cli.runs.loading import LoadedRun
-    from newsrec_cli.serve.popularity import NewsTerms
+    from newsrec_cli.runs.loading import LoadedRun  # annotation only: its module imports torch
 
 log = logging.getLogger("newsrec.serve")
 
@@ -330,8 +349,6 @@ def default_backend(source: Path) -> str:
     """`--backend auto`: an export is served by its ONNX graphs (fp32 when it has them, else int8;
     both parity-checked against torch at export time, and cheaper per request than torch); a run
     directory by torch."""
-    from newsrec_cli.serve.export import MANIFEST
-
     if not (source / MANIFEST).is_file():
         return "torch"
     return "onnx" if (source / "news_encoder.onnx").is_file() else "int8"
@@ -381,8 +398,6 @@ class Engine:
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        from newsrec_cli.serve.export import MANIFEST
-
         backend = self.config.backend
         if backend not in ("torch", "onnx", "int8"):
             raise SettingsError(f"--backend {backend!r}: torch, onnx or int8")
@@ -401,27 +416,12 @@ class Engine:
             )
         self._build_retriever()
         if self.popularity is not None:
-            from newsrec_cli.serve.popularity import NewsTerms
-
             assert self.backend is not None
             self.news_terms = NewsTerms(self.popularity, self.backend, self.backend.popularity_product)
         self._load_ingested()
         self.ready = True
 
     def _load_export(self, backend: str) -> None:
-        from newsrec_cli.mind.news import read_news
-        from newsrec_cli.serve.backends import OnnxBackend, TorchBackend
-        from newsrec_cli.serve.export import (
-            NEWS_TSV,
-            graph_files,
-            manifest_graph_table,
-            manifest_graphs,
-            manifest_table,
-            read_manifest,
-            read_text_table,
-        )
-        from newsrec_cli.serve.vector_table import read_table
-
         manifest = read_manifest(self.source)
         if backend == "int8" and not manifest.get("graphs", {}).get("int8"):
             raise SettingsError(
@@ -450,7 +450,7 @@ class Engine:
             "users": Vocab.load(self.source / "vocab_users.txt") if manifest.get("use_user_id") else None,
         }
         if backend == "torch":
-            from newsrec_cli.runs.loading import load_run
+            from newsrec_cli.runs.loading import load_run  # torch: ONNX serving runs without it
 
             self.run = load_run(manifest["run_dir"], device="cpu", store=self.config.run_store)
             self.backend = TorchBackend(self.run.model, self.config.threads)
@@ -458,8 +458,6 @@ class Engine:
             names = manifest_graphs(manifest, backend == "int8")
             self.backend = OnnxBackend(graph_files(self.source, names), backend, self.config.threads)
         if manifest.get("popularity"):
-            from newsrec_cli.mind.running_counts import MemorySums
-
             frozen = MemorySums.load(self.source / str(manifest["popularity"]["counts"]))
             self._open_popularity(frozen)
         ids, vectors, _ = read_table(self.source / manifest_table(manifest, backend == "int8"))
@@ -470,17 +468,13 @@ class Engine:
         self.table.upsert(records, vectors, text)
 
     def _load_run(self) -> None:
-        from newsrec_cli.runs.loading import load_run
-        from newsrec_cli.serve.backends import TorchBackend
-        from newsrec_cli.serve.export import model_version, refuse_finetuned, run_news_inputs
+        from newsrec_cli.runs.loading import load_run  # torch: ONNX serving runs without it
 
         run = load_run(self.source, device="cpu", store=self.config.run_store)
         refuse_finetuned(run, "serve")
         self.run, self.run_dir = run, self.source
         self.version = model_version(self.source)
         if run.model.popularity is not None:
-            from newsrec_cli.serve.popularity import frozen_counts
-
             self._open_popularity(frozen_counts(run))
         self.history = run.settings.history
         self.text_inputs = run.model.news_encoder.text is not None
@@ -510,8 +504,6 @@ class Engine:
         self.table.upsert([_record_of(news, ids[i]) for i in keep], vectors, text)
 
     def _open_popularity(self, frozen: Any) -> None:
-        from newsrec_cli.serve.popularity import open_counts
-
         self.popularity = open_counts(
             frozen, state_dir=self.state_dir, redis_url=self.config.redis_url, model_version=self.version
         )
@@ -711,8 +703,6 @@ class Engine:
 
     def freshness(self, reading: Reading | None = None) -> dict[str, Any]:
         """The popularity block of a response: of `reading` (the counts it scored with), or now."""
-        from newsrec_cli.serve.popularity import freshness
-
         assert self.popularity is not None
         return freshness(self.popularity, reading)
 
@@ -727,8 +717,6 @@ class Engine:
     ) -> np.ndarray:
         """Exact retrieval with the popularity term for a backend without its factors (an export
         made before the popularity graphs): every news scored through the backend's scorer."""
-        from newsrec_cli.serve.index import SCORE_CHUNK, top_rows
-
         assert self.backend is not None
         n = len(vectors)
         scores = np.empty(n, np.float32)
@@ -819,9 +807,6 @@ class Engine:
 
     def _provider_for(self) -> EmbeddingProvider:
         if self._provider is None:
-            from newsrec_cli.embed.providers import make_provider
-            from newsrec_cli.settings import EmbedSettings
-
             meta = self.embeddings or {}
             if not meta.get("provider"):
                 raise Unsupported("this model's embedding provider is unknown; cannot embed fresh news")
@@ -839,9 +824,6 @@ class Engine:
 
     def text_vectors(self, records: list[NewsRecord]) -> np.ndarray:
         """Text vectors of fresh news with the run's provider, template and normalisation."""
-        from newsrec_cli.embed.text import news_texts
-        from newsrec_cli.mind.news import NewsTable
-
         meta = self.embeddings or {}
         table = NewsTable()
         for r in records:
@@ -902,8 +884,6 @@ class Engine:
 
     def _persist(self, records: list[NewsRecord], text: np.ndarray | None) -> None:
         """ingested.json (records by ID) and the text vectors (an embedding store), both atomic."""
-        from newsrec_cli.embed.store import EmbeddingStore, commit, is_store, new_meta
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         saved = self._read_ingested()
         for r in records:
@@ -942,8 +922,6 @@ class Engine:
 
     def _load_ingested(self) -> None:
         """Re-encode the news ingested earlier with this model (their text vectors are kept)."""
-        from newsrec_cli.embed.store import EmbeddingStore, is_store
-
         saved = self._read_ingested()
         if not saved:
             return
@@ -1020,8 +998,6 @@ def _check_sizes(history: list[str], candidates: list[str] | None, k: int) -> No
 
 
 def _entities(record: NewsRecord) -> list[Any]:
-    from newsrec_cli.mind.entities import Entity
-
     out = []
     for e in record.entities:
         label = str(e.get("label") or e.get("Label") or "")
@@ -1049,9 +1025,7 @@ def _record_of(news: Any, news_id: str) -> NewsRecord:
 
 def _run_news(run: Any) -> Any:
     """The run's dataset news (titles etc.), or the run's own table when the data moved."""
-    from newsrec_cli.errors import NewsrecError
-    from newsrec_cli.mind import load_dataset
-    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table  # torch: ONNX serving runs without it
 
     data = run.config.get("data", {}).get("path")
     try:

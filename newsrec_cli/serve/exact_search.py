@@ -35,8 +35,8 @@ class ExactSearch:
     def _session_for(self) -> Any:
         with self._lock:
             if self._session is None:
-                import onnxruntime as ort
-                from onnx import TensorProto, helper
+                import onnxruntime as ort  # optional extra: torch serves without it
+                from onnx import TensorProto, helper  # optional extra
 
                 inputs = [
                     helper.make_tensor_value_info("queries", TensorProto.FLOAT, ["B", self.dim]),

@@ -27,8 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from newsrec_cli.serve.engine import Engine, NewsRecord
+from newsrec_cli.embed.store import EmbeddingStore, is_store
+from newsrec_cli.mind.popularity import FEATURES
+from newsrec_cli.serve.backends import NewsInputs, TorchBackend, encode_news_with
+from newsrec_cli.serve.engine import INGESTED_TEXT, Engine, NewsRecord
 from newsrec_cli.serve.errors import InvalidRequest, UnknownNews, Unsupported, name_ids
+from newsrec_cli.serve.export import run_news_inputs
 
 TOP_CONTRIBUTORS = 3
 
@@ -42,9 +46,7 @@ class Explainer:
 
     def load(self) -> None:
         """The torch run, its news inputs by ID, and the lock of the model it uses."""
-        from newsrec_cli.runs.loading import load_run
-        from newsrec_cli.serve.backends import TorchBackend
-        from newsrec_cli.serve.export import run_news_inputs
+        from newsrec_cli.runs.loading import load_run  # torch: only for an explanation
 
         with self._load_lock:
             if self.ready:
@@ -82,10 +84,6 @@ class Explainer:
     def _inputs_of(self, ids: list[str]) -> Any:
         """News-encoder inputs of `ids` in order: the run's news from the run's inputs, news
         ingested through the API from their records and persisted text vectors (as served)."""
-        from newsrec_cli.embed.store import EmbeddingStore, is_store
-        from newsrec_cli.serve.backends import NewsInputs
-        from newsrec_cli.serve.engine import INGESTED_TEXT
-
         engine = self.engine
         fresh = [i for i in dict.fromkeys(ids) if i not in self.rows]
         records = [engine.get_news(i) for i in fresh]
@@ -132,9 +130,7 @@ class Explainer:
     def explain(
         self, history: list[str], items: list[str], user_id: str | None = None, top: int = TOP_CONTRIBUTORS
     ) -> dict[str, Any]:
-        import torch
-
-        from newsrec_cli.serve.backends import encode_news_with
+        import torch  # only for an explanation
 
         if not self.ready:
             self.load()
@@ -224,9 +220,7 @@ class Explainer:
     def _popularity(self, items: list[str], history_length: int) -> list[dict[str, Any]] | None:
         """Per item: the popularity term of its logit and what it came from (None without popularity).
         Called under the model's lock, in no_grad."""
-        import torch
-
-        from newsrec_cli.mind.popularity import FEATURES
+        import torch  # only for an explanation
 
         head = getattr(self.model, "popularity", None)
         if head is None or self.engine.popularity is None:

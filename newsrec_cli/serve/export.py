@@ -43,6 +43,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -54,7 +55,12 @@ import numpy as np
 from newsrec_cli import __version__, atomic, manifests
 from newsrec_cli.digests import file_sha256 as sha256
 from newsrec_cli.errors import InputError, NewsrecError, SettingsError
+from newsrec_cli.evaluate.metrics import compute_metrics
+from newsrec_cli.evaluate.model_scores import run_scores
+from newsrec_cli.evaluate.runner import select_split
+from newsrec_cli.mind import load_dataset
 from newsrec_cli.mind.popularity import FEATURES as POPULARITY_FEATURES
+from newsrec_cli.mind.running_counts import RunningCounts
 from newsrec_cli.serve.backends import (
     KEYS_INPUTS,
     NEWS_INPUTS,
@@ -66,9 +72,11 @@ from newsrec_cli.serve.backends import (
     USER_INPUTS,
     NewsInputs,
     OnnxBackend,
+    TorchBackend,
+    encode_news_with,
 )
-from newsrec_cli.serve.popularity import POPULARITY_FILE
-from newsrec_cli.serve.vector_table import Dtype, roundtrip
+from newsrec_cli.serve.popularity import POPULARITY_FILE, frozen_counts
+from newsrec_cli.serve.vector_table import Dtype, quantise, read_table, roundtrip, write_table
 
 EXPORT_FORMAT = "newsrec-export"
 MANIFEST = "export.json"
@@ -154,8 +162,8 @@ def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
 
     A news without a text vector is servable only when the run was trained with --missing learned.
     """
-    from newsrec_cli.runs.context import news_features, text_vectors
-    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.context import news_features, text_vectors  # torch: ONNX serving imports this file
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table  # torch: ONNX serving imports this file
 
     news_vocab, news_table = load_news_table(run.run_dir / NEWS_TABLE)
     text = None
@@ -177,7 +185,7 @@ def run_news_inputs(run: Any) -> tuple[list[str], NewsInputs, np.ndarray]:
 
 def graph_table(run: Any) -> np.ndarray | None:
     """The GNN vector of every news node, float32 [nodes, D], run once; None without a graph."""
-    import torch
+    import torch  # ONNX serving imports this file
 
     graph = run.model.news_encoder.graph
     if graph is None:
@@ -210,8 +218,8 @@ def inputs_from_features(features: Any, graph_vectors: np.ndarray | None = None)
 
 def dataset_news_inputs(run: Any, dataset: Any, imps: Any) -> NewsInputs:
     """Encoder inputs for a dataset's news vocabulary (what `LoadedRun.attach_dataset` builds)."""
-    from newsrec_cli.model.inputs import needed_news
-    from newsrec_cli.runs.context import news_features, text_vectors
+    from newsrec_cli.model.inputs import needed_news  # torch: ONNX serving imports this file
+    from newsrec_cli.runs.context import news_features, text_vectors  # torch: ONNX serving imports this file
 
     text = None
     if run.model.news_encoder.text is not None:
@@ -242,7 +250,7 @@ def backend_scores(
     (the same order of work as model/inference.py's score_with_model). `table` maps the news
     vectors to what the served table holds (an int8 table's round trip); `popularity` float32
     [C, F] the features of each candidate slot (a run trained with popularity)."""
-    from newsrec_cli.model.inputs import needed_news, recent_history
+    from newsrec_cli.model.inputs import needed_news, recent_history  # torch: ONNX serving imports this file
 
     news = needed_news(imps)
     compact = np.zeros(int(news.max(initial=0)) + 1, dtype=np.int64)
@@ -277,10 +285,9 @@ def backend_scores(
 
 
 def _wrappers(model: Any) -> dict[str, Any]:
-    from torch import nn
+    from torch import nn  # ONNX serving imports this file
 
-    from newsrec_cli.model.popularity import add_to_logits
-    from newsrec_cli.serve.backends import encode_news_with
+    from newsrec_cli.model.popularity import add_to_logits  # torch: ONNX serving imports this file
 
     with_text = model.news_encoder.text is not None
 
@@ -338,9 +345,7 @@ def _wrappers(model: Any) -> dict[str, Any]:
 
 def export_graphs(model: Any, inputs: NewsInputs, out: Path, opset: int) -> dict[str, Any]:
     """Trace the three graphs with dynamic batch/history/candidate axes; returns their shapes."""
-    import warnings
-
-    import torch
+    import torch  # ONNX serving imports this file
 
     wrappers = _wrappers(model)
     sample = inputs.rows(slice(0, min(5, len(inputs))))
@@ -469,7 +474,7 @@ class _NoPreprocessingAdvice(logging.Filter):
 def quantize_graphs(out: Path, fp32: dict[str, str]) -> dict[str, str]:
     """The int8 graph set: each part in QUANTISED quantised, kept when smaller on disk than its
     fp32 file; every other part names its fp32 file."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional extra: only when exporting
 
     names = dict(fp32)
     advice = _NoPreprocessingAdvice()
@@ -503,10 +508,8 @@ def quantise_embedding_rows(path: Path, min_rows: int = 64) -> None:
     """Rewrite each Gather of a float32 table initializer ([rows, D], rows >= `min_rows`) as a
     Gather of int8 codes times a Gather of per-row scales: 4x smaller, a vector's error bounded by
     its own largest component / 254 (onnxruntime quantises Gather with one scale per table)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    from newsrec_cli.serve.vector_table import quantise
+    import onnx  # optional extra: only when exporting
+    from onnx import helper, numpy_helper  # optional extra
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -589,8 +592,6 @@ def _write_table(
     dtype: Dtype = "float32",
     parts: list[int] | None = None,
 ) -> None:
-    from newsrec_cli.serve.vector_table import write_table
-
     signature = {
         "kind": kind,
         "provider": "newsrec-model",
@@ -610,8 +611,7 @@ def table_parts(model: Any) -> list[int]:
 
 def _write_news_tsv(path: Path, run: Any, ids: list[str]) -> None:
     """MIND rows of the exported news, from the run's dataset when it is still there."""
-    from newsrec_cli.mind import load_dataset
-    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table
+    from newsrec_cli.runs.files import NEWS_TABLE, load_news_table  # torch: ONNX serving imports this file
 
     data = run.config.get("data", {}).get("path")
     rows: dict[str, str] = {}
@@ -664,9 +664,6 @@ def _entities_json(entities: list[Any]) -> str:
 
 def validation_impressions(run: Any, limit: int) -> tuple[Any, Any]:
     """(dataset, the first `limit` validation impressions the run was validated on)."""
-    from newsrec_cli.evaluate.runner import select_split
-    from newsrec_cli.mind import load_dataset
-
     data = run.config.get("data", {}).get("path")
     if not data or not Path(data).exists():
         raise InputError("the run's data folder is gone (parity needs its validation split)", path=data or "")
@@ -714,7 +711,7 @@ def export_run(
     say: Say | None = None,
 ) -> ExportReport:
     """Export `run_dir` to `out` (see the module docstring); ParityError when a graph is off."""
-    from newsrec_cli.runs.loading import load_run
+    from newsrec_cli.runs.loading import load_run  # torch: ONNX serving imports this file
 
     say = say or (lambda _m: None)
     if quantize not in QUANTIZE:
@@ -771,8 +768,6 @@ def _clear_folder(out: Path) -> None:
 
 def _write_model(run: Any, out: Path, quantize: str, opset: int, say: Say) -> Written:
     """The ONNX graphs (fp32, and int8 unless --quantize none) and the news-vector tables."""
-    from newsrec_cli.serve.backends import TorchBackend
-
     version = model_version(run.run_dir)
     ids, inputs, servable = run_news_inputs(run)
     say(f"exporting ONNX graphs (opset {opset})")
@@ -819,8 +814,6 @@ def _write_model(run: Any, out: Path, quantize: str, opset: int, say: Say) -> Wr
 def _write_side_files(run: Any, out: Path, written: Written, say: Say) -> None:
     """news.tsv, the vocabularies, and a popularity run's frozen counts (what the server reads
     until events arrive: the offline protocol's)."""
-    from newsrec_cli.serve.popularity import frozen_counts
-
     _write_news_tsv(out / NEWS_TSV, run, written.served_ids)
     for name in VOCABS:
         if (run.run_dir / name).is_file():
@@ -834,10 +827,7 @@ def _write_side_files(run: Any, out: Path, written: Written, say: Say) -> None:
 def _reference_logits(run: Any, dataset: Any, valid: Any, frozen: Any) -> tuple[np.ndarray, Any]:
     """Torch's logits as evaluate scores them (offline protocol with popularity), and the
     popularity features of each candidate slot the graphs read (the frozen counts, as served)."""
-    from newsrec_cli.evaluate.model_scores import run_scores
-    from newsrec_cli.evaluate.runner import select_split
-    from newsrec_cli.mind.running_counts import RunningCounts
-    from newsrec_cli.model.inference import score_impressions
+    from newsrec_cli.model.inference import score_impressions  # torch: ONNX serving imports this file
 
     if frozen is None:
         return score_impressions(run, dataset, valid), None
@@ -913,8 +903,6 @@ def int8_graph_inputs(inputs: NewsInputs) -> NewsInputs:
 def _parity_row(
     name: str, valid: Any, logits: np.ndarray, reference: np.ndarray | None, seconds: float
 ) -> dict[str, Any]:
-    from newsrec_cli.evaluate.metrics import compute_metrics
-
     metrics = list(PARITY_METRICS)
     result = compute_metrics(logits, valid.labels, valid.candidate_offsets, metrics)
     return {
@@ -929,8 +917,8 @@ def _manifest(
     run: Any, written: Written, parity: Parity, quantize: str, opset: int, files: dict[str, str]
 ) -> dict[str, Any]:
     """export.json: what the folder holds, what made it, and the parity it passed."""
-    import onnxruntime
-    import torch
+    import onnxruntime  # optional extra: only when exporting
+    import torch  # ONNX serving imports this file
 
     fp32, int8 = written.fp32_names, written.int8_names
     only = quantize == "int8-only"
@@ -1023,7 +1011,7 @@ def _manifest_embeddings(run: Any) -> dict[str, Any] | None:
 def popularity_product_diff(backend: Any, head: Any, features: np.ndarray, lengths: np.ndarray) -> float:
     """Max |popularity_keys x popularity_queries - the torch head's term| over candidate slots
     (features [C, F], history lengths [C, 1]): retrieval's form of the term against the scorer's."""
-    import torch
+    import torch  # ONNX serving imports this file
 
     with torch.no_grad():
         term = head(torch.from_numpy(features[:, None, :]), torch.from_numpy(lengths))[:, 0].numpy()
@@ -1048,8 +1036,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def read_text_table(folder: Path, manifest: dict[str, Any], ids: list[str]) -> np.ndarray | None:
     """The text vectors of `ids` from the export's text table (float32, in the order of `ids`), or
     None where the export has none (a model without text, or an export made before text tables)."""
-    from newsrec_cli.serve.vector_table import read_table
-
     entry = manifest.get("text_table")
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
         return None

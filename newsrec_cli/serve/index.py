@@ -61,7 +61,7 @@ class Retriever:
             return
         self.keys = self._keys(vectors)
         if len(vectors) >= self.ann_threshold:
-            from usearch.index import Index
+            from usearch.index import Index  # optional extra: only past the ANN threshold
 
             self.ann = Index(ndim=self.keys.shape[1], metric="ip", dtype="f32", connectivity=16)
             self.ann.add(np.arange(len(vectors), dtype=np.uint64), self.keys)

@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 
 from newsrec_cli.errors import InputError
+from newsrec_cli.evaluate.runner import select_split
+from newsrec_cli.mind import load_dataset
+from newsrec_cli.mind.popularity import PopularityCounts
 from newsrec_cli.mind.running_counts import NO_EVENT, MemorySums, Reading, RunningCounts, frozen_batch
+from newsrec_cli.serve.redis_sums import RedisSums
 
 POPULARITY_FILE = "popularity.npz"  # in an export: the frozen counts; in a state folder: the live ones
 
@@ -31,10 +35,6 @@ POPULARITY_FILE = "popularity.npz"  # in an export: the frozen counts; in a stat
 def frozen_counts(run: Any) -> MemorySums:
     """The counts of the run's training impressions, frozen one second after their end: what
     evaluate's offline protocol scores the validation split with."""
-    from newsrec_cli.evaluate.runner import select_split
-    from newsrec_cli.mind import load_dataset
-    from newsrec_cli.mind.popularity import PopularityCounts
-
     data = run.config.get("data", {}).get("path")
     if not data or not Path(data).exists():
         raise InputError(
@@ -63,8 +63,6 @@ def open_counts(
     """The live counts: in Redis (seeded once from the frozen ones `start`), or in this process
     from the state folder's saved counts when there are, else from `start`, saved after each batch."""
     if redis_url:
-        from newsrec_cli.serve.redis_sums import RedisSums
-
         return RunningCounts(start.spec, RedisSums.open(redis_url, model_version, start))
     saved = state_dir / POPULARITY_FILE
     if saved.is_file():

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from newsrec_cli.errors import InputError
 from newsrec_cli.mind.running_counts import NO_EVENT, Batch, MemorySums, merge
 from newsrec_cli.serve.errors import Unavailable
 
@@ -43,9 +44,7 @@ class RedisSums:
     @classmethod
     def open(cls, url: str, model_version: str, start: MemorySums) -> RedisSums:
         """Connect, and seed the counts from `start` unless another replica already has."""
-        import redis
-
-        from newsrec_cli.errors import InputError
+        import redis  # optional extra: only with --redis-url
 
         client = redis.Redis.from_url(url, socket_timeout=5)
         sums = cls(client, f"newsrec:popularity:{model_version}:", start.spec.half_life_hours)
@@ -68,7 +67,7 @@ class RedisSums:
         return sums
 
     def add(self, batch: Batch) -> None:
-        import redis
+        import redis  # optional extra
 
         def update(pipe: Any) -> None:
             old = _columns([pipe.hmget(key, batch.keys) for key in self.hashes])
@@ -89,7 +88,7 @@ class RedisSums:
         self, keys: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[int, int]]:
         """The sums of `keys` and the clock in one MULTI: a snapshot no replica writes into."""
-        import redis
+        import redis  # optional extra
 
         whole = len(keys) > WHOLE_HASHES
         try:
@@ -109,7 +108,7 @@ class RedisSums:
         return _columns(columns), (int(latest or NO_EVENT), int(impressions or 0))
 
     def clock(self) -> tuple[int, int]:
-        import redis
+        import redis  # optional extra
 
         try:
             latest, impressions = self.client.hmget(self.clock_key, ["latest", "impressions"])

@@ -31,6 +31,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from newsrec_cli.diagnose.plots import BINS, pyplot
+from newsrec_cli.diagnose.stats import SATURATION_LOGIT
+from newsrec_cli.errors import NewsrecError
+from newsrec_cli.mind import load_dataset
 from newsrec_cli.serve.engine import MAX_HISTORY_ITEMS, Engine
 from newsrec_cli.serve.errors import InvalidRequest, NotFound, NotReady, ServeError, Unsupported, cut
 from newsrec_cli.serve.explain import Explainer
@@ -92,8 +96,6 @@ class UserData:
 
     @classmethod
     def load(cls, path: str) -> UserData:
-        from newsrec_cli.mind import load_dataset
-
         dataset = load_dataset(path, on_bad_lines="skip", bad_entities="collect")
         data = cls(path=str(path), dataset=dataset)
         never = np.iinfo(np.int64).max
@@ -305,9 +307,7 @@ class RunView:
         return _ablation_bars(result)
 
     def _draw_saturation(self) -> str:
-        from newsrec_cli.diagnose.stats import SATURATION_LOGIT
-        from newsrec_cli.diagnose.subject import from_run
-        from newsrec_cli.errors import NewsrecError
+        from newsrec_cli.diagnose.subject import from_run  # torch: only to draw the saturation chart
 
         assert self.run_dir is not None
         try:
@@ -339,8 +339,6 @@ CHART_LINE_CHARS = 44  # titles and x labels wrap at this many characters: none 
 
 
 def _figure(width: float = CHART_WIDTH_IN, height: float = 2.9) -> tuple[Any, Any, Any]:
-    from newsrec_cli.diagnose.plots import pyplot
-
     plt = pyplot()
     plt.rcParams["svg.fonttype"] = "none"  # text stays text: readable, selectable, scalable
     plt.rcParams["svg.hashsalt"] = "newsrec"  # stable element IDs between draws
@@ -410,8 +408,6 @@ def histogram_figure(
     values: dict[str, np.ndarray], *, title: str, marks: tuple[float, ...]
 ) -> tuple[Any, Any, Any]:
     """Overlaid density histograms; the legend sits in headroom above the tallest bar, never on it."""
-    from newsrec_cli.diagnose.plots import BINS
-
     plt, fig, ax = _figure()
     finite = {k: v[np.isfinite(v)] for k, v in values.items() if np.isfinite(v).any()}
     edges = np.histogram_bin_edges(np.concatenate(list(finite.values())), bins=BINS)

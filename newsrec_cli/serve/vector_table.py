@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from newsrec_cli import atomic
+from newsrec_cli.embed.store import IDS, META, VECTORS, EmbeddingStore, commit, new_meta, read_ids, read_meta
 from newsrec_cli.errors import InputError
 
 Dtype = Literal["float32", "int8"]
@@ -61,8 +62,6 @@ def write_table(
 ) -> None:
     """Write the table; float32 is an embedding store commit. Each file is written atomically and
     meta.json last; the export's manifest, written after parity, is what makes a table served."""
-    from newsrec_cli.embed.store import IDS, META, VECTORS, commit, new_meta
-
     if dtype == "float32":
         commit(path, ids, vectors, new_meta(signature, dtype="float32"))
         return
@@ -79,8 +78,6 @@ def write_table(
 
 def read_table(path: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """(IDs, float32 vectors [N, D], meta) of a table of either dtype; InputError when it is not one."""
-    from newsrec_cli.embed.store import IDS, META, VECTORS, EmbeddingStore, read_ids, read_meta
-
     meta = read_meta(path / META) if (path / META).is_file() else {}
     dtype = meta.get("dtype", "float32")  # tables written before dtypes are float32 stores
     if dtype == "float32":

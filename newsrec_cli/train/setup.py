@@ -18,6 +18,7 @@ from newsrec_cli.errors import InputError, SettingsError
 from newsrec_cli.mind import Impressions, MindDataset, load_dataset
 from newsrec_cli.mind.popularity import PopularityCounts, PopularityView, protocol_view
 from newsrec_cli.model.assembly import build_model
+from newsrec_cli.model.finetune import cache_texts, store_template
 from newsrec_cli.model.inputs import needed_news
 from newsrec_cli.model.recommender import NewsRecommender
 from newsrec_cli.objective.history_samples import HistorySamples, history_impressions
@@ -238,8 +239,6 @@ def build_parts(run: RunRequest, data: TrainingData, device: torch.device) -> Mo
     cached_tokens = cached_news = 0
     if model.news_encoder.tower is not None:
         # Tokenise once and run the frozen text layers once per news; a step runs only the last K.
-        from newsrec_cli.model.finetune import cache_texts, store_template
-
         cached_tokens = cache_texts(
             model,
             data.dataset.news,
