@@ -15,7 +15,7 @@ newsrec embed "$D/data" --out "$D/embeddings"
 newsrec build-graph "$D/data" --out "$D/graph"
 rm -rf "$D/run"
 newsrec train "$D/data" --embeddings "$D/embeddings" --graph "$D/graph" --out "$D/run"
-newsrec evaluate "$D/run" --data "$D/data" --baselines --metrics auc,mrr,ndcg
+newsrec evaluate "$D/run" --data "$D/data" --baselines
 newsrec diagnose saturation "$D/run"
 set +x
 echo "The web page on this run: .venv/bin/newsrec serve $D/run --data $D/data   (then open http://127.0.0.1:8000/ui/)"
