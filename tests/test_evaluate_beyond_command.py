@@ -352,3 +352,17 @@ def test_metrics_json_of_other_figures_is_replaced_with_a_note(mind: Path, tmp_p
     said = " ".join(result.stderr.split())
     assert "note: metrics.json held figures of another data (elsewhere); replaced" in said
     assert "old" not in [row["name"] for row in json.loads((out / "metrics.json").read_text())["rows"]]
+
+
+def test_beyond_tables_read_at_80_columns(synthetic: tuple[Path, Path, Path]) -> None:
+    """No heading of the beyond-accuracy tables is cut at 80 columns (they were: 'catego…')."""
+    data, store, run = synthetic
+    args = ["evaluate", str(run), "--data", str(data), "--baselines", "--embeddings", str(store)]
+    result = runner.invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    headings = [line for line in lines if "ILD" in line and "Gini" in line]
+    assert len(headings) == 2 and all("…" not in line for line in headings), headings
+    for short in ("cats", "calib↓", "pop", "cover"):
+        assert short in headings[0]
+    assert "cats: distinct categories, calib: calibration" in result.stdout

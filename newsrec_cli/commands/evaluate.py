@@ -249,15 +249,18 @@ def _accuracy_table(report: EvaluationReport, names: list[str], caption: str) ->
 
 
 # Column headings of the beyond-accuracy tables, and how many decimals each value needs.
+# Short enough (at most 7 characters) that the seven columns and the source fit 80 columns
+# without a cut heading; the caption spells out the short ones.
 _HEADINGS = {
     "ild": ("ILD", 4),
-    "categories": ("categories", 2),
-    "calibration": ("calibration↓", 4),
+    "categories": ("cats", 2),
+    "calibration": ("calib↓", 4),
     "novelty": ("novelty", 2),
-    "popularity": ("popularity", 1),
-    "coverage": ("coverage", 4),
+    "popularity": ("pop", 1),
+    "coverage": ("cover", 4),
     "gini": ("Gini↓", 4),
 }
+_SPELLED = "cats: distinct categories, calib: calibration, pop: popularity, cover: coverage"
 
 
 def _beyond_ks(names: list[str]) -> list[int]:
@@ -292,7 +295,7 @@ def _beyond_caption(report: EvaluationReport, names: list[str]) -> str:
         if first.empty_history:
             parts.append(f"calibration skips {counted(first.empty_history, 'impression')} with no history")
     parts.append("coverage and Gini over the split's distinct candidates; ↓: lower is better")
-    return "; ".join(parts)
+    return "; ".join([_SPELLED, *parts])
 
 
 def _beyond_cell(result: MetricResult, name: str) -> str:
