@@ -11,7 +11,7 @@ import numpy as np
 from newsrec_cli.errors import InputError
 from newsrec_cli.mind.behaviors import Impressions
 from newsrec_cli.mind.dataset import MindDataset
-from newsrec_cli.mind.popularity import protocol_view
+from newsrec_cli.mind.popularity import PopularityView, protocol_view
 from newsrec_cli.settings import DataSettings
 
 if TYPE_CHECKING:
@@ -70,17 +70,25 @@ def run_scores(
         return logits
     from newsrec_cli.model.popularity import popularity_logits
 
+    view = popularity_view(run, dataset, target, known, protocol)
+    return logits + popularity_logits(head, view.counts, target, at=view.at)
+
+
+def popularity_view(
+    run: LoadedRun, dataset: MindDataset, target: Impressions, known: Impressions | None, protocol: str
+) -> PopularityView:
+    """The clicks a popularity run scores `target` with: those of `known` read as `protocol` says;
+    InputError when there are no labelled impressions to count."""
     if known is None or not known.labeled:
         raise InputError(
             "the run scores with popularity, which needs labelled training impressions (train/) to "
             f"count clicks in; none were found before the {protocol} split",
             path=target.source or dataset.root,
         )
-    view = protocol_view(
+    return protocol_view(
         protocol,
         known,
         target,
         half_life_hours=run.settings.popularity_half_life,
         prior=run.settings.popularity_prior,
     )
-    return logits + popularity_logits(head, view.counts, target, at=view.at)

@@ -35,6 +35,7 @@ from newsrec_cli.errors import InputError
 from newsrec_cli.evaluate.beyond import PAD
 from newsrec_cli.evaluate.beyond_rows import SplitFacts
 from newsrec_cli.evaluate.metrics import MetricResult
+from newsrec_cli.evaluate.model_scores import popularity_view
 from newsrec_cli.mind.behaviors import Impressions, gather_segments
 from newsrec_cli.mind.popularity import FEATURES, impression_seconds, protocol_view, slot_chunks
 from newsrec_cli.rerank import RerankSpec, pool_size, rerank
@@ -243,19 +244,7 @@ def model_scorer(
         return lambda rows: queries[rows] @ keys.T
     import torch
 
-    if known is None or not known.labeled:
-        raise InputError(
-            "the run scores with popularity, which needs labelled training impressions (train/) to "
-            f"count clicks in; none were found before the {protocol} split",
-            path=target.source or dataset.root,
-        )
-    view = protocol_view(
-        protocol,
-        known,
-        target,
-        half_life_hours=run.settings.popularity_half_life,
-        prior=run.settings.popularity_prior,
-    )
+    view = popularity_view(run, dataset, target, known, protocol)
     device = head.raw_weight.device
     lengths = torch.from_numpy(np.asarray(target.history_lengths, dtype=np.float32)).to(device)
     with torch.no_grad():
