@@ -12,7 +12,9 @@ from scipy import sparse
 from newsrec_cli.embed.store import EmbeddingStore
 from newsrec_cli.errors import MissingVectorsError
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
+from newsrec_cli.mind.popularity import PopularityView, protocol_view
 from newsrec_cli.mind.vocab import Vocab
+from newsrec_cli.settings import TrainSettings
 
 TIE_BREAK = 0.5  # popularity noise stays below one click, so it only orders news with equal counts
 CHUNK = 8192  # candidates per step of the content baseline: two CHUNK x dim buffers stay in cache
@@ -22,6 +24,19 @@ USER_CHUNK = 65_536  # impressions whose user vectors are held at once
 def random_scores(impressions: Impressions, seed: int = 0) -> np.ndarray:
     """Uniform random scores (seeded): AUC 0.5 in expectation, the floor of every ranking metric."""
     return np.random.default_rng(seed).random(len(impressions.candidates))
+
+
+def causal_view(train: Impressions, target: Impressions) -> PopularityView:
+    """The replay popularity baseline's counts: every impression of `target` sees the clicks of
+    `train` and of the `target` impressions before it, with a run's default half-life and prior."""
+    defaults = TrainSettings()
+    return protocol_view(
+        "replay",
+        train,
+        target,
+        half_life_hours=defaults.popularity_half_life,
+        prior=defaults.popularity_prior,
+    )
 
 
 def click_counts(train: Impressions, size: int) -> np.ndarray:

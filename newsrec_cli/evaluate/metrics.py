@@ -68,6 +68,15 @@ class MetricResult:
     per_impression: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     empty_history: int | None = None  # impressions calibration@k skipped (None: not computed)
 
+    def absorb(self, more: MetricResult, *, with_history: bool) -> None:
+        """Take the metrics of `more` (the beyond-accuracy ones of the same lists) into this result;
+        its count of impressions without history too when those metrics read the history."""
+        self.values.update(more.values)
+        self.counts.update(more.counts)
+        self.per_impression.update(more.per_impression)
+        if with_history:
+            self.empty_history = more.empty_history
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: metric values, counts, impressions, and the skipped counts."""
         out: dict[str, Any] = {

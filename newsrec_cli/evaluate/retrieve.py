@@ -37,7 +37,7 @@ from newsrec_cli.evaluate.beyond_rows import SplitFacts
 from newsrec_cli.evaluate.metrics import MetricResult
 from newsrec_cli.evaluate.model_scores import popularity_view
 from newsrec_cli.mind.behaviors import Impressions, gather_segments
-from newsrec_cli.mind.popularity import FEATURES, impression_seconds, protocol_view, slot_chunks
+from newsrec_cli.mind.popularity import FEATURES, impression_seconds, slot_chunks
 from newsrec_cli.rerank import RerankSpec, pool_size, rerank
 
 if TYPE_CHECKING:
@@ -304,12 +304,7 @@ def retrieval_result(
         accumulator = BeyondAccumulator(list(beyond_names), facts)
         history = facts.history_distribution(target.history_offsets) if accumulator.needs_history() else None
         accumulator.add(top, history)
-        more = accumulator.result()
-        result.values.update(more.values)
-        result.counts.update(more.counts)
-        result.per_impression.update(more.per_impression)
-        if accumulator.needs_history():
-            result.empty_history = more.empty_history
+        result.absorb(accumulator.result(), with_history=accumulator.needs_history())
     return result
 
 
@@ -319,8 +314,7 @@ def popularity_scorer(
     """The popularity baseline over the catalogue, as evaluate ranks candidates with it: offline,
     training clicks plus seeded noise under one click (ties among fresh news at random); replay,
     the causal smoothed CTR at each impression's time (the defaults' half-life and prior)."""
-    from newsrec_cli.evaluate.baselines import TIE_BREAK, click_counts
-    from newsrec_cli.settings import TrainSettings
+    from newsrec_cli.evaluate.baselines import TIE_BREAK, causal_view, click_counts
 
     if protocol == "offline":
         size = int(max(len(target.news_vocab), catalogue.news.max(initial=0) + 1))
@@ -328,14 +322,7 @@ def popularity_scorer(
         rng = np.random.default_rng(seed)
         noise = rng.random(len(catalogue)) * TIE_BREAK  # one draw per news: a user-independent ranking
         return "popularity", lambda rows: np.broadcast_to(counts + noise, (len(rows), len(catalogue)))
-    defaults = TrainSettings()
-    view = protocol_view(
-        "replay",
-        train,
-        target,
-        half_life_hours=defaults.popularity_half_life,
-        prior=defaults.popularity_prior,
-    )
+    view = causal_view(train, target)
     seconds = impression_seconds(target)
     ctr = FEATURES.index("ctr")
 

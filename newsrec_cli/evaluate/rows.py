@@ -79,10 +79,5 @@ def score_lists(
             extra.add(top, history)
     result = accumulator.result() if accumulator is not None else MetricResult({}, {}, 0, len(offsets) - 1, 0)
     if extra is not None:
-        more = extra.result()
-        result.values.update(more.values)
-        result.counts.update(more.counts)
-        result.per_impression.update(more.per_impression)
-        if extra.needs_history():
-            result.empty_history = more.empty_history
+        result.absorb(extra.result(), with_history=extra.needs_history())
     return result

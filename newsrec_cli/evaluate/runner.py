@@ -39,7 +39,7 @@ from newsrec_cli.evaluate.reranking import rerank_scores
 from newsrec_cli.evaluate.rows import Lists, score_lists
 from newsrec_cli.mind.behaviors import Impressions, distinct_news
 from newsrec_cli.mind.dataset import SINGLE, MindDataset, load_dataset
-from newsrec_cli.mind.popularity import protocol_view, slot_features
+from newsrec_cli.mind.popularity import slot_features
 from newsrec_cli.mind.protocol import carve
 from newsrec_cli.plural import agree, counted
 from newsrec_cli.rerank import RerankSpec
@@ -541,13 +541,7 @@ def _add_baselines(
         # Replay: each impression ranked by the smoothed CTR from every impression before it.
         start = time.perf_counter()
         defaults = TrainSettings()  # the half-life and smoothing a run has by default
-        view = protocol_view(
-            "replay",
-            train,
-            target,
-            half_life_hours=defaults.popularity_half_life,
-            prior=defaults.popularity_prior,
-        )
+        view = baselines.causal_view(train, target)
         ctr = slot_features(view.counts, target, view.at, columns=("ctr",))[:, 0].astype(np.float64)
         source = f"causal ctr {defaults.popularity_half_life} {defaults.popularity_prior}"
         add("popularity (causal CTR)", "baseline", ctr, time.perf_counter() - start, source)
