@@ -115,10 +115,7 @@ def _greedy_mmr(rel: np.ndarray, ok: np.ndarray, v: np.ndarray, lam: float, k: i
     max_sim = np.zeros((B, N))
     picked = np.empty((B, k), dtype=np.int64)
     for step in range(k):
-        objective = (1.0 - lam) * rel - lam * max_sim
-        objective = np.where(ok, objective, _PADDING)
-        objective[taken] = -np.inf
-        j = objective.argmax(axis=1)
+        j = _best((1.0 - lam) * rel - lam * max_sim, ok, taken)
         picked[:, step] = j
         taken[rows, j] = True
         sim = np.einsum("bnd,bd->bn", v, v[rows, j])  # (B, N) cosine to the news just chosen
@@ -147,14 +144,19 @@ def _greedy_calibration(
         q = (mass[:, None, :] + w[step] * eye[None]) / total  # (B, C+1 added category, C+1)
         js = js_divergence(p[:, None, :], q)  # (B, C+1): the divergence if a news of category c is added
         cost = np.take_along_axis(js, cats, axis=1)  # (B, N)
-        objective = (1.0 - weight) * rel - weight * cost
-        objective = np.where(ok, objective, _PADDING)
-        objective[taken] = -np.inf
-        j = objective.argmax(axis=1)
+        j = _best((1.0 - weight) * rel - weight * cost, ok, taken)
         picked[:, step] = j
         taken[rows, j] = True
         mass[rows, cats[rows, j]] += w[step]
     return picked
+
+
+def _best(objective: np.ndarray, ok: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Each list's candidate with the best objective among those not taken; padding only when
+    nothing else is left; ties to the first, the better scored (positions are in model order)."""
+    objective = np.where(ok, objective, _PADDING)
+    objective[taken] = -np.inf
+    return objective.argmax(axis=1)
 
 
 def _complete(base: np.ndarray, picked: np.ndarray) -> np.ndarray:
