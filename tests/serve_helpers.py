@@ -75,12 +75,13 @@ class Redis:
 
     def _answers(self) -> bool:
         """True once this redis-server answers on its port; False when it exits (the port was
-        taken after it was picked) or another process answers there for 10 s."""
+        taken after it was picked) or another process answers there for 60 s (a bound on failure
+        only: a starting redis-server on a loaded machine answers as soon as it listens)."""
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         try:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
                     if client.info("server")["process_id"] == self.proc.pid:
@@ -122,7 +123,7 @@ class Server:
         # The environment as the user's: the server caps its own compute threads.
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         port = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # bounds a hang; a loaded machine loads in well under it
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
